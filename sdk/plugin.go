@@ -1,0 +1,202 @@
+package sdk
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+
+	"github.com/sluicehq/sluice/sdk/record"
+)
+
+// ErrDone is returned by a finite Source's Read when it has no more records. The host then waits for every
+// record to be acknowledged and completes the pipeline.
+var ErrDone = errors.New("sdk: source is done")
+
+// OpenRequest is what the host hands a stage when it opens it.
+type OpenRequest struct {
+	// Pipeline is the id of the pipeline the stage belongs to.
+	Pipeline string
+	// Settings are the stage's settings from the connector file, validated against the plugin's Spec and
+	// with defaults applied.
+	Settings Settings
+	// After is the position to resume strictly after: for a Source, the last source position stored
+	// downstream; for a Buffer, the last buffer position the sink has stored (where reading resumes). Nil
+	// means none is stored: a source starts where its settings say, a buffer reads from its oldest entry.
+	After record.Position
+	// MaxBatchRecords and MaxBatchBytes bound the batches a Source's or Buffer's Read returns; the SDK
+	// splits larger ones. A single record larger than MaxBatchBytes travels alone.
+	MaxBatchRecords int
+	MaxBatchBytes   int
+	// Logger writes to the host's log, tagged with the plugin's name and the pipeline.
+	Logger *slog.Logger
+}
+
+// Source produces records. Embed UnimplementedSource so that methods added to this interface later have a
+// default.
+//
+// The SDK calls Open once, then Read repeatedly from one goroutine, while Ack is called from another
+// goroutine as batches become durable downstream; Close is called once, after Read and Ack have returned.
+// The context passed to Read and Ack is cancelled when the host stops the stage.
+type Source interface {
+	// Open prepares the source to emit records after req.After (or from its configured start).
+	Open(ctx context.Context, req OpenRequest) error
+	// Read blocks until at least one record is available and returns the records, in position order. It
+	// returns ErrDone when a finite source is exhausted, and ctx.Err() when ctx is cancelled. The slice and
+	// the records may be reused by the source once the next Read is called.
+	Read(ctx context.Context) ([]record.Record, error)
+	// Ack reports that every record up to and including pos is durable downstream. Acks arrive in order.
+	// Sources that keep no state of their own (the position is stored downstream) may ignore it.
+	Ack(ctx context.Context, pos record.Position) error
+	// Close releases the source's resources.
+	Close(ctx context.Context) error
+	mustEmbedUnimplementedSource()
+}
+
+// Sink writes records to an external system. Embed UnimplementedSink.
+//
+// The SDK calls Open once, then Checkpoint (if the spec declares AtomicPosition), then Write from one
+// goroutine with batches in order, and Close once at the end.
+type Sink interface {
+	Open(ctx context.Context, req OpenRequest) error
+	// Checkpoint returns the last upstream position stored atomically with written data, or nil when none
+	// is stored. Only called when the sink declares the AtomicPosition capability.
+	Checkpoint(ctx context.Context) (record.Position, error)
+	// Write makes a batch durable. When it returns nil the batch's records are written and, for a sink with
+	// AtomicPosition, batch.Position is stored with them in the same atomic step. The batch is only valid
+	// during the call. Records with Op == OpHeartbeat carry no data: write nothing for them (a sink with
+	// AtomicPosition still stores batch.Position). An error stops the stage; the host restarts it and
+	// writes again from the last acknowledged batch.
+	Write(ctx context.Context, batch record.Batch) error
+	Close(ctx context.Context) error
+	mustEmbedUnimplementedSink()
+}
+
+// Buffer is a durable queue between a source and a sink. Embed UnimplementedBuffer.
+//
+// The SDK calls Open once, then Checkpoint, then Append (from one goroutine) and Read/Ack (from two other
+// goroutines) concurrently, and Close once at the end.
+type Buffer interface {
+	Open(ctx context.Context, req OpenRequest) error
+	// Checkpoint returns the last source position appended, stored atomically with the appended records,
+	// or nil when the buffer holds none.
+	Checkpoint(ctx context.Context) (record.Position, error)
+	// Append stores the batch's records and batch.Position atomically. It blocks while the buffer is full
+	// (backpressure) until ctx is cancelled. The batch is only valid during the call.
+	Append(ctx context.Context, batch record.Batch) error
+	// Read returns stored records after the last one returned (initially after OpenRequest.After), with
+	// the buffer's own positions. It waits a short while (at most about a second) for records and returns
+	// an empty slice if none arrived, so the SDK can notice the end of input.
+	Read(ctx context.Context) ([]record.Record, error)
+	// Ack reports that every record up to and including pos is durable in the sink; the buffer may trim
+	// them. Acks arrive in order.
+	Ack(ctx context.Context, pos record.Position) error
+	Close(ctx context.Context) error
+	mustEmbedUnimplementedBuffer()
+}
+
+// ErrUnimplemented is returned by the Unimplemented* defaults.
+var ErrUnimplemented = errors.New("sdk: not implemented")
+
+// UnimplementedSource gives every Source method a default: Ack and Close do nothing, the rest return
+// ErrUnimplemented.
+type UnimplementedSource struct{}
+
+func (UnimplementedSource) Open(context.Context, OpenRequest) error { return ErrUnimplemented }
+func (UnimplementedSource) Read(context.Context) ([]record.Record, error) {
+	return nil, ErrUnimplemented
+}
+func (UnimplementedSource) Ack(context.Context, record.Position) error { return nil }
+func (UnimplementedSource) Close(context.Context) error                { return nil }
+func (UnimplementedSource) mustEmbedUnimplementedSource()              {}
+
+// UnimplementedSink gives every Sink method a default: Checkpoint returns no position, Close does
+// nothing, the rest return ErrUnimplemented.
+type UnimplementedSink struct{}
+
+func (UnimplementedSink) Open(context.Context, OpenRequest) error { return ErrUnimplemented }
+func (UnimplementedSink) Checkpoint(context.Context) (record.Position, error) {
+	return nil, nil
+}
+func (UnimplementedSink) Write(context.Context, record.Batch) error { return ErrUnimplemented }
+func (UnimplementedSink) Close(context.Context) error               { return nil }
+func (UnimplementedSink) mustEmbedUnimplementedSink()               {}
+
+// UnimplementedBuffer gives every Buffer method a default: Checkpoint returns no position, Close does
+// nothing, the rest return ErrUnimplemented.
+type UnimplementedBuffer struct{}
+
+func (UnimplementedBuffer) Open(context.Context, OpenRequest) error { return ErrUnimplemented }
+func (UnimplementedBuffer) Checkpoint(context.Context) (record.Position, error) {
+	return nil, nil
+}
+func (UnimplementedBuffer) Append(context.Context, record.Batch) error { return ErrUnimplemented }
+func (UnimplementedBuffer) Read(context.Context) ([]record.Record, error) {
+	return nil, ErrUnimplemented
+}
+func (UnimplementedBuffer) Ack(context.Context, record.Position) error { return ErrUnimplemented }
+func (UnimplementedBuffer) Close(context.Context) error                { return nil }
+func (UnimplementedBuffer) mustEmbedUnimplementedBuffer()              {}
+
+// Settings holds a stage's settings as the host sent them: JSON values keyed by setting name, already
+// validated against the Spec and with defaults applied.
+type Settings map[string]any
+
+// ParseSettings decodes the JSON object the host sends.
+func ParseSettings(data []byte) (Settings, error) {
+	s := Settings{}
+	if len(data) == 0 {
+		return s, nil
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("sdk: settings are not a JSON object: %w", err)
+	}
+	return s, nil
+}
+
+// Decode copies the settings into the struct pointed to by v, matching keys to fields by their `setting`
+// tag (or, without one, by name, case-insensitively). Durations accept Go duration strings. Keys without a
+// field are ignored: the host has already rejected unknown keys.
+func (s Settings) Decode(v any) error {
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		TagName:          "setting",
+		Result:           v,
+		WeaklyTypedInput: false,
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			floatToInt,
+		),
+	})
+	if err != nil {
+		return err
+	}
+	if err := dec.Decode(map[string]any(s)); err != nil {
+		return fmt.Errorf("sdk: decoding settings: %w", err)
+	}
+	return nil
+}
+
+// floatToInt lets whole JSON numbers (decoded as float64) fill integer fields.
+func floatToInt(from, to reflect.Type, data any) (any, error) {
+	f, ok := data.(float64)
+	if !ok || from.Kind() != reflect.Float64 {
+		return data, nil
+	}
+	switch to.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if f != float64(int64(f)) {
+			return nil, fmt.Errorf("%v is not a whole number", f)
+		}
+		if to == reflect.TypeFor[time.Duration]() {
+			return nil, fmt.Errorf("durations are strings like \"5s\", got %v", f)
+		}
+		return int64(f), nil
+	}
+	return data, nil
+}

@@ -1,0 +1,201 @@
+package protocol
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"google.golang.org/grpc"
+
+	"github.com/sluicehq/sluice/sdk/proto/sluicev1"
+	"github.com/sluicehq/sluice/sdk/record"
+)
+
+// OpenRequest is what the host sends a stage when it opens it (see sdk.OpenRequest for the meaning).
+type OpenRequest struct {
+	Pipeline        string
+	Settings        map[string]any
+	After           record.Position
+	MaxBatchRecords int
+	MaxBatchBytes   int
+}
+
+func (r OpenRequest) wire() (*sluicev1.OpenRequest, error) {
+	settings, err := json.Marshal(r.Settings)
+	if err != nil {
+		return nil, fmt.Errorf("encoding settings: %w", err)
+	}
+	return &sluicev1.OpenRequest{
+		Pipeline:        r.Pipeline,
+		SettingsJson:    settings,
+		After:           r.After,
+		MaxBatchRecords: uint32(max(r.MaxBatchRecords, 0)),
+		MaxBatchBytes:   uint64(max(r.MaxBatchBytes, 0)),
+	}, nil
+}
+
+// Source drives a plugin's source stage.
+type Source struct{ c sluicev1.SourceClient }
+
+// Open opens the source.
+func (s *Source) Open(ctx context.Context, req OpenRequest) error {
+	w, err := req.wire()
+	if err == nil {
+		_, err = s.c.Open(ctx, w)
+	}
+	return err
+}
+
+// Read starts the source's record stream. Cancelling ctx ends it.
+func (s *Source) Read(ctx context.Context) (*ReadStream, error) {
+	st, err := s.c.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &ReadStream{s: st}, nil
+}
+
+// Close closes the source.
+func (s *Source) Close(ctx context.Context) error {
+	_, err := s.c.Close(ctx, &sluicev1.Empty{})
+	return err
+}
+
+// Sink drives a plugin's sink stage.
+type Sink struct{ c sluicev1.SinkClient }
+
+// Open opens the sink.
+func (s *Sink) Open(ctx context.Context, req OpenRequest) error {
+	w, err := req.wire()
+	if err == nil {
+		_, err = s.c.Open(ctx, w)
+	}
+	return err
+}
+
+// Checkpoint returns the last upstream position the sink stored atomically with its data, or nil.
+func (s *Sink) Checkpoint(ctx context.Context) (record.Position, error) {
+	resp, err := s.c.Checkpoint(ctx, &sluicev1.Empty{})
+	if err != nil {
+		return nil, err
+	}
+	return nonEmpty(resp.GetPosition()), nil
+}
+
+// Write starts the sink's write stream. Cancelling ctx ends it.
+func (s *Sink) Write(ctx context.Context) (*WriteStream, error) {
+	st, err := s.c.Write(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &WriteStream{s: st}, nil
+}
+
+// Close closes the sink.
+func (s *Sink) Close(ctx context.Context) error {
+	_, err := s.c.Close(ctx, &sluicev1.Empty{})
+	return err
+}
+
+// Buffer drives a plugin's buffer stage.
+type Buffer struct{ c sluicev1.BufferClient }
+
+// Open opens the buffer; req.After is where reading resumes.
+func (b *Buffer) Open(ctx context.Context, req OpenRequest) error {
+	w, err := req.wire()
+	if err == nil {
+		_, err = b.c.Open(ctx, w)
+	}
+	return err
+}
+
+// Checkpoint returns the last source position the buffer stored with appended records, or nil.
+func (b *Buffer) Checkpoint(ctx context.Context) (record.Position, error) {
+	resp, err := b.c.Checkpoint(ctx, &sluicev1.Empty{})
+	if err != nil {
+		return nil, err
+	}
+	return nonEmpty(resp.GetPosition()), nil
+}
+
+// Append starts the buffer's append stream. Closing it (CloseSend) tells the buffer the input has ended.
+func (b *Buffer) Append(ctx context.Context) (*WriteStream, error) {
+	st, err := b.c.Append(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &WriteStream{s: st}, nil
+}
+
+// Read starts the buffer's read stream.
+func (b *Buffer) Read(ctx context.Context) (*ReadStream, error) {
+	st, err := b.c.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &ReadStream{s: st}, nil
+}
+
+// Close closes the buffer.
+func (b *Buffer) Close(ctx context.Context) error {
+	_, err := b.c.Close(ctx, &sluicev1.Empty{})
+	return err
+}
+
+// ReadStream receives batches from a source or buffer and sends acks back. Recv and Ack may be called
+// from different goroutines; neither from two at once.
+type ReadStream struct {
+	s grpc.BidiStreamingClient[sluicev1.Ack, sluicev1.Batch]
+}
+
+// Recv returns the next batch. It returns io.EOF when the stage has ended the stream after all its
+// batches were acked.
+func (r *ReadStream) Recv() (*Batch, error) {
+	b, err := r.s.Recv()
+	if err != nil {
+		return nil, err
+	}
+	return batchFromWire(b), nil
+}
+
+// Ack acknowledges every batch up to and including seq: they are durable downstream.
+func (r *ReadStream) Ack(seq uint64) error {
+	return r.s.Send(&sluicev1.Ack{Seq: seq})
+}
+
+// CloseSend tells the stage no more acks will come.
+func (r *ReadStream) CloseSend() error { return r.s.CloseSend() }
+
+// WriteStream sends batches to a sink or buffer and receives acks. Send and Recv may be called from
+// different goroutines; neither from two at once.
+type WriteStream struct {
+	s   grpc.BidiStreamingClient[sluicev1.Batch, sluicev1.Ack]
+	seq uint64
+}
+
+// Send sends b, numbering it: it sets b.Seq to the stream's next sequence number.
+func (w *WriteStream) Send(b *Batch) error {
+	w.seq++
+	b.Seq = w.seq
+	return w.s.Send(b.wire(w.seq))
+}
+
+// Recv returns the sequence number of the latest batch acknowledged: every batch up to it is durable. It
+// returns io.EOF after CloseSend once the stage has acked everything.
+func (w *WriteStream) Recv() (uint64, error) {
+	a, err := w.s.Recv()
+	if err != nil {
+		return 0, err
+	}
+	return a.GetSeq(), nil
+}
+
+// CloseSend tells the stage that no more batches will come.
+func (w *WriteStream) CloseSend() error { return w.s.CloseSend() }
+
+func nonEmpty(p []byte) record.Position {
+	if len(p) == 0 {
+		return nil
+	}
+	return p
+}

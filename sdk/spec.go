@@ -1,0 +1,151 @@
+package sdk
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+)
+
+// Kind is a pipeline stage a plugin can serve.
+type Kind string
+
+// The three stage kinds.
+const (
+	KindSource Kind = "source"
+	KindBuffer Kind = "buffer"
+	KindSink   Kind = "sink"
+)
+
+// Type is the type of a setting's value as written in a connector file.
+type Type string
+
+// Setting types. The host checks each value against its type at load and hands the plugin a JSON value:
+// string, number, bool, a duration as a Go duration string ("1.5s"), a list or an object.
+const (
+	TypeString   Type = "string"
+	TypeInt      Type = "int"
+	TypeFloat    Type = "float"
+	TypeBool     Type = "bool"
+	TypeDuration Type = "duration"
+	TypeList     Type = "list"
+	TypeObject   Type = "object"
+)
+
+// Setting documents one configuration key of a plugin stage.
+type Setting struct {
+	// Name is the snake_case key users write under settings.
+	Name string `json:"name"`
+	Type Type   `json:"type"`
+	// Default is the value used when the key is absent, written as in a connector file ("1024", "5s",
+	// "true"). Empty means no default.
+	Default string `json:"default,omitempty"`
+	// Required settings must be present; a required setting has no default.
+	Required bool `json:"required,omitempty"`
+	// Enum, when set, lists the only values allowed (for string settings).
+	Enum []string `json:"enum,omitempty"`
+	// Secret settings are never printed by the host (validate --print, logs).
+	Secret bool `json:"secret,omitempty"`
+	// Doc says what the setting does, its default and its trade-off, in a sentence or two.
+	Doc string `json:"doc"`
+}
+
+// Capabilities declare what a stage guarantees beyond the protocol's minimum.
+type Capabilities struct {
+	// AtomicPosition: the buffer or sink stores each batch's upstream position atomically with the batch's
+	// data, and Checkpoint returns the last one stored. With it, the host resumes the upstream exactly after
+	// what was stored and the pipeline is exactly-once across crashes; without it the host keeps positions
+	// in its own state store and the pipeline is at-least-once.
+	AtomicPosition bool `json:"atomic_position,omitempty"`
+}
+
+// Stage describes one stage kind a plugin serves.
+type Stage struct {
+	Summary      string       `json:"summary"`
+	Settings     []Setting    `json:"settings,omitempty"`
+	Capabilities Capabilities `json:"capabilities"`
+}
+
+// Spec describes a plugin: who it is, which stages it serves and how each is configured. The host reads
+// it when it discovers the plugin, validates connector files against it, and prints it with
+// `sluice plugins describe`.
+type Spec struct {
+	// Name is how connector files refer to the plugin: lower-case letters, digits, '-' and '_'. Plugins are
+	// identified by Name, not by file name; two plugins with the same Name are an error.
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Summary string `json:"summary"`
+	// Author or vendor, for `sluice plugins list`.
+	Author string `json:"author,omitempty"`
+	Source *Stage `json:"source,omitempty"`
+	Buffer *Stage `json:"buffer,omitempty"`
+	Sink   *Stage `json:"sink,omitempty"`
+}
+
+// Stage returns the description of kind k, or nil when the plugin does not serve it.
+func (s *Spec) Stage(k Kind) *Stage {
+	switch k {
+	case KindSource:
+		return s.Source
+	case KindBuffer:
+		return s.Buffer
+	case KindSink:
+		return s.Sink
+	}
+	return nil
+}
+
+// Kinds lists the stage kinds the plugin serves, in the order source, buffer, sink.
+func (s *Spec) Kinds() []Kind {
+	var ks []Kind
+	for _, k := range []Kind{KindSource, KindBuffer, KindSink} {
+		if s.Stage(k) != nil {
+			ks = append(ks, k)
+		}
+	}
+	return ks
+}
+
+var (
+	nameRE    = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
+	settingRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+)
+
+// Validate checks that the spec is well formed: a valid name, at least one stage, unique snake_case
+// setting names with known types, and no required setting with a default.
+func (s *Spec) Validate() error {
+	var errs []error
+	if !nameRE.MatchString(s.Name) {
+		errs = append(errs, fmt.Errorf("name %q: want lower-case letters, digits, '-' or '_', starting with a letter", s.Name))
+	}
+	if len(s.Kinds()) == 0 {
+		errs = append(errs, errors.New("serves no stage: set Source, Buffer or Sink"))
+	}
+	if s.Source != nil && s.Source.Capabilities.AtomicPosition {
+		errs = append(errs, errors.New("source: atomic_position is a buffer or sink capability"))
+	}
+	for _, k := range s.Kinds() {
+		seen := map[string]bool{}
+		for _, st := range s.Stage(k).Settings {
+			where := fmt.Sprintf("%s setting %q", k, st.Name)
+			switch {
+			case !settingRE.MatchString(st.Name):
+				errs = append(errs, fmt.Errorf("%s: names are snake_case", where))
+			case seen[st.Name]:
+				errs = append(errs, fmt.Errorf("%s: declared twice", where))
+			}
+			seen[st.Name] = true
+			switch st.Type {
+			case TypeString, TypeInt, TypeFloat, TypeBool, TypeDuration, TypeList, TypeObject:
+			default:
+				errs = append(errs, fmt.Errorf("%s: unknown type %q", where, st.Type))
+			}
+			if st.Required && st.Default != "" {
+				errs = append(errs, fmt.Errorf("%s: a required setting cannot have a default", where))
+			}
+			if st.Doc == "" {
+				errs = append(errs, fmt.Errorf("%s: missing doc", where))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

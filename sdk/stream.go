@@ -1,0 +1,421 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sluicehq/sluice/sdk/proto/sluicev1"
+	"github.com/sluicehq/sluice/sdk/record"
+)
+
+// Defaults for batch bounds when the host sends none.
+const (
+	defaultMaxBatchRecords = 1024
+	defaultMaxBatchBytes   = 4 << 20
+	// maxCoalesce bounds how many queued batches a sink or buffer receives in one Write or Append.
+	maxCoalesce = 16
+)
+
+// opened holds what every stage server keeps after Open.
+type opened struct {
+	ok              atomic.Bool
+	maxBatchRecords int
+	maxBatchBytes   int
+}
+
+func (o *opened) open(ctx context.Context, name string, req *sluicev1.OpenRequest, open func(context.Context, OpenRequest) error) (*sluicev1.Empty, error) {
+	settings, err := ParseSettings(req.GetSettingsJson())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	o.maxBatchRecords = int(req.GetMaxBatchRecords())
+	if o.maxBatchRecords <= 0 {
+		o.maxBatchRecords = defaultMaxBatchRecords
+	}
+	o.maxBatchBytes = int(req.GetMaxBatchBytes())
+	if o.maxBatchBytes <= 0 {
+		o.maxBatchBytes = defaultMaxBatchBytes
+	}
+	err = open(ctx, OpenRequest{
+		Pipeline:        req.GetPipeline(),
+		Settings:        settings,
+		After:           record.Position(req.GetAfter()),
+		MaxBatchRecords: o.maxBatchRecords,
+		MaxBatchBytes:   o.maxBatchBytes,
+		Logger:          Logger().With("plugin", name, "pipeline", req.GetPipeline()),
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	o.ok.Store(true)
+	return &sluicev1.Empty{}, nil
+}
+
+func (o *opened) check() error {
+	if !o.ok.Load() {
+		return status.Error(codes.FailedPrecondition, "stage is not open")
+	}
+	return nil
+}
+
+// toStatus turns a plugin error into a gRPC status, keeping cancellation recognisable to the host.
+func toStatus(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Error(codes.Unknown, err.Error())
+}
+
+// ---- source ----
+
+type sourceServer struct {
+	sluicev1.UnimplementedSourceServer
+	opened
+	impl Source
+	name string
+}
+
+func (s *sourceServer) Open(ctx context.Context, req *sluicev1.OpenRequest) (*sluicev1.Empty, error) {
+	return s.open(ctx, s.name, req, s.impl.Open)
+}
+
+func (s *sourceServer) Read(stream grpc.BidiStreamingServer[sluicev1.Ack, sluicev1.Batch]) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	return serveRead(stream, &s.opened, s.impl.Read, s.impl.Ack, func() bool { return false })
+}
+
+func (s *sourceServer) Close(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.Empty, error) {
+	return &sluicev1.Empty{}, toStatus(s.impl.Close(ctx))
+}
+
+// ---- sink ----
+
+type sinkServer struct {
+	sluicev1.UnimplementedSinkServer
+	opened
+	impl Sink
+	name string
+}
+
+func (s *sinkServer) Open(ctx context.Context, req *sluicev1.OpenRequest) (*sluicev1.Empty, error) {
+	return s.open(ctx, s.name, req, s.impl.Open)
+}
+
+func (s *sinkServer) Checkpoint(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.CheckpointResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	pos, err := s.impl.Checkpoint(ctx)
+	return &sluicev1.CheckpointResponse{Position: pos}, toStatus(err)
+}
+
+func (s *sinkServer) Write(stream grpc.BidiStreamingServer[sluicev1.Batch, sluicev1.Ack]) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	return serveWrite(stream, s.impl.Write)
+}
+
+func (s *sinkServer) Close(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.Empty, error) {
+	return &sluicev1.Empty{}, toStatus(s.impl.Close(ctx))
+}
+
+// ---- buffer ----
+
+type bufferServer struct {
+	sluicev1.UnimplementedBufferServer
+	opened
+	impl Buffer
+	name string
+	// inputDone is set once the host has closed Append and every append has returned.
+	inputDone atomic.Bool
+}
+
+func newBufferServer(impl Buffer, name string) *bufferServer {
+	return &bufferServer{impl: impl, name: name}
+}
+
+func (s *bufferServer) Open(ctx context.Context, req *sluicev1.OpenRequest) (*sluicev1.Empty, error) {
+	return s.open(ctx, s.name, req, s.impl.Open)
+}
+
+func (s *bufferServer) Checkpoint(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.CheckpointResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	pos, err := s.impl.Checkpoint(ctx)
+	return &sluicev1.CheckpointResponse{Position: pos}, toStatus(err)
+}
+
+func (s *bufferServer) Append(stream grpc.BidiStreamingServer[sluicev1.Batch, sluicev1.Ack]) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	s.inputDone.Store(false)
+	err := serveWrite(stream, s.impl.Append)
+	if err == nil {
+		s.inputDone.Store(true)
+	}
+	return err
+}
+
+func (s *bufferServer) Read(stream grpc.BidiStreamingServer[sluicev1.Ack, sluicev1.Batch]) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	// An empty read that started after the input was closed means the buffer is drained.
+	return serveRead(stream, &s.opened, s.impl.Read, s.impl.Ack, s.inputDone.Load)
+}
+
+func (s *bufferServer) Close(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.Empty, error) {
+	return &sluicev1.Empty{}, toStatus(s.impl.Close(ctx))
+}
+
+// ---- shared stream loops ----
+
+// serveRead runs a read stream: it sends batches produced by read and hands the host's acks to ack. It
+// ends the stream, once every sent batch is acked, when read returns ErrDone or when read returns no
+// records after drainedIfEmpty, asked just before the read, reported true.
+func serveRead(stream grpc.BidiStreamingServer[sluicev1.Ack, sluicev1.Batch], o *opened,
+	read func(context.Context) ([]record.Record, error), ack func(context.Context, record.Position) error,
+	drainedIfEmpty func() bool) error {
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+
+	acks := newAckQueue()
+	go func() {
+		for {
+			a, err := stream.Recv()
+			if err == io.EOF {
+				acks.closeHost()
+				return
+			}
+			if err != nil {
+				cancel(err)
+				return
+			}
+			if pos := acks.ack(a.GetSeq()); pos != nil {
+				err = ack(ctx, pos)
+			}
+			if err != nil {
+				cancel(err)
+				return
+			}
+		}
+	}()
+
+	var seq uint64
+	for {
+		endIfEmpty := drainedIfEmpty()
+		recs, err := read(ctx)
+		if errors.Is(err, ErrDone) || err == nil && len(recs) == 0 && endIfEmpty {
+			// Wait until the host has acked everything sent, then end the stream.
+			if err := acks.waitEmpty(ctx); err != nil {
+				return toStatus(context.Cause(ctx))
+			}
+			return nil
+		}
+		if err != nil {
+			if c := context.Cause(ctx); c != nil && ctx.Err() != nil {
+				err = c
+			}
+			return toStatus(err)
+		}
+		for len(recs) > 0 {
+			n, size := 0, 0
+			for n < len(recs) && n < o.maxBatchRecords {
+				sz := record.EncodedSize(&recs[n])
+				if n > 0 && size+sz > o.maxBatchBytes {
+					break
+				}
+				size += sz
+				n++
+			}
+			chunk := recs[:n]
+			recs = recs[n:]
+			for i := range chunk {
+				if len(chunk[i].Position) == 0 {
+					return status.Errorf(codes.Internal, "plugin returned a record without a position (op %s)", chunk[i].Op)
+				}
+			}
+			seq++
+			last := chunk[len(chunk)-1].Position
+			acks.push(seq, last.Clone())
+			b := &sluicev1.Batch{Seq: seq, Count: uint32(n), Position: last, Data: record.Encode(make([]byte, 0, size), chunk)}
+			if err := stream.Send(b); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// serveWrite runs a write stream: it hands the host's batches to write, coalescing batches that queue up
+// while a write runs, and acks each once write returns.
+func serveWrite(stream grpc.BidiStreamingServer[sluicev1.Batch, sluicev1.Ack], write func(context.Context, record.Batch) error) error {
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+	in := make(chan *sluicev1.Batch, maxCoalesce)
+	go func(in chan<- *sluicev1.Batch) {
+		defer close(in)
+		for {
+			b, err := stream.Recv()
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				cancel(err)
+				return
+			}
+			select {
+			case in <- b:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}(in)
+
+	var recs []record.Record
+	for {
+		var b *sluicev1.Batch
+		select {
+		case b = <-in:
+		case <-ctx.Done():
+			return toStatus(context.Cause(ctx))
+		}
+		if b == nil {
+			if err := context.Cause(ctx); err != nil {
+				return toStatus(err)
+			}
+			return nil // the host closed the stream after its last batch
+		}
+		var err error
+		recs, err = record.Decode(recs[:0], b.GetData(), int(b.GetCount()))
+		if err != nil {
+			return status.Errorf(codes.InvalidArgument, "batch %d: %v", b.GetSeq(), err)
+		}
+		last := b
+	coalesce:
+		for i := 1; i < maxCoalesce; i++ {
+			select {
+			case next := <-in:
+				if next == nil {
+					// Put the end of input back for the next round.
+					in = closedBatchChan
+					break coalesce
+				}
+				if recs, err = record.Decode(recs, next.GetData(), int(next.GetCount())); err != nil {
+					return status.Errorf(codes.InvalidArgument, "batch %d: %v", next.GetSeq(), err)
+				}
+				last = next
+			default:
+				break coalesce
+			}
+		}
+		if err := write(ctx, record.Batch{Records: recs, Position: last.GetPosition()}); err != nil {
+			if c := context.Cause(ctx); c != nil && ctx.Err() != nil {
+				err = c
+			}
+			return toStatus(err)
+		}
+		if err := stream.Send(&sluicev1.Ack{Seq: last.GetSeq()}); err != nil {
+			return err
+		}
+		clear(recs) // drop references to the batch's data
+	}
+}
+
+// closedBatchChan is a closed channel: receiving from it yields nil at once, signalling end of input.
+var closedBatchChan = func() chan *sluicev1.Batch {
+	c := make(chan *sluicev1.Batch)
+	close(c)
+	return c
+}()
+
+// ackQueue remembers the last position of each batch sent until the host acks it.
+type ackQueue struct {
+	mu      sync.Mutex
+	pending []pendingBatch
+	empty   chan struct{} // closed and replaced when pending becomes empty
+	host    bool          // the host closed its side
+}
+
+type pendingBatch struct {
+	seq uint64
+	pos record.Position
+}
+
+func newAckQueue() *ackQueue { return &ackQueue{empty: make(chan struct{})} }
+
+func (q *ackQueue) push(seq uint64, pos record.Position) {
+	q.mu.Lock()
+	q.pending = append(q.pending, pendingBatch{seq, pos})
+	q.mu.Unlock()
+}
+
+// ack removes every batch up to seq and returns the position of the last one removed, or nil when none
+// was outstanding (a repeated ack).
+func (q *ackQueue) ack(seq uint64) record.Position {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := 0
+	for n < len(q.pending) && q.pending[n].seq <= seq {
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	pos := q.pending[n-1].pos
+	q.pending = q.pending[n:]
+	if len(q.pending) == 0 {
+		close(q.empty)
+		q.empty = make(chan struct{})
+	}
+	return pos
+}
+
+func (q *ackQueue) closeHost() {
+	q.mu.Lock()
+	q.host = true
+	close(q.empty) // wake waitEmpty to notice
+	q.empty = make(chan struct{})
+	q.mu.Unlock()
+}
+
+// waitEmpty blocks until every pending batch is acked. It fails if the host closed its side first.
+func (q *ackQueue) waitEmpty(ctx context.Context) error {
+	for {
+		q.mu.Lock()
+		if len(q.pending) == 0 {
+			q.mu.Unlock()
+			return nil
+		}
+		if q.host {
+			q.mu.Unlock()
+			return errors.New("host stopped acknowledging")
+		}
+		ch := q.empty
+		q.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
