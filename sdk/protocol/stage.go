@@ -180,6 +180,9 @@ func (w *WriteStream) Send(b *Batch) error {
 	return w.s.Send(b.wire(w.seq))
 }
 
+// NextSeq returns the sequence number the next Send will give its batch.
+func (w *WriteStream) NextSeq() uint64 { return w.seq + 1 }
+
 // Recv returns the sequence number of the latest batch acknowledged: every batch up to it is durable. It
 // returns io.EOF after CloseSend once the stage has acked everything.
 func (w *WriteStream) Recv() (uint64, error) {

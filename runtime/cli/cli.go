@@ -1,0 +1,156 @@
+// Package cli implements the sluice command line: run, validate, plugins and version. It is a package
+// rather than part of main so that tests run the commands in-process.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/plugins/discard"
+	"github.com/sluicehq/sluice/plugins/file"
+	"github.com/sluicehq/sluice/plugins/generate"
+	"github.com/sluicehq/sluice/plugins/memory"
+	"github.com/sluicehq/sluice/plugins/stdout"
+	"github.com/sluicehq/sluice/runtime/plugin"
+	"github.com/sluicehq/sluice/sdk"
+)
+
+// Version is the sluice version, set at build time with -ldflags "-X …/cli.Version=v1.2.3".
+var Version = ""
+
+// Exit codes.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitInvalid = 2
+)
+
+// ExitError carries the process exit code for an error. Err is printed unless nil (already printed).
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit %d", e.Code)
+	}
+	return e.Err.Error()
+}
+
+func (e ExitError) Unwrap() error { return e.Err }
+
+// linked are the first-party plugins compiled into sluice, which connector files may run in_process.
+var linked = []func() sdk.Plugin{generate.Plugin, file.Plugin, stdout.Plugin, discard.Plugin, memory.Plugin}
+
+// globals are the flags every command shares.
+type globals struct {
+	pluginDirs []string
+	logLevel   string
+	logFormat  string
+	stdout     io.Writer
+	stderr     io.Writer
+	logger     *slog.Logger
+}
+
+// Execute runs the command line args (without the program name), writing to stdout and stderr.
+func Execute(args []string, stdout, stderr io.Writer) error {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "sluice",
+		Short:         "sluice runs connector pipelines: source → transforms → buffer → sink, each stage a plugin",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := newLogger(stderr, g.logLevel, g.logFormat)
+			if err != nil {
+				return ExitError{ExitInvalid, err}
+			}
+			g.logger = l
+			return nil
+		},
+	}
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return ExitError{ExitInvalid, err} })
+	pf := root.PersistentFlags()
+	pf.StringArrayVar(&g.pluginDirs, "plugins-dir", nil,
+		"directory to search for plugin binaries (repeatable; also $SLUICE_PLUGINS_DIR, colon-separated; default: plugins/ beside the sluice binary)")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+
+	root.AddCommand(runCmd(g), validateCmd(g), pluginsCmd(g), versionCmd(g))
+	err := root.Execute()
+	if err != nil && !errors.As(err, new(ExitError)) && strings.Contains(err.Error(), "unknown command") {
+		return ExitError{ExitInvalid, err}
+	}
+	return err
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: want text or json, got %q", format)
+}
+
+// dirs returns the plugin directories in search order: flags, $SLUICE_PLUGINS_DIR, then plugins/ beside
+// the sluice binary.
+func (g *globals) dirs() []string {
+	dirs := append([]string(nil), g.pluginDirs...)
+	if env := os.Getenv("SLUICE_PLUGINS_DIR"); env != "" {
+		dirs = append(dirs, filepath.SplitList(env)...)
+	}
+	if exe, err := os.Executable(); err == nil {
+		if real, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = real
+		}
+		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "plugins"))
+	}
+	return dirs
+}
+
+func (g *globals) catalog(ctx context.Context) (*plugin.Catalog, error) {
+	c, err := plugin.Discover(ctx, plugin.Options{Dirs: g.dirs(), Linked: linked, Logger: g.logger})
+	if err != nil {
+		return nil, ExitError{ExitFailure, fmt.Errorf("discovering plugins: %w", err)}
+	}
+	return c, nil
+}
+
+func versionCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "print the sluice version and plugin protocol version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			v := Version
+			if v == "" {
+				v = "(devel)"
+				if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+					v = bi.Main.Version
+				}
+			}
+			fmt.Fprintf(g.stdout, "sluice %s (plugin protocol v%d)\n", v, sdk.ProtocolVersion)
+			return nil
+		},
+	}
+}

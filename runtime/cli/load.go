@@ -1,0 +1,91 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/sluicehq/sluice/runtime/config"
+	"github.com/sluicehq/sluice/runtime/pipeline"
+	"github.com/sluicehq/sluice/runtime/plugin"
+)
+
+// load reads and validates every file, reporting all problems of all files at once (each as
+// file:line:col: message on stderr). A problem makes the result an ExitError with ExitInvalid.
+func load(w io.Writer, c *plugin.Catalog, paths []string) ([]*config.File, error) {
+	var files []*config.File
+	var problems config.Errors
+	var other []error
+	ids := map[string]config.Pos{}
+	for _, path := range paths {
+		f, err := config.Load(path, c.Spec)
+		var errs config.Errors
+		switch {
+		case errors.As(err, &errs):
+			problems = append(problems, errs...)
+			continue
+		case err != nil:
+			other = append(other, err)
+			continue
+		}
+		for _, p := range f.Pipelines {
+			if first, dup := ids[p.ID]; dup {
+				problems = append(problems, &config.Error{Pos: p.Pos,
+					Msg: fmt.Sprintf("pipeline id %q is already used at %s; ids must be unique across files", p.ID, first)})
+			}
+			ids[p.ID] = p.Pos
+			if len(p.Transforms) > 0 {
+				problems = append(problems, &config.Error{Pos: p.Transforms[0].Pos,
+					Msg: "transform steps are not available in this version of sluice yet; remove them"})
+			}
+		}
+		files = append(files, f)
+	}
+	for _, e := range problems {
+		fmt.Fprintln(w, e)
+	}
+	for _, e := range other {
+		fmt.Fprintln(w, e)
+	}
+	if n := len(problems) + len(other); n > 0 {
+		return nil, ExitError{Code: ExitInvalid, Err: fmt.Errorf("%d problem%s found", n, plural(n))}
+	}
+	return files, nil
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// pipelineConfig turns a validated pipeline into what the runtime runs.
+func pipelineConfig(p *config.Pipeline) pipeline.Config {
+	stage := func(s *config.Stage) pipeline.Stage {
+		st := s.Spec.Stage(s.Kind)
+		return pipeline.Stage{Plugin: s.Plugin, Settings: s.Settings, InProcess: s.InProcess,
+			Atomic: st != nil && st.Capabilities.AtomicPosition}
+	}
+	cfg := pipeline.Config{
+		ID: p.ID, Source: stage(p.Source), Sink: stage(p.Sink),
+		BatchMaxRecords: p.BatchMaxRecords, BatchMaxBytes: p.BatchMaxBytes, MaxInFlightBytes: p.MaxInFlightBytes,
+	}
+	if p.Buffer != nil {
+		b := stage(p.Buffer)
+		cfg.Buffer = &b
+	}
+	return cfg
+}
+
+// describePipeline is the one-line summary validate prints: stages and guarantee.
+func describePipeline(p *config.Pipeline) string {
+	parts := []string{p.Source.Plugin}
+	if p.Buffer != nil {
+		parts = append(parts, p.Buffer.Plugin)
+	}
+	parts = append(parts, p.Sink.Plugin)
+	cfg := pipelineConfig(p)
+	return fmt.Sprintf("pipeline %s: %s (%s)", p.ID, strings.Join(parts, " → "), pipeline.GuaranteeOf(&cfg))
+}

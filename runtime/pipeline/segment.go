@@ -1,0 +1,207 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"golang.org/x/sync/semaphore"
+
+	"github.com/sluicehq/sluice/sdk/protocol"
+	"github.com/sluicehq/sluice/sdk/record"
+)
+
+// A segment moves batches from one stage's read stream to the next stage's write stream and carries the
+// acks back, in order. This is where a record is handed downstream and where it is acked: a batch read
+// from upstream is acked to upstream only when the downstream stage has made it durable.
+//
+// A pipeline without a buffer has one segment (source → sink); with a buffer it has two (source → buffer,
+// buffer → sink), each with its own positions.
+type segment struct {
+	name string
+	in   *protocol.ReadStream
+	out  *protocol.WriteStream
+	// transform rewrites a batch between in and out; nil passes batches through untouched (never decoded).
+	transform func(*protocol.Batch) error
+	// acked is called, in order, with the upstream position through which downstream holds everything.
+	acked func(record.Position)
+	// delivered counts records the downstream acknowledged (nil: not counted).
+	delivered func(records int)
+	// persist stores acked positions in the host's state store (nil when downstream stores them itself).
+	persist   *persister
+	window    *semaphore.Weighted
+	maxWindow int64
+	drain     <-chan struct{}
+
+	mu      sync.Mutex
+	pending []inFlight // sent downstream, not yet acked, in order
+	closed  bool       // out was closed on purpose (end of input or drain)
+}
+
+type inFlight struct {
+	outSeq, inSeq uint64
+	pos           record.Position
+	size          int64
+	records       int
+}
+
+func newSegment(name string, in *protocol.ReadStream, out *protocol.WriteStream, maxInFlight int, drain <-chan struct{}) *segment {
+	return &segment{name: name, in: in, out: out, window: semaphore.NewWeighted(int64(maxInFlight)),
+		maxWindow: int64(maxInFlight), drain: drain}
+}
+
+// errDrained is returned by run when the segment stopped early because the pipeline is draining.
+var errDrained = errors.New("drained")
+
+// run moves batches until upstream ends its stream (nil), the pipeline drains (errDrained), or a stage
+// fails (the error). Cancelling ctx stops it at once.
+func (s *segment) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var drained bool
+	var wg sync.WaitGroup
+	var fwdErr, ackErr error
+	wg.Go(func() {
+		drained, fwdErr = s.forward(ctx)
+		if fwdErr != nil {
+			cancel(fwdErr)
+		}
+	})
+	wg.Go(func() {
+		ackErr = s.acks()
+		if ackErr != nil {
+			cancel(ackErr)
+		}
+	})
+	wg.Wait()
+	switch {
+	case fwdErr != nil:
+		return fwdErr
+	case ackErr != nil:
+		return ackErr
+	case drained:
+		return errDrained
+	}
+	return nil
+}
+
+// forward receives batches from upstream and sends them downstream, holding at most maxWindow bytes in
+// flight. It reports whether it stopped because of a drain.
+func (s *segment) forward(ctx context.Context) (drained bool, err error) {
+	batches := make(chan *protocol.Batch)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			b, err := s.in.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case batches <- b:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	closeOut := func() error {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		return s.out.CloseSend()
+	}
+	for {
+		var b *protocol.Batch
+		select {
+		case <-ctx.Done():
+			return false, context.Cause(ctx)
+		case <-s.drain:
+			return true, closeOut()
+		case err := <-recvErr:
+			if err == io.EOF {
+				return false, closeOut()
+			}
+			return false, stageErr(s.name, "reading", err)
+		case b = <-batches:
+		}
+		inSeq, pos, n := b.Seq, b.Position, b.Len()
+		if s.transform != nil {
+			if err := s.transform(b); err != nil {
+				return false, err
+			}
+		}
+		size := min(int64(b.Size()), s.maxWindow)
+		if err := s.window.Acquire(ctx, size); err != nil {
+			return false, context.Cause(ctx)
+		}
+		// Record the batch before sending it: its ack may arrive before Send returns.
+		s.mu.Lock()
+		s.pending = append(s.pending, inFlight{outSeq: s.out.NextSeq(), inSeq: inSeq, pos: pos, size: size, records: n})
+		s.mu.Unlock()
+		if err := s.out.Send(b); err != nil {
+			return false, stageErr(s.name, "writing", err)
+		}
+	}
+}
+
+// acks receives downstream acks and acknowledges upstream in order.
+func (s *segment) acks() error {
+	for {
+		seq, err := s.out.Recv()
+		if err != nil {
+			s.mu.Lock()
+			closed, left := s.closed, len(s.pending)
+			s.mu.Unlock()
+			if err == io.EOF && closed && left == 0 {
+				return nil
+			}
+			if err == io.EOF {
+				err = fmt.Errorf("stream ended with %d batches unacknowledged", left)
+			}
+			return stageErr(s.name, "acknowledging", err)
+		}
+		s.mu.Lock()
+		n := 0
+		var size int64
+		records := 0
+		for n < len(s.pending) && s.pending[n].outSeq <= seq {
+			size += s.pending[n].size
+			records += s.pending[n].records
+			n++
+		}
+		if n == 0 {
+			s.mu.Unlock()
+			continue
+		}
+		last := s.pending[n-1]
+		s.pending = s.pending[n:]
+		s.mu.Unlock()
+		if err := s.in.Ack(last.inSeq); err != nil {
+			return stageErr(s.name, "acknowledging upstream", err)
+		}
+		if s.acked != nil {
+			s.acked(last.pos)
+		}
+		if s.delivered != nil {
+			s.delivered(records)
+		}
+		s.window.Release(size)
+	}
+}
+
+// unacked returns how many records were sent downstream and not acknowledged.
+func (s *segment) unacked() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, p := range s.pending {
+		n += p.records
+	}
+	return n
+}
+
+func stageErr(segment, doing string, err error) error {
+	return fmt.Errorf("%s: %s: %w", segment, doing, err)
+}

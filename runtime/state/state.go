@@ -1,0 +1,98 @@
+// Package state is the host's own position store, for stages that cannot store positions atomically with
+// their data (ARCHITECTURE.md §2). It keeps, per pipeline, the last position acknowledged downstream, in an
+// embedded bbolt database under the data directory.
+//
+// A Store is safe for concurrent use. Only one process can open a data directory at a time.
+package state
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/sluicehq/sluice/sdk/record"
+)
+
+// FileName is the database file inside the data directory.
+const FileName = "state.db"
+
+var positions = []byte("positions")
+
+// Store persists positions.
+type Store struct {
+	db *bolt.DB
+}
+
+// Open opens (creating if needed) the store in dir. It fails at once if another process holds it.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("state: creating data dir: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("state: %s is in use by another sluice process (one data dir per process; set --data-dir)", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state: opening %s: %w", path, err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(positions)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// key is pipeline id and stage name ("source" or "buffer": whose positions are stored).
+func key(pipeline, stage string) []byte { return []byte(pipeline + "\x00" + stage) }
+
+// Get returns the stored position for the pipeline's stage, or nil when none is stored.
+func (s *Store) Get(pipeline, stage string) (record.Position, error) {
+	var pos record.Position
+	err := s.db.View(func(tx *bolt.Tx) error {
+		pos = record.Position(tx.Bucket(positions).Get(key(pipeline, stage))).Clone()
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	return pos, nil
+}
+
+// Put stores pos for the pipeline's stage durably (the write is fsynced before Put returns).
+func (s *Store) Put(pipeline, stage string, pos record.Position) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(positions).Put(key(pipeline, stage), pos)
+	})
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	return nil
+}
+
+// Delete forgets the pipeline's stored positions (`sluice reset`).
+func (s *Store) Delete(pipeline string) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(positions)
+		for _, stage := range []string{"source", "buffer"} {
+			if err := b.Delete(key(pipeline, stage)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	return nil
+}
