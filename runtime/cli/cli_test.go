@@ -1,0 +1,221 @@
+package cli_test
+
+import (
+	"fmt"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func TestVersion(t *testing.T) {
+	out, _, code := sluice(t, t.TempDir(), "version")
+	if code != 0 || !strings.HasPrefix(out, "sluice ") || !strings.Contains(out, "plugin protocol v1") {
+		t.Fatalf("version: exit %d, %q", code, out)
+	}
+}
+
+func TestPlugins(t *testing.T) {
+	out, errOut, code := sluice(t, t.TempDir(), "plugins", "list")
+	if code != 0 {
+		t.Fatalf("plugins list: exit %d\n%s", code, errOut)
+	}
+	for _, name := range []string{"generate", "file", "stdout", "discard", "memory"} {
+		if !regexp.MustCompile(`(?m)^` + name + `\s`).MatchString(out) {
+			t.Errorf("plugins list does not show %s:\n%s", name, out)
+		}
+	}
+	out, _, code = sluice(t, t.TempDir(), "plugins", "describe", "generate")
+	for _, want := range []string{"source:", "count", "rate", "payload_bytes"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("describe generate: exit %d, missing %q:\n%s", code, want, out)
+		}
+	}
+	_, errOut, code = sluice(t, t.TempDir(), "plugins", "describe", "nope")
+	if code != 2 || !strings.Contains(errOut, `unknown plugin "nope"`) {
+		t.Errorf("describe nope: exit %d, %q", code, errOut)
+	}
+}
+
+func TestPluginDirFromEnvAndFlag(t *testing.T) {
+	// A plugins directory holding a copy of a plugin under another file name: plugins are identified by
+	// their spec, so the copy is the same plugin and is refused as a duplicate.
+	extra := t.TempDir()
+	data, err := os.ReadFile(filepath.Join(binDir, "plugins", "discard"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(extra, "renamed"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := sluice(t, t.TempDir(), "--plugins-dir", extra, "plugins", "list")
+	if code != 1 || !strings.Contains(errOut, `plugin "discard" is provided twice`) {
+		t.Fatalf("duplicate plugin: exit %d, %q", code, errOut)
+	}
+}
+
+// TestConfigsValidate validates every connector file shipped in configs/.
+func TestConfigsValidate(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join(repoRoot(), "configs", "*.yaml"))
+	if len(files) == 0 {
+		t.Fatal("no connector files in configs/")
+	}
+	for _, f := range files {
+		out, errOut, code := sluice(t, t.TempDir(), "validate", f)
+		if code != 0 {
+			t.Errorf("%s: exit %d\n%s", f, code, errOut)
+		}
+		if !strings.Contains(out, "pipeline ") {
+			t.Errorf("%s: validate printed no pipeline: %q", f, out)
+		}
+	}
+}
+
+// TestValidateGolden runs `sluice validate` on broken files and compares what it prints with golden files.
+func TestValidateGolden(t *testing.T) {
+	dir := filepath.Join("testdata", "invalid")
+	files, _ := filepath.Glob(filepath.Join(dir, "*.*"))
+	n := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, ".golden") {
+			continue
+		}
+		n++
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			abs, _ := filepath.Abs(dir)
+			_, errOut, code := sluice(t, abs, "validate", filepath.Base(f))
+			if code != 2 {
+				t.Errorf("exit %d, want 2", code)
+			}
+			golden := f + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, []byte(errOut), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -update)", err)
+			}
+			if errOut != string(want) {
+				t.Errorf("stderr differs from %s\n got:\n%s\nwant:\n%s", golden, errOut, want)
+			}
+		})
+	}
+	if n < 12 {
+		t.Fatalf("only %d broken files; the suite wants at least a dozen", n)
+	}
+}
+
+func TestRunQuickstart(t *testing.T) {
+	dir := t.TempDir()
+	out, errOut, code := sluice(t, dir, "run", filepath.Join(repoRoot(), "configs", "quickstart.yaml"))
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	counts := seqCounts(t, filepath.Join(dir, "out", "quickstart", "orders.jsonl"))
+	if dups := checkSeqs(t, counts, 100000); dups != 0 {
+		t.Fatalf("%d duplicates in a run without failures", dups)
+	}
+	if !strings.Contains(out, "100000 records delivered") {
+		t.Errorf("summary does not report the records: %q", out)
+	}
+	// Running again resumes after the stored position: nothing more is written.
+	if out, errOut, code := sluice(t, dir, "run", filepath.Join(repoRoot(), "configs", "quickstart.yaml")); code != 0 {
+		t.Fatalf("second run: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if got := len(seqCounts(t, filepath.Join(dir, "out", "quickstart", "orders.jsonl"))); got != 100000 {
+		t.Fatalf("after a second run the file holds %d seqs", got)
+	}
+}
+
+const crashConfig = `version: 1
+pipelines:
+  - id: crash
+    source: { plugin: generate, settings: { count: %d, rate: %d, payload_bytes: 100 } }
+    sink:   { plugin: file, settings: { path: out.jsonl } }
+    batch_max_records: 256
+`
+
+func writeCrashConfig(t *testing.T, dir string, count, rate int) string {
+	t.Helper()
+	path := filepath.Join(dir, "crash.yaml")
+	writeFile(t, path, fmt.Sprintf(crashConfig, count, rate))
+	return path
+}
+
+// TestKillSinkPlugin kills the sink's process mid-run: the host restarts the pipeline, every record
+// arrives, and duplicates stay within what the host reports as redelivered.
+func TestKillSinkPlugin(t *testing.T) {
+	dir := t.TempDir()
+	const count = 150000
+	cfg := writeCrashConfig(t, dir, count, 50000)
+	cmd := exec.Command(filepath.Join(binDir, "sluice"), "run", cfg)
+	cmd.Dir = dir
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sink := childRunning(t, cmd.Process.Pid, "file")
+	time.Sleep(time.Second)
+	if err := syscall.Kill(sink, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("sluice: %v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	dups := checkSeqs(t, seqCounts(t, filepath.Join(dir, "out.jsonl")), count)
+	m := regexp.MustCompile(`(\d+) restarts(?:, (\d+) records redelivered)?`).FindStringSubmatch(stdout.String())
+	if m == nil {
+		t.Fatalf("summary reports no restart:\n%s\n%s", stdout.String(), stderr.String())
+	}
+	redelivered, _ := strconv.Atoi(m[2])
+	if dups > redelivered {
+		t.Fatalf("%d duplicates, but only %d reported as redelivered:\n%s", dups, redelivered, stdout.String())
+	}
+	t.Logf("%d duplicates, %d reported redelivered", dups, redelivered)
+}
+
+// TestKillHost SIGKILLs sluice mid-run: its plugins die with it, and a second run completes the job.
+func TestKillHost(t *testing.T) {
+	dir := t.TempDir()
+	const count = 150000
+	cfg := writeCrashConfig(t, dir, count, 50000)
+	cmd := exec.Command(filepath.Join(binDir, "sluice"), "run", cfg)
+	cmd.Dir = dir
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	childRunning(t, cmd.Process.Pid, "file")
+	childRunning(t, cmd.Process.Pid, "generate")
+	time.Sleep(time.Second)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(pluginProcesses()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if left := pluginProcesses(); len(left) > 0 {
+		t.Fatalf("plugin processes %v outlived the host by 5s", left)
+	}
+	before := len(seqCounts(t, filepath.Join(dir, "out.jsonl")))
+	if before == 0 || before >= count {
+		t.Fatalf("the killed run wrote %d records; the test wants it killed mid-run", before)
+	}
+	if out, errOut, code := sluice(t, dir, "run", cfg); code != 0 {
+		t.Fatalf("second run: exit %d\n%s\n%s", code, out, errOut)
+	}
+	dups := checkSeqs(t, seqCounts(t, filepath.Join(dir, "out.jsonl")), count)
+	t.Logf("killed after %d records; %d duplicates after the restart", before, dups)
+}

@@ -1,0 +1,63 @@
+// Package sdk is what a sluice plugin is written with. A plugin is a program whose main calls Serve with
+// its Spec and a constructor for each stage kind it serves; the sluice host starts it as a subprocess,
+// talks to it over gRPC (protocol v1, mutual TLS) and moves records to and from it in batches.
+//
+// # A sink in thirty lines
+//
+//	package main
+//
+//	import (
+//		"context"
+//
+//		"github.com/sluicehq/sluice/sdk"
+//		"github.com/sluicehq/sluice/sdk/record"
+//	)
+//
+//	type config struct {
+//		Prefix string `setting:"prefix"`
+//	}
+//
+//	type sink struct {
+//		sdk.UnimplementedSink // defaults for methods added to Sink later
+//		cfg config
+//	}
+//
+//	func (s *sink) Open(_ context.Context, req sdk.OpenRequest) error {
+//		return req.Settings.Decode(&s.cfg) // validated and defaulted by the host already
+//	}
+//
+//	func (s *sink) Write(_ context.Context, b record.Batch) error {
+//		for _, r := range b.Records {
+//			if r.Op == record.OpHeartbeat {
+//				continue // position-only: nothing to write
+//			}
+//			// write s.cfg.Prefix + r.Payload somewhere durable…
+//		}
+//		return nil // returning nil says: durable. The host then acknowledges the source.
+//	}
+//
+//	func main() {
+//		sdk.Serve(sdk.Plugin{
+//			Spec: sdk.Spec{Name: "prefixer", Version: "0.1.0", Summary: "writes prefixed payloads",
+//				Sink: &sdk.Stage{Summary: "writes each payload with a prefix", Settings: []sdk.Setting{
+//					{Name: "prefix", Type: sdk.TypeString, Default: ">", Doc: "Written before each payload."},
+//				}}},
+//			NewSink: func() sdk.Sink { return &sink{} },
+//		})
+//	}
+//
+// Build it, put the binary in a plugins directory (bin/plugins/, or one given with --plugins-dir), and
+// `sluice plugins list` shows it. Test it with package sdktest, which drives it over real gRPC exactly as
+// the host does.
+//
+// # Rules a plugin must keep
+//
+//   - stdout belongs to the protocol handshake: log with OpenRequest.Logger (stderr), which the host forwards.
+//   - Every record a Source or Buffer emits has a Position, monotone in emission order; the host hands the
+//     last stored one back in OpenRequest.After and the stage resumes strictly after it.
+//   - Write and Append return nil only when the batch is durable. A sink that can store batch.Position in
+//     the same atomic step as the data declares Capabilities.AtomicPosition and returns it from
+//     Checkpoint: that is what makes a pipeline exactly-once.
+//   - Batches passed to Write and Append are only valid during the call: copy what you keep.
+//   - Cancellation of the context passed to a method means the host is stopping the stage: return promptly.
+package sdk
