@@ -25,6 +25,11 @@ require (
 	github.com/mattn/go-isatty v0.0.17 // indirect
 	github.com/mitchellh/copystructure v1.2.0 // indirect
 	github.com/mitchellh/reflectwalk v1.0.2 // indirect
+	github.com/sluicehq/sluice/plugins/discard v0.0.0
+	github.com/sluicehq/sluice/plugins/file v0.0.0
+	github.com/sluicehq/sluice/plugins/generate v0.0.0
+	github.com/sluicehq/sluice/plugins/memory v0.0.0
+	github.com/sluicehq/sluice/plugins/stdout v0.0.0
 	github.com/spf13/pflag v1.0.10 // indirect
 	go.yaml.in/yaml/v3 v3.0.4 // indirect
 	golang.org/x/sync v0.20.0 // indirect
@@ -32,3 +37,13 @@ require (
 )
 
 replace github.com/sluicehq/sluice/sdk => ../sdk
+
+replace github.com/sluicehq/sluice/plugins/generate => ../plugins/generate
+
+replace github.com/sluicehq/sluice/plugins/file => ../plugins/file
+
+replace github.com/sluicehq/sluice/plugins/stdout => ../plugins/stdout
+
+replace github.com/sluicehq/sluice/plugins/discard => ../plugins/discard
+
+replace github.com/sluicehq/sluice/plugins/memory => ../plugins/memory

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
 
 	"github.com/sluicehq/sluice/sdk/proto/sluicev1"
 )
@@ -82,12 +83,13 @@ func Serve(p Plugin) {
 	}
 	maxMsg := MaxMessageBytes()
 	go exitWhenOrphaned()
+	UseBufferPool()
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig:  Handshake,
-		VersionedPlugins: map[int]plugin.PluginSet{ProtocolVersion: pluginSet(&p)},
+		VersionedPlugins: map[int]plugin.PluginSet{ProtocolVersion: pluginSet(&p, Logger())},
 		Logger:           hclog.New(&hclog.LoggerOptions{Output: os.Stderr, JSONFormat: true, Level: hclog.Info}),
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg))...)
+			return grpc.NewServer(append(opts, ServerOptions(maxMsg)...)...)
 		},
 	})
 }
@@ -98,9 +100,37 @@ func exitWhenOrphaned() {
 	parent := os.Getppid()
 	for range time.Tick(500 * time.Millisecond) {
 		if os.Getppid() != parent {
-			fmt.Fprintln(os.Stderr, "sluice plugin: host process is gone; exiting")
+			fmt.Fprintln(stderr, "sluice plugin: host process is gone; exiting")
 			os.Exit(3)
 		}
+	}
+}
+
+// Flow-control windows and socket buffers sized for batches of hundreds of kilobytes: gRPC's defaults (64 KiB
+// windows, 32 KiB buffers) make a 256 KiB batch wait for several window updates per message.
+const (
+	streamWindow = 8 << 20
+	connWindow   = 32 << 20
+	socketBuffer = 256 << 10
+)
+
+// ServerOptions are the gRPC server options a plugin serves with, for a message limit of maxMsg bytes.
+func ServerOptions(maxMsg int) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg),
+		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow),
+		grpc.ReadBufferSize(socketBuffer), grpc.WriteBufferSize(socketBuffer),
+		experimental.BufferPool(sharedPool),
+	}
+}
+
+// DialOptions are the matching gRPC client options the host connects with.
+func DialOptions(maxMsg int) []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg)),
+		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
+		grpc.WithReadBufferSize(socketBuffer), grpc.WithWriteBufferSize(socketBuffer),
+		experimental.WithBufferPool(sharedPool),
 	}
 }
 
@@ -112,10 +142,15 @@ func MaxMessageBytes() int {
 	return DefaultMaxMessageBytes
 }
 
+// stderr is the process's standard error as it was at start. go-plugin's Serve replaces os.Stderr (and
+// os.Stdout) with pipes it forwards over its stdio stream, which the host discards; the host reads and
+// forwards the original stderr, so that is where logs must go.
+var stderr = os.Stderr
+
 // Logger returns a logger that writes JSON lines to stderr in the form the host forwards, tagged with the
 // plugin's name by the host. OpenRequest.Logger is this logger with the pipeline added.
 func Logger() *slog.Logger {
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{
+	return slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{
 		Level: slog.LevelDebug,
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
 			if len(groups) > 0 {
@@ -123,7 +158,9 @@ func Logger() *slog.Logger {
 			}
 			switch a.Key {
 			case slog.TimeKey:
-				a.Key = "@timestamp"
+				// go-plugin parses exactly this layout (hclog's); with any other it forwards the whole line
+				// as an unparsed debug message.
+				a = slog.String("@timestamp", a.Value.Time().Format("2006-01-02T15:04:05.000000Z07:00"))
 			case slog.MessageKey:
 				a.Key = "@message"
 			case slog.LevelKey:
@@ -144,13 +181,26 @@ func Logger() *slog.Logger {
 	}))
 }
 
+// Option configures Register.
+type Option func(*options)
+
+type options struct{ logger *slog.Logger }
+
+// WithLogger makes OpenRequest.Logger write to l instead of stderr (the host's in-process mode passes its
+// own logger).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
 // Register registers p's services on s, for serving a plugin over a gRPC server of the caller's own (the
 // host's in-process mode and tests use it; plugin binaries call Serve).
-func Register(s *grpc.Server, p Plugin) error {
+func Register(s *grpc.Server, p Plugin, opts ...Option) error {
 	if err := p.check(); err != nil {
 		return fmt.Errorf("plugin %q: %w", p.Spec.Name, err)
 	}
-	for _, part := range pluginSet(&p) {
+	o := options{logger: Logger()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	for _, part := range pluginSet(&p, o.logger) {
 		if err := part.(*grpcPart).GRPCServer(nil, s); err != nil {
 			return err
 		}
@@ -158,23 +208,23 @@ func Register(s *grpc.Server, p Plugin) error {
 	return nil
 }
 
-func pluginSet(p *Plugin) plugin.PluginSet {
+func pluginSet(p *Plugin, logger *slog.Logger) plugin.PluginSet {
 	set := plugin.PluginSet{PartSpec: &grpcPart{register: func(s *grpc.Server) {
 		sluicev1.RegisterPluginServer(s, &specServer{spec: p.Spec})
 	}}}
 	if p.NewSource != nil {
 		set[PartSource] = &grpcPart{register: func(s *grpc.Server) {
-			sluicev1.RegisterSourceServer(s, &sourceServer{impl: p.NewSource(), name: p.Spec.Name})
+			sluicev1.RegisterSourceServer(s, &sourceServer{impl: p.NewSource(), opened: opened{name: p.Spec.Name, logger: logger}})
 		}}
 	}
 	if p.NewBuffer != nil {
 		set[PartBuffer] = &grpcPart{register: func(s *grpc.Server) {
-			sluicev1.RegisterBufferServer(s, newBufferServer(p.NewBuffer(), p.Spec.Name))
+			sluicev1.RegisterBufferServer(s, &bufferServer{impl: p.NewBuffer(), opened: opened{name: p.Spec.Name, logger: logger}})
 		}}
 	}
 	if p.NewSink != nil {
 		set[PartSink] = &grpcPart{register: func(s *grpc.Server) {
-			sluicev1.RegisterSinkServer(s, &sinkServer{impl: p.NewSink(), name: p.Spec.Name})
+			sluicev1.RegisterSinkServer(s, &sinkServer{impl: p.NewSink(), opened: opened{name: p.Spec.Name, logger: logger}})
 		}}
 	}
 	return set

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 
@@ -23,14 +24,22 @@ const (
 	maxCoalesce = 16
 )
 
-// opened holds what every stage server keeps after Open.
+// opened holds what every stage server keeps after Open, and the running streams that Close waits for.
 type opened struct {
+	name            string       // the plugin's name, for logs
+	logger          *slog.Logger // the base of OpenRequest.Logger
 	ok              atomic.Bool
 	maxBatchRecords int
 	maxBatchBytes   int
+
+	mu      sync.Mutex
+	closed  bool
+	stop    context.Context // cancelled when Close begins
+	stopFn  context.CancelFunc
+	streams sync.WaitGroup // stream calls, and goroutines calling into the plugin for them
 }
 
-func (o *opened) open(ctx context.Context, name string, req *sluicev1.OpenRequest, open func(context.Context, OpenRequest) error) (*sluicev1.Empty, error) {
+func (o *opened) open(ctx context.Context, req *sluicev1.OpenRequest, open func(context.Context, OpenRequest) error) (*sluicev1.Empty, error) {
 	settings, err := ParseSettings(req.GetSettingsJson())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -49,7 +58,7 @@ func (o *opened) open(ctx context.Context, name string, req *sluicev1.OpenReques
 		After:           record.Position(req.GetAfter()),
 		MaxBatchRecords: o.maxBatchRecords,
 		MaxBatchBytes:   o.maxBatchBytes,
-		Logger:          Logger().With("plugin", name, "pipeline", req.GetPipeline()),
+		Logger:          o.logger.With("plugin", o.name, "pipeline", req.GetPipeline()),
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -63,6 +72,61 @@ func (o *opened) check() error {
 		return status.Error(codes.FailedPrecondition, "stage is not open")
 	}
 	return nil
+}
+
+// errStageClosed cancels the streams still running when the host closes the stage.
+var errStageClosed = errors.New("stage closed")
+
+// enter registers a stream call on an open stage. It returns the stream's context, also cancelled when
+// the stage is closed, and a func the call must run when it returns. It fails once Close has begun.
+func (o *opened) enter(ctx context.Context) (context.Context, func(), error) {
+	if err := o.check(); err != nil {
+		return nil, nil, err
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return nil, nil, status.Error(codes.FailedPrecondition, "stage is closed")
+	}
+	if o.stop == nil {
+		o.stop, o.stopFn = context.WithCancel(context.Background())
+	}
+	o.streams.Add(1)
+	ctx, cancel := context.WithCancelCause(ctx)
+	unwatch := context.AfterFunc(o.stop, func() { cancel(errStageClosed) })
+	return ctx, func() {
+		unwatch()
+		cancel(nil)
+		o.streams.Done()
+	}, nil
+}
+
+// close calls the plugin's Close once, after cancelling the running streams and waiting until they, and
+// the plugin calls they made (Read, Ack, Write, Append), have returned: a host cancels its streams and
+// calls Close at once, and the plugin interfaces promise Close never overlaps those calls. If ctx ends
+// first, the plugin's Close is not called (the host kills the process next).
+func (o *opened) close(ctx context.Context, closeFn func(context.Context) error) error {
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return nil
+	}
+	o.closed = true
+	if o.stopFn != nil {
+		o.stopFn()
+	}
+	o.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		o.streams.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return status.Error(codes.DeadlineExceeded, "closing: the stage's streams did not stop in time")
+	}
+	return closeFn(ctx)
 }
 
 // toStatus turns a plugin error into a gRPC status, keeping cancellation recognisable to the host.
@@ -87,22 +151,23 @@ type sourceServer struct {
 	sluicev1.UnimplementedSourceServer
 	opened
 	impl Source
-	name string
 }
 
 func (s *sourceServer) Open(ctx context.Context, req *sluicev1.OpenRequest) (*sluicev1.Empty, error) {
-	return s.open(ctx, s.name, req, s.impl.Open)
+	return s.open(ctx, req, s.impl.Open)
 }
 
 func (s *sourceServer) Read(stream grpc.BidiStreamingServer[sluicev1.Ack, sluicev1.Batch]) error {
-	if err := s.check(); err != nil {
+	ctx, done, err := s.enter(stream.Context())
+	if err != nil {
 		return err
 	}
-	return serveRead(stream, &s.opened, s.impl.Read, s.impl.Ack, func() bool { return false })
+	defer done()
+	return serveRead(ctx, stream, &s.opened, s.impl.Read, s.impl.Ack, func() bool { return false })
 }
 
 func (s *sourceServer) Close(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.Empty, error) {
-	return &sluicev1.Empty{}, toStatus(s.impl.Close(ctx))
+	return &sluicev1.Empty{}, toStatus(s.close(ctx, s.impl.Close))
 }
 
 // ---- sink ----
@@ -111,11 +176,10 @@ type sinkServer struct {
 	sluicev1.UnimplementedSinkServer
 	opened
 	impl Sink
-	name string
 }
 
 func (s *sinkServer) Open(ctx context.Context, req *sluicev1.OpenRequest) (*sluicev1.Empty, error) {
-	return s.open(ctx, s.name, req, s.impl.Open)
+	return s.open(ctx, req, s.impl.Open)
 }
 
 func (s *sinkServer) Checkpoint(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.CheckpointResponse, error) {
@@ -127,14 +191,16 @@ func (s *sinkServer) Checkpoint(ctx context.Context, _ *sluicev1.Empty) (*sluice
 }
 
 func (s *sinkServer) Write(stream grpc.BidiStreamingServer[sluicev1.Batch, sluicev1.Ack]) error {
-	if err := s.check(); err != nil {
+	ctx, done, err := s.enter(stream.Context())
+	if err != nil {
 		return err
 	}
-	return serveWrite(stream, s.impl.Write)
+	defer done()
+	return serveWrite(ctx, stream, s.impl.Write)
 }
 
 func (s *sinkServer) Close(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.Empty, error) {
-	return &sluicev1.Empty{}, toStatus(s.impl.Close(ctx))
+	return &sluicev1.Empty{}, toStatus(s.close(ctx, s.impl.Close))
 }
 
 // ---- buffer ----
@@ -143,17 +209,12 @@ type bufferServer struct {
 	sluicev1.UnimplementedBufferServer
 	opened
 	impl Buffer
-	name string
 	// inputDone is set once the host has closed Append and every append has returned.
 	inputDone atomic.Bool
 }
 
-func newBufferServer(impl Buffer, name string) *bufferServer {
-	return &bufferServer{impl: impl, name: name}
-}
-
 func (s *bufferServer) Open(ctx context.Context, req *sluicev1.OpenRequest) (*sluicev1.Empty, error) {
-	return s.open(ctx, s.name, req, s.impl.Open)
+	return s.open(ctx, req, s.impl.Open)
 }
 
 func (s *bufferServer) Checkpoint(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.CheckpointResponse, error) {
@@ -165,11 +226,13 @@ func (s *bufferServer) Checkpoint(ctx context.Context, _ *sluicev1.Empty) (*slui
 }
 
 func (s *bufferServer) Append(stream grpc.BidiStreamingServer[sluicev1.Batch, sluicev1.Ack]) error {
-	if err := s.check(); err != nil {
+	ctx, done, err := s.enter(stream.Context())
+	if err != nil {
 		return err
 	}
+	defer done()
 	s.inputDone.Store(false)
-	err := serveWrite(stream, s.impl.Append)
+	err = serveWrite(ctx, stream, s.impl.Append)
 	if err == nil {
 		s.inputDone.Store(true)
 	}
@@ -177,15 +240,17 @@ func (s *bufferServer) Append(stream grpc.BidiStreamingServer[sluicev1.Batch, sl
 }
 
 func (s *bufferServer) Read(stream grpc.BidiStreamingServer[sluicev1.Ack, sluicev1.Batch]) error {
-	if err := s.check(); err != nil {
+	ctx, done, err := s.enter(stream.Context())
+	if err != nil {
 		return err
 	}
+	defer done()
 	// An empty read that started after the input was closed means the buffer is drained.
-	return serveRead(stream, &s.opened, s.impl.Read, s.impl.Ack, s.inputDone.Load)
+	return serveRead(ctx, stream, &s.opened, s.impl.Read, s.impl.Ack, s.inputDone.Load)
 }
 
 func (s *bufferServer) Close(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.Empty, error) {
-	return &sluicev1.Empty{}, toStatus(s.impl.Close(ctx))
+	return &sluicev1.Empty{}, toStatus(s.close(ctx, s.impl.Close))
 }
 
 // ---- shared stream loops ----
@@ -193,14 +258,16 @@ func (s *bufferServer) Close(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.
 // serveRead runs a read stream: it sends batches produced by read and hands the host's acks to ack. It
 // ends the stream, once every sent batch is acked, when read returns ErrDone or when read returns no
 // records after drainedIfEmpty, asked just before the read, reported true.
-func serveRead(stream grpc.BidiStreamingServer[sluicev1.Ack, sluicev1.Batch], o *opened,
+func serveRead(ctx context.Context, stream grpc.BidiStreamingServer[sluicev1.Ack, sluicev1.Batch], o *opened,
 	read func(context.Context) ([]record.Record, error), ack func(context.Context, record.Position) error,
 	drainedIfEmpty func() bool) error {
-	ctx, cancel := context.WithCancelCause(stream.Context())
+	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
 	acks := newAckQueue()
+	o.streams.Add(1) // the ack goroutine calls into the plugin and may outlive this call briefly
 	go func() {
+		defer o.streams.Done()
 		for {
 			a, err := stream.Recv()
 			if err == io.EOF {
@@ -268,8 +335,8 @@ func serveRead(stream grpc.BidiStreamingServer[sluicev1.Ack, sluicev1.Batch], o 
 
 // serveWrite runs a write stream: it hands the host's batches to write, coalescing batches that queue up
 // while a write runs, and acks each once write returns.
-func serveWrite(stream grpc.BidiStreamingServer[sluicev1.Batch, sluicev1.Ack], write func(context.Context, record.Batch) error) error {
-	ctx, cancel := context.WithCancelCause(stream.Context())
+func serveWrite(ctx context.Context, stream grpc.BidiStreamingServer[sluicev1.Batch, sluicev1.Ack], write func(context.Context, record.Batch) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	in := make(chan *sluicev1.Batch, maxCoalesce)
 	go func(in chan<- *sluicev1.Batch) {

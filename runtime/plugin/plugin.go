@@ -220,7 +220,7 @@ func (c *Catalog) Start(ctx context.Context, name string, kind sdk.Kind, inProce
 		if p.Linked == nil {
 			return nil, fmt.Errorf("plugin %q is not linked into this sluice binary, so it cannot run in_process", name)
 		}
-		return protocol.Local(p.Linked())
+		return protocol.Local(p.Linked(), sdk.WithLogger(logger))
 	}
 	if p.Path == "" {
 		return nil, fmt.Errorf("plugin %q has no binary in %s; build it (make plugins) or set in_process: true", name, strings.Join(c.opts.Dirs, ", "))

@@ -52,6 +52,7 @@ type LaunchConfig struct {
 // gets the environment in cfg.Env only, and is killed when the host process dies (Linux parent-death
 // signal; on other systems the SDK notices the orphaning within a second and exits).
 func Launch(cfg LaunchConfig) (*Conn, error) {
+	sdk.UseBufferPool()
 	maxMsg := cfg.MaxMessageBytes
 	if maxMsg <= 0 {
 		maxMsg = sdk.DefaultMaxMessageBytes
@@ -76,8 +77,7 @@ func Launch(cfg LaunchConfig) (*Conn, error) {
 		AutoMTLS:         !cfg.PlainText,
 		Logger:           logger,
 		StartTimeout:     cfg.StartTimeout,
-		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg))},
+		GRPCDialOptions:  sdk.DialOptions(maxMsg),
 	})
 	rpc, err := client.Client()
 	if err != nil {
@@ -110,18 +110,20 @@ func (c *Conn) watch() {
 // Local serves p in this process over an in-memory gRPC connection: the same protocol code as a
 // subprocess, without the process boundary, the socket or TLS. It is how first-party plugins are linked
 // in-process, and how the cost of the boundary is measured.
-func Local(p sdk.Plugin) (*Conn, error) {
+//
+// opts configure the plugin's side; sdk.WithLogger sends its log lines to the host's logger instead of
+// stderr.
+func Local(p sdk.Plugin, opts ...sdk.Option) (*Conn, error) {
+	sdk.UseBufferPool()
 	lis := bufconn.Listen(4 << 20)
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(sdk.DefaultMaxMessageBytes), grpc.MaxSendMsgSize(sdk.DefaultMaxMessageBytes))
-	if err := sdk.Register(srv, p); err != nil {
+	srv := grpc.NewServer(sdk.ServerOptions(sdk.DefaultMaxMessageBytes)...)
+	if err := sdk.Register(srv, p, opts...); err != nil {
 		return nil, err
 	}
 	go func() { _ = srv.Serve(lis) }()
-	cc, err := grpc.NewClient("passthrough:///local",
+	cc, err := grpc.NewClient("passthrough:///local", append(sdk.DialOptions(sdk.DefaultMaxMessageBytes),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(sdk.DefaultMaxMessageBytes), grpc.MaxCallSendMsgSize(sdk.DefaultMaxMessageBytes)),
-	)
+		grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		srv.Stop()
 		return nil, err
