@@ -214,17 +214,17 @@ func pluginSet(p *Plugin, logger *slog.Logger) plugin.PluginSet {
 	}}}
 	if p.NewSource != nil {
 		set[PartSource] = &grpcPart{register: func(s *grpc.Server) {
-			sluicev1.RegisterSourceServer(s, &sourceServer{impl: p.NewSource(), opened: opened{name: p.Spec.Name, logger: logger}})
+			sluicev1.RegisterSourceServer(s, &sourceServer{impl: p.NewSource(), opened: opened{logger: logger}})
 		}}
 	}
 	if p.NewBuffer != nil {
 		set[PartBuffer] = &grpcPart{register: func(s *grpc.Server) {
-			sluicev1.RegisterBufferServer(s, &bufferServer{impl: p.NewBuffer(), opened: opened{name: p.Spec.Name, logger: logger}})
+			sluicev1.RegisterBufferServer(s, &bufferServer{impl: p.NewBuffer(), opened: opened{logger: logger}})
 		}}
 	}
 	if p.NewSink != nil {
 		set[PartSink] = &grpcPart{register: func(s *grpc.Server) {
-			sluicev1.RegisterSinkServer(s, &sinkServer{impl: p.NewSink(), opened: opened{name: p.Spec.Name, logger: logger}})
+			sluicev1.RegisterSinkServer(s, &sinkServer{impl: p.NewSink(), opened: opened{logger: logger}})
 		}}
 	}
 	return set

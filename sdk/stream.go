@@ -26,7 +26,6 @@ const (
 
 // opened holds what every stage server keeps after Open, and the running streams that Close waits for.
 type opened struct {
-	name            string       // the plugin's name, for logs
 	logger          *slog.Logger // the base of OpenRequest.Logger
 	ok              atomic.Bool
 	maxBatchRecords int
@@ -58,7 +57,7 @@ func (o *opened) open(ctx context.Context, req *sluicev1.OpenRequest, open func(
 		After:           record.Position(req.GetAfter()),
 		MaxBatchRecords: o.maxBatchRecords,
 		MaxBatchBytes:   o.maxBatchBytes,
-		Logger:          o.logger.With("plugin", o.name, "pipeline", req.GetPipeline()),
+		Logger:          o.logger, // the host tags forwarded lines with plugin, stage and pipeline
 	})
 	if err != nil {
 		return nil, toStatus(err)
