@@ -18,6 +18,11 @@ import (
 // record to be acknowledged and completes the pipeline.
 var ErrDone = errors.New("sdk: source is done")
 
+// ErrInvalidSettings marks an error from Open that no retry can fix: the settings are wrong. Wrap it
+// (fmt.Errorf("…: %w", sdk.ErrInvalidSettings)) and the host fails the pipeline with your message instead of
+// restarting it. Settings.Decode errors already wrap it.
+var ErrInvalidSettings = errors.New("invalid settings")
+
 // OpenRequest is what the host hands a stage when it opens it.
 type OpenRequest struct {
 	// Pipeline is the id of the pipeline the stage belongs to.
@@ -176,7 +181,7 @@ func (s Settings) Decode(v any) error {
 		return err
 	}
 	if err := dec.Decode(map[string]any(s)); err != nil {
-		return fmt.Errorf("sdk: decoding settings: %w", err)
+		return fmt.Errorf("%w: %w", ErrInvalidSettings, err)
 	}
 	return nil
 }

@@ -129,7 +129,7 @@ func (g *globals) dirs() []string {
 }
 
 func (g *globals) catalog(ctx context.Context) (*plugin.Catalog, error) {
-	c, err := plugin.Discover(ctx, plugin.Options{Dirs: g.dirs(), Linked: linked, Logger: g.logger})
+	c, err := plugin.Discover(ctx, plugin.Options{Dirs: g.dirs(), Linked: linked, Logger: g.logger, Stdout: g.stdout})
 	if err != nil {
 		return nil, ExitError{ExitFailure, fmt.Errorf("discovering plugins: %w", err)}
 	}

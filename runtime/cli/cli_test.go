@@ -62,6 +62,29 @@ func TestPluginDirFromEnvAndFlag(t *testing.T) {
 	}
 }
 
+func TestPluginDirOddities(t *testing.T) {
+	for _, tt := range []struct {
+		name, script string
+		code         int
+		want         string
+	}{
+		{"not a plugin", "#!/bin/sh\necho hello\n", 0, "skipping executable that is not a sluice plugin"},
+		{"another protocol version", "#!/bin/sh\necho '1|2|tcp|127.0.0.1:1|grpc'\nsleep 5\n", 1, "speaks another protocol version than this sluice (v1)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			extra := t.TempDir()
+			writeFile(t, filepath.Join(extra, "odd"), tt.script)
+			if err := os.Chmod(filepath.Join(extra, "odd"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			_, errOut, code := sluice(t, t.TempDir(), "--plugins-dir", extra, "plugins", "list")
+			if code != tt.code || !strings.Contains(errOut, tt.want) {
+				t.Fatalf("exit %d (want %d), stderr:\n%s", code, tt.code, errOut)
+			}
+		})
+	}
+}
+
 // TestConfigsValidate validates every connector file shipped in configs/.
 func TestConfigsValidate(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join(repoRoot(), "configs", "*.yaml"))
@@ -165,8 +188,10 @@ func TestKillSinkPlugin(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// Wait until records flow, so that the process found is the running sink (discovery starts each plugin
+	// briefly to read its spec).
+	waitForLines(t, filepath.Join(dir, "out.jsonl"), 20000)
 	sink := childRunning(t, cmd.Process.Pid, "file")
-	time.Sleep(time.Second)
 	if err := syscall.Kill(sink, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -195,9 +220,9 @@ func TestKillHost(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	waitForLines(t, filepath.Join(dir, "out.jsonl"), 20000)
 	childRunning(t, cmd.Process.Pid, "file")
 	childRunning(t, cmd.Process.Pid, "generate")
-	time.Sleep(time.Second)
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -218,4 +243,17 @@ func TestKillHost(t *testing.T) {
 	}
 	dups := checkSeqs(t, seqCounts(t, filepath.Join(dir, "out.jsonl")), count)
 	t.Logf("killed after %d records; %d duplicates after the restart", before, dups)
+}
+
+// waitForLines waits until the file at path holds at least n newlines.
+func waitForLines(t *testing.T, path string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if data, err := os.ReadFile(path); err == nil && strings.Count(string(data), "\n") >= n {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s did not reach %d lines", path, n)
 }

@@ -18,8 +18,12 @@ func load(w io.Writer, c *plugin.Catalog, paths []string) ([]*config.File, error
 	var problems config.Errors
 	var other []error
 	ids := map[string]config.Pos{}
+	loader := &config.Loader{Specs: c.Spec}
+	for _, p := range c.List() {
+		loader.Plugins = append(loader.Plugins, p.Spec.Name)
+	}
 	for _, path := range paths {
-		f, err := config.Load(path, c.Spec)
+		f, err := loader.Load(path)
 		var errs config.Errors
 		switch {
 		case errors.As(err, &errs):

@@ -11,10 +11,15 @@ import (
 
 // hclogAdapter lets go-plugin, which logs through hclog, write to the host's slog logger: plugin log
 // lines arrive with their level and attributes and are tagged with the plugin's name.
+//
+// go-plugin logs its own lifecycle (starting, exited) through the unnamed logger and the plugin's stderr
+// lines through a named one. Its own info lines are demoted to debug (a plugin start is not news at info
+// level), and its "plugin" attribute, a path, is renamed so it does not clash with the host's plugin name.
 type hclogAdapter struct {
-	l    *slog.Logger
-	name string
-	args []any
+	l     *slog.Logger
+	name  string
+	named bool // carries the plugin's own lines
+	args  []any
 }
 
 func newHCLog(l *slog.Logger) hclog.Logger { return &hclogAdapter{l: l} }
@@ -32,7 +37,18 @@ func toSlog(level hclog.Level) slog.Level {
 }
 
 func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
-	a.l.Log(context.Background(), toSlog(level), msg, args...)
+	lv := toSlog(level)
+	if !a.named {
+		if lv == slog.LevelInfo {
+			lv = slog.LevelDebug
+		}
+		for i := 0; i+1 < len(args); i += 2 {
+			if args[i] == "plugin" {
+				args[i] = "path"
+			}
+		}
+	}
+	a.l.Log(context.Background(), lv, msg, args...)
 }
 func (a *hclogAdapter) Trace(msg string, args ...any) { a.Log(hclog.Trace, msg, args...) }
 func (a *hclogAdapter) Debug(msg string, args ...any) { a.Log(hclog.Debug, msg, args...) }
@@ -62,13 +78,13 @@ func (a *hclogAdapter) GetLevel() hclog.Level {
 	return hclog.Error
 }
 func (a *hclogAdapter) With(args ...any) hclog.Logger {
-	return &hclogAdapter{l: a.l.With(args...), name: a.name, args: append(append([]any(nil), a.args...), args...)}
+	return &hclogAdapter{l: a.l.With(args...), name: a.name, named: a.named, args: append(append([]any(nil), a.args...), args...)}
 }
 
 // Named is called by go-plugin with the plugin binary's file name; the host already tagged the logger
 // with the plugin's spec name, so the file name is only kept as Name.
 func (a *hclogAdapter) Named(name string) hclog.Logger {
-	return &hclogAdapter{l: a.l, name: name, args: a.args}
+	return &hclogAdapter{l: a.l, name: name, named: true, args: a.args}
 }
 func (a *hclogAdapter) ResetNamed(name string) hclog.Logger { return a.Named(name) }
 func (a *hclogAdapter) StandardLogger(*hclog.StandardLoggerOptions) *log.Logger {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -53,6 +54,8 @@ type Options struct {
 	MaxMessageBytes int
 	// PlainText turns off AutoMTLS between host and plugins. Only for measuring what TLS costs.
 	PlainText bool
+	// Stdout receives what plugins print to their stdout (the stdout sink); nil discards it.
+	Stdout io.Writer
 }
 
 // Discover builds the catalog: it starts every executable in opts.Dirs, reads its spec and stops it.
@@ -145,11 +148,11 @@ var errNotPlugin = errors.New("not a sluice plugin")
 func (c *Catalog) probe(ctx context.Context, path string) (sdk.Spec, error) {
 	conn, err := c.launch(path, c.opts.Logger.With("plugin", filepath.Base(path)))
 	if err != nil {
-		msg := err.Error()
+		msg := strings.ToLower(err.Error())
 		switch {
-		case strings.Contains(msg, "Incompatible API version"):
+		case strings.Contains(msg, "incompatible api version"):
 			return sdk.Spec{}, fmt.Errorf("plugin %s speaks another protocol version than this sluice (v%d): %w", path, sdk.ProtocolVersion, err)
-		case strings.Contains(msg, "Unrecognized remote plugin message"), strings.Contains(msg, "plugin exited before we could connect"),
+		case strings.Contains(msg, "unrecognized remote plugin message"), strings.Contains(msg, "plugin exited before we could connect"),
 			strings.Contains(msg, "exec format error"), strings.Contains(msg, "timeout while waiting for plugin to start"):
 			return sdk.Spec{}, fmt.Errorf("%s: %w: %v", path, errNotPlugin, err)
 		}
@@ -178,6 +181,7 @@ func (c *Catalog) launch(path string, logger *slog.Logger) (*protocol.Conn, erro
 		Logger:          newHCLog(logger),
 		MaxMessageBytes: c.opts.MaxMessageBytes,
 		PlainText:       c.opts.PlainText,
+		Stdout:          c.opts.Stdout,
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os/exec"
 	"sync"
@@ -44,6 +45,9 @@ type LaunchConfig struct {
 	MaxMessageBytes int
 	// StartTimeout bounds the handshake (default 10s).
 	StartTimeout time.Duration
+	// Stdout receives what the plugin writes to its stdout after the handshake (the stdout sink's output);
+	// nil discards it.
+	Stdout io.Writer
 	// PlainText turns AutoMTLS off. Only for measuring its cost; plugins talk over TLS by default.
 	PlainText bool
 }
@@ -77,6 +81,7 @@ func Launch(cfg LaunchConfig) (*Conn, error) {
 		AutoMTLS:         !cfg.PlainText,
 		Logger:           logger,
 		StartTimeout:     cfg.StartTimeout,
+		SyncStdout:       cfg.Stdout,
 		GRPCDialOptions:  sdk.DialOptions(maxMsg),
 	})
 	rpc, err := client.Client()

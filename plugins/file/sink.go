@@ -1,0 +1,162 @@
+package file
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/sdk/record"
+)
+
+// SinkConfig holds the sink's settings.
+type SinkConfig struct {
+	Path   string `setting:"path"`
+	Format string `setting:"format"`
+	Sync   bool   `setting:"sync"`
+}
+
+// Sink appends records to a file, one line each. The SDK calls Open, then Write from one goroutine, then
+// Close; the methods are also safe to call concurrently.
+type Sink struct {
+	sdk.UnimplementedSink
+
+	mu     sync.Mutex
+	cfg    SinkConfig
+	format Format
+	f      *os.File
+	buf    []byte // reused between Writes
+}
+
+// Open creates the file (and its directory) if needed. If the file ends with a partial line — a crash
+// in the middle of a write — it cuts it off, back to the last newline, and logs a warning: the records of
+// that write were not acknowledged and the host writes them again.
+func (s *Sink) Open(_ context.Context, req sdk.OpenRequest) error {
+	cfg := SinkConfig{Format: string(FormatPayload), Sync: true}
+	if err := req.Settings.Decode(&cfg); err != nil {
+		return err
+	}
+	if cfg.Path == "" {
+		return errors.New("file: path is required")
+	}
+	format, err := ParseFormat(cfg.Format)
+	if err != nil {
+		return fmt.Errorf("file: %w", err)
+	}
+	if dir := filepath.Dir(cfg.Path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("file: %w", err)
+		}
+	}
+	f, err := os.OpenFile(cfg.Path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("file: %w", err)
+	}
+	cut, err := repair(f)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("file: repairing the end of %s: %w", cfg.Path, err)
+	}
+	if cut > 0 && req.Logger != nil {
+		req.Logger.Warn("file: cut off a partial last line left by an interrupted write; its records will be written again",
+			slog.String("path", cfg.Path), slog.Int64("bytes", cut))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg, s.format, s.f = cfg, format, f
+	return nil
+}
+
+// repair truncates f after its last newline when it does not end with one, and returns how many bytes it
+// cut off.
+func repair(f *os.File) (int64, error) {
+	info, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	size := info.Size()
+	if size == 0 {
+		return 0, nil
+	}
+	const chunk = 64 << 10
+	buf := make([]byte, chunk)
+	end := size
+	for end > 0 {
+		start := max(0, end-chunk)
+		b := buf[:end-start]
+		if _, err := f.ReadAt(b, start); err != nil && err != io.EOF {
+			return 0, err
+		}
+		if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+			end = start + int64(i) + 1
+			break
+		}
+		if start == 0 {
+			end = 0
+		} else {
+			end = start
+		}
+	}
+	if end == size {
+		return 0, nil
+	}
+	if err := f.Truncate(end); err != nil {
+		return 0, err
+	}
+	return size - end, f.Sync()
+}
+
+// Write appends the batch's records as lines in one write (heartbeats and, in format payload, records
+// without a payload write nothing) and, with sync, flushes them to disk before returning.
+func (s *Sink) Write(_ context.Context, b record.Batch) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return errors.New("file: sink is not open")
+	}
+	buf := s.buf[:0]
+	for i := range b.Records {
+		r := &b.Records[i]
+		if r.Op == record.OpHeartbeat {
+			continue
+		}
+		var err error
+		if buf, err = AppendLine(buf, r, s.format); err != nil {
+			return fmt.Errorf("file: record at position %x: %w", []byte(r.Position), err)
+		}
+	}
+	s.buf = buf
+	if len(buf) == 0 {
+		return nil
+	}
+	if _, err := s.f.Write(buf); err != nil {
+		return fmt.Errorf("file: %w", err)
+	}
+	if s.cfg.Sync {
+		if err := s.f.Sync(); err != nil {
+			return fmt.Errorf("file: %w", err)
+		}
+	}
+	return nil
+}
+
+// Close flushes the file to disk and closes it.
+func (s *Sink) Close(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return nil
+	}
+	err := errors.Join(s.f.Sync(), s.f.Close())
+	s.f = nil
+	if err != nil {
+		return fmt.Errorf("file: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,184 @@
+package file
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/sdk/record"
+)
+
+// SourceConfig holds the source's settings.
+type SourceConfig struct {
+	Path         string        `setting:"path"`
+	Follow       bool          `setting:"follow"`
+	PollInterval time.Duration `setting:"poll_interval"`
+}
+
+// Source reads a JSON Lines file. The SDK calls Open, then Read from one goroutine, then Close; Ack is a
+// no-op (positions are stored downstream).
+type Source struct {
+	sdk.UnimplementedSource
+
+	cfg      SourceConfig
+	f        *os.File
+	r        *bufio.Reader
+	off      int64  // offset just after the last complete line read
+	partial  []byte // bytes read after off: the start of a line whose newline has not been read yet
+	meta     record.Meta
+	maxBatch int
+	maxBytes int
+	timer    *time.Timer
+
+	recs  []record.Record // reused between Reads
+	arena []byte          // reused between Reads: the records' positions and payloads
+}
+
+// Open opens the file and, with req.After, seeks just after the line at that offset.
+func (s *Source) Open(_ context.Context, req sdk.OpenRequest) error {
+	cfg := SourceConfig{PollInterval: 250 * time.Millisecond}
+	if err := req.Settings.Decode(&cfg); err != nil {
+		return err
+	}
+	if cfg.Path == "" {
+		return errors.New("file: path is required")
+	}
+	if cfg.PollInterval <= 0 {
+		return fmt.Errorf("file: %w: poll_interval must be positive, got %v", sdk.ErrInvalidSettings, cfg.PollInterval)
+	}
+	f, err := os.Open(cfg.Path)
+	if err != nil {
+		return fmt.Errorf("file: %w", err)
+	}
+	if req.After != nil {
+		if len(req.After) != 8 {
+			f.Close()
+			return fmt.Errorf("file: position %x is not a file offset (want 8 bytes)", []byte(req.After))
+		}
+		off := int64(binary.BigEndian.Uint64(req.After))
+		info, err := f.Stat()
+		if err == nil && info.Size() < off {
+			err = fmt.Errorf("%s holds %d bytes, fewer than the stored position (offset %d): was it truncated or replaced?", cfg.Path, info.Size(), off)
+		}
+		if err == nil {
+			_, err = f.Seek(off, io.SeekStart)
+		}
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("file: %w", err)
+		}
+		s.off = off
+	}
+	s.cfg, s.f = cfg, f
+	s.r = bufio.NewReaderSize(f, 64<<10)
+	s.meta = record.Meta{{Key: "file.path", Value: cfg.Path}}
+	s.maxBatch = max(req.MaxBatchRecords, 1)
+	s.maxBytes = max(req.MaxBatchBytes, 1)
+	return nil
+}
+
+// Read returns the next lines as records, at most MaxBatchRecords and about MaxBatchBytes. At the end of
+// the file it returns what it has; with nothing, it returns sdk.ErrDone, or with follow waits for more
+// until ctx is done. The records alias buffers that the next Read reuses.
+func (s *Source) Read(ctx context.Context) ([]record.Record, error) {
+	s.recs, s.arena = s.recs[:0], s.arena[:0]
+	size := 0
+	for len(s.recs) < s.maxBatch && size < s.maxBytes {
+		line, err := s.r.ReadSlice('\n')
+		switch {
+		case err == nil:
+			if len(s.partial) > 0 {
+				line = append(s.partial, line...)
+			}
+			s.partial = s.partial[:0]
+			s.off += int64(len(line))
+			size += s.add(line)
+			continue
+		case errors.Is(err, bufio.ErrBufferFull):
+			s.partial = append(s.partial, line...)
+			continue
+		case err != io.EOF:
+			return nil, fmt.Errorf("file: reading %s: %w", s.cfg.Path, err)
+		}
+		// End of file: line holds the start of an unterminated last line, if any.
+		s.partial = append(s.partial, line...)
+		if len(s.recs) > 0 {
+			return s.recs, nil
+		}
+		if !s.cfg.Follow {
+			if len(s.partial) == 0 {
+				return nil, sdk.ErrDone
+			}
+			s.off += int64(len(s.partial))
+			s.add(s.partial)
+			s.partial = s.partial[:0]
+			if len(s.recs) == 0 {
+				return nil, sdk.ErrDone // the unterminated last line was blank
+			}
+			return s.recs, nil
+		}
+		if err := s.poll(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return s.recs, nil
+}
+
+// add appends a record for line (which ends at s.off) unless the line is blank, and returns its size.
+func (s *Source) add(line []byte) int {
+	line = bytes.TrimRight(line, "\r\n")
+	if len(bytes.TrimSpace(line)) == 0 {
+		return 0
+	}
+	start := len(s.arena)
+	s.arena = binary.BigEndian.AppendUint64(s.arena, uint64(s.off))
+	mid := len(s.arena)
+	s.arena = append(s.arena, line...)
+	s.recs = append(s.recs, record.Record{
+		Position: s.arena[start:mid:mid],
+		Op:       record.OpInsert,
+		Meta:     s.meta,
+		Payload:  s.arena[mid:len(s.arena):len(s.arena)],
+		Encoding: record.EncodingJSON,
+	})
+	// Records appended earlier keep pointing into the arena's old array if append moved it: still valid.
+	return len(line)
+}
+
+// poll waits poll_interval for the file to grow, and fails if it shrank (truncated or replaced).
+func (s *Source) poll(ctx context.Context) error {
+	if info, err := s.f.Stat(); err != nil {
+		return fmt.Errorf("file: %w", err)
+	} else if info.Size() < s.off+int64(len(s.partial)) {
+		return fmt.Errorf("file: %s shrank to %d bytes after %d were read: was it truncated or replaced?", s.cfg.Path, info.Size(), s.off+int64(len(s.partial)))
+	}
+	if s.timer == nil {
+		s.timer = time.NewTimer(s.cfg.PollInterval)
+	} else {
+		s.timer.Reset(s.cfg.PollInterval)
+	}
+	select {
+	case <-ctx.Done():
+		s.timer.Stop()
+		return ctx.Err()
+	case <-s.timer.C:
+		return nil
+	}
+}
+
+// Close closes the file.
+func (s *Source) Close(context.Context) error {
+	if s.f == nil {
+		return nil
+	}
+	err := s.f.Close()
+	s.f = nil
+	return err
+}

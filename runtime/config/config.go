@@ -1,0 +1,207 @@
+// Package config reads, parses and validates connector files: the YAML, JSON or TOML documents that
+// declare a host's pipelines. Load returns either a fully resolved File (defaults applied, plugin settings
+// checked against each plugin's spec, ${env:…} and ${file:…} references expanded) or Errors listing every
+// problem found, each with the file:line:col where it was written.
+//
+// # References
+//
+// A string in a stage's settings (at any depth) may take text from outside the connector file:
+//
+//	${env:NAME}  the value of environment variable NAME, which must be set (it may be empty)
+//	${file:PATH} the contents of file PATH, relative to the connector file's directory, without one
+//	             trailing newline
+//
+// A value may hold several references and text around them; a setting of type int, float, bool or
+// duration written as a string of references is parsed after expansion ("${env:PORT}"). $${ writes a
+// literal ${, and any other ${…} is left as written, for plugins with templates of their own. Values that
+// held a reference, and secret settings, are redacted by Print and never quoted in errors. Other keys
+// (id, plugin, data_dir) and the raw transforms and tests are not expanded.
+//
+// # Parsing
+//
+// The document is loaded with koanf (a rawbytes provider and the parser for the file's extension); the
+// positions of keys and values come from yaml.v3's node API (YAML), encoding/json's token stream (JSON)
+// and go-toml's unstable parser (TOML).
+package config
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/sluicehq/sluice/sdk"
+)
+
+// Pos is a place in a connector file. Line and Col start at 1; Col counts characters.
+type Pos struct {
+	File      string
+	Line, Col int
+}
+
+// String returns "file:line:col", with File as given to Load.
+func (p Pos) String() string {
+	if p.Line == 0 {
+		return p.File
+	}
+	return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Col)
+}
+
+// before orders positions by line, then column.
+func (p Pos) before(q Pos) bool {
+	if p.Line != q.Line {
+		return p.Line < q.Line
+	}
+	return p.Col < q.Col
+}
+
+// Error is one problem in a connector file.
+type Error struct {
+	Pos Pos
+	// Msg is lower-case, names what is wrong and how to fix it, and never contains a secret's value.
+	Msg string
+}
+
+// Error returns "file:line:col: msg".
+func (e *Error) Error() string { return e.Pos.String() + ": " + e.Msg }
+
+// Errors is every problem found in a file, sorted by position. Load returns it (never empty) as its error;
+// use errors.As to get at the individual problems.
+type Errors []*Error
+
+// Error returns one "file:line:col: msg" line per problem, joined with newlines.
+func (es Errors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Unwrap returns the problems as errors, for errors.Is and errors.As.
+func (es Errors) Unwrap() []error {
+	errs := make([]error, len(es))
+	for i, e := range es {
+		errs[i] = e
+	}
+	return errs
+}
+
+// sort orders the problems by position; problems at the same position keep the order they were found in.
+func (es Errors) sort() {
+	sort.SliceStable(es, func(i, j int) bool { return es[i].Pos.before(es[j].Pos) })
+}
+
+// SpecFunc looks up a discovered plugin's spec by name. It must be safe to call from the goroutine that
+// calls Load; Load does not keep it.
+type SpecFunc func(plugin string) (*sdk.Spec, bool)
+
+// File is a loaded, validated connector file.
+type File struct {
+	// Path is the path as given to Load.
+	Path    string
+	Version int
+	// FailFast: one failing pipeline stops all the others in the file.
+	FailFast bool
+	// DataDir is where the host keeps its state store, as written (not made absolute); "" means the
+	// default chosen by the CLI.
+	DataDir   string
+	Pipelines []*Pipeline
+	// Tests are the file's inline transform tests, unparsed: each list item with its position.
+	Tests []Raw
+}
+
+// Defaults and limits of a pipeline's batching keys.
+const (
+	// DefaultBatchMaxRecords is batch_max_records when the file does not set it.
+	DefaultBatchMaxRecords = 1024
+	// MaxBatchMaxRecords is the largest batch_max_records allowed (the smallest is 1).
+	MaxBatchMaxRecords = 65536
+	// DefaultBatchMaxBytes is batch_max_bytes when the file does not set it (4 MiB).
+	DefaultBatchMaxBytes = 4 << 20
+	// MinBatchMaxBytes is the smallest batch_max_bytes allowed (the largest is math.MaxInt32).
+	MinBatchMaxBytes = 1024
+	// DefaultMaxInFlightBytes is max_in_flight_bytes when the file does not set it (64 MiB), raised to
+	// batch_max_bytes when that is larger.
+	DefaultMaxInFlightBytes = 64 << 20
+)
+
+// Pipeline is one pipeline of a connector file, with defaults applied.
+type Pipeline struct {
+	// ID is unique within the file (Load does not see other files: checking across files is the caller's).
+	ID string
+	// Pos is where the pipeline's list item starts.
+	Pos    Pos
+	Source *Stage
+	// Buffer is nil when the pipeline has none.
+	Buffer *Stage
+	Sink   *Stage
+	// Transforms are the pipeline's transform steps, unparsed: each list item with its position.
+	Transforms []Raw
+	// BatchMaxRecords is at most 65536 records (default 1024).
+	BatchMaxRecords int
+	// BatchMaxBytes is at least 1024 bytes (default 4 MiB).
+	BatchMaxBytes int
+	// MaxInFlightBytes is at least BatchMaxBytes (default 64 MiB, or BatchMaxBytes if larger).
+	MaxInFlightBytes int
+}
+
+// Stage is a pipeline's source, buffer or sink.
+type Stage struct {
+	Kind sdk.Kind
+	// Plugin is the plugin's name as written.
+	Plugin string
+	// Spec is the plugin's spec as returned by the SpecFunc given to Load.
+	Spec *sdk.Spec
+	// Settings are validated against the plugin's spec for this kind, with defaults applied, as JSON-ready
+	// values: string, int64 (type int), float64 (type float; whole numbers included), bool, []any and
+	// map[string]any (nested values: the same types plus nil); durations are normalised to
+	// time.Duration.String(). References (${env:…}, ${file:…}) are expanded. Absent optional settings
+	// without a default are absent from the map.
+	Settings map[string]any
+	// InProcess runs a first-party plugin linked into the host instead of as a subprocess.
+	InProcess bool
+	// Pos is where the stage's value starts.
+	Pos Pos
+
+	// printed is Settings with secrets and referenced values replaced by "<redacted>", for Print.
+	printed map[string]any
+}
+
+// Raw is a value kept unparsed for a later stage, with where it was written. Value is JSON-ready, like
+// Stage.Settings; references in it are not expanded.
+type Raw struct {
+	Pos   Pos
+	Value any
+}
+
+// Load reads, parses and validates the connector file at path against the plugins specs knows. The format
+// follows the extension: .yaml or .yml, .json, .toml. Every problem in the file is returned together as
+// Errors, each naming file:line:col; an error of another type means the file could not be read. The File
+// is returned only when there is no problem; it is not shared and the caller may modify it.
+//
+// Load is Loader{Specs: specs}.Load(path): "unknown plugin" messages cannot list the known plugins, and
+// ${env:…} reads the process environment. It is safe for concurrent use.
+func Load(path string, specs SpecFunc) (*File, error) {
+	return (&Loader{Specs: specs}).Load(path)
+}
+
+// Loader loads connector files with more options than Load. The zero value of each optional field is a
+// sensible default; a Loader is safe for concurrent use once its fields are set.
+type Loader struct {
+	// Specs looks up plugin specs by name. Required.
+	Specs SpecFunc
+	// Plugins names every known plugin, listed in "unknown plugin" messages. Optional.
+	Plugins []string
+	// LookupEnv resolves ${env:NAME}. Nil means os.LookupEnv.
+	LookupEnv func(name string) (string, bool)
+}
+
+// Load reads, parses and validates the connector file at path; see the package-level Load.
+func (l *Loader) Load(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return l.parse(path, data)
+}

@@ -1,0 +1,476 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/sluicehq/sluice/sdk"
+)
+
+// strip returns a copy of f without what differs between formats: positions, the path and Print's
+// redacted copy of the settings.
+func strip(f *File) *File {
+	g := *f
+	g.Path = ""
+	g.Tests = stripRaws(f.Tests)
+	g.Pipelines = nil
+	for _, p := range f.Pipelines {
+		q := *p
+		q.Pos = Pos{}
+		q.Transforms = stripRaws(p.Transforms)
+		q.Source, q.Buffer, q.Sink = stripStage(p.Source), stripStage(p.Buffer), stripStage(p.Sink)
+		g.Pipelines = append(g.Pipelines, &q)
+	}
+	return &g
+}
+
+func stripRaws(rs []Raw) []Raw {
+	var out []Raw
+	for _, r := range rs {
+		out = append(out, Raw{Value: r.Value})
+	}
+	return out
+}
+
+func stripStage(s *Stage) *Stage {
+	if s == nil {
+		return nil
+	}
+	t := *s
+	t.Pos, t.printed = Pos{}, nil
+	return &t
+}
+
+// wantFull is testdata/valid/full.* as loaded.
+var wantFull = &File{
+	Version:  1,
+	FailFast: true,
+	DataDir:  "state",
+	Pipelines: []*Pipeline{
+		{
+			ID: "orders-to-file",
+			Source: &Stage{Kind: sdk.KindSource, Plugin: "generate", Spec: testSpecs["generate"], InProcess: true,
+				Settings: map[string]any{
+					"count":         int64(100000),
+					"rate":          2.5,
+					"payload_bytes": int64(500), // ${env:COUNT}
+					"interval":      "1m30s",    // written 90s
+					"encoding":      "text",
+					"pretty":        true,
+					"fields":        []any{"id", "total", int64(3)},
+					"labels":        map[string]any{"team": "data", "region": "/var/out"},
+				}},
+			Buffer: &Stage{Kind: sdk.KindBuffer, Plugin: "memory", Spec: testSpecs["memory"],
+				Settings: map[string]any{"capacity": int64(5000), "password": "hunter2"}},
+			Sink: &Stage{Kind: sdk.KindSink, Plugin: "file", Spec: testSpecs["file"],
+				Settings: map[string]any{
+					"path":           "/var/out/orders.jsonl",
+					"token":          "s3cr3t-token",
+					"format":         "payload",
+					"flush_interval": "1s",
+				}},
+			Transforms: []Raw{
+				{Value: map[string]any{"filter": "total > 10"}},
+				{Value: map[string]any{"set": map[string]any{"field": "big", "expr": "true"}}},
+			},
+			BatchMaxRecords:  512,
+			BatchMaxBytes:    1 << 20,
+			MaxInFlightBytes: 8 << 20,
+		},
+		{
+			ID: "heartbeat",
+			Source: &Stage{Kind: sdk.KindSource, Plugin: "generate", Spec: testSpecs["generate"],
+				Settings: map[string]any{
+					"count": int64(1000), "rate": 0.0, "payload_bytes": int64(200), "interval": "1s",
+					"encoding": "json", "pretty": false,
+				}},
+			Sink:             &Stage{Kind: sdk.KindSink, Plugin: "discard", Spec: testSpecs["discard"], Settings: map[string]any{}},
+			BatchMaxRecords:  DefaultBatchMaxRecords,
+			BatchMaxBytes:    DefaultBatchMaxBytes,
+			MaxInFlightBytes: DefaultMaxInFlightBytes,
+		},
+	},
+	Tests: []Raw{{Value: map[string]any{"name": "big orders pass", "input": map[string]any{"total": int64(20)}}}},
+}
+
+var wantMinimal = &File{
+	Version: 1,
+	Pipelines: []*Pipeline{{
+		ID: "quickstart",
+		Source: &Stage{Kind: sdk.KindSource, Plugin: "generate", Spec: testSpecs["generate"],
+			Settings: map[string]any{
+				"count": int64(1000), "rate": 0.0, "payload_bytes": int64(200), "interval": "1s",
+				"encoding": "json", "pretty": false,
+			}},
+		Sink: &Stage{Kind: sdk.KindSink, Plugin: "file", Spec: testSpecs["file"],
+			Settings: map[string]any{"path": "out.jsonl", "format": "payload", "flush_interval": "1s"}},
+		BatchMaxRecords:  DefaultBatchMaxRecords,
+		BatchMaxBytes:    DefaultBatchMaxBytes,
+		MaxInFlightBytes: DefaultMaxInFlightBytes,
+	}},
+}
+
+// TestLoadValid loads the same content written in each format and checks it resolves to the same File.
+func TestLoadValid(t *testing.T) {
+	tests := []struct {
+		file string
+		want *File
+	}{
+		{"full.yaml", wantFull},
+		{"full.json", wantFull},
+		{"full.toml", wantFull},
+		{"minimal.yaml", wantMinimal},
+		{"minimal.json", wantMinimal},
+		{"minimal.toml", wantMinimal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			path := "testdata/valid/" + tt.file
+			f, err := testLoader().Load(path)
+			if err != nil {
+				t.Fatalf("Load(%s): %v", path, err)
+			}
+			if f.Path != path {
+				t.Errorf("Path = %q, want %q", f.Path, path)
+			}
+			got := strip(f)
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Load(%s) =\n%s\nwant\n%s", path, dump(got), dump(tt.want))
+			}
+		})
+	}
+}
+
+// dump shows a File for failure messages.
+func dump(f *File) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "version=%d fail_fast=%v data_dir=%q tests=%#v\n", f.Version, f.FailFast, f.DataDir, f.Tests)
+	for _, p := range f.Pipelines {
+		fmt.Fprintf(&b, "pipeline %q at %s: batch %d/%d in flight %d transforms=%#v\n",
+			p.ID, p.Pos, p.BatchMaxRecords, p.BatchMaxBytes, p.MaxInFlightBytes, p.Transforms)
+		for _, s := range []*Stage{p.Source, p.Buffer, p.Sink} {
+			if s != nil {
+				fmt.Fprintf(&b, "  %s %s (spec %p) in_process=%v settings=%#v\n", s.Kind, s.Plugin, s.Spec, s.InProcess, s.Settings)
+			}
+		}
+	}
+	return b.String()
+}
+
+// TestPositions checks where pipelines, stages and raw items are said to start, in each format.
+func TestPositions(t *testing.T) {
+	tests := []struct {
+		file                            string
+		pipeline, source, sink, buffer  Pos
+		transform0, transform1, testPos Pos
+	}{
+		{"full.yaml", Pos{Line: 6, Col: 5}, Pos{Line: 8, Col: 7}, Pos{Line: 28, Col: 7}, Pos{Line: 23, Col: 7},
+			Pos{Line: 20, Col: 9}, Pos{Line: 21, Col: 9}, Pos{Line: 39, Col: 5}},
+		{"full.json", Pos{Line: 6, Col: 3}, Pos{Line: 8, Col: 14}, Pos{Line: 30, Col: 12}, Pos{Line: 26, Col: 14},
+			Pos{Line: 23, Col: 5}, Pos{Line: 24, Col: 5}, Pos{Line: 41, Col: 3}},
+		{"full.toml", Pos{Line: 6, Col: 3}, Pos{Line: 16, Col: 12}, Pos{Line: 34, Col: 12}, Pos{Line: 30, Col: 12},
+			Pos{Line: 9, Col: 3}, Pos{Line: 10, Col: 3}, Pos{Line: 44, Col: 3}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			path := "testdata/valid/" + tt.file
+			f, err := testLoader().Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := f.Pipelines[0]
+			for _, c := range []struct {
+				what      string
+				got, want Pos
+			}{
+				{"pipeline", p.Pos, tt.pipeline},
+				{"source", p.Source.Pos, tt.source},
+				{"buffer", p.Buffer.Pos, tt.buffer},
+				{"sink", p.Sink.Pos, tt.sink},
+				{"transforms[0]", p.Transforms[0].Pos, tt.transform0},
+				{"transforms[1]", p.Transforms[1].Pos, tt.transform1},
+				{"tests[0]", f.Tests[0].Pos, tt.testPos},
+			} {
+				c.want.File = path
+				if c.got != c.want {
+					t.Errorf("%s at %s, want %s", c.what, c.got, c.want)
+				}
+			}
+		})
+	}
+}
+
+// TestPrint checks Print's output against a golden file, that the three formats print the same, and that
+// no secret or referenced value is printed.
+func TestPrint(t *testing.T) {
+	var outs []string
+	for _, name := range []string{"full.yaml", "full.json", "full.toml"} {
+		path := "testdata/valid/" + name
+		f, err := testLoader().Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		if err := f.Print(&b); err != nil {
+			t.Fatal(err)
+		}
+		header, body, _ := strings.Cut(b.String(), "\n")
+		if want := "# " + path + " (resolved; secrets redacted)"; header != want {
+			t.Errorf("header %q, want %q", header, want)
+		}
+		for _, secret := range []string{"s3cr3t-token", "hunter2", "/var/out", ": 500\n"} {
+			if strings.Contains(body, secret) {
+				t.Errorf("Print(%s) shows %q:\n%s", name, secret, body)
+			}
+		}
+		outs = append(outs, body)
+	}
+	if outs[0] != outs[1] || outs[0] != outs[2] {
+		t.Errorf("formats print differently:\nyaml:\n%s\njson:\n%s\ntoml:\n%s", outs[0], outs[1], outs[2])
+	}
+	golden := "testdata/valid/full.print.golden"
+	if *update {
+		if err := os.WriteFile(golden, []byte(outs[0]), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if outs[0] != string(want) {
+		t.Errorf("Print differs from %s:\ngot:\n%s\nwant:\n%s", golden, outs[0], want)
+	}
+}
+
+// TestPrintRoundTrip checks that Print's output of a file without secrets or references loads back to the
+// same File.
+func TestPrintRoundTrip(t *testing.T) {
+	f, err := testLoader().Load("testdata/valid/minimal.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := f.Print(&b); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "printed.yaml")
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g, err := testLoader().Load(path)
+	if err != nil {
+		t.Fatalf("loading printed file: %v\n%s", err, b.String())
+	}
+	if !reflect.DeepEqual(strip(g), strip(f)) {
+		t.Errorf("printed file loads as\n%s\nwant\n%s", dump(strip(g)), dump(strip(f)))
+	}
+}
+
+// load writes content to a temporary file named name and loads it with the test specs.
+func load(t *testing.T, name, content string) (*File, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return testLoader().Load(path)
+}
+
+// TestSettingValues checks how each setting type accepts and normalises values, per format.
+func TestSettingValues(t *testing.T) {
+	tests := []struct {
+		name    string
+		file    string // the source settings, in the file's format
+		setting string
+		want    any
+		wantErr string
+	}{
+		{"int", "count: 7", "count", int64(7), ""},
+		{"int hex", "count: 0x10", "count", int64(16), ""},
+		{"int whole float", "count: 1e3", "count", int64(1000), ""},
+		{"int fraction", "count: 1.5", "count", nil, "want int, got float 1.5"},
+		{"int from env", "count: ${env:COUNT}", "count", int64(500), ""},
+		{"int json exact", `{"count": 9007199254740993}`, "count", int64(9007199254740993), ""},
+		{"int toml", "count = 9007199254740993", "count", int64(9007199254740993), ""},
+		{"float from int", "rate: 3", "rate", 3.0, ""},
+		{"float json", `{"rate": 0.25}`, "rate", 0.25, ""},
+		{"float json whole", `{"rate": 2}`, "rate", 2.0, ""},
+		{"float string", "rate: '3'", "rate", nil, `want float, got string "3"`},
+		{"bool", "pretty: true", "pretty", true, ""},
+		{"bool yaml 1.1 yes", "pretty: yes", "pretty", nil, `want bool (true or false), got string "yes"`},
+		{"duration normalised", "interval: 1500ms", "interval", "1.5s", ""},
+		{"duration toml", `interval = "2h"`, "interval", "2h0m0s", ""},
+		{"duration int", "interval: 5", "interval", nil, `(write "5s" for 5 seconds)`},
+		{"string date kept as written", "encoding: 2001-12-14", "encoding", nil, `"2001-12-14" is not allowed`},
+		{"list date kept as written", "fields: [2001-12-14]", "fields", []any{"2001-12-14"}, ""},
+		{"toml date kept as written", "fields = [1979-05-27T07:32:00Z]", "fields", []any{"1979-05-27T07:32:00Z"}, ""},
+		{"object", "labels: {a: 1, b: [x], c: null}", "labels", map[string]any{"a": int64(1), "b": []any{"x"}, "c": nil}, ""},
+		{"json object", `{"labels": {"a": 1, "b": 1.5}}`, "labels", map[string]any{"a": int64(1), "b": 1.5}, ""},
+		{"escaped reference", "encoding: $${env:X}", "encoding", nil, `"${env:X}" is not allowed`},
+		{"not a reference", "labels: {t: '${HOME}'}", "labels", map[string]any{"t": "${HOME}"}, ""},
+		{"empty env is set", "labels: {t: 'a${env:EMPTY}b'}", "labels", map[string]any{"t": "ab"}, ""},
+		{"several references", "labels: {t: '${env:COUNT}-${env:COUNT}'}", "labels", map[string]any{"t": "500-500"}, ""},
+		{"empty reference", "labels: {t: '${env:}'}", "labels", nil, "empty reference ${env:}"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var name, content string
+			switch {
+			case strings.HasPrefix(tt.file, "{"):
+				name = "c.json"
+				content = `{"version": 1, "pipelines": [{"id": "p", "source": {"plugin": "generate", "settings": ` +
+					tt.file + `}, "sink": {"plugin": "discard"}}]}`
+			case strings.Contains(tt.file, " = "):
+				name = "c.toml"
+				content = "version = 1\n[[pipelines]]\nid = \"p\"\nsink.plugin = \"discard\"\n" +
+					"[pipelines.source]\nplugin = \"generate\"\n[pipelines.source.settings]\n" + tt.file + "\n"
+			default:
+				name = "c.yaml"
+				content = "version: 1\npipelines:\n  - id: p\n    sink: {plugin: discard}\n    source:\n" +
+					"      plugin: generate\n      settings:\n        " + tt.file + "\n"
+			}
+			f, err := load(t, name, content)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Load: %v, want an error containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := f.Pipelines[0].Source.Settings[tt.setting]
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("%s = %#v, want %#v", tt.setting, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFileReference(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{"crlf.txt": "a\r\n", "two.txt": "b\n\n", "none.txt": "c"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	abs := filepath.Join(dir, "none.txt")
+	content := "version: 1\npipelines:\n  - id: p\n    source: {plugin: generate}\n" +
+		"    sink: {plugin: file, settings: {path: '${file:crlf.txt}|${file:two.txt}|${file:" + abs + "}'}}\n"
+	path := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := testLoader().Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.Pipelines[0].Sink.Settings["path"], "a|b\n|c"; got != want {
+		t.Errorf("path = %q, want %q", got, want)
+	}
+}
+
+// TestLoadDefaults covers the package-level Load: the process environment, and no plugin list.
+func TestLoadDefaults(t *testing.T) {
+	t.Setenv("SLUICE_CONFIG_TEST_PATH", "from-env.jsonl")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.yml")
+	content := "version: 1\npipelines:\n  - id: p\n    source: {plugin: generate}\n" +
+		"    sink: {plugin: file, settings: {path: '${env:SLUICE_CONFIG_TEST_PATH}'}}\n"
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Load(path, testSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Pipelines[0].Sink.Settings["path"]; got != "from-env.jsonl" {
+		t.Errorf("path = %q, want from-env.jsonl", got)
+	}
+
+	_, err = Load(path, func(string) (*sdk.Spec, bool) { return nil, false })
+	want := path + `:4:22: unknown plugin "generate"; "sluice plugins list" shows the installed plugins` + "\n"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("Load with no plugins: %v, want %s…", err, want)
+	}
+
+	_, err = Load(filepath.Join(dir, "missing.yaml"), testSpec)
+	var errs Errors
+	if err == nil || errors.As(err, &errs) || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load(missing file) = %v, want a plain not-exist error", err)
+	}
+}
+
+func TestBadSpecDefault(t *testing.T) {
+	l := testLoader()
+	l.Specs = func(name string) (*sdk.Spec, bool) {
+		if name != "odd" {
+			return testSpec(name)
+		}
+		return &sdk.Spec{Name: "odd", Source: &sdk.Stage{Settings: []sdk.Setting{
+			{Name: "n", Type: sdk.TypeInt, Default: "ten", Doc: "n."},
+			{Name: "mode", Type: sdk.TypeString, Default: "c", Enum: []string{"a", "b"}, Doc: "mode."},
+			{Name: "tags", Type: sdk.TypeList, Default: "[a, 1]", Doc: "tags."},
+			{Name: "d", Type: sdk.TypeDuration, Default: "60s", Doc: "d."},
+		}}}, true
+	}
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	content := "version: 1\npipelines:\n  - id: p\n    source: {plugin: odd}\n    sink: {plugin: discard}\n"
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := l.Load(path)
+	want := path + `:4:13: plugin "odd" (source) declares an invalid default for setting "n": "ten" is not an int` + "\n" +
+		path + `:4:13: plugin "odd" (source) declares an invalid default for setting "mode": "c" is not allowed; want one of "a", "b"`
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v\nwant %s", err, want)
+	}
+}
+
+func TestErrorText(t *testing.T) {
+	errs := Errors{
+		{Pos: Pos{File: "a.yaml", Line: 3, Col: 5}, Msg: "one"},
+		{Pos: Pos{File: "a.yaml", Line: 10, Col: 1}, Msg: "two"},
+	}
+	if got, want := errs.Error(), "a.yaml:3:5: one\na.yaml:10:1: two"; got != want {
+		t.Errorf("Errors.Error() = %q, want %q", got, want)
+	}
+	var err error = errs
+	var e *Error
+	if !errors.As(err, &e) || e.Msg != "one" {
+		t.Errorf("errors.As(*Error) = %v", e)
+	}
+	if got := (Pos{File: "x.toml"}).String(); got != "x.toml" {
+		t.Errorf("zero line Pos = %q", got)
+	}
+}
+
+func TestSuggest(t *testing.T) {
+	known := []string{"version", "fail_fast", "data_dir", "pipelines", "tests"}
+	tests := []struct {
+		word, want string
+		ok         bool
+	}{
+		{"pipeline", "pipelines", true},
+		{"Version", "version", true},
+		{"datadir", "data_dir", true},
+		{"failfast", "fail_fast", true},
+		{"test", "tests", true},
+		{"xyz", "", false},
+		{"ab", "", false},
+		{strings.Repeat("p", 1000), "", false},
+	}
+	for _, tt := range tests {
+		got, ok := suggest(tt.word, known)
+		if ok != tt.ok || ok && got != tt.want {
+			t.Errorf("suggest(%q) = %q, %v; want %q, %v", tt.word, got, ok, tt.want, tt.ok)
+		}
+	}
+}

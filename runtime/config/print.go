@@ -1,0 +1,93 @@
+package config
+
+import (
+	"fmt"
+	"io"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The shapes Print writes, in the order keys are documented.
+type (
+	printFile struct {
+		Version   int             `yaml:"version"`
+		FailFast  bool            `yaml:"fail_fast"`
+		DataDir   string          `yaml:"data_dir,omitempty"`
+		Pipelines []printPipeline `yaml:"pipelines"`
+		Tests     []any           `yaml:"tests,omitempty"`
+	}
+	printPipeline struct {
+		ID               string      `yaml:"id"`
+		Source           *printStage `yaml:"source"`
+		Transforms       []any       `yaml:"transforms,omitempty"`
+		Buffer           *printStage `yaml:"buffer,omitempty"`
+		Sink             *printStage `yaml:"sink"`
+		BatchMaxRecords  int         `yaml:"batch_max_records"`
+		BatchMaxBytes    int         `yaml:"batch_max_bytes"`
+		MaxInFlightBytes int         `yaml:"max_in_flight_bytes"`
+	}
+	printStage struct {
+		Plugin    string         `yaml:"plugin"`
+		InProcess bool           `yaml:"in_process,omitempty"`
+		Settings  map[string]any `yaml:"settings,omitempty"`
+	}
+)
+
+// Print writes the resolved file as YAML, for `sluice validate --print`: every key with its default
+// applied, settings sorted by name, and the value of every secret setting and of every setting value that
+// came from a ${env:…} or ${file:…} reference replaced by "<redacted>". It shows the file as Load
+// resolved it (changes made to Stage.Settings afterwards are not printed). A header comment names f.Path.
+// Print does not modify f; concurrent calls are safe. An error is w's.
+func (f *File) Print(w io.Writer) error {
+	out := printFile{Version: f.Version, FailFast: f.FailFast, DataDir: f.DataDir, Tests: rawValues(f.Tests)}
+	for _, p := range f.Pipelines {
+		out.Pipelines = append(out.Pipelines, printPipeline{
+			ID:               p.ID,
+			Source:           printed(p.Source),
+			Transforms:       rawValues(p.Transforms),
+			Buffer:           printed(p.Buffer),
+			Sink:             printed(p.Sink),
+			BatchMaxRecords:  p.BatchMaxRecords,
+			BatchMaxBytes:    p.BatchMaxBytes,
+			MaxInFlightBytes: p.MaxInFlightBytes,
+		})
+	}
+	if _, err := fmt.Fprintf(w, "# %s (resolved; secrets redacted)\n", f.Path); err != nil {
+		return fmt.Errorf("config: print %s: %w", f.Path, err)
+	}
+	enc := yaml.NewEncoder(w)
+	enc.SetIndent(2)
+	if err := enc.Encode(out); err != nil {
+		return fmt.Errorf("config: print %s: %w", f.Path, err)
+	}
+	if err := enc.Close(); err != nil {
+		return fmt.Errorf("config: print %s: %w", f.Path, err)
+	}
+	return nil
+}
+
+func printed(s *Stage) *printStage {
+	if s == nil {
+		return nil
+	}
+	settings := s.printed
+	if settings == nil {
+		// A Stage built by hand, not by Load: nothing is known to be safe to show.
+		settings = make(map[string]any, len(s.Settings))
+		for k := range s.Settings {
+			settings[k] = redacted
+		}
+	}
+	return &printStage{Plugin: s.Plugin, InProcess: s.InProcess, Settings: settings}
+}
+
+func rawValues(rs []Raw) []any {
+	if len(rs) == 0 {
+		return nil
+	}
+	vs := make([]any, len(rs))
+	for i, r := range rs {
+		vs[i] = r.Value
+	}
+	return vs
+}

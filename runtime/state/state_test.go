@@ -1,0 +1,61 @@
+package state
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/sluicehq/sluice/sdk/record"
+)
+
+func TestStore(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos, err := s.Get("p", "source"); err != nil || pos != nil {
+		t.Fatalf("empty store: Get = %x, %v", pos, err)
+	}
+	for _, pos := range []record.Position{record.Position("a"), record.Position("bb")} {
+		if err := s.Put("p", "source", pos); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Put("p", "buffer", record.Position("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put("q", "source", record.Position("other")); err != nil {
+		t.Fatal(err)
+	}
+
+	// One process per data dir.
+	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), "in use by another sluice process") {
+		t.Fatalf("second Open = %v, want an in-use error", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Positions survive a reopen.
+	s, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, tt := range []struct{ pipeline, stage, want string }{
+		{"p", "source", "bb"}, {"p", "buffer", "x"}, {"q", "source", "other"},
+	} {
+		if got, _ := s.Get(tt.pipeline, tt.stage); string(got) != tt.want {
+			t.Errorf("Get(%s, %s) = %q, want %q", tt.pipeline, tt.stage, got, tt.want)
+		}
+	}
+	if err := s.Delete("p"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get("p", "source"); got != nil {
+		t.Errorf("after Delete: %q", got)
+	}
+	if got, _ := s.Get("q", "source"); string(got) != "other" {
+		t.Errorf("Delete touched another pipeline: %q", got)
+	}
+}
