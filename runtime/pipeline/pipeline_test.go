@@ -32,8 +32,8 @@ func seqOf(p record.Position) uint64 {
 // countSource emits records 0..n-1 (n < 0: forever) with position = seq.
 type countSource struct {
 	sdk.UnimplementedSource
-	n    int64
-	next uint64
+	n      int64
+	next   uint64
 	opened chan record.Position // receives the After of each Open
 }
 
