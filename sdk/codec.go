@@ -92,4 +92,3 @@ func (batchCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	}
 	return nil
 }
-
