@@ -12,7 +12,7 @@ MODULES  = $(shell $(GO) list -m -f '{{.Dir}}')
 PLUGINS  = $(notdir $(wildcard plugins/*))
 BENCHTIME ?= 3x
 
-.PHONY: all build plugins test test-short demo bench generate check-generated lint fmt clean
+.PHONY: all build plugins test test-short demo bench docs generate check-generated lint fmt clean
 
 all: build
 
@@ -45,6 +45,10 @@ bench: ## throughput benchmarks: the pipeline end to end, the codec, transforms
 	cd runtime && $(GO) test -run '^$$' -bench 'Pipeline' -benchtime $(BENCHTIME) -benchmem ./pipeline/
 	cd sdk && $(GO) test -run '^$$' -bench . -benchmem ./record/
 	cd plugins/generate && $(GO) test -run '^$$' -bench . -benchmem ./...
+
+docs: build ## regenerate docs/plugins/*.md from the plugins' specs
+	@mkdir -p docs/plugins
+	@for p in $(PLUGINS); do $(BIN)/sluice plugins describe --markdown $$p > docs/plugins/$$p.md; done
 
 generate: ## regenerate protobuf code (needs protoc, protoc-gen-go, protoc-gen-go-grpc)
 	cd sdk && PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I proto \

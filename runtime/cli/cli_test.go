@@ -257,3 +257,21 @@ func waitForLines(t *testing.T, path string, n int) {
 	}
 	t.Fatalf("%s did not reach %d lines", path, n)
 }
+
+// TestPluginDocsCurrent checks that docs/plugins/*.md match what the plugins' specs generate (make docs).
+func TestPluginDocsCurrent(t *testing.T) {
+	for _, name := range []string{"generate", "file", "stdout", "discard", "memory"} {
+		out, errOut, code := sluice(t, t.TempDir(), "plugins", "describe", "--markdown", name)
+		if code != 0 {
+			t.Fatalf("describe --markdown %s: exit %d\n%s", name, code, errOut)
+		}
+		path := filepath.Join(repoRoot(), "docs", "plugins", name+".md")
+		if *update {
+			writeFile(t, path, out)
+		}
+		want, err := os.ReadFile(path)
+		if err != nil || string(want) != out {
+			t.Errorf("%s is not current (run make docs): %v", path, err)
+		}
+	}
+}
