@@ -200,7 +200,7 @@ func TestReadPositionsAndReopen(t *testing.T) {
 			if recs := readAll(t, b); len(recs) != 0 {
 				t.Fatalf("second Read returned %d records", len(recs))
 			}
-			if d := time.Since(start); d < 150*time.Millisecond || d > time.Second {
+			if d := time.Since(start); d < 150*time.Millisecond || d > 3*time.Second { // generous: a loaded CI machine
 				t.Fatalf("an empty Read took %v, want about 200ms", d)
 			}
 			if err := b.Ack(ctx, pos(tc.wantFirst+2)); err != nil {
