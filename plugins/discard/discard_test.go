@@ -3,8 +3,6 @@ package discard_test
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -21,17 +19,7 @@ import (
 
 var pluginBinary string
 
-func TestMain(m *testing.M) {
-	bin, remove, err := sdktest.Build("./cmd/discard")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	pluginBinary = bin
-	code := m.Run()
-	remove()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { sdktest.Main(m, "./cmd/discard", &pluginBinary) }
 
 func TestAcceptance(t *testing.T) {
 	sdktest.Sink(t, discard.Plugin(), sdktest.SinkConfig{Binary: pluginBinary})

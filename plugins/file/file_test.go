@@ -23,17 +23,7 @@ import (
 
 var pluginBinary string
 
-func TestMain(m *testing.M) {
-	bin, remove, err := sdktest.Build("./cmd/file")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	pluginBinary = bin
-	code := m.Run()
-	remove()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { sdktest.Main(m, "./cmd/file", &pluginBinary) }
 
 // fixture writes n JSON lines, with a blank line and a CRLF line now and then, and returns the path.
 func fixture(t *testing.T, n int) string {

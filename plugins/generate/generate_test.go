@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"testing"
@@ -21,17 +19,7 @@ import (
 
 var pluginBinary string
 
-func TestMain(m *testing.M) {
-	bin, remove, err := sdktest.Build("./cmd/generate")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	pluginBinary = bin
-	code := m.Run()
-	remove()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { sdktest.Main(m, "./cmd/generate", &pluginBinary) }
 
 func TestAcceptance(t *testing.T) {
 	for _, tc := range []struct {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -18,17 +16,7 @@ import (
 
 var pluginBinary string
 
-func TestMain(m *testing.M) {
-	bin, remove, err := sdktest.Build("./cmd/memory")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	pluginBinary = bin
-	code := m.Run()
-	remove()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { sdktest.Main(m, "./cmd/memory", &pluginBinary) }
 
 func TestAcceptance(t *testing.T) {
 	sdktest.Buffer(t, memory.Plugin(), sdktest.BufferConfig{

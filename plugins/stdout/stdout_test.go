@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -25,17 +23,7 @@ import (
 
 var pluginBinary string
 
-func TestMain(m *testing.M) {
-	bin, remove, err := sdktest.Build("./cmd/stdout")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	pluginBinary = bin
-	code := m.Run()
-	remove()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { sdktest.Main(m, "./cmd/stdout", &pluginBinary) }
 
 // lockedBuffer is a bytes.Buffer safe for concurrent use.
 type lockedBuffer struct {

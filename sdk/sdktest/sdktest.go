@@ -31,21 +31,28 @@ const checkTimeout = 15 * time.Second
 // hundred records make many batches and a plugin that ignores the bound is caught.
 const batchRecords = 7
 
+// Main is a whole TestMain for a plugin's tests: it builds the Go package pkg (a path such as
+// "./cmd/generate", relative to the package under test), stores the binary's path in *binary for the
+// configs' Binary field, runs the tests, removes the binary and exits:
+//
+//	var binary string
+//
+//	func TestMain(m *testing.M) { sdktest.Main(m, "./cmd/generate", &binary) }
+func Main(m *testing.M, pkg string, binary *string) {
+	bin, remove, err := Build(pkg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*binary = bin
+	code := m.Run()
+	remove()
+	os.Exit(code)
+}
+
 // Build compiles the Go package pkg (a path such as "./cmd/generate", relative to the current directory)
 // into a new temporary directory and returns the binary's path and a function that removes the directory.
-// Call it from TestMain, before m.Run, and pass the path as the configs' Binary:
-//
-//	func TestMain(m *testing.M) {
-//		bin, remove, err := sdktest.Build("./cmd/generate")
-//		if err != nil {
-//			fmt.Fprintln(os.Stderr, err)
-//			os.Exit(1)
-//		}
-//		binary = bin
-//		code := m.Run()
-//		remove()
-//		os.Exit(code)
-//	}
+// Main uses it; call it directly when a TestMain must do more.
 func Build(pkg string) (path string, remove func(), err error) {
 	dir, err := os.MkdirTemp("", "sdktest-")
 	if err != nil {
