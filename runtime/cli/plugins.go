@@ -91,23 +91,35 @@ func describeMarkdown(w io.Writer, s *sdk.Spec) {
 		}
 		fmt.Fprintln(w, "\n| setting | type | default | description |\n|---|---|---|---|")
 		for _, set := range st.Settings {
-			def := "`" + set.Default + "`"
-			switch {
-			case set.Required:
-				def = "required"
-			case set.Default == "":
-				def = "—"
-			}
-			doc := set.Doc
-			if len(set.Enum) > 0 {
-				doc += " One of: `" + strings.Join(set.Enum, "`, `") + "`."
-			}
-			if set.Secret {
-				doc += " Secret: never printed."
-			}
+			def, doc := settingText(set, "required", "—", "`%s`")
 			fmt.Fprintf(w, "| `%s` | %s | %s | %s |\n", set.Name, set.Type, def, strings.ReplaceAll(doc, "|", "\\|"))
 		}
 	}
+}
+
+// settingText returns how a setting's default and description are printed: required and none are the
+// words for a required setting and one without a default, and value formats a default and each enum value.
+func settingText(set sdk.Setting, required, none, value string) (def, doc string) {
+	switch {
+	case set.Required:
+		def = required
+	case set.Default == "":
+		def = none
+	default:
+		def = fmt.Sprintf(value, set.Default)
+	}
+	doc = set.Doc
+	if len(set.Enum) > 0 {
+		vals := make([]string, len(set.Enum))
+		for i, e := range set.Enum {
+			vals[i] = fmt.Sprintf(value, e)
+		}
+		doc += " One of: " + strings.Join(vals, ", ") + "."
+	}
+	if set.Secret {
+		doc += " Secret: never printed."
+	}
+	return def, doc
 }
 
 func kinds(s *sdk.Spec) string {
@@ -142,20 +154,7 @@ func describe(g *globals, s *sdk.Spec) {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  SETTING\tTYPE\tDEFAULT\tDESCRIPTION")
 		for _, set := range st.Settings {
-			def := set.Default
-			switch {
-			case set.Required:
-				def = "(required)"
-			case def == "":
-				def = "-"
-			}
-			doc := set.Doc
-			if len(set.Enum) > 0 {
-				doc += " One of: " + strings.Join(set.Enum, ", ") + "."
-			}
-			if set.Secret {
-				doc += " Secret: never printed."
-			}
+			def, doc := settingText(set, "(required)", "-", "%s")
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", set.Name, set.Type, def, doc)
 		}
 		tw.Flush()
