@@ -327,9 +327,12 @@ func (p *Pipeline) attempt(ctx context.Context) (err error) {
 	for _, s := range segs {
 		p.flushState(s)
 	}
-	if err := errors.Join(errs...); err != nil && !onlyDrained(errs) {
+	if onlyDrained(errs) {
+		return errDrained
+	}
+	if err := errors.Join(errs...); err != nil {
 		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
-			err = c
+			err = c // the first failure, not the cancellations it caused
 		}
 		last := segs[len(segs)-1]
 		if n := last.unacked(); n > 0 && !p.cfg.Sink.Atomic {
@@ -339,22 +342,20 @@ func (p *Pipeline) attempt(ctx context.Context) (err error) {
 		}
 		return err
 	}
-	if onlyDrained(errs) && errs[0] != nil {
-		return errDrained
-	}
 	p.log.Info("pipeline completed", "delivered", p.Stats.Delivered.Load())
 	return nil
 }
 
+// onlyDrained reports whether some segment drained and none failed.
 func onlyDrained(errs []error) bool {
-	any := false
+	drained := false
 	for _, e := range errs {
 		if e != nil && !errors.Is(e, errDrained) {
 			return false
 		}
-		any = any || e != nil
+		drained = drained || e != nil
 	}
-	return any
+	return drained
 }
 
 // checkpointer is a stage that may store upstream positions atomically.
