@@ -74,7 +74,8 @@ type Sink interface {
 	Checkpoint(ctx context.Context) (record.Position, error)
 	// Write makes a batch durable. When it returns nil the batch's records are written and, for a sink with
 	// AtomicPosition, batch.Position is stored with them in the same atomic step. The batch is only valid
-	// during the call. Records with Op == OpHeartbeat carry no data: write nothing for them (a sink with
+	// during the call. It may hold several of the host's batches (those that arrived while the previous
+	// Write ran, up to 16), so a slow sink gets larger writes: plan for up to 16 × MaxBatchRecords records. Records with Op == OpHeartbeat carry no data: write nothing for them (a sink with
 	// AtomicPosition still stores batch.Position). An error stops the stage; the host restarts it and
 	// writes again from the last acknowledged batch.
 	Write(ctx context.Context, batch record.Batch) error
@@ -92,7 +93,8 @@ type Buffer interface {
 	// or nil when the buffer holds none.
 	Checkpoint(ctx context.Context) (record.Position, error)
 	// Append stores the batch's records and batch.Position atomically. It blocks while the buffer is full
-	// (backpressure) until ctx is cancelled. The batch is only valid during the call.
+	// (backpressure) until ctx is cancelled. The batch is only valid during the call and, as for
+	// Sink.Write, may hold up to 16 of the host's batches.
 	Append(ctx context.Context, batch record.Batch) error
 	// Read returns stored records after the last one returned (initially after OpenRequest.After), with
 	// the buffer's own positions. It waits a short while (at most about a second) for records and returns

@@ -85,6 +85,17 @@ func TestPluginDirOddities(t *testing.T) {
 	}
 }
 
+func TestSameDirTwice(t *testing.T) {
+	// The default directory named again by flag and by environment is searched once, not reported as
+	// providing every plugin twice.
+	cmd := exec.Command(filepath.Join(binDir, "sluice"), "--plugins-dir", filepath.Join(binDir, "plugins"), "plugins", "list")
+	cmd.Env = append(os.Environ(), "SLUICE_PLUGINS_DIR="+filepath.Join(binDir, "plugins")+"/")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "generate") {
+		t.Fatalf("plugins list: %v\n%s", err, out)
+	}
+}
+
 // TestConfigsValidate validates every connector file shipped in configs/.
 func TestConfigsValidate(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join(repoRoot(), "configs", "*.yaml"))

@@ -78,7 +78,20 @@ func Discover(ctx context.Context, opts Options) (*Catalog, error) {
 	}
 
 	var paths []string
+	seen := map[string]bool{}
 	for _, dir := range opts.Dirs {
+		// The same directory named twice (a flag and the default, a symlink) is searched once.
+		key := dir
+		if abs, err := filepath.Abs(dir); err == nil {
+			key = abs
+			if real, err := filepath.EvalSymlinks(abs); err == nil {
+				key = real
+			}
+		}
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
 		entries, err := os.ReadDir(dir)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
