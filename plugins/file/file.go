@@ -88,6 +88,22 @@ type envelope struct {
 	Payload  json.RawMessage   `json:"payload,omitempty"`
 }
 
+// AppendLines appends the batch's records to dst as lines in format f, skipping heartbeats (they carry no
+// data), and returns the extended slice. An error names the record's position.
+func AppendLines(dst []byte, recs []record.Record, f Format) ([]byte, error) {
+	for i := range recs {
+		r := &recs[i]
+		if r.Op == record.OpHeartbeat {
+			continue
+		}
+		var err error
+		if dst, err = AppendLine(dst, r, f); err != nil {
+			return dst, fmt.Errorf("record at position %x: %w", []byte(r.Position), err)
+		}
+	}
+	return dst, nil
+}
+
 // AppendLine appends r to dst as one line in format f, newline included, and returns the extended slice.
 // In FormatPayload a record without payload appends nothing. It is safe for concurrent use.
 func AppendLine(dst []byte, r *record.Record, f Format) ([]byte, error) {

@@ -120,16 +120,9 @@ func (s *Sink) Write(_ context.Context, b record.Batch) error {
 	if s.f == nil {
 		return errors.New("file: sink is not open")
 	}
-	buf := s.buf[:0]
-	for i := range b.Records {
-		r := &b.Records[i]
-		if r.Op == record.OpHeartbeat {
-			continue
-		}
-		var err error
-		if buf, err = AppendLine(buf, r, s.format); err != nil {
-			return fmt.Errorf("file: record at position %x: %w", []byte(r.Position), err)
-		}
+	buf, err := AppendLines(s.buf[:0], b.Records, s.format)
+	if err != nil {
+		return fmt.Errorf("file: %w", err)
 	}
 	s.buf = buf
 	if len(buf) == 0 {

@@ -80,16 +80,9 @@ func (s *Sink) Open(_ context.Context, req sdk.OpenRequest) error {
 func (s *Sink) Write(_ context.Context, b record.Batch) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	buf := s.buf[:0]
-	for i := range b.Records {
-		r := &b.Records[i]
-		if r.Op == record.OpHeartbeat {
-			continue
-		}
-		var err error
-		if buf, err = file.AppendLine(buf, r, s.format); err != nil {
-			return fmt.Errorf("stdout: record at position %x: %w", []byte(r.Position), err)
-		}
+	buf, err := file.AppendLines(s.buf[:0], b.Records, s.format)
+	if err != nil {
+		return fmt.Errorf("stdout: %w", err)
 	}
 	s.buf = buf
 	if len(buf) == 0 {
