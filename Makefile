@@ -50,7 +50,7 @@ docs: build ## regenerate docs/plugins/*.md from the plugins' specs
 	@mkdir -p docs/plugins
 	@for p in $(PLUGINS); do $(BIN)/sluice plugins describe --markdown $$p > docs/plugins/$$p.md; done
 
-generate: ## regenerate protobuf code (needs protoc, protoc-gen-go, protoc-gen-go-grpc)
+generate: ## regenerate protobuf code (needs protoc, protoc-gen-go v1.36.12, protoc-gen-go-grpc v1.6.2; see .ci/run)
 	cd sdk && PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I proto \
 	  --go_out=. --go_opt=module=github.com/sluicehq/sluice/sdk \
 	  --go-grpc_out=. --go-grpc_opt=module=github.com/sluicehq/sluice/sdk proto/sluice.proto
