@@ -286,3 +286,88 @@ func TestPluginDocsCurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestSignalDrains sends SIGTERM to a running sluice: it drains (every record read is delivered and its
+// position stored), exits 0, and a second run continues exactly where the first stopped.
+func TestSignalDrains(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeCrashConfig(t, dir, 0, 20000) // endless
+	cmd := exec.Command(filepath.Join(binDir, "sluice"), "run", cfg)
+	cmd.Dir = dir
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitForLines(t, filepath.Join(dir, "out.jsonl"), 5000)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("sluice after SIGTERM: %v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "pipeline crash: done") {
+		t.Fatalf("summary after a drain: %q", stdout.String())
+	}
+	first := len(seqCounts(t, filepath.Join(dir, "out.jsonl")))
+	if dups := checkSeqs(t, seqCounts(t, filepath.Join(dir, "out.jsonl")), first); dups != 0 {
+		t.Fatalf("%d duplicates after a drain", dups)
+	}
+	// The second run starts after the stored position: stop it once it has written more.
+	cmd = exec.Command(filepath.Join(binDir, "sluice"), "run", cfg)
+	cmd.Dir = dir
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitForLines(t, filepath.Join(dir, "out.jsonl"), first+2000)
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("second run after SIGINT: %v", err)
+	}
+	counts := seqCounts(t, filepath.Join(dir, "out.jsonl"))
+	if dups := checkSeqs(t, counts, len(counts)); dups != 0 {
+		t.Fatalf("%d duplicates across a drained restart", dups)
+	}
+}
+
+// TestPipelinesIsolated runs a pipeline whose source rejects its settings beside a healthy one: the bad
+// one fails, the other completes, and the exit code is 1. With fail_fast the healthy one is stopped too.
+func TestPipelinesIsolated(t *testing.T) {
+	const file = `version: 1
+fail_fast: %v
+pipelines:
+  - id: bad
+    source: { plugin: generate, settings: { count: -1 } }
+    sink:   { plugin: discard }
+  - id: good
+    source: { plugin: generate, settings: { count: 20000, rate: %d } }
+    sink:   { plugin: file, settings: { path: good.jsonl } }
+`
+	for _, tt := range []struct {
+		failFast bool
+		rate     int
+		want     string
+	}{
+		{false, 0, "pipeline good: done — 20000 records delivered"},
+		{true, 1000, "pipeline good: done"},
+	} {
+		t.Run(fmt.Sprint("fail_fast=", tt.failFast), func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, filepath.Join(dir, "p.yaml"), fmt.Sprintf(file, tt.failFast, tt.rate))
+			out, errOut, code := sluice(t, dir, "run", "p.yaml")
+			if code != 1 || !strings.Contains(out, "pipeline bad: FAILED") || !strings.Contains(out, tt.want) {
+				t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+			}
+			if !strings.Contains(errOut, "count must be >= 0") {
+				t.Errorf("the failure's reason is not logged:\n%s", errOut)
+			}
+			n := len(seqCounts(t, filepath.Join(dir, "good.jsonl")))
+			if tt.failFast && n >= 20000 {
+				t.Errorf("fail_fast: the healthy pipeline ran to the end (%d records)", n)
+			}
+			if !tt.failFast && n != 20000 {
+				t.Errorf("the healthy pipeline delivered %d records, want 20000", n)
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -438,4 +439,84 @@ func TestGuarantee(t *testing.T) {
 			t.Errorf("GuaranteeOf(%+v) = %s, want %s", tt.cfg, got, tt.want)
 		}
 	}
+}
+
+// blockingSink accepts nothing until released: the host must stop reading the source, not buffer it.
+type blockingSink struct {
+	sdk.UnimplementedSink
+	release chan struct{}
+}
+
+func (s *blockingSink) Open(context.Context, sdk.OpenRequest) error { return nil }
+func (s *blockingSink) Write(ctx context.Context, _ record.Batch) error {
+	select {
+	case <-s.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// countingSource is an endless source that counts what it emitted.
+type countingSource struct {
+	sdk.UnimplementedSource
+	emitted *atomic.Int64
+	next    uint64
+}
+
+func (s *countingSource) Open(context.Context, sdk.OpenRequest) error { return nil }
+func (s *countingSource) Read(ctx context.Context) ([]record.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	recs := make([]record.Record, 256)
+	payload := make([]byte, 200)
+	for i := range recs {
+		recs[i] = record.Record{Position: pos(s.next), Payload: payload}
+		s.next++
+	}
+	s.emitted.Add(int64(len(recs)))
+	return recs, nil
+}
+
+// TestBackpressureBoundsMemory: with a sink that accepts nothing, the source is read only as far as the
+// in-flight bound plus the transport's buffers allow, not without limit.
+func TestBackpressureBoundsMemory(t *testing.T) {
+	var emitted atomic.Int64
+	release := make(chan struct{})
+	starter := &fakeStarter{plugins: map[string]func() sdk.Plugin{"t": func() sdk.Plugin {
+		return sdk.Plugin{Spec: spec("t", false),
+			NewSource: func() sdk.Source { return &countingSource{emitted: &emitted} },
+			NewBuffer: func() sdk.Buffer { return &memBuffer{w: &bufWorld{}} },
+			NewSink:   func() sdk.Sink { return &blockingSink{release: release} }}
+	}}}
+	cfg := config(false, false)
+	cfg.MaxInFlightBytes = 1 << 20
+	p := New(cfg, starter, &memStore{}, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	// Let the pipeline fill every buffer it has, then check the source stopped being read.
+	var last int64
+	for i := 0; i < 20; i++ {
+		time.Sleep(100 * time.Millisecond)
+		if n := emitted.Load(); n == last && n > 0 {
+			break
+		} else {
+			last = n
+		}
+	}
+	// ~230 B per record: 1 MiB in flight, up to 8 MiB in each gRPC stream window, SDK queues of 16
+	// batches: well under 200k records. Without a bound the source would run on for millions.
+	if n := emitted.Load(); n > 200_000 {
+		t.Fatalf("source emitted %d records while the sink accepted none", n)
+	}
+	t.Logf("source emitted %d records (%d MiB) before backpressure stopped it", last, last*230>>20)
+	time.Sleep(300 * time.Millisecond)
+	if n := emitted.Load(); n != last {
+		t.Fatalf("source still being read while the sink is blocked: %d then %d records", last, n)
+	}
+	cancel()
+	close(release)
+	<-done
 }
