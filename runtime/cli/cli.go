@@ -89,7 +89,7 @@ func Execute(args []string, stdout, stderr io.Writer) error {
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 
-	root.AddCommand(runCmd(g), validateCmd(g), pluginsCmd(g), versionCmd(g))
+	root.AddCommand(runCmd(g), validateCmd(g), pluginsCmd(g), resetCmd(g), versionCmd(g))
 	err := root.Execute()
 	if err != nil && !errors.As(err, new(ExitError)) && strings.Contains(err.Error(), "unknown command") {
 		return ExitError{ExitInvalid, err}

@@ -169,6 +169,18 @@ func TestRunQuickstart(t *testing.T) {
 	if got := len(seqCounts(t, filepath.Join(dir, "out", "quickstart", "orders.jsonl"))); got != 100000 {
 		t.Fatalf("after a second run the file holds %d seqs", got)
 	}
+	// After a reset the pipeline starts over: every seq is written a second time.
+	if out, errOut, code := sluice(t, dir, "reset", "quickstart"); code != 0 || !strings.Contains(out, "stored positions deleted") {
+		t.Fatalf("reset: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if _, errOut, code := sluice(t, dir, "run", filepath.Join(repoRoot(), "configs", "quickstart.yaml")); code != 0 {
+		t.Fatalf("run after reset: exit %d\n%s", code, errOut)
+	}
+	for seq, n := range seqCounts(t, filepath.Join(dir, "out", "quickstart", "orders.jsonl")) {
+		if n != 2 {
+			t.Fatalf("after a reset and a run, seq %d is written %d times, want 2", seq, n)
+		}
+	}
 }
 
 const crashConfig = `version: 1
