@@ -44,6 +44,10 @@ func load(w io.Writer, c *plugin.Catalog, paths []string) ([]*config.File, error
 					Msg: "transform steps are not available in this version of sluice yet; remove them"})
 			}
 		}
+		if len(f.Tests) > 0 {
+			problems = append(problems, &config.Error{Pos: f.Tests[0].Pos,
+				Msg: "inline tests arrive with transform steps and are not available in this version of sluice yet; remove them"})
+		}
 		files = append(files, f)
 	}
 	for _, e := range problems {
