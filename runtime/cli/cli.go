@@ -55,6 +55,7 @@ var linked = []func() sdk.Plugin{generate.Plugin, file.Plugin, stdout.Plugin, di
 // globals are the flags every command shares.
 type globals struct {
 	pluginDirs []string
+	maxMessage int
 	logLevel   string
 	logFormat  string
 	stdout     io.Writer
@@ -88,6 +89,8 @@ func Execute(args []string, stdout, stderr io.Writer) error {
 		"directory to search for plugin binaries (repeatable; also $SLUICE_PLUGINS_DIR, colon-separated; default: plugins/ beside the sluice binary)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	pf.IntVar(&g.maxMessage, "max-message-bytes", sdk.DefaultMaxMessageBytes,
+		"largest gRPC message between sluice and its plugins: a batch, or one record larger than batch_max_bytes (default fits a 16 MiB MongoDB document several times)")
 
 	root.AddCommand(runCmd(g), validateCmd(g), pluginsCmd(g), resetCmd(g), versionCmd(g))
 	err := root.Execute()
@@ -129,7 +132,8 @@ func (g *globals) dirs() []string {
 }
 
 func (g *globals) catalog(ctx context.Context) (*plugin.Catalog, error) {
-	c, err := plugin.Discover(ctx, plugin.Options{Dirs: g.dirs(), Linked: linked, Logger: g.logger, Stdout: g.stdout})
+	c, err := plugin.Discover(ctx, plugin.Options{Dirs: g.dirs(), Linked: linked, Logger: g.logger, Stdout: g.stdout,
+		MaxMessageBytes: g.maxMessage})
 	if err != nil {
 		return nil, ExitError{ExitFailure, fmt.Errorf("discovering plugins: %w", err)}
 	}

@@ -383,3 +383,45 @@ pipelines:
 		})
 	}
 }
+
+// TestLargeRecords sends 16 MiB records (a MongoDB document at its size limit, plus envelope) through
+// subprocess plugins over TLS, each larger than batch_max_bytes, so each travels alone.
+func TestLargeRecords(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "big.yaml"), `version: 1
+pipelines:
+  - id: big
+    source: { plugin: generate, settings: { count: 3, payload_bytes: 16777216 } }
+    sink:   { plugin: file, settings: { path: big.jsonl } }
+`)
+	out, errOut, code := sluice(t, dir, "run", "big.yaml")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "big.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d lines, want 3", len(lines))
+	}
+	for i, l := range lines {
+		if len(l) != 16777216 || !strings.HasPrefix(l, fmt.Sprintf(`{"seq":%d,`, i)) {
+			t.Fatalf("line %d: %d bytes starting %q", i, len(l), l[:min(len(l), 20)])
+		}
+	}
+	// A limit below the record's size fails clearly instead of hanging.
+	writeFile(t, filepath.Join(dir, "big.yaml"), `version: 1
+pipelines:
+  - id: small-limit
+    source: { plugin: generate, settings: { count: 1, payload_bytes: 2097152 } }
+    sink:   { plugin: discard }
+`)
+	cmd := exec.Command(filepath.Join(binDir, "sluice"), "--max-message-bytes", "1048576", "run", "big.yaml")
+	cmd.Dir = dir
+	outb, _ := cmd.CombinedOutput()
+	if !strings.Contains(string(outb), "larger than max") && !strings.Contains(string(outb), "ResourceExhausted") {
+		t.Fatalf("a record over --max-message-bytes did not report the limit:\n%.2000s", outb)
+	}
+}

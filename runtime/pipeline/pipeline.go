@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,6 +146,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			return ctx.Err()
 		case isPermanent(err):
 			return err
+		case tooLarge(err):
+			// The same batch would be too large again after a restart.
+			return fmt.Errorf("%w; raise --max-message-bytes (or lower batch_max_bytes)", err)
 		}
 		if time.Since(started) > longRunReset {
 			b.Reset()
@@ -166,6 +170,11 @@ func (p *Pipeline) Run(ctx context.Context) error {
 type permanentError struct{ error }
 
 func (e permanentError) Unwrap() error { return e.error }
+
+// tooLarge reports a gRPC message over the size limit.
+func tooLarge(err error) bool {
+	return status.Code(err) == codes.ResourceExhausted && strings.Contains(err.Error(), "larger than max")
+}
 
 func isPermanent(err error) bool {
 	var pe permanentError
@@ -316,12 +325,7 @@ func (p *Pipeline) attempt(ctx context.Context) (err error) {
 	errs := make([]error, len(segs))
 	var wg sync.WaitGroup
 	for i, s := range segs {
-		wg.Go(func() {
-			errs[i] = s.run(ctx)
-			if errs[i] != nil && !errors.Is(errs[i], errDrained) {
-				cancel(errs[i])
-			}
-		})
+		wg.Go(func() { errs[i] = s.run(ctx, cancel) })
 	}
 	wg.Wait()
 	for _, s := range segs {

@@ -36,6 +36,7 @@ type countSource struct {
 	n      int64
 	next   uint64
 	opened chan record.Position // receives the After of each Open
+	failAt *atomic.Int64        // Read fails once when next reaches it (nil or 0: never)
 }
 
 func (s *countSource) Open(_ context.Context, req sdk.OpenRequest) error {
@@ -54,6 +55,10 @@ func (s *countSource) Read(ctx context.Context) ([]record.Record, error) {
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if s.failAt != nil && s.failAt.Load() > 0 && s.next >= uint64(s.failAt.Load()) {
+		s.failAt.Store(0)
+		return nil, errors.New("source lost its connection")
 	}
 	var recs []record.Record
 	for len(recs) < 100 && (s.n < 0 || s.next < uint64(s.n)) {
@@ -371,6 +376,25 @@ func TestRunRestartsAfterSinkFailure(t *testing.T) {
 			}
 			if !tt.atomic && int64(dups) > p.Stats.Redelivered.Load() {
 				t.Errorf("%d duplicates but only %d reported as redelivered", dups, p.Stats.Redelivered.Load())
+			}
+		})
+	}
+}
+
+// TestRunRestartsAfterSourceFailure: a source that fails (without its process dying) restarts the
+// pipeline, which resumes after what was delivered.
+func TestRunRestartsAfterSourceFailure(t *testing.T) {
+	for _, buffered := range []bool{false, true} {
+		t.Run(fmt.Sprint("buffered=", buffered), func(t *testing.T) {
+			f := newFixture(3000)
+			var failAt atomic.Int64
+			failAt.Store(1500)
+			f.src = func() *countSource { return &countSource{n: 3000, opened: f.opened, failAt: &failAt} }
+			p := newPipeline(f, config(true, buffered))
+			run(t, p)
+			checkAll(t, f.w.seqs(), 3000, true)
+			if p.Stats.Restarts.Load() != 1 {
+				t.Errorf("Restarts = %d, want 1", p.Stats.Restarts.Load())
 			}
 		})
 	}

@@ -56,23 +56,29 @@ func newSegment(name string, in *protocol.ReadStream, out *protocol.WriteStream,
 var errDrained = errors.New("drained")
 
 // run moves batches until upstream ends its stream (nil), the pipeline drains (errDrained), or a stage
-// fails (the error). Cancelling ctx stops it at once.
-func (s *segment) run(ctx context.Context) error {
+// fails (the error). Cancelling ctx stops it at once. abort must cancel the context the segment's streams
+// were opened with: a failure on one side calls it, because the other side may be blocked in a stream
+// receive that only the stream's cancellation ends.
+func (s *segment) run(ctx context.Context, abort context.CancelCauseFunc) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	fail := func(err error) {
+		cancel(err)
+		abort(err)
+	}
 	var drained bool
 	var wg sync.WaitGroup
 	var fwdErr, ackErr error
 	wg.Go(func() {
 		drained, fwdErr = s.forward(ctx)
 		if fwdErr != nil {
-			cancel(fwdErr)
+			fail(fwdErr)
 		}
 	})
 	wg.Go(func() {
 		ackErr = s.acks()
 		if ackErr != nil {
-			cancel(ackErr)
+			fail(ackErr)
 		}
 	})
 	wg.Wait()
