@@ -100,6 +100,16 @@ func Execute(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
+// usage makes a wrong number of arguments a usage error (exit 2), like an unknown flag.
+func usage(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return ExitError{ExitInvalid, fmt.Errorf("%s: %w (see %s --help)", cmd.CommandPath(), err, cmd.CommandPath())}
+		}
+		return nil
+	}
+}
+
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
@@ -144,7 +154,7 @@ func versionCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "print the sluice version and plugin protocol version",
-		Args:  cobra.NoArgs,
+		Args:  usage(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
 			v := Version
 			if v == "" {

@@ -23,6 +23,15 @@ func TestVersion(t *testing.T) {
 	}
 }
 
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{"run"}, {"validate"}, {"plugins", "describe"}, {"version", "extra"}, {"run", "--no-such-flag", "x.yaml"}, {"no-such-command"}} {
+		_, errOut, code := sluice(t, t.TempDir(), args...)
+		if code != 2 || errOut == "" {
+			t.Errorf("sluice %v: exit %d, stderr %q; want exit 2 and a message", args, code, errOut)
+		}
+	}
+}
+
 func TestPlugins(t *testing.T) {
 	out, errOut, code := sluice(t, t.TempDir(), "plugins", "list")
 	if code != 0 {

@@ -16,7 +16,7 @@ func pluginsCmd(g *globals) *cobra.Command {
 	cmd.AddCommand(&cobra.Command{
 		Use:   "list",
 		Short: "list the plugins sluice can run",
-		Args:  cobra.NoArgs,
+		Args:  usage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.catalog(cmd.Context())
 			if err != nil {
@@ -43,7 +43,7 @@ func pluginsCmd(g *globals) *cobra.Command {
 		Short: "print a plugin's stages, capabilities and settings",
 		Long: `describe prints a plugin's stages, capabilities and settings. With --markdown it prints the reference page
 that docs/plugins/NAME.md holds for first-party plugins (make docs regenerates them).`,
-		Args: cobra.ExactArgs(1),
+		Args: usage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.catalog(cmd.Context())
 			if err != nil {

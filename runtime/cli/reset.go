@@ -17,7 +17,7 @@ func resetCmd(g *globals) *cobra.Command {
 where the source's settings say (for generate, from seq 0). It does not touch positions that a sink or
 buffer stores itself (an exactly-once stage); reset those in the stage's own system. sluice must not be
 running with the same data directory.`,
-		Args: cobra.MinimumNArgs(1),
+		Args: usage(cobra.MinimumNArgs(1)),
 		RunE: func(_ *cobra.Command, ids []string) error {
 			store, err := state.Open(dataDir)
 			if err != nil {

@@ -30,7 +30,7 @@ func runCmd(g *globals) *cobra.Command {
 them. SIGINT or SIGTERM drains: reading stops, what is in flight is delivered and acknowledged, positions are
 stored and the plugins stop. A second signal stops at once (nothing is lost: unacknowledged records are read
 again next time).`,
-		Args: cobra.MinimumNArgs(1),
+		Args: usage(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()

@@ -14,7 +14,7 @@ func validateCmd(g *globals) *cobra.Command {
 		Long: `validate loads each connector file, checks it against the discovered plugins' specs, and prints each
 pipeline with its delivery guarantee. Problems are printed as file:line:col: message, and the exit code is 2.
 With --print, the resolved configuration is printed, secrets redacted.`,
-		Args: cobra.MinimumNArgs(1),
+		Args: usage(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.catalog(cmd.Context())
 			if err != nil {
