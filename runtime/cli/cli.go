@@ -1,5 +1,5 @@
-// Package cli implements the sluice command line: run, validate, plugins and version. It is a package
-// rather than part of main so that tests run the commands in-process.
+// Package cli implements the sluice command line: run, validate, plugins, reset and version. cmd/sluice
+// only calls Execute and turns its error into an exit code; the tests drive the built binary, as users do.
 package cli
 
 import (

@@ -228,7 +228,7 @@ func (p *Pipeline) open(ctx context.Context, kind sdk.Kind, cfg Stage, o opener,
 }
 
 // attempt starts the stages, resumes each from its stored position, and runs the segments once.
-func (p *Pipeline) attempt(ctx context.Context) (err error) {
+func (p *Pipeline) attempt(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	st := &stages{}
