@@ -261,23 +261,8 @@ func TestSinkAcceptance(t *testing.T) {
 	}
 }
 
-// logBuffer collects a logger's output; it is safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// logBuffer collects the sink's log.
+type logBuffer struct{ sdktest.Output }
 
 // warnings counts the warn-level lines logged.
 func (b *logBuffer) warnings() int { return strings.Count(b.String(), "level=WARN") }

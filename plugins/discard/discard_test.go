@@ -1,10 +1,8 @@
 package discard_test
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -55,28 +53,10 @@ func TestCounts(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the plugin client's log goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestCloseLogsCounts runs the binary as the host does and checks that the totals logged at Close reach
 // the host's log, with their attributes.
 func TestCloseLogsCounts(t *testing.T) {
-	var logs syncBuffer
+	var logs sdktest.Output
 	c, err := protocol.Launch(protocol.LaunchConfig{
 		Path:   pluginBinary,
 		Logger: hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Debug}),

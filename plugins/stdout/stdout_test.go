@@ -7,7 +7,6 @@ import (
 	"io"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,28 +24,10 @@ var pluginBinary string
 
 func TestMain(m *testing.M) { sdktest.Main(m, "./cmd/stdout", &pluginBinary) }
 
-// lockedBuffer is a bytes.Buffer safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestAcceptance(t *testing.T) {
 	for _, format := range []string{"payload", "record"} {
 		t.Run(format, func(t *testing.T) {
-			var out lockedBuffer
+			var out sdktest.Output
 			p := stdout.Plugin()
 			p.NewSink = func() sdk.Sink { return &stdout.Sink{Out: &out} } // keep the test's stdout clean
 			sdktest.Sink(t, p, sdktest.SinkConfig{
@@ -107,7 +88,7 @@ func (hostPart) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, cc *grpc.Cli
 // printed lines arrive there: a plugin's os.Stdout after Serve is forwarded to the host, and the handshake
 // is not disturbed. (protocol.Launch does not set SyncStdout yet, so through it the lines are dropped.)
 func TestProcessStdout(t *testing.T) {
-	var out lockedBuffer
+	var out sdktest.Output
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{sdk.ProtocolVersion: {sdk.PartSpec: hostPart{}}},
