@@ -38,6 +38,10 @@ type OpenRequest struct {
 	// splits larger ones. A single record larger than MaxBatchBytes travels alone.
 	MaxBatchRecords int
 	MaxBatchBytes   int
+	// DeadLetter reports that the pipeline has a dead-letter sink. Only then may a Source emit dead-letter
+	// records (records with record.MetaError set) and a Sink's Write return a *RejectError; without one a
+	// record that cannot be delivered must fail the stage instead, so that nothing is dropped silently.
+	DeadLetter bool
 	// Logger writes to the host's log, tagged with the plugin's name and the pipeline.
 	Logger *slog.Logger
 }
@@ -105,6 +109,30 @@ type Buffer interface {
 	Ack(ctx context.Context, pos record.Position) error
 	Close(ctx context.Context) error
 	mustEmbedUnimplementedBuffer()
+}
+
+// Rejection names one record of a batch passed to Sink.Write that the sink cannot write, ever: it is larger
+// than the destination accepts, or the destination refuses its content. Retrying would not help.
+type Rejection struct {
+	// Index is the record's index in batch.Records.
+	Index int
+	// Reason says why, for the operator reading the dead-letter record.
+	Reason string
+}
+
+// RejectError is returned by Sink.Write when the sink wrote every record of the batch except the rejected
+// ones, and (for a sink with AtomicPosition) stored batch.Position with them: the batch counts as written,
+// and the host sends the rejected records to the pipeline's dead-letter sink. A sink may return it only
+// when OpenRequest.DeadLetter is true; otherwise it must fail Write without writing the batch.
+type RejectError struct {
+	Rejections []Rejection
+}
+
+func (e *RejectError) Error() string {
+	if len(e.Rejections) == 1 {
+		return fmt.Sprintf("sink rejected record %d: %s", e.Rejections[0].Index, e.Rejections[0].Reason)
+	}
+	return fmt.Sprintf("sink rejected %d records", len(e.Rejections))
 }
 
 // ErrUnimplemented is returned by the Unimplemented* defaults.

@@ -57,6 +57,7 @@ func (o *opened) open(ctx context.Context, req *sluicev1.OpenRequest, open func(
 		After:           record.Position(req.GetAfter()),
 		MaxBatchRecords: o.maxBatchRecords,
 		MaxBatchBytes:   o.maxBatchBytes,
+		DeadLetter:      req.GetDeadLetter(),
 		Logger:          o.logger, // the host tags forwarded lines with plugin, stage and pipeline
 	})
 	if err != nil {

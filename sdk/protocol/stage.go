@@ -18,6 +18,7 @@ type OpenRequest struct {
 	After           record.Position
 	MaxBatchRecords int
 	MaxBatchBytes   int
+	DeadLetter      bool
 }
 
 func (r OpenRequest) wire() (*sluicev1.OpenRequest, error) {
@@ -31,6 +32,7 @@ func (r OpenRequest) wire() (*sluicev1.OpenRequest, error) {
 		After:           r.After,
 		MaxBatchRecords: uint32(max(r.MaxBatchRecords, 0)),
 		MaxBatchBytes:   uint64(max(r.MaxBatchBytes, 0)),
+		DeadLetter:      r.DeadLetter,
 	}, nil
 }
 

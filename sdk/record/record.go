@@ -129,6 +129,22 @@ func (m Meta) Delete(key string) Meta {
 	return m
 }
 
+// Metadata keys that sluice itself sets or reads. Plugin-specific keys are prefixed with the plugin's name
+// ("mongodb.db", "kafka.topic").
+const (
+	// MetaRoute names the record's destination (a Kafka topic, a stream key), set by a transform's route
+	// step. Sinks that write to named destinations use it in place of their configured one.
+	MetaRoute = "sluice.route"
+	// MetaError marks a dead-letter record and says why it could not be delivered. A source sets it on a
+	// record it cannot deliver (only when its OpenRequest.DeadLetter is true); the host sends such records
+	// straight to the pipeline's dead-letter sink. The host sets it on records it dead-letters itself.
+	MetaError = "sluice.error"
+	// MetaErrorStage names what failed on a dead-letter record: "source", "sink" or "transform <n>".
+	MetaErrorStage = "sluice.error.stage"
+	// MetaPipeline is the pipeline id, set on dead-letter records.
+	MetaPipeline = "sluice.pipeline"
+)
+
 // Record is one unit of data moving through a pipeline.
 //
 // Byte slices in a record received from sluice (a sink's Write, a buffer's Append) may alias a shared batch

@@ -122,8 +122,11 @@ type OpenRequest struct {
 	// Upper bounds for the batches the plugin sends.
 	MaxBatchRecords uint32 `protobuf:"varint,4,opt,name=max_batch_records,json=maxBatchRecords,proto3" json:"max_batch_records,omitempty"`
 	MaxBatchBytes   uint64 `protobuf:"varint,5,opt,name=max_batch_bytes,json=maxBatchBytes,proto3" json:"max_batch_bytes,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The pipeline has a dead-letter sink: a source may emit dead-letter records (metadata "sluice.error")
+	// and a sink may reject records it can never write. Without one, both must fail instead.
+	DeadLetter    bool `protobuf:"varint,6,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OpenRequest) Reset() {
@@ -189,6 +192,13 @@ func (x *OpenRequest) GetMaxBatchBytes() uint64 {
 		return x.MaxBatchBytes
 	}
 	return 0
+}
+
+func (x *OpenRequest) GetDeadLetter() bool {
+	if x != nil {
+		return x.DeadLetter
+	}
+	return false
 }
 
 type CheckpointResponse struct {
@@ -311,7 +321,10 @@ func (x *Batch) GetData() []byte {
 type Ack struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Acknowledges every batch up to and including seq.
-	Seq           uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Records of the acknowledged batches that the sink wrote none of and never will (sinks only; see
+	// sdk.RejectError). The host sends them to the pipeline's dead-letter sink.
+	Rejects       []*Reject `protobuf:"bytes,2,rep,name=rejects,proto3" json:"rejects,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -353,6 +366,75 @@ func (x *Ack) GetSeq() uint64 {
 	return 0
 }
 
+func (x *Ack) GetRejects() []*Reject {
+	if x != nil {
+		return x.Rejects
+	}
+	return nil
+}
+
+type Reject struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The batch (its seq) and the record's index in it.
+	Seq   uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Index uint32 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// Why the sink cannot write the record.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reject) Reset() {
+	*x = Reject{}
+	mi := &file_sluice_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reject) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reject) ProtoMessage() {}
+
+func (x *Reject) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reject.ProtoReflect.Descriptor instead.
+func (*Reject) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Reject) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Reject) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Reject) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_sluice_proto protoreflect.FileDescriptor
 
 const file_sluice_proto_rawDesc = "" +
@@ -360,22 +442,29 @@ const file_sluice_proto_rawDesc = "" +
 	"\fsluice.proto\x12\tsluice.v1\"\a\n" +
 	"\x05Empty\"+\n" +
 	"\fSpecResponse\x12\x1b\n" +
-	"\tspec_json\x18\x01 \x01(\fR\bspecJson\"\xb8\x01\n" +
+	"\tspec_json\x18\x01 \x01(\fR\bspecJson\"\xd9\x01\n" +
 	"\vOpenRequest\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12#\n" +
 	"\rsettings_json\x18\x02 \x01(\fR\fsettingsJson\x12\x14\n" +
 	"\x05after\x18\x03 \x01(\fR\x05after\x12*\n" +
 	"\x11max_batch_records\x18\x04 \x01(\rR\x0fmaxBatchRecords\x12&\n" +
-	"\x0fmax_batch_bytes\x18\x05 \x01(\x04R\rmaxBatchBytes\"0\n" +
+	"\x0fmax_batch_bytes\x18\x05 \x01(\x04R\rmaxBatchBytes\x12\x1f\n" +
+	"\vdead_letter\x18\x06 \x01(\bR\n" +
+	"deadLetter\"0\n" +
 	"\x12CheckpointResponse\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\fR\bposition\"_\n" +
 	"\x05Batch\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\rR\x05count\x12\x1a\n" +
 	"\bposition\x18\x03 \x01(\fR\bposition\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"\x17\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"D\n" +
 	"\x03Ack\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq2;\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12+\n" +
+	"\arejects\x18\x02 \x03(\v2\x11.sluice.v1.RejectR\arejects\"H\n" +
+	"\x06Reject\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\rR\x05index\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason2;\n" +
 	"\x06Plugin\x121\n" +
 	"\x04Spec\x12\x10.sluice.v1.Empty\x1a\x17.sluice.v1.SpecResponse2\x95\x01\n" +
 	"\x06Source\x120\n" +
@@ -408,7 +497,7 @@ func file_sluice_proto_rawDescGZIP() []byte {
 	return file_sluice_proto_rawDescData
 }
 
-var file_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_sluice_proto_goTypes = []any{
 	(*Empty)(nil),              // 0: sluice.v1.Empty
 	(*SpecResponse)(nil),       // 1: sluice.v1.SpecResponse
@@ -416,39 +505,41 @@ var file_sluice_proto_goTypes = []any{
 	(*CheckpointResponse)(nil), // 3: sluice.v1.CheckpointResponse
 	(*Batch)(nil),              // 4: sluice.v1.Batch
 	(*Ack)(nil),                // 5: sluice.v1.Ack
+	(*Reject)(nil),             // 6: sluice.v1.Reject
 }
 var file_sluice_proto_depIdxs = []int32{
-	0,  // 0: sluice.v1.Plugin.Spec:input_type -> sluice.v1.Empty
-	2,  // 1: sluice.v1.Source.Open:input_type -> sluice.v1.OpenRequest
-	5,  // 2: sluice.v1.Source.Read:input_type -> sluice.v1.Ack
-	0,  // 3: sluice.v1.Source.Close:input_type -> sluice.v1.Empty
-	2,  // 4: sluice.v1.Buffer.Open:input_type -> sluice.v1.OpenRequest
-	0,  // 5: sluice.v1.Buffer.Checkpoint:input_type -> sluice.v1.Empty
-	4,  // 6: sluice.v1.Buffer.Append:input_type -> sluice.v1.Batch
-	5,  // 7: sluice.v1.Buffer.Read:input_type -> sluice.v1.Ack
-	0,  // 8: sluice.v1.Buffer.Close:input_type -> sluice.v1.Empty
-	2,  // 9: sluice.v1.Sink.Open:input_type -> sluice.v1.OpenRequest
-	0,  // 10: sluice.v1.Sink.Checkpoint:input_type -> sluice.v1.Empty
-	4,  // 11: sluice.v1.Sink.Write:input_type -> sluice.v1.Batch
-	0,  // 12: sluice.v1.Sink.Close:input_type -> sluice.v1.Empty
-	1,  // 13: sluice.v1.Plugin.Spec:output_type -> sluice.v1.SpecResponse
-	0,  // 14: sluice.v1.Source.Open:output_type -> sluice.v1.Empty
-	4,  // 15: sluice.v1.Source.Read:output_type -> sluice.v1.Batch
-	0,  // 16: sluice.v1.Source.Close:output_type -> sluice.v1.Empty
-	0,  // 17: sluice.v1.Buffer.Open:output_type -> sluice.v1.Empty
-	3,  // 18: sluice.v1.Buffer.Checkpoint:output_type -> sluice.v1.CheckpointResponse
-	5,  // 19: sluice.v1.Buffer.Append:output_type -> sluice.v1.Ack
-	4,  // 20: sluice.v1.Buffer.Read:output_type -> sluice.v1.Batch
-	0,  // 21: sluice.v1.Buffer.Close:output_type -> sluice.v1.Empty
-	0,  // 22: sluice.v1.Sink.Open:output_type -> sluice.v1.Empty
-	3,  // 23: sluice.v1.Sink.Checkpoint:output_type -> sluice.v1.CheckpointResponse
-	5,  // 24: sluice.v1.Sink.Write:output_type -> sluice.v1.Ack
-	0,  // 25: sluice.v1.Sink.Close:output_type -> sluice.v1.Empty
-	13, // [13:26] is the sub-list for method output_type
-	0,  // [0:13] is the sub-list for method input_type
-	0,  // [0:0] is the sub-list for extension type_name
-	0,  // [0:0] is the sub-list for extension extendee
-	0,  // [0:0] is the sub-list for field type_name
+	6,  // 0: sluice.v1.Ack.rejects:type_name -> sluice.v1.Reject
+	0,  // 1: sluice.v1.Plugin.Spec:input_type -> sluice.v1.Empty
+	2,  // 2: sluice.v1.Source.Open:input_type -> sluice.v1.OpenRequest
+	5,  // 3: sluice.v1.Source.Read:input_type -> sluice.v1.Ack
+	0,  // 4: sluice.v1.Source.Close:input_type -> sluice.v1.Empty
+	2,  // 5: sluice.v1.Buffer.Open:input_type -> sluice.v1.OpenRequest
+	0,  // 6: sluice.v1.Buffer.Checkpoint:input_type -> sluice.v1.Empty
+	4,  // 7: sluice.v1.Buffer.Append:input_type -> sluice.v1.Batch
+	5,  // 8: sluice.v1.Buffer.Read:input_type -> sluice.v1.Ack
+	0,  // 9: sluice.v1.Buffer.Close:input_type -> sluice.v1.Empty
+	2,  // 10: sluice.v1.Sink.Open:input_type -> sluice.v1.OpenRequest
+	0,  // 11: sluice.v1.Sink.Checkpoint:input_type -> sluice.v1.Empty
+	4,  // 12: sluice.v1.Sink.Write:input_type -> sluice.v1.Batch
+	0,  // 13: sluice.v1.Sink.Close:input_type -> sluice.v1.Empty
+	1,  // 14: sluice.v1.Plugin.Spec:output_type -> sluice.v1.SpecResponse
+	0,  // 15: sluice.v1.Source.Open:output_type -> sluice.v1.Empty
+	4,  // 16: sluice.v1.Source.Read:output_type -> sluice.v1.Batch
+	0,  // 17: sluice.v1.Source.Close:output_type -> sluice.v1.Empty
+	0,  // 18: sluice.v1.Buffer.Open:output_type -> sluice.v1.Empty
+	3,  // 19: sluice.v1.Buffer.Checkpoint:output_type -> sluice.v1.CheckpointResponse
+	5,  // 20: sluice.v1.Buffer.Append:output_type -> sluice.v1.Ack
+	4,  // 21: sluice.v1.Buffer.Read:output_type -> sluice.v1.Batch
+	0,  // 22: sluice.v1.Buffer.Close:output_type -> sluice.v1.Empty
+	0,  // 23: sluice.v1.Sink.Open:output_type -> sluice.v1.Empty
+	3,  // 24: sluice.v1.Sink.Checkpoint:output_type -> sluice.v1.CheckpointResponse
+	5,  // 25: sluice.v1.Sink.Write:output_type -> sluice.v1.Ack
+	0,  // 26: sluice.v1.Sink.Close:output_type -> sluice.v1.Empty
+	14, // [14:27] is the sub-list for method output_type
+	1,  // [1:14] is the sub-list for method input_type
+	1,  // [1:1] is the sub-list for extension type_name
+	1,  // [1:1] is the sub-list for extension extendee
+	0,  // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_sluice_proto_init() }
@@ -462,7 +553,7 @@ func file_sluice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_proto_rawDesc), len(file_sluice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
