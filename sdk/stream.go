@@ -3,6 +3,7 @@ package sdk
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -30,6 +31,7 @@ type opened struct {
 	ok              atomic.Bool
 	maxBatchRecords int
 	maxBatchBytes   int
+	deadLetter      bool
 
 	mu      sync.Mutex
 	closed  bool
@@ -47,6 +49,7 @@ func (o *opened) open(ctx context.Context, req *sluicev1.OpenRequest, open func(
 	if o.maxBatchRecords <= 0 {
 		o.maxBatchRecords = defaultMaxBatchRecords
 	}
+	o.deadLetter = req.GetDeadLetter()
 	o.maxBatchBytes = int(req.GetMaxBatchBytes())
 	if o.maxBatchBytes <= 0 {
 		o.maxBatchBytes = defaultMaxBatchBytes
@@ -198,7 +201,7 @@ func (s *sinkServer) Write(stream grpc.BidiStreamingServer[sluicev1.Batch, sluic
 		return err
 	}
 	defer done()
-	return serveWrite(ctx, stream, s.impl.Write)
+	return serveWrite(ctx, stream, s.impl.Write, s.deadLetter)
 }
 
 func (s *sinkServer) Close(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.Empty, error) {
@@ -234,7 +237,7 @@ func (s *bufferServer) Append(stream grpc.BidiStreamingServer[sluicev1.Batch, sl
 	}
 	defer done()
 	s.inputDone.Store(false)
-	err = serveWrite(ctx, stream, s.impl.Append)
+	err = serveWrite(ctx, stream, s.impl.Append, false)
 	if err == nil {
 		s.inputDone.Store(true)
 	}
@@ -337,7 +340,7 @@ func serveRead(ctx context.Context, stream grpc.BidiStreamingServer[sluicev1.Ack
 
 // serveWrite runs a write stream: it hands the host's batches to write, coalescing batches that queue up
 // while a write runs, and acks each once write returns.
-func serveWrite(ctx context.Context, stream grpc.BidiStreamingServer[sluicev1.Batch, sluicev1.Ack], write func(context.Context, record.Batch) error) error {
+func serveWrite(ctx context.Context, stream grpc.BidiStreamingServer[sluicev1.Batch, sluicev1.Ack], write func(context.Context, record.Batch) error, deadLetter bool) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	in := make(chan *sluicev1.Batch, maxCoalesce)
@@ -361,6 +364,7 @@ func serveWrite(ctx context.Context, stream grpc.BidiStreamingServer[sluicev1.Ba
 	}(in)
 
 	var recs []record.Record
+	var starts []batchStart
 	for {
 		var b *sluicev1.Batch
 		select {
@@ -380,6 +384,8 @@ func serveWrite(ctx context.Context, stream grpc.BidiStreamingServer[sluicev1.Ba
 			return status.Errorf(codes.InvalidArgument, "batch %d: %v", b.GetSeq(), err)
 		}
 		last := b
+		// starts[i] is where batch i of this write begins in recs, to map rejected records back.
+		starts = append(starts[:0], batchStart{seq: b.GetSeq(), at: 0})
 	coalesce:
 		for i := 1; i < maxCoalesce; i++ {
 			select {
@@ -389,6 +395,7 @@ func serveWrite(ctx context.Context, stream grpc.BidiStreamingServer[sluicev1.Ba
 					in = closedBatchChan
 					break coalesce
 				}
+				starts = append(starts, batchStart{seq: next.GetSeq(), at: len(recs)})
 				if recs, err = record.Decode(recs, next.GetData(), int(next.GetCount())); err != nil {
 					return status.Errorf(codes.InvalidArgument, "batch %d: %v", next.GetSeq(), err)
 				}
@@ -397,17 +404,49 @@ func serveWrite(ctx context.Context, stream grpc.BidiStreamingServer[sluicev1.Ba
 				break coalesce
 			}
 		}
+		ack := &sluicev1.Ack{Seq: last.GetSeq()}
 		if err := write(ctx, record.Batch{Records: recs, Position: last.GetPosition()}); err != nil {
-			if c := context.Cause(ctx); c != nil && ctx.Err() != nil {
-				err = c
+			var rej *RejectError
+			if !errors.As(err, &rej) || !deadLetter {
+				if c := context.Cause(ctx); c != nil && ctx.Err() != nil {
+					err = c
+				}
+				if rej != nil {
+					err = status.Errorf(codes.Internal, "%v, but the pipeline has no dead-letter sink (OpenRequest.DeadLetter is false): the sink must fail instead", err)
+				}
+				return toStatus(err)
 			}
-			return toStatus(err)
+			if ack.Rejects, err = rejects(rej, starts, len(recs)); err != nil {
+				return status.Error(codes.Internal, err.Error())
+			}
 		}
-		if err := stream.Send(&sluicev1.Ack{Seq: last.GetSeq()}); err != nil {
+		if err := stream.Send(ack); err != nil {
 			return err
 		}
 		clear(recs) // drop references to the batch's data
 	}
+}
+
+// batchStart is where one host batch begins among the records of a coalesced write.
+type batchStart struct {
+	seq uint64
+	at  int
+}
+
+// rejects maps a RejectError's indices (into the coalesced write) to the host's batches.
+func rejects(rej *RejectError, starts []batchStart, n int) ([]*sluicev1.Reject, error) {
+	out := make([]*sluicev1.Reject, 0, len(rej.Rejections))
+	for _, r := range rej.Rejections {
+		if r.Index < 0 || r.Index >= n {
+			return nil, fmt.Errorf("sink rejected record %d of a batch of %d", r.Index, n)
+		}
+		i := len(starts) - 1
+		for starts[i].at > r.Index {
+			i--
+		}
+		out = append(out, &sluicev1.Reject{Seq: starts[i].seq, Index: uint32(r.Index - starts[i].at), Reason: r.Reason})
+	}
+	return out, nil
 }
 
 // closedBatchChan is a closed channel: receiving from it yields nil at once, signalling end of input.

@@ -186,13 +186,39 @@ func (w *WriteStream) Send(b *Batch) error {
 func (w *WriteStream) NextSeq() uint64 { return w.seq + 1 }
 
 // Recv returns the sequence number of the latest batch acknowledged: every batch up to it is durable. It
-// returns io.EOF after CloseSend once the stage has acked everything.
+// returns io.EOF after CloseSend once the stage has acked everything. A sink's rejections are dropped:
+// use RecvAck where they matter.
 func (w *WriteStream) Recv() (uint64, error) {
+	a, err := w.RecvAck()
+	return a.Seq, err
+}
+
+// Ack is a stage's acknowledgement: every batch up to and including Seq is durable, except Rejects.
+type Ack struct {
+	Seq uint64
+	// Rejects are records of the acknowledged batches that the sink did not write and never will
+	// (sdk.RejectError); only sinks opened with DeadLetter send them.
+	Rejects []Reject
+}
+
+// Reject names a record by its batch's sequence number and its index in that batch.
+type Reject struct {
+	Seq    uint64
+	Index  int
+	Reason string
+}
+
+// RecvAck is Recv with the sink's rejections.
+func (w *WriteStream) RecvAck() (Ack, error) {
 	a, err := w.s.Recv()
 	if err != nil {
-		return 0, err
+		return Ack{}, err
 	}
-	return a.GetSeq(), nil
+	ack := Ack{Seq: a.GetSeq()}
+	for _, r := range a.GetRejects() {
+		ack.Rejects = append(ack.Rejects, Reject{Seq: r.GetSeq(), Index: int(r.GetIndex()), Reason: r.GetReason()})
+	}
+	return ack, nil
 }
 
 // CloseSend tells the stage that no more batches will come.
