@@ -12,6 +12,7 @@ require (
 	github.com/knadh/koanf/v2 v2.4.1
 	github.com/pelletier/go-toml/v2 v2.4.3
 	github.com/sluicehq/sluice/sdk v0.0.0
+	github.com/sluicehq/sluice/transforms v0.0.0
 	github.com/spf13/cobra v1.10.2
 	go.etcd.io/bbolt v1.5.0
 	google.golang.org/grpc v1.85.0
@@ -19,10 +20,12 @@ require (
 )
 
 require (
+	github.com/expr-lang/expr v1.17.8 // indirect
 	github.com/golang/protobuf v1.5.4 // indirect
 	github.com/hashicorp/go-plugin v1.8.0 // indirect
 	github.com/hashicorp/yamux v0.1.2 // indirect
 	github.com/oklog/run v1.1.0 // indirect
+	go.mongodb.org/mongo-driver/v2 v2.9.3 // indirect
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
@@ -60,3 +63,5 @@ replace github.com/sluicehq/sluice/plugins/stdout => ../plugins/stdout
 replace github.com/sluicehq/sluice/plugins/discard => ../plugins/discard
 
 replace github.com/sluicehq/sluice/plugins/memory => ../plugins/memory
+
+replace github.com/sluicehq/sluice/transforms => ../transforms

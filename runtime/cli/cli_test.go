@@ -171,6 +171,14 @@ func TestRunQuickstart(t *testing.T) {
 	if !strings.Contains(out, "100000 records delivered") {
 		t.Errorf("summary does not report the records: %q", out)
 	}
+	// The quickstart's transform steps ran: a shard was added and the padding dropped.
+	first, err := os.ReadFile(filepath.Join(dir, "out", "quickstart", "orders.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line, _, _ := strings.Cut(string(first), "\n"); line != `{"seq":0,"shard":0}` {
+		t.Errorf("first line %q, want the transformed record", line)
+	}
 	// Running again resumes after the stored position: nothing more is written.
 	if out, errOut, code := sluice(t, dir, "run", filepath.Join(repoRoot(), "configs", "quickstart.yaml")); code != 0 {
 		t.Fatalf("second run: exit %d\n%s\n%s", code, out, errOut)
@@ -432,5 +440,66 @@ pipelines:
 	outb, _ := cmd.CombinedOutput()
 	if !strings.Contains(string(outb), "larger than max") && !strings.Contains(string(outb), "ResourceExhausted") {
 		t.Fatalf("a record over --max-message-bytes did not report the limit:\n%.2000s", outb)
+	}
+}
+
+const testsConfig = `version: 1
+pipelines:
+  - id: orders
+    source: { plugin: generate }
+    transforms:
+      - filter: 'operationType in ["insert", "update"] && fullDocument.total > 100'
+      - set: { "fullDocument.total_cents": 'int(fullDocument.total * 100)' }
+      - drop: [fullDocument.card]
+      - route: '"shop." + ns.coll'
+      - key: 'string(documentKey._id)'
+    sink: { plugin: discard }
+tests:
+  - name: big orders pass, small are dropped
+    input:
+      - { operationType: insert, ns: { coll: orders }, documentKey: { _id: { $oid: 64f1a2b3c4d5e6f708192a3b } }, fullDocument: { total: 150, card: "4111" } }
+      - { operationType: insert, ns: { coll: orders }, documentKey: { _id: 2 }, fullDocument: { total: 5 } }
+    expect:
+      - payload: { operationType: insert, ns: { coll: orders }, documentKey: { _id: { $oid: 64f1a2b3c4d5e6f708192a3b } }, fullDocument: { total: 150, total_cents: 15000 } }
+        key: 64f1a2b3c4d5e6f708192a3b
+        meta: { sluice.route: shop.orders }
+  - name: a wrong expectation
+    input:
+      - { operationType: update, ns: { coll: orders }, documentKey: { _id: 7 }, fullDocument: { total: 200.5 } }
+    expect:
+      - { operationType: update, ns: { coll: orders }, documentKey: { _id: 7 }, fullDocument: { total: 200.5, total_cents: 20050.0 } }
+      - { operationType: update }
+`
+
+// TestTestCommand runs inline tests: a passing one, a failing one with a readable diff, and --run.
+func TestTestCommand(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "orders.yaml"), []byte(testsConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := sluice(t, dir, "test", "orders.yaml")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\n%s\n%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"PASS  orders.yaml: big orders pass, small are dropped",
+		"FAIL  orders.yaml:21:5: a wrong expectation (pipeline orders)",
+		"want 2 records, got 1",
+		"record 1: fullDocument.total_cents: want 20050 (float), got 20050 (int)",
+		"record 2: missing",
+		"1 of 2 tests failed",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	out, _, code = sluice(t, dir, "test", "--run", "big orders", "orders.yaml")
+	if code != 0 || !strings.Contains(out, "all 1 tests passed") {
+		t.Fatalf("--run: exit %d\n%s", code, out)
+	}
+	// The quickstart's own tests pass.
+	out, errOut, code = sluice(t, dir, "test", filepath.Join(repoRoot(), "configs", "quickstart.yaml"))
+	if code != 0 {
+		t.Fatalf("quickstart tests: exit %d\n%s\n%s", code, out, errOut)
 	}
 }

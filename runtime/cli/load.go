@@ -39,14 +39,6 @@ func load(w io.Writer, c *plugin.Catalog, paths []string) ([]*config.File, error
 					Msg: fmt.Sprintf("pipeline id %q is already used at %s; ids must be unique across files", p.ID, first)})
 			}
 			ids[p.ID] = p.Pos
-			if len(p.Transforms) > 0 {
-				problems = append(problems, &config.Error{Pos: p.Transforms[0].Pos,
-					Msg: "transform steps are not available in this version of sluice yet; remove them"})
-			}
-		}
-		if len(f.Tests) > 0 {
-			problems = append(problems, &config.Error{Pos: f.Tests[0].Pos,
-				Msg: "inline tests arrive with transform steps and are not available in this version of sluice yet; remove them"})
 		}
 		files = append(files, f)
 	}
@@ -79,6 +71,11 @@ func pipelineConfig(p *config.Pipeline) pipeline.Config {
 	cfg := pipeline.Config{
 		ID: p.ID, Source: stage(p.Source), Sink: stage(p.Sink),
 		BatchMaxRecords: p.BatchMaxRecords, BatchMaxBytes: p.BatchMaxBytes, MaxInFlightBytes: p.MaxInFlightBytes,
+		Steps: p.Steps, SinkSteps: p.SinkSteps, OnError: p.OnError,
+	}
+	if p.DeadLetter != nil {
+		d := stage(p.DeadLetter)
+		cfg.DeadLetter = &d
 	}
 	if p.Buffer != nil {
 		b := stage(p.Buffer)
@@ -90,10 +87,20 @@ func pipelineConfig(p *config.Pipeline) pipeline.Config {
 // describePipeline is the one-line summary validate prints: stages and guarantee.
 func describePipeline(p *config.Pipeline) string {
 	parts := []string{p.Source.Plugin}
+	if p.Steps != nil {
+		parts = append(parts, fmt.Sprintf("%d step%s", p.Steps.Len(), plural(p.Steps.Len())))
+	}
 	if p.Buffer != nil {
 		parts = append(parts, p.Buffer.Plugin)
 	}
+	if p.SinkSteps != nil {
+		parts = append(parts, fmt.Sprintf("%d step%s", p.SinkSteps.Len(), plural(p.SinkSteps.Len())))
+	}
 	parts = append(parts, p.Sink.Plugin)
 	cfg := pipelineConfig(p)
-	return fmt.Sprintf("pipeline %s: %s (%s)", p.ID, strings.Join(parts, " → "), pipeline.GuaranteeOf(&cfg))
+	s := fmt.Sprintf("pipeline %s: %s (%s", p.ID, strings.Join(parts, " → "), pipeline.GuaranteeOf(&cfg))
+	if p.DeadLetter != nil {
+		s += fmt.Sprintf("; dead letters → %s, on_error: %s", p.DeadLetter.Plugin, p.OnError)
+	}
+	return s + ")"
 }

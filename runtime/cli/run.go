@@ -144,6 +144,9 @@ func run(ctx context.Context, cancel context.CancelFunc, g *globals, files []*co
 		if v := st.Redelivered.Load(); v > 0 {
 			fmt.Fprintf(g.stdout, ", %d records redelivered (possible duplicates)", v)
 		}
+		if v := st.DeadLetters.Load(); v > 0 {
+			fmt.Fprintf(g.stdout, ", %d dead letters", v)
+		}
 		if path, ok := r.cfg.Sink.Settings["path"].(string); ok {
 			fmt.Fprintf(g.stdout, " → %s", path)
 		}

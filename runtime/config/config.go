@@ -31,6 +31,7 @@ import (
 	"strings"
 
 	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/transforms"
 )
 
 // Pos is a place in a connector file. Line and Col start at 1; Col counts characters.
@@ -107,8 +108,9 @@ type File struct {
 	// default chosen by the CLI.
 	DataDir   string
 	Pipelines []*Pipeline
-	// Tests are the file's inline transform tests, unparsed: each list item with its position.
-	Tests []Raw
+	// Tests are the file's inline transform tests as written (for Print); TestCases is them checked.
+	Tests     []Raw
+	TestCases []*Test
 }
 
 // Defaults and limits of a pipeline's batching keys.
@@ -136,8 +138,17 @@ type Pipeline struct {
 	// Buffer is nil when the pipeline has none.
 	Buffer *Stage
 	Sink   *Stage
-	// Transforms are the pipeline's transform steps, unparsed: each list item with its position.
+	// Transforms are the pipeline's transform steps as written (for Print); Steps is them compiled, nil
+	// when there are none. They run between the source and the buffer (or the sink, without a buffer).
 	Transforms []Raw
+	Steps      *transforms.Program
+	// SinkTransforms and SinkSteps are the steps run between the buffer and the sink (only with a buffer).
+	SinkTransforms []Raw
+	SinkSteps      *transforms.Program
+	// OnError is OnErrorStop (the default) or OnErrorDLQ.
+	OnError string
+	// DeadLetter is the pipeline's dead-letter sink (key dlq), nil when it has none.
+	DeadLetter *Stage
 	// BatchMaxRecords is at most 65536 records (default 1024).
 	BatchMaxRecords int
 	// BatchMaxBytes is at least 1024 bytes (default 4 MiB).

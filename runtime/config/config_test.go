@@ -19,15 +19,38 @@ func strip(f *File) *File {
 	g := *f
 	g.Path = ""
 	g.Tests = stripRaws(f.Tests)
+	g.TestCases = nil
+	for _, t := range f.TestCases {
+		c := *t
+		c.Pos = Pos{}
+		c.Input, c.Expect = stripRecords(t.Input), stripRecords(t.Expect)
+		g.TestCases = append(g.TestCases, &c)
+	}
 	g.Pipelines = nil
 	for _, p := range f.Pipelines {
 		q := *p
 		q.Pos = Pos{}
 		q.Transforms = stripRaws(p.Transforms)
+		q.SinkTransforms = stripRaws(p.SinkTransforms)
+		// Compiled steps are checked by their count; the transforms package tests what they do.
+		q.Steps, q.SinkSteps = nil, nil
+		if (p.Steps == nil) != (len(p.Transforms) == 0) || (p.SinkSteps == nil) != (len(p.SinkTransforms) == 0) {
+			q.ID += " (steps not compiled)"
+		}
 		q.Source, q.Buffer, q.Sink = stripStage(p.Source), stripStage(p.Buffer), stripStage(p.Sink)
+		q.DeadLetter = stripStage(p.DeadLetter)
 		g.Pipelines = append(g.Pipelines, &q)
 	}
 	return &g
+}
+
+func stripRecords(rs []TestRecord) []TestRecord {
+	var out []TestRecord
+	for _, r := range rs {
+		r.Pos = Pos{}
+		out = append(out, r)
+	}
+	return out
 }
 
 func stripRaws(rs []Raw) []Raw {
@@ -77,8 +100,12 @@ var wantFull = &File{
 				}},
 			Transforms: []Raw{
 				{Value: map[string]any{"filter": "total > 10"}},
-				{Value: map[string]any{"set": map[string]any{"field": "big", "expr": "true"}}},
+				{Value: map[string]any{"set": map[string]any{"big": "true"}}},
 			},
+			SinkTransforms: []Raw{{Value: map[string]any{"drop": []any{"labels"}}}},
+			OnError:        OnErrorDLQ,
+			DeadLetter: &Stage{Kind: sdk.KindSink, Plugin: "file", Spec: testSpecs["file"],
+				Settings: map[string]any{"path": "dead.jsonl", "format": "payload", "flush_interval": "1s"}},
 			BatchMaxRecords:  512,
 			BatchMaxBytes:    1 << 20,
 			MaxInFlightBytes: 8 << 20,
@@ -91,12 +118,18 @@ var wantFull = &File{
 					"encoding": "json", "pretty": false,
 				}},
 			Sink:             &Stage{Kind: sdk.KindSink, Plugin: "discard", Spec: testSpecs["discard"], Settings: map[string]any{}},
+			OnError:          OnErrorStop,
 			BatchMaxRecords:  DefaultBatchMaxRecords,
 			BatchMaxBytes:    DefaultBatchMaxBytes,
 			MaxInFlightBytes: DefaultMaxInFlightBytes,
 		},
 	},
-	Tests: []Raw{{Value: map[string]any{"name": "big orders pass", "input": map[string]any{"total": int64(20)}}}},
+	Tests: []Raw{{Value: map[string]any{"name": "big orders pass", "pipeline": "orders-to-file",
+		"input":  []any{map[string]any{"total": int64(20)}, map[string]any{"total": int64(5)}},
+		"expect": []any{map[string]any{"total": int64(20), "big": true}}}}},
+	TestCases: []*Test{{Name: "big orders pass", Pipeline: "orders-to-file",
+		Input:  []TestRecord{{Payload: map[string]any{"total": int64(20)}}, {Payload: map[string]any{"total": int64(5)}}},
+		Expect: []TestRecord{{Payload: map[string]any{"total": int64(20), "big": true}}}}},
 }
 
 var wantMinimal = &File{
@@ -110,6 +143,7 @@ var wantMinimal = &File{
 			}},
 		Sink: &Stage{Kind: sdk.KindSink, Plugin: "file", Spec: testSpecs["file"],
 			Settings: map[string]any{"path": "out.jsonl", "format": "payload", "flush_interval": "1s"}},
+		OnError:          OnErrorStop,
 		BatchMaxRecords:  DefaultBatchMaxRecords,
 		BatchMaxBytes:    DefaultBatchMaxBytes,
 		MaxInFlightBytes: DefaultMaxInFlightBytes,
@@ -171,11 +205,11 @@ func TestPositions(t *testing.T) {
 		transform0, transform1, testPos Pos
 	}{
 		{"full.yaml", Pos{Line: 6, Col: 5}, Pos{Line: 8, Col: 7}, Pos{Line: 28, Col: 7}, Pos{Line: 23, Col: 7},
-			Pos{Line: 20, Col: 9}, Pos{Line: 21, Col: 9}, Pos{Line: 39, Col: 5}},
+			Pos{Line: 20, Col: 9}, Pos{Line: 21, Col: 9}, Pos{Line: 43, Col: 5}},
 		{"full.json", Pos{Line: 6, Col: 3}, Pos{Line: 8, Col: 14}, Pos{Line: 30, Col: 12}, Pos{Line: 26, Col: 14},
-			Pos{Line: 23, Col: 5}, Pos{Line: 24, Col: 5}, Pos{Line: 41, Col: 3}},
-		{"full.toml", Pos{Line: 6, Col: 3}, Pos{Line: 16, Col: 12}, Pos{Line: 34, Col: 12}, Pos{Line: 30, Col: 12},
-			Pos{Line: 9, Col: 3}, Pos{Line: 10, Col: 3}, Pos{Line: 44, Col: 3}},
+			Pos{Line: 23, Col: 5}, Pos{Line: 24, Col: 5}, Pos{Line: 44, Col: 3}},
+		{"full.toml", Pos{Line: 6, Col: 3}, Pos{Line: 19, Col: 12}, Pos{Line: 37, Col: 12}, Pos{Line: 33, Col: 12},
+			Pos{Line: 9, Col: 3}, Pos{Line: 10, Col: 3}, Pos{Line: 47, Col: 3}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

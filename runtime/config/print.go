@@ -21,7 +21,10 @@ type (
 		Source           *printStage `yaml:"source"`
 		Transforms       []any       `yaml:"transforms,omitempty"`
 		Buffer           *printStage `yaml:"buffer,omitempty"`
+		SinkTransforms   []any       `yaml:"sink_transforms,omitempty"`
 		Sink             *printStage `yaml:"sink"`
+		OnError          string      `yaml:"on_error"`
+		DeadLetter       *printStage `yaml:"dlq,omitempty"`
 		BatchMaxRecords  int         `yaml:"batch_max_records"`
 		BatchMaxBytes    int         `yaml:"batch_max_bytes"`
 		MaxInFlightBytes int         `yaml:"max_in_flight_bytes"`
@@ -46,7 +49,10 @@ func (f *File) Print(w io.Writer) error {
 			Source:           printed(p.Source),
 			Transforms:       rawValues(p.Transforms),
 			Buffer:           printed(p.Buffer),
+			SinkTransforms:   rawValues(p.SinkTransforms),
 			Sink:             printed(p.Sink),
+			OnError:          p.OnError,
+			DeadLetter:       printed(p.DeadLetter),
 			BatchMaxRecords:  p.BatchMaxRecords,
 			BatchMaxBytes:    p.BatchMaxBytes,
 			MaxInFlightBytes: p.MaxInFlightBytes,

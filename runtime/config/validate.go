@@ -16,8 +16,9 @@ import (
 // The keys each level of a connector file may hold, in the order they are documented.
 var (
 	topKeys      = []string{"version", "fail_fast", "data_dir", "pipelines", "tests"}
-	pipelineKeys = []string{"id", "source", "transforms", "buffer", "sink", "batch_max_records", "batch_max_bytes", "max_in_flight_bytes"}
-	stageKeys    = []string{"plugin", "settings", "in_process"}
+	pipelineKeys = []string{"id", "source", "transforms", "buffer", "sink_transforms", "sink", "on_error", "dlq",
+		"batch_max_records", "batch_max_bytes", "max_in_flight_bytes"}
+	stageKeys = []string{"plugin", "settings", "in_process"}
 )
 
 var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -35,6 +36,7 @@ func (l *Loader) parse(path string, data []byte) (*File, error) {
 		Loader: l,
 		path:   path,
 		x:      expander{dir: filepath.Dir(path), lookupEnv: l.LookupEnv},
+		lines:  strings.Split(string(data), "\n"),
 	}
 	f := v.file(root)
 	if len(v.errs) > 0 {
@@ -50,6 +52,8 @@ type validator struct {
 	path string
 	x    expander
 	errs Errors
+	// lines are the file's lines, to point inside expressions.
+	lines []string
 }
 
 func (v *validator) errorf(pos Pos, format string, args ...any) {
@@ -236,6 +240,7 @@ func (v *validator) file(root *node) *File {
 			}
 		}
 	}
+	f.TestCases = v.tests(root.fields["tests"], f.Pipelines)
 	return f
 }
 
@@ -272,6 +277,13 @@ func (v *validator) pipeline(n *node, ids map[string]Pos) *Pipeline {
 	}
 	p.Sink = v.requiredStage(n, sdk.KindSink, label, typos)
 	p.Transforms = v.raws(n.fields["transforms"], "transforms")
+	p.SinkTransforms = v.raws(n.fields["sink_transforms"], "sink_transforms")
+	p.Steps = v.steps(n.fields["transforms"], "transforms")
+	p.SinkSteps = v.steps(n.fields["sink_transforms"], "sink_transforms")
+	if p.SinkSteps != nil && p.Buffer == nil {
+		v.errorf(n.fields["sink_transforms"].key, "sink_transforms run between the buffer and the sink, and %s has no buffer: move the steps to transforms", label)
+	}
+	v.onError(n, p)
 	v.batching(n, p)
 	return p
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/protocol"
 	"github.com/sluicehq/sluice/sdk/record"
+	"github.com/sluicehq/sluice/transforms"
 )
 
 // Config is what the pipeline needs to know; the CLI builds it from a connector file.
@@ -38,8 +39,17 @@ type Config struct {
 	BatchMaxBytes   int
 	// MaxInFlightBytes bounds the bytes a segment has sent downstream and not had acknowledged.
 	MaxInFlightBytes int
-	// Transform, when set, rewrites batches between source and the next stage.
-	Transform func(*protocol.Batch) error
+	// Steps, when set, run between the source and the next stage; SinkSteps between the buffer and the
+	// sink (only with a buffer).
+	Steps, SinkSteps *transforms.Program
+	// OnError is what a record a step fails on does: OnErrorStop (the default) fails the pipeline for
+	// good; OnErrorDLQ sends the record to DeadLetter.
+	OnError string
+	// DeadLetter is the dead-letter sink, nil when the pipeline has none. Dead letters are records a step
+	// failed on (with OnErrorDLQ), records the source marked (record.MetaError) and records the sink
+	// rejected (sdk.RejectError). Each is written, and acknowledged, before the batch it came in is
+	// acknowledged upstream, so none is lost; after a crash some may be written twice.
+	DeadLetter *Stage
 }
 
 // Stage configures one stage.
@@ -92,6 +102,8 @@ type Stats struct {
 	// Redelivered counts records that were sent to a sink without atomic positions, not acknowledged
 	// before a failure, and so delivered again after the restart (possible duplicates).
 	Redelivered atomic.Int64
+	// DeadLetters counts records written to the dead-letter sink.
+	DeadLetters atomic.Int64
 }
 
 // Pipeline runs one pipeline. Create it with New; call Run once.
@@ -212,10 +224,12 @@ func (p *Pipeline) start(ctx context.Context, st *stages, kind sdk.Kind, cfg Sta
 	return conn, nil
 }
 
-func (p *Pipeline) open(ctx context.Context, kind sdk.Kind, cfg Stage, o opener, after record.Position) error {
+// open opens a stage; deadLetter tells it that the pipeline has a dead-letter sink it may use.
+func (p *Pipeline) open(ctx context.Context, kind sdk.Kind, cfg Stage, o opener, after record.Position, deadLetter bool) error {
 	err := o.Open(ctx, protocol.OpenRequest{
 		Pipeline: p.cfg.ID, Settings: cfg.Settings, After: after,
 		MaxBatchRecords: p.cfg.BatchMaxRecords, MaxBatchBytes: p.cfg.BatchMaxBytes,
+		DeadLetter: deadLetter,
 	})
 	if err == nil {
 		return nil
@@ -234,13 +248,33 @@ func (p *Pipeline) attempt(ctx context.Context) error {
 	st := &stages{}
 	defer st.stop()
 
+	// The dead-letter sink first: every other stage may need it.
+	var dead *deadLetters
+	hasDLQ := p.cfg.DeadLetter != nil
+	if hasDLQ {
+		conn, err := p.start(ctx, st, sdk.KindSink, *p.cfg.DeadLetter)
+		if err != nil {
+			return fmt.Errorf("dead-letter sink: %w", err)
+		}
+		dlq := conn.Sink()
+		if err := p.open(ctx, sdk.KindSink, *p.cfg.DeadLetter, dlq, nil, false); err != nil {
+			return fmt.Errorf("dead-letter sink: %w", err)
+		}
+		st.closes = append(st.closes, dlq.Close)
+		out, err := dlq.Write(ctx)
+		if err != nil {
+			return stageErr("dead-letter sink", "writing", err)
+		}
+		dead = &deadLetters{out: out, log: p.log, sent: func(n int) { p.Stats.DeadLetters.Add(int64(n)) }}
+	}
+
 	// Downstream first: the sink says where everything upstream resumes.
 	sinkConn, err := p.start(ctx, st, sdk.KindSink, p.cfg.Sink)
 	if err != nil {
 		return err
 	}
 	sink := sinkConn.Sink()
-	if err := p.open(ctx, sdk.KindSink, p.cfg.Sink, sink, nil); err != nil {
+	if err := p.open(ctx, sdk.KindSink, p.cfg.Sink, sink, nil, hasDLQ); err != nil {
 		return err
 	}
 	st.closes = append(st.closes, sink.Close)
@@ -263,7 +297,7 @@ func (p *Pipeline) attempt(ctx context.Context) error {
 			return err
 		}
 		buf := bufConn.Buffer()
-		if err := p.open(ctx, sdk.KindBuffer, *p.cfg.Buffer, buf, sinkHas); err != nil {
+		if err := p.open(ctx, sdk.KindBuffer, *p.cfg.Buffer, buf, sinkHas, false); err != nil {
 			return err
 		}
 		st.closes = append(st.closes, buf.Close)
@@ -278,7 +312,13 @@ func (p *Pipeline) attempt(ctx context.Context) error {
 		if err != nil {
 			return stageErr("sink", "writing", err)
 		}
-		segs = append(segs, p.segment("buffer → sink", in, out, p.cfg.Sink, stateBuffer, true))
+		last := p.segment("buffer → sink", in, out, p.cfg.Sink, stateBuffer, true)
+		if p.cfg.SinkSteps != nil {
+			last.steps = &steps{pipeline: p.cfg.ID, runner: p.cfg.SinkSteps.NewRunner(), list: "sink_transforms",
+				onError: p.cfg.OnError, dead: dead}
+		}
+		last.rejects = dead
+		segs = append(segs, last)
 		if bufferOut, err = buf.Append(ctx); err != nil {
 			return stageErr("buffer", "appending", err)
 		}
@@ -289,7 +329,7 @@ func (p *Pipeline) attempt(ctx context.Context) error {
 		return err
 	}
 	src := srcConn.Source()
-	if err := p.open(ctx, sdk.KindSource, p.cfg.Source, src, srcAfter); err != nil {
+	if err := p.open(ctx, sdk.KindSource, p.cfg.Source, src, srcAfter, hasDLQ); err != nil {
 		return err
 	}
 	st.closes = append(st.closes, src.Close)
@@ -306,8 +346,14 @@ func (p *Pipeline) attempt(ctx context.Context) error {
 			return stageErr("sink", "writing", err)
 		}
 		first = p.segment("source → sink", in, out, p.cfg.Sink, stateSource, true)
+		first.rejects = dead
 	}
-	first.transform = p.cfg.Transform
+	if p.cfg.Steps != nil || hasDLQ {
+		first.steps = &steps{pipeline: p.cfg.ID, list: "transforms", onError: p.cfg.OnError, scan: hasDLQ, dead: dead}
+		if p.cfg.Steps != nil {
+			first.steps.runner = p.cfg.Steps.NewRunner()
+		}
+	}
 	segs = append([]*segment{first}, segs...)
 	p.log.Info("pipeline started", "guarantee", GuaranteeOf(&p.cfg), "source_after", fmtPos(srcAfter))
 
@@ -330,6 +376,9 @@ func (p *Pipeline) attempt(ctx context.Context) error {
 	wg.Wait()
 	for _, s := range segs {
 		p.flushState(s)
+	}
+	if dead != nil {
+		_ = dead.close() // every dead letter was acknowledged when it was sent
 	}
 	if onlyDrained(errs) {
 		return errDrained
@@ -384,6 +433,7 @@ func (p *Pipeline) resumePoint(ctx context.Context, cfg Stage, c checkpointer, n
 // positions go to the state store under stateName. toSink segments count delivered records.
 func (p *Pipeline) segment(name string, in *protocol.ReadStream, out *protocol.WriteStream, down Stage, stateName string, toSink bool) *segment {
 	s := newSegment(name, in, out, p.cfg.MaxInFlightBytes, p.drain)
+	s.pipeline = p.cfg.ID
 	if stateName != "" && !down.Atomic {
 		s.persist = newPersister(p.store, p.cfg.ID, stateName, p.log)
 		s.acked = s.persist.set

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"golang.org/x/sync/semaphore"
@@ -23,8 +24,13 @@ type segment struct {
 	name string
 	in   *protocol.ReadStream
 	out  *protocol.WriteStream
-	// transform rewrites a batch between in and out; nil passes batches through untouched (never decoded).
-	transform func(*protocol.Batch) error
+	// steps rewrites a batch between in and out (transforms, dead letters); nil passes batches through
+	// untouched (never decoded).
+	steps *steps
+	// rejects sends the records a sink rejects to the dead-letter sink; nil when the pipeline has none
+	// (the SDK then fails a sink that rejects).
+	rejects  *deadLetters
+	pipeline string
 	// acked is called, in order, with the upstream position through which downstream holds everything.
 	acked func(record.Position)
 	// delivered counts records the downstream acknowledged (nil: not counted).
@@ -45,6 +51,8 @@ type inFlight struct {
 	pos           record.Position
 	size          int64
 	records       int
+	// batch is kept until acked when the sink may reject its records.
+	batch *protocol.Batch
 }
 
 func newSegment(name string, in *protocol.ReadStream, out *protocol.WriteStream, maxInFlight int, drain <-chan struct{}) *segment {
@@ -76,7 +84,7 @@ func (s *segment) run(ctx context.Context, abort context.CancelCauseFunc) error 
 		}
 	})
 	wg.Go(func() {
-		ackErr = s.acks()
+		ackErr = s.acks(ctx)
 		if ackErr != nil {
 			fail(ackErr)
 		}
@@ -132,11 +140,16 @@ func (s *segment) forward(ctx context.Context) (drained bool, err error) {
 			return false, stageErr(s.name, "reading", err)
 		case b = <-batches:
 		}
-		inSeq, pos, n := b.Seq, b.Position, b.Len()
-		if s.transform != nil {
-			if err := s.transform(b); err != nil {
+		inSeq, pos := b.Seq, b.Position
+		if s.steps != nil {
+			if err := s.steps.apply(ctx, b); err != nil {
 				return false, err
 			}
+		}
+		n := b.Len()
+		var keep *protocol.Batch
+		if s.rejects != nil {
+			keep = b
 		}
 		size := min(int64(b.Size()), s.maxWindow)
 		if err := s.window.Acquire(ctx, size); err != nil {
@@ -144,7 +157,7 @@ func (s *segment) forward(ctx context.Context) (drained bool, err error) {
 		}
 		// Record the batch before sending it: its ack may arrive before Send returns.
 		s.mu.Lock()
-		s.pending = append(s.pending, inFlight{outSeq: s.out.NextSeq(), inSeq: inSeq, pos: pos, size: size, records: n})
+		s.pending = append(s.pending, inFlight{outSeq: s.out.NextSeq(), inSeq: inSeq, pos: pos, size: size, records: n, batch: keep})
 		s.mu.Unlock()
 		if err := s.out.Send(b); err != nil {
 			return false, stageErr(s.name, "writing", err)
@@ -153,9 +166,10 @@ func (s *segment) forward(ctx context.Context) (drained bool, err error) {
 }
 
 // acks receives downstream acks and acknowledges upstream in order.
-func (s *segment) acks() error {
+func (s *segment) acks(ctx context.Context) error {
 	for {
-		seq, err := s.out.Recv()
+		ack, err := s.out.RecvAck()
+		seq := ack.Seq
 		if err != nil {
 			s.mu.Lock()
 			closed, left := s.closed, len(s.pending)
@@ -182,8 +196,15 @@ func (s *segment) acks() error {
 			continue
 		}
 		last := s.pending[n-1]
+		acked := s.pending[:n]
 		s.pending = s.pending[n:]
 		s.mu.Unlock()
+		if len(ack.Rejects) > 0 {
+			if err := s.reject(ctx, acked, ack.Rejects); err != nil {
+				return err
+			}
+			records -= len(ack.Rejects) // not delivered to the sink
+		}
 		if err := s.in.Ack(last.inSeq); err != nil {
 			return stageErr(s.name, "acknowledging upstream", err)
 		}
@@ -195,6 +216,28 @@ func (s *segment) acks() error {
 		}
 		s.window.Release(size)
 	}
+}
+
+// reject sends the records the sink rejected to the dead-letter sink, before their batches are acked
+// upstream.
+func (s *segment) reject(ctx context.Context, acked []inFlight, rejects []protocol.Reject) error {
+	if s.rejects == nil {
+		return permanentError{fmt.Errorf("%s: the sink rejected %d records but the pipeline has no dead-letter sink", s.name, len(rejects))}
+	}
+	dead := make([]record.Record, 0, len(rejects))
+	for _, r := range rejects {
+		i := slices.IndexFunc(acked, func(f inFlight) bool { return f.outSeq == r.Seq })
+		if i < 0 || acked[i].batch == nil {
+			return fmt.Errorf("%s: the sink rejected a record of batch %d, which is not among the batches it acknowledged", s.name, r.Seq)
+		}
+		b := acked[i].batch
+		recs, err := record.Decode(nil, b.Encoded(), b.Len())
+		if err != nil || r.Index < 0 || r.Index >= len(recs) {
+			return fmt.Errorf("%s: the sink rejected record %d of batch %d, which has %d records", s.name, r.Index, r.Seq, len(recs))
+		}
+		dead = append(dead, deadLetter(recs[r.Index], s.pipeline, "sink", r.Reason))
+	}
+	return s.rejects.send(ctx, dead)
 }
 
 // unacked returns how many records were sent downstream and not acknowledged.

@@ -1,0 +1,168 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/sluicehq/sluice/sdk/protocol"
+	"github.com/sluicehq/sluice/sdk/record"
+	"github.com/sluicehq/sluice/transforms"
+)
+
+// OnError values (see Config.OnError).
+const (
+	OnErrorStop = "stop"
+	OnErrorDLQ  = "dlq"
+)
+
+// steps is what a segment does to each batch between reading it and sending it on: run the pipeline's
+// transform steps, and take out the records that go to the dead-letter sink instead.
+type steps struct {
+	pipeline string
+	// runner runs the transform steps; nil when the segment has none.
+	runner *transforms.Runner
+	// list names the steps in messages ("transforms" or "sink_transforms").
+	list    string
+	onError string
+	// scan: look for dead-letter records the source marked (record.MetaError).
+	scan bool
+	dead *deadLetters
+}
+
+// apply rewrites b: records that pass the steps stay, changed; records a step failed on and records the
+// source marked as dead letters go to the dead-letter sink before b is sent on, or fail the pipeline. The
+// batch's position is kept, so filtered records still advance it.
+func (s *steps) apply(ctx context.Context, b *protocol.Batch) error {
+	recs, err := b.Records()
+	if err != nil {
+		return fmt.Errorf("decoding a batch: %w", err)
+	}
+	var dead []record.Record
+	changed := false
+	if s.scan {
+		kept := recs[:0:0]
+		for i := range recs {
+			if reason, ok := recs[i].Meta.Get(record.MetaError); ok {
+				if s.dead == nil {
+					return permanentError{fmt.Errorf("the source sent a dead-letter record (position %x: %s) but the pipeline has no dead-letter sink", []byte(recs[i].Position), reason)}
+				}
+				dead = append(dead, deadLetter(recs[i], s.pipeline, "source", reason))
+				changed = true
+				continue
+			}
+			kept = append(kept, recs[i])
+		}
+		if changed {
+			recs = kept
+		}
+	}
+	if s.runner != nil {
+		out, failed := s.runner.Run(recs)
+		for i := range failed {
+			f := &failed[i]
+			if s.onError != OnErrorDLQ || s.dead == nil {
+				return permanentError{fmt.Errorf("%s: record at position %x: %s (on_error: stop)", s.list, []byte(f.Record.Position), stepError(f, s.list))}
+			}
+			dead = append(dead, deadLetter(f.Record, s.pipeline, stepStage(f, s.list), f.Err.Error()))
+		}
+		recs, changed = out, true
+	}
+	if changed {
+		b.SetRecords(recs)
+	}
+	if len(dead) > 0 {
+		return s.dead.send(ctx, dead)
+	}
+	return nil
+}
+
+// stepError is a failure's message with the step list's name.
+func stepError(f *transforms.Failure, list string) string {
+	msg := f.Error()
+	if f.Step >= 0 {
+		msg = list + msg[len("transforms"):]
+	}
+	return msg
+}
+
+func stepStage(f *transforms.Failure, list string) string {
+	if f.Step < 0 {
+		return list
+	}
+	return fmt.Sprintf("%s[%d].%s", list, f.Step, f.Kind)
+}
+
+// deadLetter returns rec with the dead-letter metadata set; rec itself is not modified.
+func deadLetter(rec record.Record, pipeline, stage, reason string) record.Record {
+	rec.Meta = slices.Clone(rec.Meta).
+		Set(record.MetaError, reason).
+		Set(record.MetaErrorStage, stage).
+		Set(record.MetaPipeline, pipeline)
+	return rec
+}
+
+// deadLetters writes records to the pipeline's dead-letter sink, one batch at a time, waiting for each to
+// be acknowledged: a record is acked upstream only after its dead letter is durable. Safe for concurrent
+// use.
+type deadLetters struct {
+	mu  sync.Mutex
+	out *protocol.WriteStream
+	log *slog.Logger
+	// sent counts dead letters written.
+	sent func(n int)
+}
+
+func (d *deadLetters) send(ctx context.Context, recs []record.Record) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return context.Cause(ctx)
+	}
+	for _, r := range recs {
+		stage, _ := r.Meta.Get(record.MetaErrorStage)
+		reason, _ := r.Meta.Get(record.MetaError)
+		d.log.Warn("sending a record to the dead-letter sink", "stage", stage, "position", fmt.Sprintf("%x", []byte(r.Position)), "error", reason)
+	}
+	seq := d.out.NextSeq()
+	if err := d.out.Send(protocol.NewBatch(recs, nil)); err != nil {
+		return stageErr("dead-letter sink", "writing", err)
+	}
+	for {
+		a, err := d.out.RecvAck()
+		if err != nil {
+			return stageErr("dead-letter sink", "acknowledging", err)
+		}
+		if len(a.Rejects) > 0 {
+			return permanentError{fmt.Errorf("the dead-letter sink rejected a record: %s", a.Rejects[0].Reason)}
+		}
+		if a.Seq >= seq {
+			break
+		}
+	}
+	if d.sent != nil {
+		d.sent(len(recs))
+	}
+	return nil
+}
+
+// close ends the stream after the last dead letter.
+func (d *deadLetters) close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.out.CloseSend(); err != nil {
+		return err
+	}
+	for {
+		if _, err := d.out.RecvAck(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
