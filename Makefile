@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X github.com/sluicehq/sluice/runtime/cli.Version=$(VERSION)
 # Every module in the workspace (go.work): sdk, runtime, transforms, plugins/*, examples/*.
 MODULES  = $(shell $(GO) list -m -f '{{.Dir}}')
 # First-party plugins: plugins/<name>/cmd/<name> builds bin/plugins/<name>.
-PLUGINS  = $(notdir $(wildcard plugins/*))
+PLUGINS  = $(notdir $(patsubst %/cmd,%,$(wildcard plugins/*/cmd)))
 BENCHTIME ?= 3x
 
 .PHONY: all build plugins test test-short demo bench docs generate check-generated lint fmt clean
@@ -45,6 +45,7 @@ bench: ## throughput benchmarks: the pipeline end to end, the codec, transforms
 	cd runtime && $(GO) test -run '^$$' -bench 'Pipeline' -benchtime $(BENCHTIME) -benchmem ./pipeline/
 	cd sdk && $(GO) test -run '^$$' -bench . -benchmem ./record/
 	cd plugins/generate && $(GO) test -run '^$$' -bench . -benchmem ./...
+	cd transforms && $(GO) test -run '^$$' -bench . -benchmem -count 3 .
 
 docs: build ## regenerate docs/plugins/*.md from the plugins' specs
 	@mkdir -p docs/plugins
