@@ -6,6 +6,6 @@ require github.com/sluicehq/sluice/sdk v0.0.0
 
 require github.com/expr-lang/expr v1.17.8
 
-require go.mongodb.org/mongo-driver/v2 v2.9.3
+require go.mongodb.org/mongo-driver/v2 v2.8.2
 
 replace github.com/sluicehq/sluice/sdk => ../sdk

@@ -1,0 +1,404 @@
+package mongodb_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/sluicehq/sluice/plugins/mongodb"
+	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/sdk/record"
+	"github.com/sluicehq/sluice/sdk/sdktest"
+	"github.com/sluicehq/sluice/services"
+)
+
+var (
+	pluginBinary string
+	update       = flag.Bool("update", false, "rewrite testdata/*.golden")
+)
+
+func TestMain(m *testing.M) { sdktest.Main(m, "./cmd/mongodb", &pluginBinary) }
+
+func open(t *testing.T, settings map[string]any, after record.Position, deadLetter bool) *mongodb.Source {
+	t.Helper()
+	s := &mongodb.Source{}
+	ss := sdk.Settings{}
+	for k, v := range settings {
+		ss[k] = v
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Open(ctx, sdk.OpenRequest{Pipeline: "p", Settings: ss, After: after, MaxBatchRecords: 100, DeadLetter: deadLetter}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	return s
+}
+
+// readAll reads a replay source to its end.
+func readAll(t *testing.T, s *mongodb.Source) []record.Record {
+	t.Helper()
+	var out []record.Record
+	for {
+		recs, err := s.Read(context.Background())
+		if errors.Is(err, sdk.ErrDone) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			out = append(out, clone(r))
+		}
+	}
+}
+
+func clone(r record.Record) record.Record {
+	r.Position = r.Position.Clone()
+	r.Key = append([]byte(nil), r.Key...)
+	r.Payload = append([]byte(nil), r.Payload...)
+	r.Meta = append(record.Meta(nil), r.Meta...)
+	return r
+}
+
+// render prints records for golden files: one JSON object per record.
+func render(recs []record.Record) []byte {
+	var b bytes.Buffer
+	for _, r := range recs {
+		meta := map[string]string{}
+		for _, f := range r.Meta {
+			meta[f.Key] = f.Value
+		}
+		line, _ := json.Marshal(map[string]any{
+			"position": hex.EncodeToString(r.Position), "op": r.Op.String(), "key": string(r.Key), "meta": meta,
+			"encoding": r.Encoding.String(), "payload": json.RawMessage(r.Payload),
+		})
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
+
+// TestReplayGolden decodes change events transcribed from MongoDB's documentation (every operation
+// type, updateDescription with truncatedArrays and disambiguatedPaths, pre-images, a split event, and
+// values of each BSON type) through replay mode, which is the live path's decoder.
+func TestReplayGolden(t *testing.T) {
+	s := open(t, map[string]any{"replay_file": "testdata/events.jsonl", "database": "shop", "collection": "fallback",
+		"oversize": "split"}, nil, false)
+	got := render(readAll(t, s))
+	golden := "testdata/events.golden"
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -update)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("records differ from %s (go test -update rewrites it):\n%s", golden, got)
+	}
+}
+
+func TestReplayCanonicalAndResume(t *testing.T) {
+	all := readAll(t, open(t, map[string]any{"replay_file": "testdata/events.jsonl", "oversize": "split"}, nil, false))
+	if len(all) != 11 {
+		t.Fatalf("%d records, want 11 (12 events, two of them fragments of one)", len(all))
+	}
+	// Resuming after the fourth record gives the rest.
+	rest := readAll(t, open(t, map[string]any{"replay_file": "testdata/events.jsonl", "oversize": "split"}, all[3].Position, false))
+	if len(rest) != 7 || !rest[0].Position.Equal(all[4].Position) {
+		t.Fatalf("resumed at %d records starting %x", len(rest), []byte(rest[0].Position))
+	}
+	// Canonical Extended JSON and BSON payloads carry the same event.
+	for _, enc := range []string{"canonical", "bson"} {
+		recs := readAll(t, open(t, map[string]any{"replay_file": "testdata/events.jsonl", "oversize": "split", "encoding": enc}, nil, false))
+		var ev bson.Raw
+		switch enc {
+		case "bson":
+			ev = recs[0].Payload
+		default:
+			if !strings.Contains(string(recs[0].Payload), `"$numberInt":"3"`) {
+				t.Fatalf("canonical payload %s", recs[0].Payload)
+			}
+			if err := bson.UnmarshalExtJSON(recs[0].Payload, true, &ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if v := ev.Lookup("fullDocument", "views").Int64(); v != 9007199254740993 {
+			t.Fatalf("%s: views = %d", enc, v)
+		}
+	}
+}
+
+func TestOversizeModes(t *testing.T) {
+	// skip: the split event becomes a heartbeat that keeps its position.
+	recs := readAll(t, open(t, map[string]any{"replay_file": "testdata/events.jsonl", "oversize": "skip"}, nil, false))
+	if recs[9].Op != record.OpHeartbeat || len(recs[9].Payload) != 0 {
+		t.Fatalf("skipped event = %v %s", recs[9].Op, recs[9].Payload)
+	}
+	// dlq: marked as a dead letter, only with a dead-letter sink.
+	recs = readAll(t, open(t, map[string]any{"replay_file": "testdata/events.jsonl", "oversize": "dlq"}, nil, true))
+	if e, ok := recs[9].Meta.Get(record.MetaError); !ok || !strings.Contains(e, "16 MB") {
+		t.Fatalf("dead letter meta %v", recs[9].Meta)
+	}
+	s := open(t, map[string]any{"replay_file": "testdata/events.jsonl", "oversize": "dlq"}, nil, false)
+	var err error
+	for err == nil {
+		_, err = s.Read(context.Background())
+	}
+	if !strings.Contains(err.Error(), "no dead-letter sink") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// writeReplay writes n insert events with increasing tokens.
+func writeReplay(t *testing.T, n int) string {
+	t.Helper()
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, `{"_id": {"_data": "82%08X"}, "operationType": "insert", "ns": {"db": "d", "coll": "c"}, "documentKey": {"_id": %d}, "fullDocument": {"_id": %d, "n": %d}}`+"\n", i, i, i, i)
+	}
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestAcceptance(t *testing.T) {
+	sdktest.Source(t, mongodb.Plugin(), sdktest.SourceConfig{
+		Settings: func(t *testing.T) map[string]any { return map[string]any{"replay_file": writeReplay(t, 300)} },
+		Records:  300,
+		Done:     true,
+		Binary:   pluginBinary,
+	})
+}
+
+func TestBadSettings(t *testing.T) {
+	for _, settings := range []map[string]any{
+		{}, // no uri, no replay_file
+		{"uri": "mongodb://x", "collection": "c"}, // collection without database
+		{"uri": "not a uri"},
+		{"replay_file": "testdata/nope.jsonl"},
+	} {
+		s := &mongodb.Source{}
+		ss := sdk.Settings{}
+		for k, v := range settings {
+			ss[k] = v
+		}
+		err := s.Open(context.Background(), sdk.OpenRequest{Settings: ss})
+		if !errors.Is(err, sdk.ErrInvalidSettings) {
+			t.Errorf("Open(%v) = %v, want ErrInvalidSettings", settings, err)
+		}
+	}
+}
+
+// connect connects a test client, disconnected when the test ends.
+func connect(t *testing.T, uri string) *mongo.Client {
+	t.Helper()
+	client, err := mongo.Connect(options.Client().ApplyURI(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	return client
+}
+
+// readLive reads n records (ignoring heartbeats) from a live source.
+func readLive(t *testing.T, s *mongodb.Source, n int) []record.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out []record.Record
+	for len(out) < n {
+		recs, err := s.Read(ctx)
+		if err != nil {
+			t.Fatalf("after %d records: %v", len(out), err)
+		}
+		for _, r := range recs {
+			if r.Op != record.OpHeartbeat {
+				out = append(out, clone(r))
+			}
+		}
+	}
+	return out
+}
+
+func payload(t *testing.T, r record.Record) bson.Raw {
+	t.Helper()
+	var ev bson.Raw
+	if err := bson.UnmarshalExtJSON(r.Payload, false, &ev); err != nil {
+		t.Fatalf("payload %s: %v", r.Payload, err)
+	}
+	return ev
+}
+
+// TestLive runs against mongo-java-server: inserts, updates, replaces and deletes arrive in order with
+// their keys; a source opened after a stored position resumes right after it (startAfter); a pipeline
+// filters server-side.
+func TestLive(t *testing.T) {
+	srv := services.StartMongo(t)
+	ctx := context.Background()
+	client := connect(t, srv.URI)
+	coll := client.Database("shop").Collection("orders")
+	settings := map[string]any{"uri": srv.URI, "database": "shop", "collection": "orders", "max_await": "200ms"}
+	s := open(t, settings, nil, false)
+	deletes := open(t, map[string]any{"uri": srv.URI, "database": "shop", "collection": "orders", "max_await": "200ms",
+		"pipeline": []any{map[string]any{"$match": map[string]any{"operationType": "delete"}}}}, nil, false)
+
+	id := bson.NewObjectID()
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "total", Value: 150}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: bson.D{{Key: "total", Value: 200}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := coll.ReplaceOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "total", Value: 300}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}}); err != nil {
+		t.Fatal(err)
+	}
+	got := readLive(t, s, 4)
+	wantKey := fmt.Sprintf(`{"$oid":"%s"}`, id.Hex())
+	// mongo-java-server reports a replace as an update.
+	for i, op := range []record.Op{record.OpInsert, record.OpUpdate, record.OpUpdate, record.OpDelete} {
+		if got[i].Op != op && !(i == 2 && got[i].Op == record.OpReplace) {
+			t.Fatalf("record %d op %v, want %v", i, got[i].Op, op)
+		}
+		if db, _ := got[i].Meta.Get("mongodb.db"); db != "shop" {
+			t.Errorf("record %d: mongodb.db %q", i, db)
+		}
+	}
+	// mongo-java-server gives update events a wrong documentKey; inserts and deletes carry the _id.
+	for _, i := range []int{0, 3} {
+		if string(got[i].Key) != wantKey {
+			t.Errorf("record %d key %s, want %s", i, got[i].Key, wantKey)
+		}
+	}
+	if v := payload(t, got[0]).Lookup("fullDocument", "total").AsInt64(); v != 150 {
+		t.Errorf("insert fullDocument.total = %d", v)
+	}
+	// The filtered stream sees the delete only.
+	d := readLive(t, deletes, 1)
+	if d[0].Op != record.OpDelete || !d[0].Position.Equal(got[3].Position) {
+		t.Fatalf("filtered stream gave %v at %x", d[0].Op, []byte(d[0].Position))
+	}
+	// Resume: a source opened after the second record's position starts with the third.
+	s.Close(ctx)
+	resumed := open(t, settings, got[1].Position, false)
+	again := readLive(t, resumed, 2)
+	if !again[0].Position.Equal(got[2].Position) || !again[1].Position.Equal(got[3].Position) {
+		t.Fatalf("resumed stream starts at %x, want %x", []byte(again[0].Position), []byte(got[2].Position))
+	}
+	// And it goes on with new changes.
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "n", Value: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if more := readLive(t, resumed, 1); more[0].Op != record.OpInsert {
+		t.Fatalf("next change %v", more[0].Op)
+	}
+}
+
+// TestLiveStartAt checks start_at: an RFC 3339 time in the past replays the changes since then.
+func TestLiveStartAt(t *testing.T) {
+	srv := services.StartMongo(t)
+	ctx := context.Background()
+	client := connect(t, srv.URI)
+	coll := client.Database("shop").Collection("events")
+	for i := range 5 {
+		if _, err := coll.InsertOne(ctx, bson.D{{Key: "i", Value: i}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := open(t, map[string]any{"uri": srv.URI, "database": "shop", "collection": "events", "max_await": "200ms",
+		"start_at": time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}, nil, false)
+	got := readLive(t, s, 5)
+	for i, r := range got {
+		if v := payload(t, r).Lookup("fullDocument", "i").AsInt64(); v != int64(i) {
+			t.Fatalf("record %d is insert %d", i, v)
+		}
+	}
+}
+
+// TestLiveSnapshot copies a collection, resumes the copy from a stored position after a restart, and
+// then streams the changes made during the copy.
+func TestLiveSnapshot(t *testing.T) {
+	srv := services.StartMongo(t)
+	ctx := context.Background()
+	client := connect(t, srv.URI)
+	coll := client.Database("shop").Collection("stock")
+	docs := make([]any, 250)
+	for i := range docs {
+		docs[i] = bson.D{{Key: "_id", Value: i}, {Key: "qty", Value: i}}
+	}
+	if _, err := coll.InsertMany(ctx, docs); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2100 * time.Millisecond) // the snapshot's stream starts a second before it, by the server's clock
+	settings := map[string]any{"uri": srv.URI, "database": "shop", "collection": "stock", "snapshot": "initial", "max_await": "200ms"}
+	s := open(t, settings, nil, false)
+	first, err := s.Read(ctx)
+	if err != nil || len(first) != 100 {
+		t.Fatalf("first snapshot batch: %d records, %v", len(first), err)
+	}
+	for i, r := range first {
+		if r.Op != record.OpSnapshot || string(r.Key) != fmt.Sprintf(`{"$numberInt":"%d"}`, i) {
+			t.Fatalf("record %d: %v key %s", i, r.Op, r.Key)
+		}
+		if op := payload(t, r).Lookup("operationType").StringValue(); op != "snapshot" {
+			t.Fatalf("payload operationType %q", op)
+		}
+	}
+	resumeAt := first[99].Position.Clone()
+	s.Close(ctx)
+	// Changes made during the copy.
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1000}, {Key: "qty", Value: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	// The restarted source continues the copy after _id 99, then streams.
+	s2 := open(t, settings, resumeAt, false)
+	var snap, stream []record.Record
+	for len(stream) == 0 {
+		recs, err := s2.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			switch r.Op {
+			case record.OpSnapshot:
+				snap = append(snap, clone(r))
+			case record.OpHeartbeat:
+				if r.Position[0] != 3 {
+					t.Fatalf("heartbeat position kind %d, want the stream start (3)", r.Position[0])
+				}
+			default:
+				stream = append(stream, clone(r))
+			}
+		}
+	}
+	if len(snap) != 151 { // _id 100..249 and 1000 (inserted before the copy reached it)
+		t.Fatalf("continued snapshot copied %d documents, want 151", len(snap))
+	}
+	if string(snap[0].Key) != `{"$numberInt":"100"}` {
+		t.Fatalf("continued snapshot starts at %s", snap[0].Key)
+	}
+	if stream[0].Op != record.OpInsert || string(stream[0].Key) != `{"$numberInt":"1000"}` {
+		t.Fatalf("first streamed change %v %s, want the insert made during the copy", stream[0].Op, stream[0].Key)
+	}
+}
