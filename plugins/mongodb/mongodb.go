@@ -411,11 +411,13 @@ func (s *Source) Read(ctx context.Context) ([]record.Record, error) {
 
 // heartbeat returns a position-only record when the stream has been quiet long enough and its resume
 // token (the post-batch resume token on servers that have one) is past the last position emitted.
-func (s *Source) heartbeat() (record.Record, bool) {
+func (s *Source) heartbeat() (record.Record, bool) { return s.heartbeatAt(s.stream.ResumeToken()) }
+
+// heartbeatAt is heartbeat with the stream's current resume token.
+func (s *Source) heartbeatAt(tok bson.Raw) (record.Record, bool) {
 	if s.cfg.HeartbeatInterval <= 0 || time.Since(s.lastActivity) < s.cfg.HeartbeatInterval {
 		return record.Record{}, false
 	}
-	tok := s.stream.ResumeToken()
 	if tok == nil || tok.String() == s.lastEmitted.String() {
 		return record.Record{}, false
 	}
