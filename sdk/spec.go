@@ -56,6 +56,23 @@ type Capabilities struct {
 	// what was stored and the pipeline is exactly-once across crashes; without it the host keeps positions
 	// in its own state store and the pipeline is at-least-once.
 	AtomicPosition bool `json:"atomic_position,omitempty"`
+	// AtomicPositionSetting, when set, names a bool setting of the stage that AtomicPosition depends on:
+	// the stage stores positions atomically only when that setting is true (a sink that is transactional
+	// unless configured otherwise).
+	AtomicPositionSetting string `json:"atomic_position_setting,omitempty"`
+}
+
+// Atomic reports whether a stage with these capabilities stores positions atomically when configured
+// with settings (values as the host sends them).
+func (c Capabilities) Atomic(settings map[string]any) bool {
+	if !c.AtomicPosition {
+		return false
+	}
+	if c.AtomicPositionSetting == "" {
+		return true
+	}
+	on, _ := settings[c.AtomicPositionSetting].(bool)
+	return on
 }
 
 // Stage describes one stage kind a plugin serves.

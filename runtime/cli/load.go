@@ -66,7 +66,7 @@ func pipelineConfig(p *config.Pipeline) pipeline.Config {
 	stage := func(s *config.Stage) pipeline.Stage {
 		st := s.Spec.Stage(s.Kind)
 		return pipeline.Stage{Plugin: s.Plugin, Settings: s.Settings, InProcess: s.InProcess,
-			Atomic: st != nil && st.Capabilities.AtomicPosition}
+			Atomic: st != nil && st.Capabilities.Atomic(s.Settings)}
 	}
 	cfg := pipeline.Config{
 		ID: p.ID, Source: stage(p.Source), Sink: stage(p.Sink),

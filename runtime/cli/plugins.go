@@ -79,7 +79,9 @@ func describeMarkdown(w io.Writer, s *sdk.Spec) {
 		st := s.Stage(k)
 		fmt.Fprintf(w, "\n## %s\n\n%s\n", k, st.Summary)
 		if k != sdk.KindSource {
-			if st.Capabilities.AtomicPosition {
+			if c := st.Capabilities; c.AtomicPosition && c.AtomicPositionSetting != "" {
+				fmt.Fprintf(w, "\nWith `%s: true`, stores upstream positions atomically with its data: a pipeline ending here can be exactly-once.\n", c.AtomicPositionSetting)
+			} else if c.AtomicPosition {
 				fmt.Fprintln(w, "\nStores upstream positions atomically with its data: a pipeline ending here can be exactly-once.")
 			} else {
 				fmt.Fprintln(w, "\nDoes not store positions itself: the host's state store keeps them, and a pipeline ending here is at-least-once.")
@@ -141,7 +143,9 @@ func describe(g *globals, s *sdk.Spec) {
 		st := s.Stage(k)
 		fmt.Fprintf(w, "\n%s: %s\n", k, st.Summary)
 		if k != sdk.KindSource {
-			if st.Capabilities.AtomicPosition {
+			if c := st.Capabilities; c.AtomicPosition && c.AtomicPositionSetting != "" {
+				fmt.Fprintf(w, "  with %s: true, stores upstream positions atomically with its data (exactly-once capable)\n", c.AtomicPositionSetting)
+			} else if c.AtomicPosition {
 				fmt.Fprintln(w, "  stores upstream positions atomically with its data (exactly-once capable)")
 			} else {
 				fmt.Fprintln(w, "  does not store positions itself: the host's state store keeps them (at-least-once)")
