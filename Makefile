@@ -8,8 +8,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/sluicehq/sluice/runtime/cli.Version=$(VERSION)
 # Every module in the workspace (go.work): sdk, runtime, transforms, plugins/*, examples/*.
 MODULES  = $(shell $(GO) list -m -f '{{.Dir}}')
-# First-party plugins: plugins/<name>/cmd/<name> builds bin/plugins/<name>.
-PLUGINS  = $(notdir $(patsubst %/cmd,%,$(wildcard plugins/*/cmd)))
+# First-party plugins: every plugins/<module>/cmd/<name> builds bin/plugins/<name>.
+PLUGIN_CMDS = $(wildcard plugins/*/cmd/*)
+PLUGINS  = $(notdir $(PLUGIN_CMDS))
 BENCHTIME ?= 3x
 
 .PHONY: all build plugins test test-short demo bench docs generate check-generated lint fmt clean
@@ -21,9 +22,9 @@ build: plugins ## bin/sluice and every plugin in bin/plugins/
 
 plugins:
 	@mkdir -p $(BIN)/plugins
-	@for p in $(PLUGINS); do \
-	  echo "build bin/plugins/$$p"; \
-	  (cd plugins/$$p && $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/plugins/$$p ./cmd/$$p); \
+	@for c in $(PLUGIN_CMDS); do \
+	  p=$$(basename $$c); echo "build bin/plugins/$$p"; \
+	  (cd $$(dirname $$(dirname $$c)) && $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/plugins/$$p ./cmd/$$p); \
 	done
 
 test: ## every module's tests, with the race detector
@@ -46,6 +47,7 @@ bench: ## throughput benchmarks: the pipeline end to end, the codec, transforms
 	cd sdk && $(GO) test -run '^$$' -bench . -benchmem ./record/
 	cd plugins/generate && $(GO) test -run '^$$' -bench . -benchmem ./...
 	cd transforms && $(GO) test -run '^$$' -bench . -benchmem -count 3 .
+	cd plugins/redis && $(GO) test -run '^$$' -bench . -benchmem .
 
 docs: build ## regenerate docs/plugins/*.md from the plugins' specs
 	@mkdir -p docs/plugins

@@ -1,0 +1,10 @@
+// Command redis is the redis plugin binary: the host starts it and talks to it over the plugin protocol. It is
+// not meant to be run by hand.
+package main
+
+import (
+	"github.com/sluicehq/sluice/plugins/redis"
+	"github.com/sluicehq/sluice/sdk"
+)
+
+func main() { sdk.Serve(redis.Plugin()) }

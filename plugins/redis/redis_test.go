@@ -1,0 +1,419 @@
+package redis_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/sluicehq/sluice/plugins/redis"
+	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/sdk/record"
+	"github.com/sluicehq/sluice/sdk/sdktest"
+	"github.com/sluicehq/sluice/services"
+)
+
+var pluginBinary string
+
+func TestMain(m *testing.M) { sdktest.Main(m, "./cmd/redis", &pluginBinary) }
+
+var keyN atomic.Int64
+
+// freshKey names a buffer no other check uses.
+func freshKey() string { return fmt.Sprintf("test:{k%d-%d}", time.Now().UnixNano(), keyN.Add(1)) }
+
+func TestAcceptance(t *testing.T) {
+	srv := services.StartRedis(t, services.RedisOptions{})
+	sdktest.Buffer(t, redis.Plugin(), sdktest.BufferConfig{
+		Settings: func(*testing.T) map[string]any { return map[string]any{"addr": srv.Addr, "key": freshKey()} },
+		Binary:   pluginBinary,
+	})
+}
+
+// logBuffer collects what a buffer logs.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func open(t *testing.T, settings map[string]any, after record.Position) (*redis.Buffer, *logBuffer) {
+	t.Helper()
+	logs := &logBuffer{}
+	b := &redis.Buffer{}
+	s := sdk.Settings{}
+	for k, v := range settings {
+		if n, ok := v.(int); ok {
+			v = float64(n) // as JSON delivers numbers
+		}
+		s[k] = v
+	}
+	err := b.Open(context.Background(), sdk.OpenRequest{Pipeline: "test", Settings: s, After: after, MaxBatchRecords: 100,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	if _, err := b.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return b, logs
+}
+
+// batch returns n records with payloads first..first+n-1 and the source position of the last one.
+func batch(first, n int) record.Batch {
+	recs := make([]record.Record, n)
+	for i := range recs {
+		recs[i] = record.Record{Position: record.Position(strconv.Itoa(first + i)), Op: record.OpInsert,
+			Key: []byte("k"), Payload: []byte(strconv.Itoa(first + i)), Meta: record.Meta{{Key: "m", Value: "v"}}}
+	}
+	return record.Batch{Records: recs, Position: record.Position(strconv.Itoa(first + n - 1))}
+}
+
+// readN reads until n records have arrived.
+func readN(t *testing.T, b *redis.Buffer, n int) []record.Record {
+	t.Helper()
+	var got []record.Record
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("read %d records, want %d", len(got), n)
+		}
+		recs, err := b.Read(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			r.Position, r.Payload, r.Key = r.Position.Clone(), bytes.Clone(r.Payload), bytes.Clone(r.Key)
+			got = append(got, r)
+		}
+	}
+	return got
+}
+
+func checkPayloads(t *testing.T, got []record.Record, first int) {
+	t.Helper()
+	for i, r := range got {
+		if want := strconv.Itoa(first + i); string(r.Payload) != want || string(r.Key) != "k" || r.Op != record.OpInsert {
+			t.Fatalf("record %d: payload %q key %q op %v, want payload %q", i, r.Payload, r.Key, r.Op, want)
+		}
+		if v, _ := r.Meta.Get("m"); v != "v" {
+			t.Fatalf("record %d lost its metadata: %v", i, r.Meta)
+		}
+	}
+}
+
+func TestBackpressure(t *testing.T) {
+	srv := services.StartRedis(t, services.RedisOptions{})
+	for _, tc := range []struct {
+		name      string
+		settings  map[string]any
+		fill      int // records appended first
+		next      int // records in the batch that must wait
+		ackAt     int // index of the record acked first, which does not make enough room
+		firstPart int // records of the next batch stored before it blocks
+	}{
+		{"max_entries", map[string]any{"max_entries": 10, "max_bytes": 0}, 10, 3, 0, 0},
+		// Records 0-9 encode to 12 bytes each here, 10-11 to 13: 108 held after the first ack, +26 > 125.
+		{"max_bytes", map[string]any{"max_entries": 0, "max_bytes": 125}, 10, 2, -1, 0},
+		// A batch above the bound is stored in parts, each with the source position of its last record.
+		{"batch larger than the bound", map[string]any{"max_entries": 10, "max_bytes": 0}, 4, 12, -1, 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key := freshKey()
+			tc.settings["addr"], tc.settings["key"] = srv.Addr, key
+			b, logs := open(t, tc.settings, nil)
+			ctx := context.Background()
+			if err := b.Append(ctx, batch(0, tc.fill)); err != nil {
+				t.Fatal(err)
+			}
+			got := readN(t, b, tc.fill)
+			done := make(chan error, 1)
+			go func() { done <- b.Append(ctx, batch(tc.fill, tc.next)) }()
+			select {
+			case err := <-done:
+				t.Fatalf("Append returned (%v) while the buffer is full", err)
+			case <-time.After(300 * time.Millisecond):
+			}
+			if !strings.Contains(logs.String(), "buffer full") {
+				t.Fatalf("no warning while full:\n%s", logs)
+			}
+			if want := strconv.Itoa(tc.fill + tc.firstPart - 1); tc.firstPart > 0 {
+				if cp, _ := b.Checkpoint(ctx); string(cp) != want {
+					t.Fatalf("checkpoint %q after the first part, want %q (its last record's)", cp, want)
+				}
+			}
+			if tc.ackAt >= 0 {
+				if err := b.Ack(ctx, got[tc.ackAt].Position); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case err := <-done:
+					t.Fatalf("Append returned (%v) after an ack that does not make enough room", err)
+				case <-time.After(300 * time.Millisecond):
+				}
+			}
+			// The sink catches up: everything arrives, in order, and Append returns.
+			for len(got) < tc.fill+tc.next {
+				if err := b.Ack(ctx, got[len(got)-1].Position); err != nil {
+					t.Fatal(err)
+				}
+				recs, err := b.Read(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range recs {
+					r.Position, r.Payload, r.Key = r.Position.Clone(), bytes.Clone(r.Payload), bytes.Clone(r.Key)
+					got = append(got, r)
+				}
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Append still blocked after everything was read")
+			}
+			checkPayloads(t, got, 0)
+			if cp, _ := b.Checkpoint(ctx); string(cp) != strconv.Itoa(tc.fill+tc.next-1) {
+				t.Fatalf("checkpoint %q, want the last batch's", cp)
+			}
+		})
+	}
+}
+
+func TestAppendCancelledWhileFull(t *testing.T) {
+	srv := services.StartRedis(t, services.RedisOptions{})
+	b, _ := open(t, map[string]any{"addr": srv.Addr, "key": freshKey(), "max_entries": 2}, nil)
+	if err := b.Append(context.Background(), batch(0, 2)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := b.Append(ctx, batch(2, 1)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Append = %v, want the context's error", err)
+	}
+	if cp, _ := b.Checkpoint(context.Background()); string(cp) != "1" {
+		t.Fatalf("a cancelled Append moved the checkpoint to %q", cp)
+	}
+}
+
+// TestReopen: entries read and not acked are read again by a new instance opened after the last acked
+// one, with the same positions; acked ones are trimmed; heartbeats and position-only batches move the
+// checkpoint without storing entries.
+func TestReopen(t *testing.T) {
+	srv := services.StartRedis(t, services.RedisOptions{})
+	key := freshKey()
+	b, _ := open(t, map[string]any{"addr": srv.Addr, "key": key}, nil)
+	ctx := context.Background()
+	bt := batch(0, 5)
+	bt.Records = append(bt.Records, record.Record{Op: record.OpHeartbeat, Position: record.Position("h")})
+	bt.Position = record.Position("h")
+	if err := b.Append(ctx, bt); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Append(ctx, record.Batch{Position: record.Position("p")}); err != nil {
+		t.Fatal(err)
+	}
+	got := readN(t, b, 5)
+	checkPayloads(t, got, 0)
+	if err := b.Ack(ctx, got[1].Position); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.Close(ctx)
+
+	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	defer client.Close()
+	if n, _ := client.XLen(ctx, key).Result(); n != 3 {
+		t.Fatalf("%d entries after acking 2 of 5, want 3", n)
+	}
+	b2, _ := open(t, map[string]any{"addr": srv.Addr, "key": key}, got[2].Position)
+	if cp, _ := b2.Checkpoint(ctx); string(cp) != "p" {
+		t.Fatalf("checkpoint %q after reopening, want p", cp)
+	}
+	if n, _ := client.XLen(ctx, key).Result(); n != 2 {
+		t.Fatalf("%d entries after reopening after the third, want 2 (the sink stored the third)", n)
+	}
+	rest := readN(t, b2, 2)
+	checkPayloads(t, rest, 3)
+	for i, r := range rest {
+		if !r.Position.Equal(got[3+i].Position) {
+			t.Fatalf("record %d has position %s, was %s", 3+i, r.Position, got[3+i].Position)
+		}
+	}
+}
+
+// TestFencing: an instance whose fencing token is older than the buffer's, or whose view of the
+// checkpoint is stale (another instance appended), cannot append.
+func TestFencing(t *testing.T) {
+	srv := services.StartRedis(t, services.RedisOptions{})
+	key := freshKey()
+	ctx := context.Background()
+	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	defer client.Close()
+
+	a, _ := open(t, map[string]any{"addr": srv.Addr, "key": key}, nil)
+	b, _ := open(t, map[string]any{"addr": srv.Addr, "key": key}, nil)
+	if err := a.Append(ctx, batch(0, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Append(ctx, batch(2, 2)); !errors.Is(err, redis.ErrConflict) {
+		t.Fatalf("Append of a second instance = %v, want ErrConflict", err)
+	}
+	// A newer holder's token (a lease taken over) fences a.
+	if err := client.HSet(ctx, key+":meta", "fence", 7).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Append(ctx, batch(2, 2)); !errors.Is(err, redis.ErrFenced) {
+		t.Fatalf("Append = %v, want ErrFenced", err)
+	}
+	if cp, _ := a.Checkpoint(ctx); string(cp) != "1" {
+		t.Fatalf("a refused append moved the checkpoint to %q", cp)
+	}
+	if n, _ := client.XLen(ctx, key).Result(); n != 2 {
+		t.Fatalf("refused appends added entries: %d", n)
+	}
+}
+
+func TestPersistenceWarnings(t *testing.T) {
+	for _, tc := range []struct{ persistence, want string }{
+		{"none", "Redis persistence is off"},
+		{"rdb", "only RDB snapshots"},
+		{"everysec", "appendfsync everysec"},
+		{"always", "fsync on every write"},
+	} {
+		t.Run(tc.persistence, func(t *testing.T) {
+			srv := services.StartRedis(t, services.RedisOptions{Persistence: tc.persistence})
+			_, logs := open(t, map[string]any{"addr": srv.Addr, "key": freshKey()}, nil)
+			if !strings.Contains(logs.String(), tc.want) {
+				t.Fatalf("log lacks %q:\n%s", tc.want, logs)
+			}
+		})
+	}
+	t.Run("CONFIG refused", func(t *testing.T) {
+		srv := services.StartRedis(t, services.RedisOptions{Args: []string{"--rename-command", "CONFIG", ""}})
+		_, logs := open(t, map[string]any{"addr": srv.Addr, "key": freshKey()}, nil)
+		if !strings.Contains(logs.String(), "cannot read the server's persistence settings") {
+			t.Fatalf("no warning when CONFIG is refused:\n%s", logs)
+		}
+	})
+}
+
+// TestSurvivesRedisCrash kills redis-server (SIGKILL) between appends and while a read waits: with AOF
+// appendfsync always, what it acknowledged is there after it restarts, and the buffer reconnects.
+func TestSurvivesRedisCrash(t *testing.T) {
+	srv := services.StartRedis(t, services.RedisOptions{})
+	b, logs := open(t, map[string]any{"addr": srv.Addr, "key": freshKey()}, nil)
+	ctx := context.Background()
+	if err := b.Append(ctx, batch(0, 50)); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Append(ctx, batch(50, 50)); err != nil {
+		t.Fatal(err)
+	}
+	if cp, _ := b.Checkpoint(ctx); string(cp) != "99" {
+		t.Fatalf("checkpoint %q after the crash, want 99", cp)
+	}
+	got := readN(t, b, 100)
+	checkPayloads(t, got, 0)
+	// A read waiting while Redis dies retries until it is back.
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Read(ctx)
+		done <- err
+	}()
+	if err := srv.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Read across a Redis restart: %v\n%s", err, logs)
+	}
+}
+
+func TestSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		settings map[string]any
+		want     string
+	}{
+		{"negative bound", map[string]any{"max_entries": -1}, "max_entries must not be negative"},
+		{"bad url", map[string]any{"url": "http://x"}, "url"},
+		{"cert without key", map[string]any{"tls_cert_file": "/x"}, "go together"},
+		{"missing CA file", map[string]any{"tls_ca_file": "/nonexistent/ca.pem"}, "tls_ca_file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &redis.Buffer{}
+			s := sdk.Settings{}
+			for k, v := range tc.settings {
+				if n, ok := v.(int); ok {
+					v = float64(n)
+				}
+				s[k] = v
+			}
+			err := b.Open(context.Background(), sdk.OpenRequest{Pipeline: "p", Settings: s})
+			if !errors.Is(err, sdk.ErrInvalidSettings) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Open = %v, want an invalid-settings error mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestACL connects as an ACL user, by settings and by url; a wrong password fails Open at once (it is not
+// an outage to retry).
+func TestACL(t *testing.T) {
+	srv := services.StartRedis(t, services.RedisOptions{Password: "admin", Args: []string{
+		"--user", "sluice", "on", ">s3cret", "~test:*", "+@all"}})
+	for _, tc := range []struct {
+		name     string
+		settings map[string]any
+		ok       bool
+	}{
+		{"settings", map[string]any{"addr": srv.Addr, "username": "sluice", "password": "s3cret"}, true},
+		{"url", map[string]any{"url": "redis://sluice:s3cret@" + srv.Addr + "/0"}, true},
+		{"wrong password", map[string]any{"addr": srv.Addr, "username": "sluice", "password": "nope"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.settings["key"] = freshKey()
+			b := &redis.Buffer{}
+			defer b.Close(context.Background())
+			start := time.Now()
+			err := b.Open(context.Background(), sdk.OpenRequest{Pipeline: "p", Settings: tc.settings})
+			if tc.ok {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := b.Append(context.Background(), batch(0, 3)); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "WRONGPASS") || time.Since(start) > 5*time.Second {
+				t.Fatalf("Open = %v after %v, want WRONGPASS at once", err, time.Since(start))
+			}
+		})
+	}
+}
