@@ -161,10 +161,20 @@ func TestLocalSourceToSink(t *testing.T) {
 	if len(sink.seen) != 4900 || sink.seen[0] != "100" || sink.seen[4899] != "4999" {
 		t.Fatalf("sink saw %d records (%v … )", len(sink.seen), sink.seen[:min(3, len(sink.seen))])
 	}
-	src.mu.Lock()
-	defer src.mu.Unlock()
-	if string(src.acked) != "4999" || string(sink.pos) != "4999" {
-		t.Fatalf("source acked %q, sink stored %q; want 4999", src.acked, sink.pos)
+	// The SDK hands the last ack to the source's Ack on its own goroutine; it may run just after the
+	// stream ended, but before Close.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		src.mu.Lock()
+		acked := string(src.acked)
+		src.mu.Unlock()
+		if acked == "4999" && string(sink.pos) == "4999" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("source acked %q, sink stored %q; want 4999", acked, sink.pos)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	t.Logf("%d batches", batches)
 }
