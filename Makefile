@@ -26,6 +26,10 @@ plugins:
 	  p=$$(basename $$c); echo "build bin/plugins/$$p"; \
 	  (cd $$(dirname $$(dirname $$c)) && $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/plugins/$$p ./cmd/$$p); \
 	done
+	@for c in $(wildcard plugins/*/tools/*); do \
+	  p=$$(basename $$c); echo "build bin/$$p"; \
+	  (cd $$(dirname $$(dirname $$c)) && $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/$$p ./tools/$$p); \
+	done
 
 test: ## every module's tests, with the race detector
 	@for m in $(MODULES); do \
@@ -48,6 +52,7 @@ bench: ## throughput benchmarks: the pipeline end to end, the codec, transforms
 	cd plugins/generate && $(GO) test -run '^$$' -bench . -benchmem ./...
 	cd transforms && $(GO) test -run '^$$' -bench . -benchmem -count 3 .
 	cd plugins/redis && $(GO) test -run '^$$' -bench . -benchmem .
+	cd plugins/kafka && $(GO) test -run '^$$' -bench Produce -benchtime 100000x .
 
 docs: build ## regenerate docs/plugins/*.md from the plugins' specs
 	@mkdir -p docs/plugins

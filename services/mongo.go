@@ -53,6 +53,15 @@ func (m *Mongo) Start() error {
 	return m.WaitFor(90*time.Second, m.ready)
 }
 
+// Restart stops the server (SIGTERM, then SIGKILL after 5 s) and starts it again on the same port. Its
+// in-memory data and oplog are gone: clients see a new, empty server.
+func (m *Mongo) Restart() error {
+	if err := m.Stop(5 * time.Second); err != nil {
+		return err
+	}
+	return m.Start()
+}
+
 // ready waits for the launcher's readiness line in the log, then checks the port.
 func (m *Mongo) ready(ctx context.Context) error {
 	if !m.logHas("mongo-java-server listening on") {

@@ -20,13 +20,14 @@ import (
 	"github.com/sluicehq/sluice/services"
 )
 
-// buildHost builds bin/sluice and the mongodb and file plugins into a temporary directory.
+// buildHost builds bin/sluice and the mongodb, file and file-atomic plugins into a temporary directory.
 func buildHost(t *testing.T) string {
 	t.Helper()
 	bin := t.TempDir()
 	for _, b := range []struct{ dir, pkg, out string }{
 		{"../../runtime", "./cmd/sluice", "sluice"},
 		{"../file", "./cmd/file", "plugins/file"},
+		{"../file", "./cmd/file-atomic", "plugins/file-atomic"},
 		{".", "./cmd/mongodb", "plugins/mongodb"},
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, b.out), b.pkg)
@@ -38,24 +39,36 @@ func buildHost(t *testing.T) string {
 	return bin
 }
 
-// TestKillPluginNoLoss runs mongodb → file with the real host while documents are inserted, kills the
-// mongodb plugin with SIGKILL mid-run, and checks that every insert reaches the file: the host restarts
-// the plugin, which resumes after the last stored resume token.
+// TestKillPluginNoLoss runs mongodb → file sink pipelines with the real host while documents are
+// inserted, kills the mongodb plugin with SIGKILL mid-run, and checks that every insert reaches the
+// file: the host restarts the plugin, which resumes after the last stored resume token. With the file
+// sink (at-least-once: the host stores positions after the sink acks) a few inserts may arrive twice;
+// with file-atomic (the sink stores the resume token with its lines) every insert arrives exactly once.
 func TestKillPluginNoLoss(t *testing.T) {
 	srv := services.StartMongo(t)
 	bin := buildHost(t)
+	for _, tc := range []struct {
+		sink        string
+		exactlyOnce bool
+	}{{"file", false}, {"file-atomic", true}} {
+		t.Run(tc.sink, func(t *testing.T) { killPluginRun(t, srv, bin, tc.sink, tc.exactlyOnce) })
+	}
+}
+
+func killPluginRun(t *testing.T, srv *services.Mongo, bin, sink string, exactlyOnce bool) {
 	dir := t.TempDir()
+	coll := strings.ReplaceAll(sink, "-", "_")
 	conf := fmt.Sprintf(`version: 1
 pipelines:
   - id: orders
     source:
       plugin: mongodb
-      settings: { uri: %q, database: shop, collection: orders, max_await: 200ms, start_at: %q }
+      settings: { uri: %q, database: shop, collection: %s, max_await: 200ms, start_at: %q }
     sink:
-      plugin: file
+      plugin: %s
       settings: { path: out.jsonl }
     batch_max_records: 100
-`, srv.URI, time.Now().Add(-time.Minute).UTC().Format(time.RFC3339))
+`, srv.URI, coll, time.Now().Add(-time.Minute).UTC().Format(time.RFC3339), sink)
 	if err := os.WriteFile(filepath.Join(dir, "orders.yaml"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -65,30 +78,33 @@ pipelines:
 	if err := host.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer host.Process.Kill()
+	defer func() { _ = host.Process.Kill(); _ = host.Wait() }()
 
 	ctx := context.Background()
-	client := connect(t, srv.URI)
-	coll := client.Database("shop").Collection("orders")
+	c := connect(t, srv.URI).Database("shop").Collection(coll)
 	const n = 3000
-	killed := false
+	out := filepath.Join(dir, "out.jsonl")
+	killed := 0
 	for i := 0; i < n; i += 50 {
 		docs := make([]any, 50)
 		for j := range docs {
 			docs[j] = bson.D{{Key: "n", Value: i + j}}
 		}
-		if _, err := coll.InsertMany(ctx, docs); err != nil {
+		if _, err := c.InsertMany(ctx, docs); err != nil {
 			t.Fatal(err)
 		}
-		if i >= n/2 && !killed {
-			killed = killPlugin(t, filepath.Join(bin, "plugins", "mongodb"))
+		if i == n/2 {
+			// Kill the plugin once some changes have been delivered, with more still being written.
+			for wait := time.Now().Add(60 * time.Second); len(inserted(t, out)) == 0 && time.Now().Before(wait); {
+				time.Sleep(50 * time.Millisecond)
+			}
+			killed = killPlugin(t, host.Process.Pid, filepath.Join(bin, "plugins", "mongodb"))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if !killed {
-		t.Fatal("found no mongodb plugin process to kill")
+	if killed == 0 {
+		t.Fatalf("found no mongodb plugin process to kill\nstderr:\n%s", tail(stderr.String(), 30))
 	}
-	out := filepath.Join(dir, "out.jsonl")
 	var seen map[int]int
 	deadline := time.Now().Add(90 * time.Second)
 	for {
@@ -100,6 +116,7 @@ pipelines:
 	}
 	_ = host.Process.Signal(syscall.SIGTERM)
 	_ = host.Wait()
+	seen = inserted(t, out) // after the host stopped: nothing more arrives
 	if len(seen) != n {
 		t.Fatalf("%d of %d inserts reached the file\nstdout:\n%s\nstderr:\n%s", len(seen), n, stdout.String(), tail(stderr.String(), 30))
 	}
@@ -107,26 +124,40 @@ pipelines:
 	for _, c := range seen {
 		dups += c - 1
 	}
+	if exactlyOnce && dups > 0 {
+		t.Errorf("%d inserts delivered twice through %s, which stores positions atomically", dups, sink)
+	}
 	if !strings.Contains(stderr.String(), "restarting") {
 		t.Errorf("the host did not report a restart:\n%s", tail(stderr.String(), 30))
 	}
-	t.Logf("all %d inserts delivered after SIGKILL of the plugin; %d delivered twice (the file sink is at-least-once); summary: %s",
-		n, dups, strings.TrimSpace(stdout.String()))
+	t.Logf("%s: all %d inserts delivered after SIGKILL of the plugin (pid %d); %d delivered twice; summary: %s",
+		sink, n, killed, dups, strings.TrimSpace(stdout.String()))
 }
 
-// killPlugin sends SIGKILL to the process running the plugin binary at path.
-func killPlugin(t *testing.T, path string) bool {
+// killPlugin sends SIGKILL to the child of the host process (pid host) that runs the plugin binary at
+// path, and returns its pid, or 0 when there is none.
+func killPlugin(t *testing.T, host int, path string) int {
 	t.Helper()
-	out, _ := exec.Command("pgrep", "-f", path).Output()
-	for _, f := range strings.Fields(string(out)) {
-		pid, err := strconv.Atoi(f)
-		if err == nil && pid != os.Getpid() {
-			if syscall.Kill(pid, syscall.SIGKILL) == nil {
-				return true
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		pid, _ := strconv.Atoi(filepath.Base(p))
+		stat, err := os.ReadFile(filepath.Join(p, "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …; comm may hold spaces, so read after the last ')'.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(f) < 2 || f[1] != strconv.Itoa(host) {
+			continue
+		}
+		if exe, err := os.Readlink(filepath.Join(p, "exe")); err == nil && exe == path {
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
 			}
+			return pid
 		}
 	}
-	return false
+	return 0
 }
 
 // inserted counts, per n, the insert events in the file sink's output.

@@ -51,7 +51,9 @@ type decoder struct {
 	deadLetter bool
 	// fragments of the split event being reassembled.
 	fragments []bson.Raw
-	log       func(msg string, args ...any)
+	// skipped counts the oversize events skipped (oversize: skip), for the log.
+	skipped int
+	log     func(msg string, args ...any)
 }
 
 // add takes one event from the stream. It returns the record to emit, or ok false when the event is a
@@ -84,7 +86,12 @@ func (d *decoder) add(ev bson.Raw) (r record.Record, ok bool, err error) {
 	}
 	switch d.oversize {
 	case "skip":
-		d.log("skipped an event over 16 MB (oversize: skip)", "position", fmt.Sprintf("%x", []byte(r.Position)), "bytes", len(whole), "key", string(r.Key))
+		d.skipped++
+		db, _ := r.Meta.Get("mongodb.db")
+		coll, _ := r.Meta.Get("mongodb.coll")
+		ct, _ := r.Meta.Get("mongodb.cluster_time")
+		d.log("skipped a change event over 16 MB (oversize: skip)", "key", string(r.Key), "bytes", len(whole),
+			"ns", db+"."+coll, "cluster_time", ct, "skipped_total", d.skipped)
 		return record.Record{Position: r.Position, Op: record.OpHeartbeat}, true, nil
 	case "dlq":
 		if !d.deadLetter {
@@ -146,28 +153,14 @@ func (d *decoder) record(ev bson.Raw, pos record.Position) (record.Record, error
 	} else {
 		r.Op = record.OpOther
 	}
-	if dk, err := ev.LookupErr("documentKey"); err == nil {
-		if id, err := dk.Document().LookupErr("_id"); err == nil {
-			r.Key, err = canonicalValue(id)
-			if err != nil {
-				return r, err
-			}
-		} else if doc, ok := dk.DocumentOK(); ok {
-			// Sharded collections' keys hold the shard key too; some test servers omit _id.
-			r.Key, err = bson.MarshalExtJSON(doc, true, false)
-			if err != nil {
-				return r, err
-			}
-		}
+	if r.Key, err = key(ev); err != nil {
+		return r, err
 	}
 	db, coll := d.db, d.coll
-	if ns, err := ev.LookupErr("ns"); err == nil {
-		if v, ok := ns.Document().Lookup("db").StringValueOK(); ok {
-			db = v
-		}
-		if v, ok := ns.Document().Lookup("coll").StringValueOK(); ok {
-			coll = v
-		}
+	if ns, ok := ev.Lookup("ns").DocumentOK(); ok {
+		// An event with ns names its own namespace; a database-level event (dropDatabase) has no coll.
+		db, _ = ns.Lookup("db").StringValueOK()
+		coll, _ = ns.Lookup("coll").StringValueOK()
 	}
 	if db != "" {
 		r.Meta = r.Meta.Set("mongodb.db", db)
@@ -205,6 +198,22 @@ func (d *decoder) record(ev bson.Raw, pos record.Position) (record.Record, error
 		r.Encoding = record.EncodingJSON
 	}
 	return r, err
+}
+
+// key is the record key of a change event: documentKey._id as canonical Extended JSON. Servers that omit
+// it (or, like mongo-java-server, put something else in documentKey) fall back to the _id of fullDocument
+// or fullDocumentBeforeChange, then to the whole documentKey. Events without a document (drop, rename,
+// invalidate) have no key.
+func key(ev bson.Raw) ([]byte, error) {
+	for _, path := range [][]string{{"documentKey", "_id"}, {"fullDocument", "_id"}, {"fullDocumentBeforeChange", "_id"}} {
+		if id, err := ev.LookupErr(path...); err == nil {
+			return canonicalValue(id)
+		}
+	}
+	if doc, ok := ev.Lookup("documentKey").DocumentOK(); ok {
+		return bson.MarshalExtJSON(doc, true, false)
+	}
+	return nil, nil
 }
 
 // canonicalValue is a value as canonical Extended JSON: the stable text of a document key.

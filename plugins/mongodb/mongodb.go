@@ -2,10 +2,11 @@
 //
 // It watches a collection, a database or a whole deployment and emits one record per change event. A
 // record's position is the event's resume token; the host hands the last stored one back on Open and the
-// stream resumes with startAfter, so nothing is skipped or repeated across restarts. On a quiet stream the
-// source emits heartbeats (position-only records) from the stream's post-batch resume token, so that a
-// pipeline that sees no change for a long time still stores a recent position and does not fall off the
-// oplog.
+// stream resumes with startAfter, so nothing is skipped or repeated across restarts, and a stream that
+// was invalidated (its collection dropped or renamed) continues after the invalidate event. On a quiet
+// stream the source emits heartbeats (position-only records) from the stream's post-batch resume token,
+// so that a pipeline that sees no change for a long time still stores a recent position and does not
+// fall off the oplog.
 //
 // The same decoder reads replay files (replay_file: one change event per line in Extended JSON, as
 // watch() prints them), so captured events can be replayed through a pipeline's transforms.
@@ -20,11 +21,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -39,41 +42,44 @@ func Plugin() sdk.Plugin {
 
 var spec = sdk.Spec{
 	Name:    "mongodb",
-	Version: "0.1.0",
+	Version: "0.2.0",
 	Summary: "MongoDB change streams as a source: one record per change event, resumable by resume token.",
 	Author:  "sluice",
 	Source: &sdk.Stage{
-		Summary: "Watches a collection, a database or a deployment. Positions are resume tokens; the stream resumes with startAfter. Emits heartbeats on quiet streams. Replays captured events from a file with replay_file.",
+		Summary: "Watches a collection, a database or a deployment. Record positions are resume tokens; a restarted pipeline resumes with startAfter right after the last stored one. Emits heartbeats on quiet streams, can copy a collection first (snapshot: initial), and replays captured events from a file (replay_file). Record key: the document's _id as canonical Extended JSON; metadata mongodb.db, mongodb.coll, mongodb.operation, mongodb.cluster_time, mongodb.wall_time, mongodb.txn_number, mongodb.lsid; payload: the change event.",
 		Settings: []sdk.Setting{
 			{Name: "uri", Type: sdk.TypeString, Secret: true,
-				Doc: "Connection string (mongodb:// or mongodb+srv://), with credentials and TLS options. A replica set or sharded cluster is required for change streams. Required unless replay_file is set."},
-			{Name: "database", Type: sdk.TypeString, Doc: "Database to watch. Omit to watch the whole deployment."},
-			{Name: "collection", Type: sdk.TypeString, Doc: "Collection to watch. Omit to watch the whole database."},
+				Doc: "Connection string (mongodb:// or mongodb+srv://) with credentials, replicaSet, readPreference and TLS options (tls=true, authMechanism=MONGODB-X509, …). Change streams need a replica set or a sharded cluster (connect to mongos). Required unless replay_file is set."},
+			{Name: "database", Type: sdk.TypeString, Doc: "Database to watch. Omit (with collection) to watch every database of the deployment (needs the changeStream privilege on the cluster)."},
+			{Name: "collection", Type: sdk.TypeString, Doc: "Collection to watch, in database. Omit to watch every collection of database."},
 			{Name: "pipeline", Type: sdk.TypeList,
-				Doc: "Extra aggregation stages run by the server on the change stream, as a list of objects ([{$match: {operationType: insert}}]). They must keep _id, the resume token."},
+				Doc: "Aggregation stages the server runs on the change stream, as a list of stage objects in YAML or JSON, e.g. [{$match: {operationType: {$in: [insert, update]}}}], or of strings holding a stage in Extended JSON ('{\"$match\": {\"fullDocument.at\": {\"$gt\": {\"$date\": \"2024-01-01T00:00:00Z\"}}}}'), which keep their key order (objects from YAML or JSON settings do not, which matters only when a stage compares a whole embedded document). Extended JSON values ({$date: …}, {$oid: …}) work in both. Allowed stages: $match, $project, $addFields, $set, $unset, $replaceRoot, $redact. Keep _id (the resume token) unchanged: the source needs it for positions. Filtering server-side saves bandwidth; filtered-out events still advance the position through heartbeats. Not applied to snapshot records."},
 			{Name: "full_document", Type: sdk.TypeString, Default: "updateLookup", Enum: []string{"default", "updateLookup", "whenAvailable", "required"},
-				Doc: "fullDocument of update events: updateLookup (the document as it is when the event is read, default), default (none), whenAvailable or required (post-images, MongoDB 6.0+ with changeStreamPreAndPostImages)."},
+				Doc: "fullDocument of update events. updateLookup (default): the server looks the document up when it reads the event, so it shows the document's current state, which may include later changes, or null if it was deleted since. default: update events carry only updateDescription. whenAvailable / required: the post-image as of the change (MongoDB 6.0+, collections with changeStreamPreAndPostImages enabled; required fails the stream when one is missing)."},
 			{Name: "full_document_before_change", Type: sdk.TypeString, Default: "off", Enum: []string{"off", "whenAvailable", "required"},
-				Doc: "Pre-images (fullDocumentBeforeChange): off, whenAvailable or required. Needs MongoDB 6.0+ and changeStreamPreAndPostImages on the collection."},
-			{Name: "batch_size", Type: sdk.TypeInt, Default: "0", Doc: "Events per server batch (0: the server's default)."},
-			{Name: "max_await", Type: sdk.TypeDuration, Default: "1s", Doc: "How long the server waits for new events before answering an empty batch."},
-			{Name: "show_expanded_events", Type: sdk.TypeBool, Default: "false", Doc: "Also emit DDL events such as create and createIndexes (MongoDB 6.0+)."},
+				Doc: "Pre-images (fullDocumentBeforeChange) of update, replace and delete events: off (default), whenAvailable, or required (the stream fails when one is missing, for example after the pre-image expired). Needs MongoDB 6.0+ and changeStreamPreAndPostImages enabled on the collection."},
+			{Name: "batch_size", Type: sdk.TypeInt, Default: "0",
+				Doc: "Events (or, during a snapshot, documents) per server reply; 0 uses the server's default. Records reach the host in batches of the pipeline's batch_max_records either way."},
+			{Name: "max_await", Type: sdk.TypeDuration, Default: "1s",
+				Doc: "How long the server holds a getMore open waiting for new events before it answers with an empty batch. Lower means quicker heartbeats and shutdown, higher means fewer round trips on quiet streams."},
+			{Name: "show_expanded_events", Type: sdk.TypeBool, Default: "false",
+				Doc: "Also emit DDL events such as create, createIndexes, dropIndexes, modify and shardCollection (MongoDB 6.0+). They arrive as records with operation other."},
 			{Name: "start_at", Type: sdk.TypeString, Default: "latest",
-				Doc: "Where a pipeline with no stored position starts: latest (changes from now on), an RFC 3339 time (startAtOperationTime), or a resume token as Extended JSON ({\"_data\": \"…\"}, startAfter). A stored position always wins."},
+				Doc: "Where a pipeline with no stored position starts: latest (changes made from now on, default), an RFC 3339 time such as 2024-05-01T00:00:00Z (startAtOperationTime; must still be in the oplog), or a resume token as Extended JSON, {\"_data\": \"8265…\"} (startAfter). A stored position always wins; `sluice reset PIPELINE` forgets it."},
 			{Name: "heartbeat_interval", Type: sdk.TypeDuration, Default: "10s",
-				Doc: "On a stream with no events, emit a position-only heartbeat at most this often when the resume token has moved (0: never). Keeps the stored position recent so a restart does not fall off the oplog."},
+				Doc: "When no event has been emitted for this long and the stream's post-batch resume token has moved (the server advances it on quiet streams and past events the pipeline filtered out), emit a position-only heartbeat record so the stored position stays recent and a restart does not fall off the oplog. 0 turns heartbeats off. Needs a server that reports post-batch resume tokens (MongoDB 4.0.7+)."},
 			{Name: "on_history_lost", Type: sdk.TypeString, Default: "fail", Enum: []string{"fail", "latest", "timestamp"},
-				Doc: "When the stored resume token is no longer in the oplog: fail (stop the pipeline and explain how to recover, default), latest (restart from now: the changes in between are lost) or timestamp (restart from start_at, which must be a time)."},
-			{Name: "oversize", Type: sdk.TypeString, Default: "fail", Enum: []string{"fail", "split", "skip", "dlq"},
-				Doc: "Events over MongoDB's 16 MB limit: fail (the server's error stops the pipeline, default), or add $changeStreamSplitLargeEvent (MongoDB 7.0+, 6.0.9+) and split (reassemble the fragments into one record), skip (log and drop it, keeping its position) or dlq (send it to the pipeline's dead-letter sink)."},
+				Doc: "When the stored resume token is no longer in the oplog (ChangeStreamHistoryLost and kin), at open or while streaming: fail (default) stops the pipeline for good with an error that explains the recovery steps; latest restarts from now and logs an error (the changes in between are NOT delivered); timestamp restarts at start_at, which must then be an RFC 3339 time."},
+			{Name: "oversize", Type: sdk.TypeString, Default: "split", Enum: []string{"split", "skip", "dlq", "fail"},
+				Doc: "Change events over MongoDB's 16 MB limit (a large document with its pre- or post-image). split (default): append $changeStreamSplitLargeEvent (MongoDB 7.0+ and 6.0.9+) and reassemble the fragments into one record; skip: reassemble, then emit only the event's position and log a warning with the document key; dlq: emit the reassembled event as a dead letter (needs the pipeline's dlq: sink; without one the pipeline does not start). On a server without $changeStreamSplitLargeEvent the source logs a warning and an oversize event stops the pipeline with an error naming this setting. fail: never add the stage."},
 			{Name: "snapshot", Type: sdk.TypeString, Default: "never", Enum: []string{"never", "initial"},
-				Doc: "initial: when the pipeline has no stored position, first fix the time the stream will start at, copy the collection's documents (as snapshot records shaped like insert events, in _id order, resumable mid-copy), then stream the changes made since that time, so none made during the copy is lost. Needs collection. never (default): stream only."},
+				Doc: "initial: when the pipeline has no stored position, first capture the stream's current resume token (or, on servers without one, the cluster time), copy the collection's documents in _id order as records with operation snapshot (payload {operationType: snapshot, ns, documentKey, fullDocument}), then stream the changes made since the capture, so none made during the copy is lost (a document changed during the copy may arrive both as a snapshot record and as a change). The copy is resumable: each record's position records the last _id copied. Needs collection; start_at is not used. never (default): stream only."},
 			{Name: "encoding", Type: sdk.TypeString, Default: "relaxed", Enum: []string{"relaxed", "canonical", "bson"},
-				Doc: "Payload encoding: relaxed Extended JSON (default), canonical Extended JSON, or the event's raw BSON."},
-			{Name: "tls_ca_file", Type: sdk.TypeString, Doc: "PEM CA bundle to verify the server with; enables TLS."},
-			{Name: "tls_cert_file", Type: sdk.TypeString, Doc: "PEM file with the client certificate and its key, for X.509 authentication or mutual TLS."},
+				Doc: "Payload encoding: relaxed (default) is MongoDB Extended JSON v2 relaxed mode (numbers as JSON numbers, {\"$oid\"}, {\"$date\": \"…\"}); canonical keeps every type ({\"$numberInt\"}, {\"$numberLong\"}, {\"$date\": {\"$numberLong\"}}); bson is the event's raw BSON."},
+			{Name: "tls_ca_file", Type: sdk.TypeString, Doc: "PEM CA bundle to verify the server's certificate with; enables TLS. (tlsCAFile in the uri works too.)"},
+			{Name: "tls_cert_file", Type: sdk.TypeString, Doc: "PEM file holding the client certificate and its private key, for X.509 authentication (authMechanism=MONGODB-X509) or mutual TLS; enables TLS."},
 			{Name: "replay_file", Type: sdk.TypeString,
-				Doc: "Instead of watching, read change events from this file, one per line in Extended JSON (canonical or relaxed, as watch() prints them), and end after the last. Positions are the events' _id tokens."},
+				Doc: "Instead of connecting, read change events from this file, one per line in MongoDB Extended JSON (canonical or relaxed, as watch() or mongosh print them), and end after the last one. The records are exactly those the live source would emit, positions being the events' _id tokens; database and collection only fill in a missing ns. For testing transforms on captured events."},
 		},
 	},
 }
@@ -101,7 +107,7 @@ type Config struct {
 }
 
 // Source is the change-stream source. The SDK calls Open, then Read from one goroutine (Ack is a no-op:
-// positions are stored downstream), then Close.
+// positions are stored downstream), then Close. Cancelling Read's context makes it return ctx.Err().
 type Source struct {
 	sdk.UnimplementedSource
 	cfg    Config
@@ -113,20 +119,57 @@ type Source struct {
 	replay *replay
 	snap   *snapshot // the initial snapshot while it is being copied
 
+	startAt      start // where a stream with no stored position begins (start_at)
+	from         start // where the current stream was opened
+	noSplit      bool  // the server refused $changeStreamSplitLargeEvent
+	reopen       bool  // the stream was invalidated: open a new one after lastEmitted
 	out          []record.Record
 	lastEmitted  bson.Raw // the resume token of the last record emitted
 	lastActivity time.Time
+}
+
+// start is where a change stream begins: after a token (startAfter), at a cluster time
+// (startAtOperationTime), or, when both are empty, at the latest change.
+type start struct {
+	token bson.Raw
+	at    *bson.Timestamp
+}
+
+func (st start) String() string {
+	switch {
+	case st.token != nil:
+		return "after resume token " + st.token.String()
+	case st.at != nil:
+		return fmt.Sprintf("at cluster time %d.%d", st.at.T, st.at.I)
+	}
+	return "at the latest change"
 }
 
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("mongodb: %s: %w", fmt.Sprintf(format, args...), sdk.ErrInvalidSettings)
 }
 
-// Open checks the settings, connects, and opens the change stream after req.After (or at start_at), or
-// opens the replay file.
+// parseStartAt reads the start_at setting.
+func parseStartAt(v string) (start, error) {
+	if v == "" || v == "latest" {
+		return start{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return start{at: &bson.Timestamp{T: uint32(t.Unix())}}, nil
+	}
+	var tok bson.Raw
+	if err := bson.UnmarshalExtJSON([]byte(v), false, &tok); err != nil || tok.Lookup("_data").Type == 0 {
+		return start{}, invalid(`start_at %q is not "latest", an RFC 3339 time (2024-05-01T00:00:00Z) or a resume token ({"_data": "…"})`, v)
+	}
+	return start{token: tok}, nil
+}
+
+// Open checks the settings, connects, and opens the change stream after req.After (or at start_at, or
+// begins the initial snapshot), or opens the replay file. It fails with sdk.ErrInvalidSettings (or a
+// FailedPrecondition status for lost history) when no retry can help.
 func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
 	cfg := Config{FullDocument: "updateLookup", FullDocumentPre: "off", MaxAwait: time.Second, StartAt: "latest",
-		HeartbeatInterval: 10 * time.Second, OnHistoryLost: "fail", Oversize: "fail", Snapshot: "never", Encoding: encRelaxed}
+		HeartbeatInterval: 10 * time.Second, OnHistoryLost: "fail", Oversize: "split", Snapshot: "never", Encoding: encRelaxed}
 	if err := req.Settings.Decode(&cfg); err != nil {
 		return err
 	}
@@ -136,7 +179,20 @@ func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
 	if cfg.Snapshot == "initial" && cfg.Collection == "" && cfg.ReplayFile == "" {
 		return invalid("snapshot: initial needs a collection")
 	}
-	s.cfg, s.log, s.max = cfg, req.Logger, max(req.MaxBatchRecords, 1)
+	st, err := parseStartAt(cfg.StartAt)
+	if err != nil {
+		return err
+	}
+	if cfg.OnHistoryLost == "timestamp" && st.at == nil {
+		return invalid("on_history_lost: timestamp restarts at start_at, which must then be an RFC 3339 time (it is %q)", cfg.StartAt)
+	}
+	if cfg.Oversize == "dlq" && !req.DeadLetter {
+		return invalid("oversize: dlq sends events over 16 MB to the pipeline's dead-letter sink, and the pipeline has none (add dlq:, or choose split, skip or fail)")
+	}
+	if cfg.MaxAwait < 0 || cfg.BatchSize < 0 || cfg.HeartbeatInterval < 0 {
+		return invalid("max_await, batch_size and heartbeat_interval cannot be negative")
+	}
+	s.cfg, s.startAt, s.log, s.max = cfg, st, req.Logger, max(req.MaxBatchRecords, 1)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -144,7 +200,6 @@ func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
 		deadLetter: req.DeadLetter, log: s.log.Warn}
 	var after bson.Raw
 	if len(req.After) > 0 && req.After[0] == posToken {
-		var err error
 		if after, err = positionToken(req.After); err != nil {
 			return invalid("%v", err)
 		}
@@ -160,6 +215,9 @@ func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
 	}
 	if cfg.URI == "" {
 		return invalid("uri is required (or replay_file)")
+	}
+	if _, err := s.pipeline(); err != nil {
+		return err
 	}
 	copts := options.Client().ApplyURI(cfg.URI)
 	if cfg.TLSCAFile != "" || cfg.TLSCertFile != "" {
@@ -177,8 +235,9 @@ func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
 		return fmt.Errorf("mongodb: connecting: %w", err)
 	}
 	s.client = client
-	if err := s.start(ctx, req.After, after); err != nil {
+	if err := s.begin(ctx, req.After, after); err != nil {
 		_ = client.Disconnect(context.Background())
+		s.client = nil
 		return err
 	}
 	s.lastActivity = time.Now()
@@ -208,61 +267,68 @@ func tlsConfig(cfg Config) (*tls.Config, error) {
 	return tc, nil
 }
 
-// pipeline converts the pipeline setting into aggregation stages.
+// pipeline converts the pipeline setting into aggregation stages and appends
+// $changeStreamSplitLargeEvent unless oversize is fail or the server refused it.
 func (s *Source) pipeline() (mongo.Pipeline, error) {
 	var p mongo.Pipeline
 	for i, st := range s.cfg.Pipeline {
-		b, err := json.Marshal(st)
-		if err != nil {
+		// A string is a stage in Extended JSON, kept as written (key order matters when a stage matches
+		// a whole embedded document); an object is converted through JSON.
+		var b []byte
+		if text, ok := st.(string); ok {
+			b = []byte(text)
+		} else if j, err := json.Marshal(st); err == nil {
+			b = j
+		} else {
 			return nil, invalid("pipeline[%d]: %v", i, err)
 		}
 		var d bson.D
-		if err := bson.UnmarshalExtJSON(b, false, &d); err != nil {
-			return nil, invalid("pipeline[%d] is not a stage object: %v", i, err)
+		if err := bson.UnmarshalExtJSON(b, false, &d); err != nil || len(d) != 1 || !strings.HasPrefix(d[0].Key, "$") {
+			return nil, invalid("pipeline[%d] is not a stage object with one $stage key: %s", i, b)
 		}
 		p = append(p, d)
 	}
-	if s.cfg.Oversize != "fail" {
+	if s.cfg.Oversize != "fail" && !s.noSplit {
 		p = append(p, bson.D{{Key: "$changeStreamSplitLargeEvent", Value: bson.D{}}})
 	}
 	return p, nil
 }
 
-// start resumes from the position the host handed over: a resume token, a snapshot in progress or a
-// finished snapshot's start time; without one it begins a snapshot or starts the stream at start_at.
-func (s *Source) start(ctx context.Context, pos record.Position, tok bson.Raw) error {
+// begin resumes from the position the host handed over: a resume token, a snapshot in progress or a
+// finished snapshot's stream start; without one it begins a snapshot or starts the stream at start_at.
+func (s *Source) begin(ctx context.Context, pos record.Position, tok bson.Raw) error {
 	coll := func() *mongo.Collection { return s.client.Database(s.cfg.Database).Collection(s.cfg.Collection) }
 	switch {
 	case tok != nil:
-		return s.watch(ctx, tok)
+		return s.watch(ctx, start{token: tok}, true)
 	case len(pos) > 0 && (pos[0] == posSnapshot || pos[0] == posStreamStart):
-		t, last, err := parseStart(pos)
+		from, last, err := parseSnapshotPosition(pos)
 		if err != nil {
 			return invalid("%v", err)
 		}
 		if pos[0] == posStreamStart {
-			return s.watchFrom(ctx, nil, &t)
+			return s.watch(ctx, from, true)
 		}
-		s.snap = &snapshot{start: t, last: last, coll: coll()}
-		s.log.Info("continuing the snapshot", "collection", s.scope())
+		s.snap = &snapshot{from: from, last: last, coll: coll()}
+		s.log.Info("continuing the initial snapshot", "collection", s.scope(), "stream_from", from.String())
 		return nil
 	case len(pos) > 0:
 		return invalid("position %x is not a MongoDB position from this plugin", []byte(pos))
 	case s.cfg.Snapshot == "initial":
-		s.snap = &snapshot{start: s.serverTime(ctx), coll: coll()}
-		s.log.Info("starting the initial snapshot", "collection", s.scope(), "stream_from", s.snap.start)
+		from, err := s.capture(ctx)
+		if err != nil {
+			return err
+		}
+		s.snap = &snapshot{from: from, coll: coll()}
+		s.log.Info("starting the initial snapshot", "collection", s.scope(), "stream_from", from.String())
 		return nil
 	}
-	return s.watch(ctx, nil)
+	return s.watch(ctx, s.startAt, false)
 }
 
-// watch opens the change stream: after the token when there is one, else at start_at.
-func (s *Source) watch(ctx context.Context, after bson.Raw) error {
-	return s.watchFrom(ctx, after, nil)
-}
-
-// watchFrom opens the change stream after the token, else at the time at, else at start_at.
-func (s *Source) watchFrom(ctx context.Context, after bson.Raw, at *bson.Timestamp) error {
+// watch opens the change stream at from. stored says from is a position the pipeline stored (or one
+// derived from it), whose loss from the oplog on_history_lost handles.
+func (s *Source) watch(ctx context.Context, from start, stored bool) error {
 	pipe, err := s.pipeline()
 	if err != nil {
 		return err
@@ -277,27 +343,11 @@ func (s *Source) watchFrom(ctx context.Context, after bson.Raw, at *bson.Timesta
 	if s.cfg.BatchSize > 0 {
 		o.SetBatchSize(s.cfg.BatchSize)
 	}
-	from := "latest"
 	switch {
-	case after != nil:
-		o.SetStartAfter(after)
-		from = "after the stored position"
-	case at != nil:
-		o.SetStartAtOperationTime(at)
-		from = fmt.Sprintf("at the snapshot's start (%d.%d)", at.T, at.I)
-	case s.cfg.StartAt == "latest" || s.cfg.StartAt == "":
-	default:
-		if t, err := time.Parse(time.RFC3339, s.cfg.StartAt); err == nil {
-			o.SetStartAtOperationTime(&bson.Timestamp{T: uint32(t.Unix())})
-			from = "at " + s.cfg.StartAt
-		} else {
-			var tok bson.Raw
-			if err := bson.UnmarshalExtJSON([]byte(s.cfg.StartAt), false, &tok); err != nil {
-				return invalid(`start_at %q is not "latest", an RFC 3339 time or a resume token ({"_data": "…"})`, s.cfg.StartAt)
-			}
-			o.SetStartAfter(tok)
-			from = "after the start_at token"
-		}
+	case from.token != nil:
+		o.SetStartAfter(from.token)
+	case from.at != nil:
+		o.SetStartAtOperationTime(from.at)
 	}
 	var cs *mongo.ChangeStream
 	switch {
@@ -309,14 +359,26 @@ func (s *Source) watchFrom(ctx context.Context, after bson.Raw, at *bson.Timesta
 		cs, err = s.client.Watch(ctx, pipe, o)
 	}
 	if err != nil {
-		if historyLost(err) && after != nil {
-			return s.historyLost(ctx, err)
+		if splitRefused(err) && !s.noSplit && s.cfg.Oversize != "fail" {
+			s.noSplit = true
+			s.log.Warn("the server does not support $changeStreamSplitLargeEvent (MongoDB 7.0+ and 6.0.9+ do): a change event over 16 MB will stop the pipeline", "oversize", s.cfg.Oversize, "err", err)
+			return s.watch(ctx, from, stored)
 		}
-		return fmt.Errorf("mongodb: opening the change stream (%s): %w", from, err)
+		if historyLost(err) && (stored || from.at != nil) {
+			return s.historyLost(ctx, from, err)
+		}
+		return fmt.Errorf("mongodb: opening the change stream on %s %s: %w", s.scope(), from, err)
 	}
-	s.stream = cs
-	s.log.Info("change stream open", "scope", s.scope(), "from", from)
+	s.stream, s.from = cs, from
+	s.log.Info("change stream open", "scope", s.scope(), "from", from.String())
 	return nil
+}
+
+// splitRefused reports whether err is the server refusing the $changeStreamSplitLargeEvent stage.
+func splitRefused(err error) bool {
+	var se mongo.ServerError
+	return errors.As(err, &se) && strings.Contains(err.Error(), "$changeStreamSplitLargeEvent") &&
+		(se.HasErrorCode(40324) || strings.Contains(err.Error(), "Unrecognized pipeline stage"))
 }
 
 func (s *Source) scope() string {
@@ -324,12 +386,12 @@ func (s *Source) scope() string {
 	case s.cfg.Collection != "":
 		return s.cfg.Database + "." + s.cfg.Collection
 	case s.cfg.Database != "":
-		return s.cfg.Database
+		return "database " + s.cfg.Database
 	}
-	return "(deployment)"
+	return "the deployment"
 }
 
-// historyLost reports whether err says the resume token is no longer in the oplog.
+// historyLost reports whether err says the resume point is no longer in the oplog.
 func historyLost(err error) bool {
 	var se mongo.ServerError
 	if errors.As(err, &se) {
@@ -339,32 +401,39 @@ func historyLost(err error) bool {
 	return false
 }
 
-// historyLost applies on_history_lost.
-func (s *Source) historyLost(ctx context.Context, cause error) error {
+// historyLost applies on_history_lost after the stream could not resume at from.
+func (s *Source) historyLost(ctx context.Context, from start, cause error) error {
+	if s.stream != nil {
+		_ = s.stream.Close(ctx)
+		s.stream = nil
+	}
 	switch s.cfg.OnHistoryLost {
 	case "latest":
-		s.log.Error("the stored resume token is no longer in the oplog; restarting from the latest change as on_history_lost: latest says. Changes made since the stored position are NOT delivered.", "err", cause)
+		s.log.Error("the stored position is no longer in the oplog; restarting from the latest change as on_history_lost: latest says. Changes made since the stored position are NOT delivered.",
+			"scope", s.scope(), "lost_from", from.String(), "err", cause)
 		s.lastEmitted = nil
-		return s.watch(ctx, nil)
+		return s.watch(ctx, start{}, false)
 	case "timestamp":
-		if _, err := time.Parse(time.RFC3339, s.cfg.StartAt); err != nil {
-			return status.Errorf(codes.FailedPrecondition, "mongodb: the stored resume token is no longer in the oplog, and on_history_lost: timestamp needs start_at to be an RFC 3339 time (it is %q): %v", s.cfg.StartAt, cause)
-		}
-		s.log.Error("the stored resume token is no longer in the oplog; restarting at start_at as on_history_lost: timestamp says", "start_at", s.cfg.StartAt, "err", cause)
+		s.log.Error("the stored position is no longer in the oplog; restarting at start_at as on_history_lost: timestamp says. Changes between the stored position and start_at are NOT delivered.",
+			"scope", s.scope(), "lost_from", from.String(), "start_at", s.cfg.StartAt, "err", cause)
 		s.lastEmitted = nil
-		return s.watch(ctx, nil)
+		if from.at != nil && s.startAt.at != nil && *from.at == *s.startAt.at {
+			return status.Errorf(codes.FailedPrecondition, "mongodb: start_at %s is no longer in the oplog of %s either (%v); set a later start_at or on_history_lost: latest", s.cfg.StartAt, s.scope(), cause)
+		}
+		return s.watch(ctx, s.startAt, false)
 	}
-	return status.Errorf(codes.FailedPrecondition, "mongodb: the change stream cannot resume: the stored position is no longer in the oplog of %s (%v). "+
-		"Changes between the stored position and now can no longer be read from the change stream. To recover: "+
-		"(1) copy the current state of the data another way if those changes matter (or use a snapshot); "+
-		"(2) restart from now with `sluice reset PIPELINE` (or set on_history_lost: latest), or from a time with start_at: TIME and on_history_lost: timestamp; "+
-		"(3) to keep this from happening again, enlarge the oplog (replSetResizeOplog) or its retention (oplogMinRetentionHours) and keep heartbeat_interval on",
-		s.scope(), cause)
+	return status.Errorf(codes.FailedPrecondition, "mongodb: the change stream on %s cannot resume %s: that point is no longer in the oplog (%v). "+
+		"The changes made between it and the oldest oplog entry can no longer be read from a change stream, so the pipeline stopped instead of skipping them. To recover: "+
+		"(1) if those changes matter, re-copy the data: run `sluice reset PIPELINE` with snapshot: initial, or copy it another way; "+
+		"(2) to continue from now, run `sluice reset PIPELINE` (or set on_history_lost: latest), or from a time still in the oplog with start_at: TIME and on_history_lost: timestamp; "+
+		"(3) so it does not happen again, enlarge the oplog (replSetResizeOplog, or oplogMinRetentionHours), keep heartbeat_interval on, and alert on pipeline lag",
+		s.scope(), from, cause)
 }
 
 // Read returns the next change events, up to the batch size, or a heartbeat when the stream has been
 // quiet for heartbeat_interval and its resume token has moved. It waits (max_await per round trip) until
-// it has one of the two.
+// it has one of the two, or ctx is cancelled. During an initial snapshot it returns the next copied
+// documents instead.
 func (s *Source) Read(ctx context.Context) ([]record.Record, error) {
 	if s.replay != nil {
 		return s.replay.read(&s.dec, s.max)
@@ -374,25 +443,55 @@ func (s *Source) Read(ctx context.Context) ([]record.Record, error) {
 	}
 	out := s.out[:0]
 	for {
-		for len(out) < s.max && s.stream.TryNext(ctx) {
+		if s.reopen {
+			// The server ended the stream with an invalidate event (its collection or database was dropped
+			// or renamed). startAfter that event opens a new stream that sees what comes next.
+			s.reopen = false
+			_ = s.stream.Close(ctx)
+			s.stream = nil
+			if err := s.watch(ctx, start{token: s.lastEmitted}, true); err != nil {
+				return nil, err
+			}
+		}
+		for len(out) < s.max && !s.reopen && s.stream.TryNext(ctx) {
 			r, ok, err := s.dec.add(s.stream.Current)
 			if err != nil {
 				return nil, fmt.Errorf("mongodb: %w", err)
 			}
-			if ok {
-				out = append(out, r)
-				s.lastEmitted = bson.Raw(r.Position[1:])
+			if !ok {
+				continue
+			}
+			out = append(out, r)
+			s.lastEmitted = bson.Raw(r.Position[1:])
+			if op, _ := s.stream.Current.Lookup("operationType").StringValueOK(); op == "invalidate" {
+				s.log.Warn("the change stream was invalidated (its collection or database was dropped or renamed); continuing after the invalidate event", "scope", s.scope())
+				s.reopen = true
 			}
 		}
-		if err := s.stream.Err(); err != nil {
+		if err := s.stream.Err(); err != nil && !s.reopen {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			var se mongo.ServerError
-			if errors.As(err, &se) && se.HasErrorCode(10334) && s.cfg.Oversize == "fail" {
-				return nil, fmt.Errorf("mongodb: a change event is over MongoDB's 16 MB limit (BSONObjectTooLarge); set oversize to split, skip or dlq (MongoDB 6.0.9+ or 7.0+): %w", err)
+			if historyLost(err) && s.lastEmitted != nil {
+				// The driver resumed after a network error or failover and the server no longer has the token.
+				if err := s.historyLost(ctx, start{token: s.lastEmitted}, err); err != nil {
+					return nil, err
+				}
+				continue
 			}
-			return nil, fmt.Errorf("mongodb: change stream: %w", err)
+			if transient(err) {
+				// The driver resumes once by itself; a longer outage (an election, a restarted server) is
+				// retried here for a while before the pipeline restarts.
+				if err := s.resume(ctx, err); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			var se mongo.ServerError
+			if errors.As(err, &se) && se.HasErrorCode(10334) {
+				return nil, fmt.Errorf("mongodb: a change event is over MongoDB's 16 MB limit (BSONObjectTooLarge) and the server cannot split it; upgrade to MongoDB 7.0+ or 6.0.9+ and use oversize: split, skip or dlq, or drop large fields with a $project in pipeline: %w", err)
+			}
+			return nil, fmt.Errorf("mongodb: change stream on %s: %w", s.scope(), err)
 		}
 		if len(out) > 0 {
 			s.out, s.lastActivity = out, time.Now()
@@ -406,6 +505,52 @@ func (s *Source) Read(ctx context.Context) ([]record.Record, error) {
 			return nil, ctx.Err()
 		case <-time.After(50 * time.Millisecond): // a server that does not wait max_await must not spin us
 		}
+	}
+}
+
+// retryFor bounds how long resume retries a change stream that fails with transient errors.
+var retryFor = 30 * time.Second
+
+// transient reports whether err is a network error, a timeout, a cleared connection pool or a server
+// error labelled resumable: worth opening the stream again.
+func transient(err error) bool {
+	var retryable interface{ Retryable() bool }
+	var le mongo.LabeledError
+	return mongo.IsNetworkError(err) || mongo.IsTimeout(err) ||
+		errors.As(err, &retryable) && retryable.Retryable() ||
+		errors.As(err, &le) && (le.HasErrorLabel("ResumableChangeStreamError") || le.HasErrorLabel("RetryableError")) ||
+		errors.As(err, &topology.ServerSelectionError{})
+}
+
+// resume opens the stream again after a transient error: after the driver's resume token (the last
+// event or post-batch token it saw), or, while a split event is half read, after the last record
+// emitted. It retries transient errors with backoff for retryFor.
+func (s *Source) resume(ctx context.Context, cause error) error {
+	from := s.from
+	if tok := s.stream.ResumeToken(); tok != nil && len(s.dec.fragments) == 0 {
+		from = start{token: append(bson.Raw(nil), tok...)}
+	} else if s.lastEmitted != nil {
+		from = start{token: s.lastEmitted}
+	}
+	s.dec.fragments = s.dec.fragments[:0]
+	_ = s.stream.Close(ctx)
+	s.stream = nil
+	deadline, wait := time.Now().Add(retryFor), 100*time.Millisecond
+	for {
+		s.log.Warn("change stream interrupted; resuming", "scope", s.scope(), "from", from.String(), "err", cause)
+		err := s.watch(ctx, from, true)
+		if err == nil || !transient(err) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("mongodb: change stream on %s: still failing after %s of retries: %w", s.scope(), retryFor, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait, cause = min(2*wait, 5*time.Second), err
 	}
 }
 
@@ -425,13 +570,17 @@ func (s *Source) heartbeatAt(tok bson.Raw) (record.Record, bool) {
 	return record.Record{Position: tokenPosition(tok), Op: record.OpHeartbeat}, true
 }
 
-// Close closes the stream and the connection.
+// Close closes the stream (or the snapshot's cursor) and the connection. It may be called after a
+// failed Open.
 func (s *Source) Close(ctx context.Context) error {
 	if s.replay != nil {
 		return s.replay.close()
 	}
 	if s.stream != nil {
 		_ = s.stream.Close(ctx)
+	}
+	if s.snap != nil && s.snap.cur != nil {
+		_ = s.snap.cur.Close(ctx)
 	}
 	if s.client != nil {
 		return s.client.Disconnect(ctx)

@@ -116,12 +116,12 @@ func TestReplayGolden(t *testing.T) {
 
 func TestReplayCanonicalAndResume(t *testing.T) {
 	all := readAll(t, open(t, map[string]any{"replay_file": "testdata/events.jsonl", "oversize": "split"}, nil, false))
-	if len(all) != 11 {
-		t.Fatalf("%d records, want 11 (12 events, two of them fragments of one)", len(all))
+	if len(all) != 13 {
+		t.Fatalf("%d records, want 13 (14 events, two of them fragments of one)", len(all))
 	}
 	// Resuming after the fourth record gives the rest.
 	rest := readAll(t, open(t, map[string]any{"replay_file": "testdata/events.jsonl", "oversize": "split"}, all[3].Position, false))
-	if len(rest) != 7 || !rest[0].Position.Equal(all[4].Position) {
+	if len(rest) != 9 || !rest[0].Position.Equal(all[4].Position) {
 		t.Fatalf("resumed at %d records starting %x", len(rest), []byte(rest[0].Position))
 	}
 	// Canonical Extended JSON and BSON payloads carry the same event.
@@ -156,13 +156,10 @@ func TestOversizeModes(t *testing.T) {
 	if e, ok := recs[9].Meta.Get(record.MetaError); !ok || !strings.Contains(e, "16 MB") {
 		t.Fatalf("dead letter meta %v", recs[9].Meta)
 	}
-	s := open(t, map[string]any{"replay_file": "testdata/events.jsonl", "oversize": "dlq"}, nil, false)
-	var err error
-	for err == nil {
-		_, err = s.Read(context.Background())
-	}
-	if !strings.Contains(err.Error(), "no dead-letter sink") {
-		t.Fatalf("err = %v", err)
+	// Without one, Open refuses the setting rather than fail at the first large event.
+	err := (&mongodb.Source{}).Open(context.Background(), sdk.OpenRequest{Settings: sdk.Settings{"replay_file": "testdata/events.jsonl", "oversize": "dlq"}})
+	if !errors.Is(err, sdk.ErrInvalidSettings) || !strings.Contains(err.Error(), "dead-letter sink") {
+		t.Fatalf("Open with oversize: dlq and no dead-letter sink = %v", err)
 	}
 }
 
@@ -195,6 +192,12 @@ func TestBadSettings(t *testing.T) {
 		{"uri": "mongodb://x", "collection": "c"}, // collection without database
 		{"uri": "not a uri"},
 		{"replay_file": "testdata/nope.jsonl"},
+		{"uri": "mongodb://x", "start_at": "yesterday"},
+		{"uri": "mongodb://x", "on_history_lost": "timestamp"}, // start_at must be a time
+		{"uri": "mongodb://x", "pipeline": []any{"$match"}},
+		{"uri": "mongodb://x", "pipeline": []any{map[string]any{"$match": map[string]any{}, "$project": map[string]any{}}}},
+		{"uri": "mongodb://x", "database": "d", "snapshot": "initial"}, // needs a collection
+		{"uri": "mongodb://x", "tls_ca_file": "testdata/nope.pem"},
 	} {
 		s := &mongodb.Source{}
 		ss := sdk.Settings{}
@@ -259,7 +262,8 @@ func TestLive(t *testing.T) {
 	settings := map[string]any{"uri": srv.URI, "database": "shop", "collection": "orders", "max_await": "200ms"}
 	s := open(t, settings, nil, false)
 	deletes := open(t, map[string]any{"uri": srv.URI, "database": "shop", "collection": "orders", "max_await": "200ms",
-		"pipeline": []any{map[string]any{"$match": map[string]any{"operationType": "delete"}}}}, nil, false)
+		"pipeline": []any{map[string]any{"$match": map[string]any{"operationType": map[string]any{"$ne": "insert"}}},
+			`{"$match": {"operationType": "delete"}}`}}, nil, false) // an object stage and a string stage
 
 	id := bson.NewObjectID()
 	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "total", Value: 150}}); err != nil {
@@ -285,7 +289,8 @@ func TestLive(t *testing.T) {
 			t.Errorf("record %d: mongodb.db %q", i, db)
 		}
 	}
-	// mongo-java-server gives update events a wrong documentKey; inserts and deletes carry the _id.
+	// mongo-java-server gives update events a wrong documentKey and looks up a deleted document as null,
+	// so updates read after the delete have no key; inserts and deletes carry the _id.
 	for _, i := range []int{0, 3} {
 		if string(got[i].Key) != wantKey {
 			t.Errorf("record %d key %s, want %s", i, got[i].Key, wantKey)
@@ -336,21 +341,110 @@ func TestLiveStartAt(t *testing.T) {
 	}
 }
 
-// TestLiveSnapshot copies a collection, resumes the copy from a stored position after a restart, and
-// then streams the changes made during the copy.
+// TestLiveUpdateLookup checks that update events carry the looked-up document (full_document:
+// updateLookup, the default) and are keyed by the document's _id.
+func TestLiveUpdateLookup(t *testing.T) {
+	srv := services.StartMongo(t)
+	ctx := context.Background()
+	coll := connect(t, srv.URI).Database("shop").Collection("carts")
+	s := open(t, map[string]any{"uri": srv.URI, "database": "shop", "collection": "carts", "max_await": "200ms"}, nil, false)
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "cart-1"}, {Key: "items", Value: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: "cart-1"}}, bson.D{{Key: "$inc", Value: bson.D{{Key: "items", Value: 2}}}}); err != nil {
+		t.Fatal(err)
+	}
+	got := readLive(t, s, 2)
+	if got[1].Op != record.OpUpdate || string(got[1].Key) != `"cart-1"` {
+		t.Fatalf("update record %v key %s", got[1].Op, got[1].Key)
+	}
+	if v := payload(t, got[1]).Lookup("fullDocument", "items").AsInt64(); v != 3 {
+		t.Fatalf("update's fullDocument.items = %d, want 3 (updateLookup)", v)
+	}
+}
+
+// TestLiveStartAfterToken starts a pipeline with no stored position at an explicit resume token
+// (start_at: {"_data": …}): the first record is the change after it.
+func TestLiveStartAfterToken(t *testing.T) {
+	srv := services.StartMongo(t)
+	ctx := context.Background()
+	coll := connect(t, srv.URI).Database("shop").Collection("tokens")
+	settings := map[string]any{"uri": srv.URI, "database": "shop", "collection": "tokens", "max_await": "200ms"}
+	s := open(t, settings, nil, false)
+	for i := range 3 {
+		if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: i}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := readLive(t, s, 3)
+	tok := payload(t, got[0]).Lookup("_id")
+	settings["start_at"] = tok.String() // Extended JSON, as a user copies it from a record
+	again := readLive(t, open(t, settings, nil, false), 2)
+	if !again[0].Position.Equal(got[1].Position) || !again[1].Position.Equal(got[2].Position) {
+		t.Fatalf("start_at %s gave %s, %s; want the changes after it", tok, again[0].Key, again[1].Key)
+	}
+}
+
+// TestLiveCursorKilled kills the change stream's server-side cursor and then restarts the server: the
+// driver resumes after the last event it returned and the source goes on without an error, a gap or a
+// repeat. (mongo-java-server keeps its oplog in memory, so after its restart the old token is gone;
+// the server does not report that as lost history, which a real replica set would — see README.)
+func TestLiveCursorKilled(t *testing.T) {
+	srv := services.StartMongo(t)
+	ctx := context.Background()
+	client := connect(t, srv.URI)
+	coll := client.Database("shop").Collection("cursors")
+	s := open(t, map[string]any{"uri": srv.URI, "database": "shop", "collection": "cursors", "max_await": "200ms"}, nil, false)
+	insert := func(c *mongo.Collection, from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			if _, err := c.InsertOne(ctx, bson.D{{Key: "_id", Value: i}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	insert(coll, 0, 3)
+	got := readLive(t, s, 3)
+	id := mongodb.CursorID(s)
+	if err := client.Database("shop").RunCommand(ctx, bson.D{{Key: "killCursors", Value: "cursors"}, {Key: "cursors", Value: bson.A{id}}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	insert(coll, 3, 6)
+	got = append(got, readLive(t, s, 3)...)
+	if mongodb.CursorID(s) == id {
+		t.Fatalf("the stream still uses the killed cursor %d", id)
+	}
+
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	insert(connect(t, srv.URI).Database("shop").Collection("cursors"), 6, 9)
+	got = append(got, readLive(t, s, 3)...)
+	for i, r := range got {
+		if want := fmt.Sprintf(`{"$numberInt":"%d"}`, i); string(r.Key) != want || r.Op != record.OpInsert {
+			t.Fatalf("record %d: %v %s, want insert %s", i, r.Op, r.Key, want)
+		}
+	}
+}
+
+// TestLiveSnapshot copies a collection whose _ids have several BSON types, resumes the copy from a
+// stored position after a restart, and then streams the change made during the copy.
 func TestLiveSnapshot(t *testing.T) {
 	srv := services.StartMongo(t)
 	ctx := context.Background()
 	client := connect(t, srv.URI)
 	coll := client.Database("shop").Collection("stock")
-	docs := make([]any, 250)
-	for i := range docs {
-		docs[i] = bson.D{{Key: "_id", Value: i}, {Key: "qty", Value: i}}
+	var docs []any
+	for i := range 250 {
+		docs = append(docs, bson.D{{Key: "_id", Value: i}, {Key: "qty", Value: i}})
+	}
+	for i := range 5 { // _ids that sort after every number: strings, then ObjectIds, then dates
+		docs = append(docs, bson.D{{Key: "_id", Value: fmt.Sprintf("sku-%d", i)}},
+			bson.D{{Key: "_id", Value: bson.NewObjectID()}}, bson.D{{Key: "_id", Value: bson.DateTime(int64(i))}})
 	}
 	if _, err := coll.InsertMany(ctx, docs); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2100 * time.Millisecond) // the snapshot's stream starts a second before it, by the server's clock
 	settings := map[string]any{"uri": srv.URI, "database": "shop", "collection": "stock", "snapshot": "initial", "max_await": "200ms"}
 	s := open(t, settings, nil, false)
 	first, err := s.Read(ctx)
@@ -367,38 +461,82 @@ func TestLiveSnapshot(t *testing.T) {
 	}
 	resumeAt := first[99].Position.Clone()
 	s.Close(ctx)
-	// Changes made during the copy.
+	// A change made during the copy.
 	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1000}, {Key: "qty", Value: 1}}); err != nil {
 		t.Fatal(err)
 	}
-	// The restarted source continues the copy after _id 99, then streams.
+	// The restarted source continues the copy after _id 99, then streams from the captured start.
 	s2 := open(t, settings, resumeAt, false)
-	var snap, stream []record.Record
-	for len(stream) == 0 {
-		recs, err := s2.Read(ctx)
+	var snap []record.Record
+	streamed := map[string]int{}
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for streamed[`{"$numberInt":"1000"}`] == 0 {
+		recs, err := s2.Read(rctx)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("after %d snapshot records and %d changes: %v", len(snap), len(streamed), err)
 		}
 		for _, r := range recs {
 			switch r.Op {
 			case record.OpSnapshot:
+				if len(streamed) > 0 {
+					t.Fatal("a snapshot record after the stream began")
+				}
 				snap = append(snap, clone(r))
 			case record.OpHeartbeat:
 				if r.Position[0] != 3 {
 					t.Fatalf("heartbeat position kind %d, want the stream start (3)", r.Position[0])
 				}
+			case record.OpInsert:
+				streamed[string(r.Key)]++
 			default:
-				stream = append(stream, clone(r))
+				t.Fatalf("unexpected %v record", r.Op)
 			}
 		}
 	}
-	if len(snap) != 151 { // _id 100..249 and 1000 (inserted before the copy reached it)
-		t.Fatalf("continued snapshot copied %d documents, want 151", len(snap))
+	// _id 100..249 and 1000 (inserted before the copy reached it), then 5 strings, 5 ObjectIds, 5 dates.
+	if len(snap) != 166 {
+		t.Fatalf("continued snapshot copied %d documents, want 166", len(snap))
 	}
-	if string(snap[0].Key) != `{"$numberInt":"100"}` {
-		t.Fatalf("continued snapshot starts at %s", snap[0].Key)
+	if string(snap[0].Key) != `{"$numberInt":"100"}` || string(snap[150].Key) != `{"$numberInt":"1000"}` ||
+		string(snap[151].Key) != `"sku-0"` || !strings.Contains(string(snap[165].Key), "$date") {
+		t.Fatalf("continued snapshot order: %s … %s %s … %s", snap[0].Key, snap[150].Key, snap[151].Key, snap[165].Key)
 	}
-	if stream[0].Op != record.OpInsert || string(stream[0].Key) != `{"$numberInt":"1000"}` {
-		t.Fatalf("first streamed change %v %s, want the insert made during the copy", stream[0].Op, stream[0].Key)
+	// Every streamed insert is the change made during the copy or one made just before the capture (the
+	// test server reports no resume token, so the stream starts at the second the snapshot began:
+	// duplicates of earlier changes are possible, gaps are not).
+	for k, n := range streamed {
+		if n != 1 {
+			t.Errorf("change %s streamed %d times", k, n)
+		}
+	}
+}
+
+// TestLiveInvalidateReopens checks that after an invalidate event the source opens a new stream after
+// it (startAfter the invalidate event's token) and goes on. mongo-java-server never invalidates a
+// stream, so the test relabels every event as one with a server-side $addFields stage: each event then
+// makes the source reopen the stream after it, and the next change must still arrive exactly once.
+func TestLiveInvalidateReopens(t *testing.T) {
+	srv := services.StartMongo(t)
+	ctx := context.Background()
+	coll := connect(t, srv.URI).Database("shop").Collection("renamed")
+	s := open(t, map[string]any{"uri": srv.URI, "database": "shop", "collection": "renamed", "max_await": "200ms",
+		"pipeline": []any{map[string]any{"$addFields": map[string]any{"operationType": "invalidate"}}}}, nil, false)
+	var got []record.Record
+	cursors := map[int64]bool{}
+	for i := range 3 {
+		if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: i}}); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, readLive(t, s, 1)...)
+		cursors[mongodb.CursorID(s)] = true
+	}
+	for i, r := range got {
+		if op, _ := r.Meta.Get("mongodb.operation"); op != "invalidate" || r.Op != record.OpOther || string(r.Key) != fmt.Sprintf(`{"$numberInt":"%d"}`, i) {
+			t.Fatalf("record %d: %v %s %s", i, r.Op, op, r.Key)
+		}
+	}
+	if len(cursors) < 2 {
+		t.Fatalf("the source kept one cursor (%v) across invalidate events", cursors)
 	}
 }

@@ -37,7 +37,7 @@ func TestPlugins(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("plugins list: exit %d\n%s", code, errOut)
 	}
-	for _, name := range []string{"generate", "file", "file-atomic", "stdout", "discard", "memory", "mongodb", "redis"} {
+	for _, name := range []string{"generate", "file", "file-atomic", "stdout", "discard", "memory", "mongodb", "redis", "kafka"} {
 		if !regexp.MustCompile(`(?m)^` + name + `\s`).MatchString(out) {
 			t.Errorf("plugins list does not show %s:\n%s", name, out)
 		}
@@ -304,7 +304,7 @@ func waitForLines(t *testing.T, path string, n int) {
 
 // TestPluginDocsCurrent checks that docs/plugins/*.md match what the plugins' specs generate (make docs).
 func TestPluginDocsCurrent(t *testing.T) {
-	for _, name := range []string{"generate", "file", "file-atomic", "stdout", "discard", "memory", "mongodb", "redis"} {
+	for _, name := range []string{"generate", "file", "file-atomic", "stdout", "discard", "memory", "mongodb", "redis", "kafka"} {
 		out, errOut, code := sluice(t, t.TempDir(), "plugins", "describe", "--markdown", name)
 		if code != 0 {
 			t.Fatalf("describe --markdown %s: exit %d\n%s", name, code, errOut)

@@ -1,0 +1,215 @@
+// Package kafka is sluice's Apache Kafka sink, built on franz-go.
+//
+// Each record becomes one Kafka message: the record's key is the message key, its payload the value (a
+// record without payload, such as a delete, is a tombstone), selected metadata become headers, and the
+// topic is the record's route (record.MetaRoute, set by a transform's route step) or the topic setting.
+//
+// # Exactly once
+//
+// With transactional: true (the default) every Write is one Kafka transaction holding the batch's
+// messages and one progress message: the batch's upstream position, written to a compacted progress
+// topic under the sink's transactional id. Messages and position become visible together or not at all,
+// so Checkpoint, which reads the last committed progress message with read_committed, always names
+// exactly what has been written, and the host resumes the upstream right after it: no loss and no
+// duplicate for consumers reading with isolation.level=read_committed. The transactional id is derived
+// from the pipeline id, so a second instance of the pipeline fences the first; the fenced one fails its
+// next Write with an error saying so.
+//
+// With transactional: false the sink is an idempotent producer (acks=all, no duplicates from the
+// producer's own retries) and the host stores positions: at-least-once.
+package kafka
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/sdk"
+)
+
+// Plugin returns the kafka plugin: its spec and its sink constructor.
+func Plugin() sdk.Plugin {
+	return sdk.Plugin{
+		Spec: sdk.Spec{
+			Name:    "kafka",
+			Version: "0.1.0",
+			Summary: "Apache Kafka: a sink that writes each batch and its position in one Kafka transaction (exactly-once).",
+			Author:  "sluice",
+			Sink: &sdk.Stage{
+				Summary:      "Writes records as Kafka messages (key = record key, value = payload, headers from metadata) to a static topic or the record's route. transactional: true (default) writes each batch together with its upstream position in one transaction: exactly-once for read_committed consumers. transactional: false is an idempotent producer: at-least-once.",
+				Settings:     settings,
+				Capabilities: sdk.Capabilities{AtomicPosition: true, AtomicPositionSetting: "transactional"},
+			},
+		},
+		NewSink: func() sdk.Sink { return &Sink{} },
+	}
+}
+
+var settings = []sdk.Setting{
+	{Name: "brokers", Type: sdk.TypeList, Required: true,
+		Doc: "Bootstrap brokers, host:port, such as [\"kafka-1:9092\", \"kafka-2:9092\"]."},
+	{Name: "topic", Type: sdk.TypeString,
+		Doc: "The topic to write to. A record's route (set by a route transform step) overrides it. Without it every record must carry a route."},
+	{Name: "partitioner", Type: sdk.TypeString, Default: "hash", Enum: []string{"hash", "round_robin"},
+		Doc: "hash (default): the partition is the murmur2 hash of the key, as Kafka's Java client does, so records with one key keep their order; records without a key stick to one partition at a time. round_robin: spread records evenly, ignoring keys (no per-key order)."},
+	{Name: "acks", Type: sdk.TypeString, Default: "all", Enum: []string{"all", "leader", "none"},
+		Doc: "all (default): a write counts once every in-sync replica has it, and the producer is idempotent. leader or none are faster and can lose acknowledged records when a broker fails; they need transactional: false."},
+	{Name: "compression", Type: sdk.TypeString, Default: "none", Enum: []string{"none", "gzip", "snappy", "lz4", "zstd"},
+		Doc: "Compression of message batches. Default none: no CPU spent on it; lz4 or zstd trade CPU for network and disk."},
+	{Name: "batch_max_bytes", Type: sdk.TypeInt, Default: "1000000",
+		Doc: "Largest message batch sent to one partition, in bytes (default 1000000). Keep it below the broker's message.max.bytes."},
+	{Name: "linger", Type: sdk.TypeDuration, Default: "0s",
+		Doc: "How long a partition's batch waits for more records before it is sent (default 0s). Every write ends with a flush, so this only matters within one large write."},
+	{Name: "max_message_bytes", Type: sdk.TypeInt, Default: "1000000",
+		Doc: "Largest message (key + value + headers) the sink sends, default 1000000. A larger record goes to the pipeline's dead-letter sink, or fails the pipeline when it has none: never dropped silently. Keep it below the topic's max.message.bytes."},
+	{Name: "headers", Type: sdk.TypeList,
+		Doc: "Metadata keys written as message headers, such as [\"mongodb.coll\"]; [\"*\"] writes all of them (except sluice.route). Default: none."},
+	{Name: "client_id", Type: sdk.TypeString, Default: "sluice",
+		Doc: "The client id brokers see in their logs and quotas."},
+	{Name: "transactional", Type: sdk.TypeBool, Default: "true",
+		Doc: "true (default): each write is one Kafka transaction holding the records and the batch's position: exactly-once for read_committed consumers (needs acks all). false: idempotent producer, positions kept by the host: at-least-once."},
+	{Name: "transactional_id", Type: sdk.TypeString,
+		Doc: "The Kafka transactional id, also the key of this pipeline's progress messages. Default: \"sluice-\" + the pipeline id. Two sinks with the same id fence each other: give each deployment of a pipeline id its own."},
+	{Name: "transaction_timeout", Type: sdk.TypeDuration, Default: "1m",
+		Doc: "How long the broker lets a transaction stay open before aborting it (default 1m); a restarted sink aborts its predecessor's open transaction at once anyway. At most the broker's transaction.max.timeout.ms (15m by default)."},
+	{Name: "progress_topic", Type: sdk.TypeString, Default: "sluice-progress",
+		Doc: "The compacted topic holding each pipeline's last written position, keyed by transactional id (default sluice-progress). Created with one partition if missing; do not repartition it."},
+	{Name: "auto_create_topics", Type: sdk.TypeBool, Default: "false",
+		Doc: "Ask brokers to create missing topics (they do when auto.create.topics.enable is on). Default false: writing to a missing topic fails the pipeline, so a mistyped route creates nothing."},
+	{Name: "sasl_mechanism", Type: sdk.TypeString, Default: "none", Enum: []string{"none", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"},
+		Doc: "SASL authentication: none (default), PLAIN (send passwords only over TLS), SCRAM-SHA-256 or SCRAM-SHA-512."},
+	{Name: "sasl_username", Type: sdk.TypeString,
+		Doc: "SASL user name."},
+	{Name: "sasl_password", Type: sdk.TypeString, Secret: true,
+		Doc: "SASL password. Pass it as ${env:NAME} or ${file:PATH}; it is never printed or logged."},
+	{Name: "tls", Type: sdk.TypeBool, Default: "false",
+		Doc: "Connect with TLS, verifying brokers against the system's roots (or tls_ca_file). Default false; any tls_* setting turns it on."},
+	{Name: "tls_ca_file", Type: sdk.TypeString,
+		Doc: "PEM file of the certificate authorities to verify brokers with, instead of the system's."},
+	{Name: "tls_cert_file", Type: sdk.TypeString,
+		Doc: "PEM client certificate for mutual TLS; needs tls_key_file."},
+	{Name: "tls_key_file", Type: sdk.TypeString,
+		Doc: "PEM private key of tls_cert_file."},
+	{Name: "tls_server_name", Type: sdk.TypeString,
+		Doc: "The name to verify brokers' certificates against, when it differs from the host in brokers."},
+}
+
+// Config holds the sink's settings; see the spec (Plugin) for each one's meaning and default.
+type Config struct {
+	Brokers            []string      `setting:"brokers"`
+	Topic              string        `setting:"topic"`
+	Partitioner        string        `setting:"partitioner"`
+	Acks               string        `setting:"acks"`
+	Compression        string        `setting:"compression"`
+	BatchMaxBytes      int           `setting:"batch_max_bytes"`
+	Linger             time.Duration `setting:"linger"`
+	MaxMessageBytes    int           `setting:"max_message_bytes"`
+	Headers            []string      `setting:"headers"`
+	ClientID           string        `setting:"client_id"`
+	Transactional      bool          `setting:"transactional"`
+	TransactionalID    string        `setting:"transactional_id"`
+	TransactionTimeout time.Duration `setting:"transaction_timeout"`
+	ProgressTopic      string        `setting:"progress_topic"`
+	AutoCreateTopics   bool          `setting:"auto_create_topics"`
+	SASLMechanism      string        `setting:"sasl_mechanism"`
+	SASLUsername       string        `setting:"sasl_username"`
+	SASLPassword       string        `setting:"sasl_password"`
+	TLS                bool          `setting:"tls"`
+	TLSCAFile          string        `setting:"tls_ca_file"`
+	TLSCertFile        string        `setting:"tls_cert_file"`
+	TLSKeyFile         string        `setting:"tls_key_file"`
+	TLSServerName      string        `setting:"tls_server_name"`
+}
+
+// ParseConfig decodes and checks the settings of the sink of pipeline, applying the spec's defaults to
+// keys that are absent and deriving the transactional id. Errors wrap sdk.ErrInvalidSettings.
+func ParseConfig(s sdk.Settings, pipeline string) (Config, error) {
+	c := Config{Partitioner: "hash", Acks: "all", Compression: "none", BatchMaxBytes: 1000000,
+		MaxMessageBytes: 1000000, ClientID: "sluice", Transactional: true, TransactionTimeout: time.Minute,
+		ProgressTopic: "sluice-progress", SASLMechanism: "none"}
+	if err := s.Decode(&c); err != nil {
+		return c, err
+	}
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if len(c.Brokers) == 0 {
+		bad("brokers: at least one broker is needed")
+	}
+	if c.Topic != "" {
+		if err := checkTopic(c.Topic); err != nil {
+			bad("topic: %v", err)
+		}
+	}
+	if c.Transactional {
+		if c.TransactionalID == "" {
+			if pipeline == "" {
+				bad("transactional_id: no pipeline id to derive it from")
+			}
+			c.TransactionalID = "sluice-" + pipeline
+		}
+		if c.Acks != "all" {
+			bad("acks: transactions need acks all, not %q (or set transactional: false)", c.Acks)
+		}
+		if err := checkTopic(c.ProgressTopic); err != nil {
+			bad("progress_topic: %v", err)
+		}
+		if c.TransactionTimeout < time.Second {
+			bad("transaction_timeout: %s is too short (at least 1s)", c.TransactionTimeout)
+		}
+	}
+	if c.BatchMaxBytes < 1024 || c.BatchMaxBytes > 1<<30 {
+		bad("batch_max_bytes: %d is outside 1024..%d", c.BatchMaxBytes, 1<<30)
+	}
+	if c.MaxMessageBytes < 1 || c.MaxMessageBytes > 1<<30-1024 {
+		bad("max_message_bytes: %d is outside 1..%d", c.MaxMessageBytes, 1<<30-1024)
+	}
+	if c.Linger < 0 {
+		bad("linger: %s is negative", c.Linger)
+	}
+	switch c.SASLMechanism {
+	case "none":
+		if c.SASLUsername != "" || c.SASLPassword != "" {
+			bad("sasl_username and sasl_password need a sasl_mechanism")
+		}
+	case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+		if c.SASLUsername == "" {
+			bad("sasl_username: %s needs a user name", c.SASLMechanism)
+		}
+	default:
+		bad("sasl_mechanism: unknown %q", c.SASLMechanism)
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("tls_cert_file and tls_key_file go together")
+	}
+	if c.TLSCAFile != "" || c.TLSCertFile != "" || c.TLSServerName != "" {
+		c.TLS = true
+	}
+	if slices.Contains(c.Headers, "") {
+		bad("headers: an empty metadata key")
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, fmt.Errorf("%w: %w", sdk.ErrInvalidSettings, err)
+	}
+	return c, nil
+}
+
+// checkTopic reports whether name is a legal Kafka topic name: 1 to 249 ASCII letters, digits, '.', '_'
+// and '-', and not "." or "..".
+func checkTopic(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty topic name")
+	case len(name) > 249:
+		return fmt.Errorf("topic name of %d characters (at most 249)", len(name))
+	case name == "." || name == "..":
+		return fmt.Errorf("topic name %q is not allowed", name)
+	}
+	if i := strings.IndexFunc(name, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+	}); i >= 0 {
+		return fmt.Errorf("topic name %q: character %q is not allowed (letters, digits, '.', '_', '-')", name, name[i])
+	}
+	return nil
+}

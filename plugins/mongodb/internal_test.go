@@ -1,0 +1,204 @@
+package mongodb
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/services"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+func TestParseStartAt(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{"latest", "at the latest change", true},
+		{"", "at the latest change", true},
+		{"2024-05-01T00:00:00Z", "at cluster time 1714521600.0", true},
+		{"2024-05-01T02:00:00+02:00", "at cluster time 1714521600.0", true},
+		{`{"_data": "8265AB"}`, `after resume token {"_data": "8265AB"}`, true},
+		{`{"_data": "8265AB", "_typeBits": {"$binary": {"base64": "QA==", "subType": "00"}}}`, `after resume token {"_data": "8265AB","_typeBits": {"$binary":{"base64":"QA==","subType":"00"}}}`, true},
+		{"yesterday", "", false},
+		{"2024-05-01", "", false},
+		{`{"token": "x"}`, "", false},
+	} {
+		st, err := parseStartAt(tc.in)
+		if (err == nil) != tc.ok || tc.ok && st.String() != tc.want {
+			t.Errorf("parseStartAt(%q) = %s, %v; want %s", tc.in, st, err, tc.want)
+		}
+	}
+}
+
+// TestAfterID checks the filter that continues a snapshot after the last _id copied: it must also
+// match every _id of a type that sorts later, since $gt only compares within one type bracket.
+func TestAfterID(t *testing.T) {
+	v := func(x any) bson.RawValue {
+		t.Helper()
+		typ, b, err := bson.MarshalValue(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bson.RawValue{Type: typ, Value: b}
+	}
+	for _, tc := range []struct {
+		last bson.RawValue
+		want string
+	}{
+		{v(int32(5)), `{"$or": [{"_id": {"$gt": {"$numberInt":"5"}}},{"_id": {"$type": ["string","object","binData","objectId","bool","date","timestamp","regex","maxKey"]}}]}`},
+		{v(int64(5)), `{"$or": [{"_id": {"$gt": {"$numberLong":"5"}}},{"_id": {"$type": ["string","object","binData","objectId","bool","date","timestamp","regex","maxKey"]}}]}`},
+		{v("a"), `{"$or": [{"_id": {"$gt": "a"}},{"_id": {"$type": ["object","binData","objectId","bool","date","timestamp","regex","maxKey"]}}]}`},
+		{v(bson.DateTime(0)), `{"$or": [{"_id": {"$gt": {"$date":{"$numberLong":"0"}}}},{"_id": {"$type": ["timestamp","regex","maxKey"]}}]}`},
+		{v(bson.MaxKey{}), `{"_id": {"$gt": {"$maxKey":1}}}`},
+	} {
+		b, err := bson.Marshal(afterID(tc.last))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bson.Raw(b).String(); got != tc.want {
+			t.Errorf("afterID(%s) =\n%s\nwant\n%s", tc.last, got, tc.want)
+		}
+	}
+}
+
+// TestSnapshotPosition round-trips the positions of a snapshot that starts at a resume token and of one
+// that starts at a cluster time.
+func TestSnapshotPosition(t *testing.T) {
+	tok := token(t, "8265AB")
+	last := bson.RawValue{Type: bson.TypeString, Value: bsonString("sku-9")}
+	for _, from := range []start{{token: tok}, {at: &bson.Timestamp{T: 1714521600, I: 3}}} {
+		sn := &snapshot{from: from, last: last}
+		for _, kind := range []byte{posSnapshot, posStreamStart} {
+			pos, err := sn.position(kind)
+			if err != nil || pos[0] != kind {
+				t.Fatalf("position(%d) = %x, %v", kind, []byte(pos), err)
+			}
+			got, gotLast, err := parseSnapshotPosition(pos)
+			if err != nil || got.String() != from.String() {
+				t.Fatalf("parse(%x) = %s, %v; want %s", []byte(pos), got, err, from)
+			}
+			if kind == posSnapshot && !gotLast.Equal(last) || kind == posStreamStart && gotLast.Type != 0 {
+				t.Fatalf("kind %d: last = %s", kind, gotLast)
+			}
+		}
+	}
+	if _, _, err := parseSnapshotPosition([]byte{posSnapshot, 5, 0, 0, 0, 0}); err == nil {
+		t.Fatal("a position without a start parsed")
+	}
+}
+
+func bsonString(s string) []byte {
+	_, b, _ := bson.MarshalValue(s)
+	return b
+}
+
+// TestTransient checks which errors make the source resume instead of failing.
+func TestTransient(t *testing.T) {
+	if transient(bson.ErrDecodeToNil) || transient(mongoErr(286, nil)) {
+		t.Fatal("a non-network error is transient")
+	}
+	if !transient(mongoErr(43, []string{"ResumableChangeStreamError"})) {
+		t.Fatal("a resumable change stream error is not transient")
+	}
+	if !historyLost(mongoErr(286, nil)) || historyLost(mongoErr(43, nil)) {
+		t.Fatal("historyLost misclassifies")
+	}
+}
+
+// TestHistoryLost applies each on_history_lost mode to a source whose stored token the server no longer
+// has. mongo-java-server never reports lost history (it resumes from any token), so the test hands the
+// error to the handler directly; which server errors count as lost history is TestTransient's.
+func TestHistoryLost(t *testing.T) {
+	srv := services.StartMongo(t)
+	ctx := context.Background()
+	lost := mongoErr(286, nil)
+	stored := start{token: token(t, "8265AB")}
+	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	for _, tc := range []struct {
+		mode, startAt string
+		wantErr       string // "" when the stream is open again
+	}{
+		{"fail", "latest", "sluice reset PIPELINE"},
+		{"latest", past, ""},
+		{"timestamp", past, ""},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			s := &Source{}
+			settings := sdk.Settings{"uri": srv.URI, "database": "shop", "collection": "lost", "on_history_lost": tc.mode, "start_at": tc.startAt}
+			if err := s.Open(ctx, sdk.OpenRequest{Settings: settings, MaxBatchRecords: 10}); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close(ctx)
+			s.lastEmitted = stored.token
+			err := s.historyLost(ctx, stored, lost)
+			if tc.wantErr != "" {
+				if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "shop.lost") {
+					t.Fatalf("err = %v, want a FailedPrecondition naming the collection and %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || s.stream == nil || s.lastEmitted != nil {
+				t.Fatalf("err %v, stream %v, lastEmitted %s", err, s.stream, s.lastEmitted)
+			}
+			if want := (start{}).String(); tc.mode == "latest" && s.from.String() != want {
+				t.Fatalf("reopened %s, want %s", s.from, want)
+			}
+			if tc.mode == "timestamp" && s.from.String() != s.startAt.String() {
+				t.Fatalf("reopened %s, want start_at %s", s.from, s.startAt)
+			}
+		})
+	}
+}
+
+// TestTLSConfig loads a CA bundle and a client certificate with its key from PEM files.
+func TestTLSConfig(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sluice-test"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	dir := t.TempDir()
+	ca, both := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem")
+	if err := os.WriteFile(ca, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(both, append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tc, err := tlsConfig(Config{TLSCAFile: ca, TLSCertFile: both})
+	if err != nil || tc.RootCAs == nil || len(tc.Certificates) != 1 {
+		t.Fatalf("tlsConfig = %+v, %v", tc, err)
+	}
+	if _, err := tlsConfig(Config{TLSCAFile: both + ".missing"}); err == nil {
+		t.Fatal("a missing CA file loaded")
+	}
+	if _, err := tlsConfig(Config{TLSCertFile: ca}); err == nil {
+		t.Fatal("a certificate without its key loaded")
+	}
+}
