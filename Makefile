@@ -40,11 +40,12 @@ test: ## every module's tests, with the race detector
 test-short: ## every module's tests without -race (quick local loop)
 	@for m in $(MODULES); do (cd $$m && $(GO) test -count=1 ./...); done
 
-demo: build ## run configs/quickstart.yaml (generate → file), no external service needed
+demo: build ## run configs/quickstart.yaml (generate → file), then MongoDB → Redis → Kafka (services/demo.sh)
 	@rm -rf out/quickstart && mkdir -p out/quickstart
 	$(BIN)/sluice run --data-dir out/quickstart/state configs/quickstart.yaml
 	@echo "output: out/quickstart/orders.jsonl ($$(wc -l < out/quickstart/orders.jsonl) lines); first line:"
 	@head -c 300 out/quickstart/orders.jsonl | head -1
+	bash services/demo.sh
 
 bench: ## throughput benchmarks: the pipeline end to end, the codec, transforms
 	cd runtime && $(GO) test -run '^$$' -bench 'Pipeline' -benchtime $(BENCHTIME) -benchmem ./pipeline/

@@ -105,12 +105,16 @@ func TestSameDirTwice(t *testing.T) {
 	}
 }
 
-// TestConfigsValidate validates every connector file shipped in configs/.
+// TestConfigsValidate validates every connector file shipped in configs/ and runs its inline tests.
 func TestConfigsValidate(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join(repoRoot(), "configs", "*.yaml"))
 	if len(files) == 0 {
 		t.Fatal("no connector files in configs/")
 	}
+	// The servers the demo files name come from the environment (make demo sets them).
+	t.Setenv("MONGO_URI", "mongodb://127.0.0.1:27017")
+	t.Setenv("REDIS_ADDR", "127.0.0.1:6379")
+	t.Setenv("KAFKA_BROKERS", "127.0.0.1:9092")
 	for _, f := range files {
 		out, errOut, code := sluice(t, t.TempDir(), "validate", f)
 		if code != 0 {
@@ -119,6 +123,14 @@ func TestConfigsValidate(t *testing.T) {
 		if !strings.Contains(out, "pipeline ") {
 			t.Errorf("%s: validate printed no pipeline: %q", f, out)
 		}
+		if out, errOut, code := sluice(t, t.TempDir(), "test", f); code != 0 {
+			t.Errorf("%s: sluice test: exit %d\n%s%s", f, code, out, errOut)
+		}
+	}
+	// The demo chain is exactly-once end to end.
+	out, _, _ := sluice(t, t.TempDir(), "validate", filepath.Join(repoRoot(), "configs", "mongo-to-kafka.yaml"))
+	if !strings.Contains(out, "mongodb → 4 steps → redis → kafka (exactly-once)") {
+		t.Errorf("mongo-to-kafka.yaml: %q", out)
 	}
 }
 

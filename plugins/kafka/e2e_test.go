@@ -1,0 +1,193 @@
+package kafka
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/sluicehq/sluice/services"
+)
+
+// buildChain builds bin/sluice and the mongodb, redis and kafka plugins into a temporary directory.
+func buildChain(t *testing.T) string {
+	t.Helper()
+	bin := t.TempDir()
+	for _, b := range []struct{ dir, pkg, out string }{
+		{"../../runtime", "./cmd/sluice", "sluice"},
+		{"../mongodb", "./cmd/mongodb", "plugins/mongodb"},
+		{"../redis", "./cmd/redis", "plugins/redis"},
+		{".", "./cmd/kafka", "plugins/kafka"},
+	} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, b.out), b.pkg)
+		cmd.Dir = b.dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("building %s: %v\n%s", b.pkg, err, out)
+		}
+	}
+	return bin
+}
+
+// TestMongoRedisKafkaExactlyOnce runs the whole chain — MongoDB change stream (mongo-java-server) →
+// transforms → Redis buffer → transactional Kafka sink — with the real host, kills the host with SIGKILL
+// once changes are arriving in Kafka, runs it again, and checks with a read_committed consumer that every
+// change is in Kafka exactly once and that each document's changes are in order.
+func TestMongoRedisKafkaExactlyOnce(t *testing.T) {
+	kafkaNode := realKafka(t)
+	mongoSrv := services.StartMongo(t)
+	redisSrv := services.StartRedis(t, services.RedisOptions{})
+	bin := buildChain(t)
+	dir := t.TempDir()
+	topic := fmt.Sprintf("shop.orders-%d", time.Now().UnixNano()%1e9)
+	conf := fmt.Sprintf(`version: 1
+pipelines:
+  - id: orders-e2e
+    source:
+      plugin: mongodb
+      settings: { uri: %q, database: shop, collection: orders, max_await: 200ms, start_at: %q }
+    transforms:
+      - filter: 'operationType in ["insert", "delete"]'
+      - route: '%q'
+    buffer:
+      plugin: redis
+      settings: { addr: %q }
+    sink:
+      plugin: kafka
+      settings: { brokers: [%q], auto_create_topics: true }
+    batch_max_records: 50
+`, mongoSrv.URI, time.Now().Add(-time.Minute).UTC().Format(time.RFC3339), topic, redisSrv.Addr, kafkaNode.Brokers[0])
+	if err := os.WriteFile(filepath.Join(dir, "chain.yaml"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := func() (*exec.Cmd, *bytes.Buffer) {
+		var out bytes.Buffer
+		cmd := exec.Command(filepath.Join(bin, "sluice"), "run", "--data-dir", "state", "chain.yaml")
+		cmd.Dir, cmd.Stdout, cmd.Stderr = dir, &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, &out
+	}
+	host, log1 := start()
+
+	ctx := context.Background()
+	client, err := mongo.Connect(options.Client().ApplyURI(mongoSrv.URI))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Disconnect(ctx)
+	orders := client.Database("shop").Collection("orders")
+	const n = 1000
+	killed := false
+	for i := 0; i < n; i += 25 {
+		docs := make([]any, 25)
+		for j := range docs {
+			docs[j] = bson.D{{Key: "_id", Value: i + j}, {Key: "n", Value: i + j}}
+		}
+		if _, err := orders.InsertMany(ctx, docs); err != nil {
+			t.Fatal(err)
+		}
+		// Delete every fourth document of the batch: a second change for the same key.
+		for j := 0; j < 25; j += 4 {
+			if _, err := orders.DeleteOne(ctx, bson.D{{Key: "_id", Value: i + j}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !killed && i >= n/2 && len(committed(t, kafkaNode.Brokers, topic, time.Second)) > 0 {
+			// Changes are arriving: kill the host (its plugins die with it) and start it again.
+			_ = host.Process.Signal(syscall.SIGKILL)
+			_ = host.Wait()
+			killed = true
+			host, _ = start()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !killed {
+		_ = host.Process.Kill()
+		t.Fatalf("no change reached Kafka before the inserts ended; first run:\n%s", log1)
+	}
+	want := n + (n/25)*7 // every insert, and 7 deletes per 25
+	var got []*kgo.Record
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		got = committed(t, kafkaNode.Brokers, topic, 3*time.Second)
+		if len(got) >= want || time.Now().After(deadline) {
+			break
+		}
+	}
+	_ = host.Process.Signal(syscall.SIGTERM)
+	_ = host.Wait()
+	type change struct {
+		op string
+		n  int
+	}
+	perKey := map[string][]change{}
+	seen := map[string]int{} // resume token → count
+	for _, r := range got {
+		var ev struct {
+			ID            json.RawMessage `json:"_id"`
+			OperationType string          `json:"operationType"`
+			FullDocument  struct {
+				N int `json:"n"`
+			} `json:"fullDocument"`
+		}
+		if err := json.Unmarshal(r.Value, &ev); err != nil {
+			t.Fatalf("record %s: %v", r.Value, err)
+		}
+		seen[string(ev.ID)]++
+		perKey[string(r.Key)] = append(perKey[string(r.Key)], change{ev.OperationType, ev.FullDocument.N})
+	}
+	for id, c := range seen {
+		if c != 1 {
+			t.Fatalf("change %s is in Kafka %d times", id, c)
+		}
+	}
+	if len(got) != want {
+		t.Fatalf("Kafka holds %d changes, want %d (every change exactly once)", len(got), want)
+	}
+	for k, cs := range perKey {
+		if cs[0].op != "insert" || len(cs) > 2 || len(cs) == 2 && cs[1].op != "delete" {
+			t.Fatalf("key %s: changes out of order: %v", k, cs)
+		}
+	}
+	t.Logf("%d changes, each exactly once in Kafka after SIGKILL of the host, per-key order kept", len(got))
+}
+
+// committed reads every committed record of topic, stopping after idle without new ones.
+func committed(t *testing.T, brokers []string, topic string, idle time.Duration) []*kgo.Record {
+	t.Helper()
+	c, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var out []*kgo.Record
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), idle)
+		fs := c.PollFetches(ctx)
+		cancel()
+		got := 0
+		fs.EachRecord(func(r *kgo.Record) {
+			if !strings.HasPrefix(r.Topic, "__") {
+				out = append(out, r)
+				got++
+			}
+		})
+		if got == 0 {
+			return out
+		}
+	}
+}
