@@ -45,17 +45,23 @@ func (s *steps) apply(ctx context.Context, b *protocol.Batch) error {
 	var dead []record.Record
 	changed := false
 	if s.scan {
-		kept := recs[:0:0]
+		// Most batches hold no dead letter: copy the records only when one is found.
+		var kept []record.Record
 		for i := range recs {
-			if reason, ok := recs[i].Meta.Get(record.MetaError); ok {
-				if s.dead == nil {
-					return permanentError{fmt.Errorf("the source sent a dead-letter record (position %x: %s) but the pipeline has no dead-letter sink", []byte(recs[i].Position), reason)}
+			reason, ok := recs[i].Meta.Get(record.MetaError)
+			if !ok {
+				if changed {
+					kept = append(kept, recs[i])
 				}
-				dead = append(dead, deadLetter(recs[i], s.pipeline, "source", reason))
-				changed = true
 				continue
 			}
-			kept = append(kept, recs[i])
+			if s.dead == nil {
+				return permanentError{fmt.Errorf("the source sent a dead-letter record (position %x: %s) but the pipeline has no dead-letter sink", []byte(recs[i].Position), reason)}
+			}
+			if !changed {
+				kept, changed = append(make([]record.Record, 0, len(recs)), recs[:i]...), true
+			}
+			dead = append(dead, deadLetter(recs[i], s.pipeline, "source", reason))
 		}
 		if changed {
 			recs = kept
