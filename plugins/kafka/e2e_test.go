@@ -21,25 +21,6 @@ import (
 	"github.com/sluicehq/sluice/services"
 )
 
-// buildChain builds bin/sluice and the mongodb, redis and kafka plugins into a temporary directory.
-func buildChain(t *testing.T) string {
-	t.Helper()
-	bin := t.TempDir()
-	for _, b := range []struct{ dir, pkg, out string }{
-		{"../../runtime", "./cmd/sluice", "sluice"},
-		{"../mongodb", "./cmd/mongodb", "plugins/mongodb"},
-		{"../redis", "./cmd/redis", "plugins/redis"},
-		{".", "./cmd/kafka", "plugins/kafka"},
-	} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, b.out), b.pkg)
-		cmd.Dir = b.dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("building %s: %v\n%s", b.pkg, err, out)
-		}
-	}
-	return bin
-}
-
 // TestMongoRedisKafkaExactlyOnce runs the whole chain — MongoDB change stream (mongo-java-server) →
 // transforms → Redis buffer → transactional Kafka sink — with the real host, kills the host with SIGKILL
 // once changes are arriving in Kafka, runs it again, and checks with a read_committed consumer that every
@@ -48,7 +29,7 @@ func TestMongoRedisKafkaExactlyOnce(t *testing.T) {
 	kafkaNode := realKafka(t)
 	mongoSrv := services.StartMongo(t)
 	redisSrv := services.StartRedis(t, services.RedisOptions{})
-	bin := buildChain(t)
+	bin := services.Binaries(t, "mongodb", "redis", "kafka")
 	dir := t.TempDir()
 	topic := fmt.Sprintf("shop.orders-%d", time.Now().UnixNano()%1e9)
 	conf := fmt.Sprintf(`version: 1

@@ -20,25 +20,6 @@ import (
 	"github.com/sluicehq/sluice/services"
 )
 
-// buildHost builds bin/sluice and the mongodb, file and file-atomic plugins into a temporary directory.
-func buildHost(t *testing.T) string {
-	t.Helper()
-	bin := t.TempDir()
-	for _, b := range []struct{ dir, pkg, out string }{
-		{"../../runtime", "./cmd/sluice", "sluice"},
-		{"../file", "./cmd/file", "plugins/file"},
-		{"../file", "./cmd/file-atomic", "plugins/file-atomic"},
-		{".", "./cmd/mongodb", "plugins/mongodb"},
-	} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, b.out), b.pkg)
-		cmd.Dir = b.dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("building %s: %v\n%s", b.pkg, err, out)
-		}
-	}
-	return bin
-}
-
 // TestKillPluginNoLoss runs mongodb → file sink pipelines with the real host while documents are
 // inserted, kills the mongodb plugin with SIGKILL mid-run, and checks that every insert reaches the
 // file: the host restarts the plugin, which resumes after the last stored resume token. With the file
@@ -46,7 +27,7 @@ func buildHost(t *testing.T) string {
 // with file-atomic (the sink stores the resume token with its lines) every insert arrives exactly once.
 func TestKillPluginNoLoss(t *testing.T) {
 	srv := services.StartMongo(t)
-	bin := buildHost(t)
+	bin := services.Binaries(t, "file", "file-atomic", "mongodb")
 	for _, tc := range []struct {
 		sink        string
 		exactlyOnce bool
