@@ -19,8 +19,14 @@ func load(w io.Writer, c *plugin.Catalog, paths []string) ([]*config.File, error
 	var other []error
 	ids := map[string]config.Pos{}
 	loader := &config.Loader{Specs: c.Spec}
+	linked := map[string]bool{}
+	var linkedNames []string
 	for _, p := range c.List() {
 		loader.Plugins = append(loader.Plugins, p.Spec.Name)
+		if p.Linked != nil {
+			linked[p.Spec.Name] = true
+			linkedNames = append(linkedNames, p.Spec.Name)
+		}
 	}
 	for _, path := range paths {
 		f, err := loader.Load(path)
@@ -39,6 +45,13 @@ func load(w io.Writer, c *plugin.Catalog, paths []string) ([]*config.File, error
 					Msg: fmt.Sprintf("pipeline id %q is already used at %s; ids must be unique across files", p.ID, first)})
 			}
 			ids[p.ID] = p.Pos
+			for _, st := range []*config.Stage{p.Source, p.Buffer, p.Sink, p.DeadLetter} {
+				if st != nil && st.InProcess && !linked[st.Plugin] {
+					problems = append(problems, &config.Error{Pos: st.Pos, Msg: fmt.Sprintf(
+						"plugin %q is not linked into this sluice binary, so in_process cannot be true for it; plugins that can run in-process: %s",
+						st.Plugin, strings.Join(linkedNames, ", "))})
+				}
+			}
 		}
 		files = append(files, f)
 	}
