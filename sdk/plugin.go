@@ -18,11 +18,6 @@ import (
 // record to be acknowledged and completes the pipeline.
 var ErrDone = errors.New("sdk: source is done")
 
-// ErrInvalidSettings marks an error from Open that no retry can fix: the settings are wrong. Wrap it
-// (fmt.Errorf("…: %w", sdk.ErrInvalidSettings)) and the host fails the pipeline with your message instead of
-// restarting it. Settings.Decode errors already wrap it.
-var ErrInvalidSettings = errors.New("invalid settings")
-
 // OpenRequest is what the host hands a stage when it opens it.
 type OpenRequest struct {
 	// Pipeline is the id of the pipeline the stage belongs to.

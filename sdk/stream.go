@@ -43,7 +43,7 @@ type opened struct {
 func (o *opened) open(ctx context.Context, req *sluicev1.OpenRequest, open func(context.Context, OpenRequest) error) (*sluicev1.Empty, error) {
 	settings, err := ParseSettings(req.GetSettingsJson())
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, protocolError("%v", err)
 	}
 	o.maxBatchRecords = int(req.GetMaxBatchRecords())
 	if o.maxBatchRecords <= 0 {
@@ -72,7 +72,7 @@ func (o *opened) open(ctx context.Context, req *sluicev1.OpenRequest, open func(
 
 func (o *opened) check() error {
 	if !o.ok.Load() {
-		return status.Error(codes.FailedPrecondition, "stage is not open")
+		return protocolError("the stage is not open")
 	}
 	return nil
 }
@@ -89,7 +89,7 @@ func (o *opened) enter(ctx context.Context) (context.Context, func(), error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
-		return nil, nil, status.Error(codes.FailedPrecondition, "stage is closed")
+		return nil, nil, protocolError("the stage is closed")
 	}
 	if o.stop == nil {
 		o.stop, o.stopFn = context.WithCancel(context.Background())
@@ -132,22 +132,33 @@ func (o *opened) close(ctx context.Context, closeFn func(context.Context) error)
 	return closeFn(ctx)
 }
 
-// toStatus turns a plugin error into a gRPC status, keeping cancellation recognisable to the host.
+// toStatus turns a plugin error into a gRPC status the host maps back to the error's class (see
+// sluice.proto, "Errors"): ErrInvalidSettings → InvalidArgument, ErrPermanent → FailedPrecondition,
+// cancellation → Canceled or DeadlineExceeded, anything else → Unknown (transient). The message is the
+// error's own.
 func toStatus(err error) error {
-	switch {
-	case err == nil:
+	if err == nil {
 		return nil
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, err.Error())
-	case errors.Is(err, ErrInvalidSettings):
-		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
+	switch {
+	case errors.Is(err, ErrInvalidSettings):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrPermanent):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
 	return status.Error(codes.Unknown, err.Error())
+}
+
+// protocolError reports a breach of the protocol by the host or the plugin: a bug, which no retry fixes.
+func protocolError(format string, args ...any) error {
+	return status.Error(codes.FailedPrecondition, "protocol error: "+fmt.Sprintf(format, args...))
 }
 
 // ---- source ----
@@ -324,7 +335,7 @@ func serveRead(ctx context.Context, stream grpc.BidiStreamingServer[sluicev1.Ack
 			recs = recs[n:]
 			for i := range chunk {
 				if len(chunk[i].Position) == 0 {
-					return status.Errorf(codes.Internal, "plugin returned a record without a position (op %s)", chunk[i].Op)
+					return protocolError("the plugin returned a record without a position (op %s)", chunk[i].Op)
 				}
 			}
 			seq++
@@ -381,7 +392,7 @@ func serveWrite(ctx context.Context, stream grpc.BidiStreamingServer[sluicev1.Ba
 		var err error
 		recs, err = record.Decode(recs[:0], b.GetData(), int(b.GetCount()))
 		if err != nil {
-			return status.Errorf(codes.InvalidArgument, "batch %d: %v", b.GetSeq(), err)
+			return protocolError("batch %d: %v", b.GetSeq(), err)
 		}
 		last := b
 		// starts[i] is where batch i of this write begins in recs, to map rejected records back.
@@ -397,7 +408,7 @@ func serveWrite(ctx context.Context, stream grpc.BidiStreamingServer[sluicev1.Ba
 				}
 				starts = append(starts, batchStart{seq: next.GetSeq(), at: len(recs)})
 				if recs, err = record.Decode(recs, next.GetData(), int(next.GetCount())); err != nil {
-					return status.Errorf(codes.InvalidArgument, "batch %d: %v", next.GetSeq(), err)
+					return protocolError("batch %d: %v", next.GetSeq(), err)
 				}
 				last = next
 			default:
@@ -412,12 +423,12 @@ func serveWrite(ctx context.Context, stream grpc.BidiStreamingServer[sluicev1.Ba
 					err = c
 				}
 				if rej != nil {
-					err = status.Errorf(codes.Internal, "%v, but the pipeline has no dead-letter sink (OpenRequest.DeadLetter is false): the sink must fail instead", err)
+					err = Permanentf("%v, and the pipeline has no dead-letter sink (dlq:) to send it to", err)
 				}
 				return toStatus(err)
 			}
 			if ack.Rejects, err = rejects(rej, starts, len(recs)); err != nil {
-				return status.Error(codes.Internal, err.Error())
+				return protocolError("%v", err)
 			}
 		}
 		if err := stream.Send(ack); err != nil {

@@ -8,15 +8,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/services"
@@ -148,8 +146,8 @@ func TestHistoryLost(t *testing.T) {
 			s.lastEmitted = stored.token
 			err := s.historyLost(ctx, stored, lost)
 			if tc.wantErr != "" {
-				if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "shop.lost") {
-					t.Fatalf("err = %v, want a FailedPrecondition naming the collection and %q", err, tc.wantErr)
+				if !errors.Is(err, sdk.ErrPermanent) || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "shop.lost") {
+					t.Fatalf("err = %v, want a permanent error naming the collection and %q", err, tc.wantErr)
 				}
 				return
 			}

@@ -13,14 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/protocol"
@@ -156,11 +153,11 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			return nil
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case isPermanent(err):
-			return err
-		case tooLarge(err):
+		case errors.Is(err, protocol.ErrMessageTooLarge):
 			// The same batch would be too large again after a restart.
 			return fmt.Errorf("%w; raise --max-message-bytes (or lower batch_max_bytes)", err)
+		case isPermanent(err):
+			return err
 		}
 		if time.Since(started) > longRunReset {
 			b.Reset()
@@ -183,14 +180,9 @@ type permanentError struct{ error }
 
 func (e permanentError) Unwrap() error { return e.error }
 
-// tooLarge reports a gRPC message over the size limit.
-func tooLarge(err error) bool {
-	return status.Code(err) == codes.ResourceExhausted && strings.Contains(err.Error(), "larger than max")
-}
-
 func isPermanent(err error) bool {
 	var pe permanentError
-	return errors.As(err, &pe)
+	return errors.As(err, &pe) || sdk.IsPermanent(err)
 }
 
 // opener is the part of every stage client that Open needs.
@@ -234,11 +226,7 @@ func (p *Pipeline) open(ctx context.Context, kind sdk.Kind, cfg Stage, o opener,
 	if err == nil {
 		return nil
 	}
-	err = fmt.Errorf("opening %s %q: %w", kind, cfg.Plugin, err)
-	if c := status.Code(err); c == codes.InvalidArgument || c == codes.FailedPrecondition {
-		return permanentError{err}
-	}
-	return err
+	return fmt.Errorf("opening %s %q: %w", kind, cfg.Plugin, err)
 }
 
 // attempt starts the stages, resumes each from its stored position, and runs the segments once.

@@ -6,13 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/protocol"
@@ -74,12 +72,12 @@ func (s *countSource) Read(ctx context.Context) ([]record.Record, error) {
 
 // world is the shared state of the fake external systems, surviving plugin restarts.
 type world struct {
-	mu       sync.Mutex
-	written  []uint64        // seqs the sink wrote, in order
-	stored   record.Position // the atomic sink's stored position
-	failAt   int             // the sink fails once when it has written this many records (0: never)
-	failCode codes.Code
-	atomic   bool // a failed write leaves nothing behind (a transaction), else what was written stays
+	mu      sync.Mutex
+	written []uint64        // seqs the sink wrote, in order
+	stored  record.Position // the atomic sink's stored position
+	failAt  int             // the sink fails once when it has written this many records (0: never)
+	openErr error           // Open fails with it (nil: never)
+	atomic  bool            // a failed write leaves nothing behind (a transaction), else what was written stays
 }
 
 func (w *world) seqs() []uint64 {
@@ -94,10 +92,7 @@ type worldSink struct {
 }
 
 func (s *worldSink) Open(context.Context, sdk.OpenRequest) error {
-	if s.w.failCode != codes.OK {
-		return status.Error(s.w.failCode, "bad settings")
-	}
-	return nil
+	return s.w.openErr
 }
 
 func (s *worldSink) Checkpoint(context.Context) (record.Position, error) {
@@ -402,11 +397,11 @@ func TestRunRestartsAfterSourceFailure(t *testing.T) {
 
 func TestRunStopsOnBadSettings(t *testing.T) {
 	f := newFixture(10)
-	f.w.failCode = codes.InvalidArgument
+	f.w.openErr = fmt.Errorf("%w: path: bad", sdk.ErrInvalidSettings)
 	p := newPipeline(f, config(false, false))
 	err := p.Run(context.Background())
-	if status.Code(errors.Unwrap(err)) != codes.InvalidArgument && !isPermanent(err) {
-		t.Fatalf("Run = %v, want a permanent InvalidArgument error", err)
+	if !errors.Is(err, sdk.ErrInvalidSettings) || !strings.Contains(err.Error(), "path: bad") {
+		t.Fatalf("Run = %v, want the sink's invalid-settings error", err)
 	}
 	if p.Stats.Restarts.Load() != 0 {
 		t.Fatalf("restarted %d times on bad settings", p.Stats.Restarts.Load())

@@ -45,14 +45,14 @@ func (s *Source) Open(ctx context.Context, req OpenRequest) error {
 	if err == nil {
 		_, err = s.c.Open(ctx, w)
 	}
-	return err
+	return fromWire(err)
 }
 
 // Read starts the source's record stream. Cancelling ctx ends it.
 func (s *Source) Read(ctx context.Context) (*ReadStream, error) {
 	st, err := s.c.Read(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fromWire(err)
 	}
 	return &ReadStream{s: st}, nil
 }
@@ -60,7 +60,7 @@ func (s *Source) Read(ctx context.Context) (*ReadStream, error) {
 // Close closes the source.
 func (s *Source) Close(ctx context.Context) error {
 	_, err := s.c.Close(ctx, &sluicev1.Empty{})
-	return err
+	return fromWire(err)
 }
 
 // Sink drives a plugin's sink stage.
@@ -72,14 +72,14 @@ func (s *Sink) Open(ctx context.Context, req OpenRequest) error {
 	if err == nil {
 		_, err = s.c.Open(ctx, w)
 	}
-	return err
+	return fromWire(err)
 }
 
 // Checkpoint returns the last upstream position the sink stored atomically with its data, or nil.
 func (s *Sink) Checkpoint(ctx context.Context) (record.Position, error) {
 	resp, err := s.c.Checkpoint(ctx, &sluicev1.Empty{})
 	if err != nil {
-		return nil, err
+		return nil, fromWire(err)
 	}
 	return nonEmpty(resp.GetPosition()), nil
 }
@@ -88,7 +88,7 @@ func (s *Sink) Checkpoint(ctx context.Context) (record.Position, error) {
 func (s *Sink) Write(ctx context.Context) (*WriteStream, error) {
 	st, err := s.c.Write(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fromWire(err)
 	}
 	return &WriteStream{s: st}, nil
 }
@@ -96,7 +96,7 @@ func (s *Sink) Write(ctx context.Context) (*WriteStream, error) {
 // Close closes the sink.
 func (s *Sink) Close(ctx context.Context) error {
 	_, err := s.c.Close(ctx, &sluicev1.Empty{})
-	return err
+	return fromWire(err)
 }
 
 // Buffer drives a plugin's buffer stage.
@@ -108,14 +108,14 @@ func (b *Buffer) Open(ctx context.Context, req OpenRequest) error {
 	if err == nil {
 		_, err = b.c.Open(ctx, w)
 	}
-	return err
+	return fromWire(err)
 }
 
 // Checkpoint returns the last source position the buffer stored with appended records, or nil.
 func (b *Buffer) Checkpoint(ctx context.Context) (record.Position, error) {
 	resp, err := b.c.Checkpoint(ctx, &sluicev1.Empty{})
 	if err != nil {
-		return nil, err
+		return nil, fromWire(err)
 	}
 	return nonEmpty(resp.GetPosition()), nil
 }
@@ -124,7 +124,7 @@ func (b *Buffer) Checkpoint(ctx context.Context) (record.Position, error) {
 func (b *Buffer) Append(ctx context.Context) (*WriteStream, error) {
 	st, err := b.c.Append(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fromWire(err)
 	}
 	return &WriteStream{s: st}, nil
 }
@@ -133,7 +133,7 @@ func (b *Buffer) Append(ctx context.Context) (*WriteStream, error) {
 func (b *Buffer) Read(ctx context.Context) (*ReadStream, error) {
 	st, err := b.c.Read(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fromWire(err)
 	}
 	return &ReadStream{s: st}, nil
 }
@@ -141,7 +141,7 @@ func (b *Buffer) Read(ctx context.Context) (*ReadStream, error) {
 // Close closes the buffer.
 func (b *Buffer) Close(ctx context.Context) error {
 	_, err := b.c.Close(ctx, &sluicev1.Empty{})
-	return err
+	return fromWire(err)
 }
 
 // ReadStream receives batches from a source or buffer and sends acks back. Recv and Ack may be called
@@ -155,14 +155,14 @@ type ReadStream struct {
 func (r *ReadStream) Recv() (*Batch, error) {
 	b, err := r.s.Recv()
 	if err != nil {
-		return nil, err
+		return nil, fromWire(err)
 	}
 	return batchFromWire(b), nil
 }
 
 // Ack acknowledges every batch up to and including seq: they are durable downstream.
 func (r *ReadStream) Ack(seq uint64) error {
-	return r.s.Send(&sluicev1.Ack{Seq: seq})
+	return sendErr(r.s.Send(&sluicev1.Ack{Seq: seq}))
 }
 
 // CloseSend tells the stage no more acks will come.
@@ -179,7 +179,7 @@ type WriteStream struct {
 func (w *WriteStream) Send(b *Batch) error {
 	w.seq++
 	b.Seq = w.seq
-	return w.s.Send(b.wire(w.seq))
+	return sendErr(w.s.Send(b.wire(w.seq)))
 }
 
 // NextSeq returns the sequence number the next Send will give its batch.
@@ -212,7 +212,7 @@ type Reject struct {
 func (w *WriteStream) RecvAck() (Ack, error) {
 	a, err := w.s.Recv()
 	if err != nil {
-		return Ack{}, err
+		return Ack{}, fromWire(err)
 	}
 	ack := Ack{Seq: a.GetSeq()}
 	for _, r := range a.GetRejects() {
