@@ -3,7 +3,10 @@ package sdk
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
+	"strconv"
+	"time"
 )
 
 // Kind is a pipeline stage a plugin can serve.
@@ -45,6 +48,11 @@ type Setting struct {
 	Enum []string `json:"enum,omitempty"`
 	// Secret settings are never printed by the host (validate --print, logs).
 	Secret bool `json:"secret,omitempty"`
+	// Min and Max bound an int, float or duration setting, inclusive, written as in a connector file
+	// ("0", "0.5", "1ms"). Empty means unbounded on that side. The host checks them when a file loads
+	// (validate and run); a float setting must also be finite (no NaN or infinity) whatever its bounds.
+	Min string `json:"min,omitempty"`
+	Max string `json:"max,omitempty"`
 	// Doc says what the setting does, its default and its trade-off, in a sentence or two.
 	Doc string `json:"doc"`
 }
@@ -80,6 +88,22 @@ type Stage struct {
 	Summary      string       `json:"summary"`
 	Settings     []Setting    `json:"settings,omitempty"`
 	Capabilities Capabilities `json:"capabilities"`
+	// Rules are conditions across the stage's settings that the host checks when a file loads, so that a
+	// combination the plugin would refuse at Open is reported at its file:line:col by validate.
+	Rules []Rule `json:"rules,omitempty"`
+}
+
+// Rule is a condition a stage's settings must meet.
+type Rule struct {
+	// Expr is a boolean expression (expr-lang syntax) over the stage's settings by name, with defaults
+	// applied; an absent setting without a default is nil. The settings are valid when it is true:
+	// `!(transactional && acks != "all")`.
+	Expr string `json:"expr"`
+	// Message says what is wrong and how to fix it, shown when Expr is false.
+	Message string `json:"message"`
+	// Settings names the settings the rule is about: the problem is reported where the first of them that
+	// is written in the file appears (else at the stage).
+	Settings []string `json:"settings,omitempty"`
 }
 
 // Spec describes a plugin: who it is, which stages it serves and how each is configured. The host reads
@@ -162,7 +186,44 @@ func (s *Spec) Validate() error {
 			if st.Doc == "" {
 				errs = append(errs, fmt.Errorf("%s: missing doc", where))
 			}
+			for _, b := range []struct{ name, v string }{{"min", st.Min}, {"max", st.Max}} {
+				if b.v == "" {
+					continue
+				}
+				if err := checkBound(st.Type, b.v); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %s %q: %v", where, b.name, b.v, err))
+				}
+			}
+		}
+		for i, r := range s.Stage(k).Rules {
+			if r.Expr == "" || r.Message == "" {
+				errs = append(errs, fmt.Errorf("%s rule %d: needs expr and message", k, i))
+			}
+			for _, name := range r.Settings {
+				if !seen[name] {
+					errs = append(errs, fmt.Errorf("%s rule %d: names setting %q, which the stage does not declare", k, i, name))
+				}
+			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkBound checks that v, a Min or Max, is a value of type t.
+func checkBound(t Type, v string) error {
+	switch t {
+	case TypeInt:
+		_, err := strconv.ParseInt(v, 10, 64)
+		return err
+	case TypeFloat:
+		f, err := strconv.ParseFloat(v, 64)
+		if err == nil && (math.IsNaN(f) || math.IsInf(f, 0)) {
+			err = errors.New("not finite")
+		}
+		return err
+	case TypeDuration:
+		_, err := time.ParseDuration(v)
+		return err
+	}
+	return fmt.Errorf("bounds apply to int, float and duration settings, not %s", t)
 }
