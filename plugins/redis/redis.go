@@ -4,7 +4,7 @@
 // the sink stores and acknowledges) is the entry's ID, such as "1700000000000-5". An Append writes the
 // batch's entries and the batch's source position (the checkpoint) in one Lua script, so Redis holds both
 // or neither: after a crash anywhere, the host resumes the source strictly after the checkpoint and
-// nothing is lost or appended twice (ARCHITECTURE.md §2). The sink's acknowledgements trim the stream.
+// nothing is lost or appended twice (the position rule, docs/architecture.md). The sink's acknowledgements trim the stream.
 //
 // Keys, for the setting key = K (default "sluice:{PIPELINE}"): the stream K, and a hash K:meta holding the
 // checkpoint (field pos), the fencing token (fence) and byte counters. When K has no {hash tag}, the
