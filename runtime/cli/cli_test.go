@@ -184,7 +184,7 @@ func TestRunQuickstart(t *testing.T) {
 	if dups := checkSeqs(t, counts, 100000); dups != 0 {
 		t.Fatalf("%d duplicates in a run without failures", dups)
 	}
-	if !strings.Contains(out, "100000 records delivered") {
+	if !strings.Contains(out, "100000 records read") || !strings.Contains(out, "100000 delivered") {
 		t.Errorf("summary does not report the records: %q", out)
 	}
 	// The quickstart's transform steps ran: a shard was added and the padding dropped.
@@ -351,7 +351,7 @@ func TestSignalDrains(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("sluice after SIGTERM: %v\n%s\n%s", err, stdout.String(), stderr.String())
 	}
-	if !strings.Contains(stdout.String(), "pipeline crash: done") {
+	if !strings.Contains(stdout.String(), "pipeline crash: stopped — ") {
 		t.Fatalf("summary after a drain: %q", stdout.String())
 	}
 	first := len(seqCounts(t, filepath.Join(dir, "out.jsonl")))
@@ -393,14 +393,14 @@ pipelines:
 		rate     int
 		want     string
 	}{
-		{false, 0, "pipeline good: done — 20000 records delivered"},
-		{true, 1000, "pipeline good: done"},
+		{false, 0, "pipeline good: done — 20000 records read"},
+		{true, 1000, "pipeline good: stopped — "},
 	} {
 		t.Run(fmt.Sprint("fail_fast=", tt.failFast), func(t *testing.T) {
 			dir := t.TempDir()
 			writeFile(t, filepath.Join(dir, "p.yaml"), fmt.Sprintf(file, tt.failFast, tt.rate))
 			out, errOut, code := sluice(t, dir, "run", "p.yaml")
-			if code != 1 || !strings.Contains(out, "pipeline bad: FAILED") || !strings.Contains(out, tt.want) {
+			if code != 1 || !strings.Contains(out, "pipeline bad: failed: ") || !strings.Contains(out, tt.want) {
 				t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
 			}
 			if !strings.Contains(errOut, "count must be >= 0") {

@@ -85,6 +85,7 @@ func pipelineConfig(p *config.Pipeline) pipeline.Config {
 		ID: p.ID, Source: stage(p.Source), Sink: stage(p.Sink),
 		BatchMaxRecords: p.BatchMaxRecords, BatchMaxBytes: p.BatchMaxBytes, MaxInFlightBytes: p.MaxInFlightBytes,
 		Steps: p.Steps, SinkSteps: p.SinkSteps, OnError: p.OnError,
+		Retry: p.Retry, OpenTimeout: p.OpenTimeout, StallTimeout: p.StallTimeout,
 	}
 	if p.DeadLetter != nil {
 		d := stage(p.DeadLetter)

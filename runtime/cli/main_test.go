@@ -48,6 +48,9 @@ func build(dir string) error {
 		name := filepath.Base(p)
 		steps = append(steps, []string{filepath.Dir(filepath.Dir(p)), filepath.Join(dir, "plugins", name), "./cmd/" + name})
 	}
+	// The test plugin that fails on purpose goes into a directory of its own: tests that want it pass
+	// --plugins-dir testPluginDir().
+	steps = append(steps, []string{filepath.Join(root, "runtime"), filepath.Join(testPluginDir(), "misbehave"), "./internal/testplugin/misbehave"})
 	for _, s := range steps {
 		cmd := exec.Command("go", "build", "-o", s[1], s[2])
 		cmd.Dir = s[0]
@@ -57,6 +60,9 @@ func build(dir string) error {
 	}
 	return nil
 }
+
+// testPluginDir holds plugins built only for tests (misbehave).
+func testPluginDir() string { return filepath.Join(binDir, "testplugins") }
 
 // sluice runs the built binary in dir and returns stdout, stderr and the exit code.
 func sluice(t *testing.T, dir string, args ...string) (string, string, int) {

@@ -29,7 +29,9 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
+	"github.com/sluicehq/sluice/runtime/pipeline"
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/transforms"
 )
@@ -155,6 +157,10 @@ type Pipeline struct {
 	BatchMaxBytes int
 	// MaxInFlightBytes is at least BatchMaxBytes (default 64 MiB, or BatchMaxBytes if larger).
 	MaxInFlightBytes int
+	// Retry is the restart policy after transient failures (key retry), defaults applied.
+	Retry pipeline.Retry
+	// OpenTimeout and StallTimeout are the watchdogs' limits (keys open_timeout and stall_timeout).
+	OpenTimeout, StallTimeout time.Duration
 }
 
 // Stage is a pipeline's source, buffer or sink.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sluicehq/sluice/runtime/pipeline"
 	"github.com/sluicehq/sluice/sdk"
 )
 
@@ -109,6 +110,7 @@ var wantFull = &File{
 			BatchMaxRecords:  512,
 			BatchMaxBytes:    1 << 20,
 			MaxInFlightBytes: 8 << 20,
+			Retry:            defaultRetry, OpenTimeout: pipeline.DefaultOpenTimeout, StallTimeout: pipeline.DefaultStallTimeout,
 		},
 		{
 			ID: "heartbeat",
@@ -122,6 +124,7 @@ var wantFull = &File{
 			BatchMaxRecords:  DefaultBatchMaxRecords,
 			BatchMaxBytes:    DefaultBatchMaxBytes,
 			MaxInFlightBytes: DefaultMaxInFlightBytes,
+			Retry:            defaultRetry, OpenTimeout: pipeline.DefaultOpenTimeout, StallTimeout: pipeline.DefaultStallTimeout,
 		},
 	},
 	Tests: []Raw{{Value: map[string]any{"name": "big orders pass", "pipeline": "orders-to-file",
@@ -147,8 +150,11 @@ var wantMinimal = &File{
 		BatchMaxRecords:  DefaultBatchMaxRecords,
 		BatchMaxBytes:    DefaultBatchMaxBytes,
 		MaxInFlightBytes: DefaultMaxInFlightBytes,
+		Retry:            defaultRetry, OpenTimeout: pipeline.DefaultOpenTimeout, StallTimeout: pipeline.DefaultStallTimeout,
 	}},
 }
+
+var defaultRetry = pipeline.Retry{Initial: pipeline.DefaultRetryInitial, Max: pipeline.DefaultRetryMax, GiveUpAfter: pipeline.DefaultGiveUpAfter}
 
 // TestLoadValid loads the same content written in each format and checks it resolves to the same File.
 func TestLoadValid(t *testing.T) {

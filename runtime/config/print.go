@@ -5,6 +5,8 @@ import (
 	"io"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/sluicehq/sluice/runtime/pipeline"
 )
 
 // The shapes Print writes, in the order keys are documented.
@@ -28,6 +30,14 @@ type (
 		BatchMaxRecords  int         `yaml:"batch_max_records"`
 		BatchMaxBytes    int         `yaml:"batch_max_bytes"`
 		MaxInFlightBytes int         `yaml:"max_in_flight_bytes"`
+		Retry            any         `yaml:"retry"`
+		OpenTimeout      string      `yaml:"open_timeout"`
+		StallTimeout     string      `yaml:"stall_timeout"`
+	}
+	printRetry struct {
+		Initial     string `yaml:"initial"`
+		Max         string `yaml:"max"`
+		GiveUpAfter string `yaml:"give_up_after"`
 	}
 	printStage struct {
 		Plugin    string         `yaml:"plugin"`
@@ -56,6 +66,9 @@ func (f *File) Print(w io.Writer) error {
 			BatchMaxRecords:  p.BatchMaxRecords,
 			BatchMaxBytes:    p.BatchMaxBytes,
 			MaxInFlightBytes: p.MaxInFlightBytes,
+			Retry:            printedRetry(p.Retry),
+			OpenTimeout:      p.OpenTimeout.String(),
+			StallTimeout:     p.StallTimeout.String(),
 		})
 	}
 	if _, err := fmt.Fprintf(w, "# %s (resolved; secrets redacted)\n", f.Path); err != nil {
@@ -96,4 +109,11 @@ func rawValues(rs []Raw) []any {
 		vs[i] = r.Value
 	}
 	return vs
+}
+
+func printedRetry(r pipeline.Retry) any {
+	if r.Forever {
+		return "forever"
+	}
+	return printRetry{Initial: r.Initial.String(), Max: r.Max.String(), GiveUpAfter: r.GiveUpAfter.String()}
 }

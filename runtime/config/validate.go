@@ -17,7 +17,7 @@ import (
 var (
 	topKeys      = []string{"version", "fail_fast", "data_dir", "pipelines", "tests"}
 	pipelineKeys = []string{"id", "source", "transforms", "buffer", "sink_transforms", "sink", "on_error", "dlq",
-		"batch_max_records", "batch_max_bytes", "max_in_flight_bytes"}
+		"batch_max_records", "batch_max_bytes", "max_in_flight_bytes", "retry", "open_timeout", "stall_timeout"}
 	stageKeys = []string{"plugin", "settings", "in_process"}
 )
 
@@ -285,6 +285,7 @@ func (v *validator) pipeline(n *node, ids map[string]Pos) *Pipeline {
 	}
 	v.onError(n, p)
 	v.batching(n, p)
+	v.failures(n, p)
 	return p
 }
 

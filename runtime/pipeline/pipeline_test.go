@@ -252,9 +252,8 @@ func config(atomic, buffered bool) Config {
 }
 
 func newPipeline(f *fixture, cfg Config) *Pipeline {
-	p := New(cfg, f.starter(cfg.Sink.Atomic), f.store, slog.New(slog.DiscardHandler))
-	p.InitialBackoff, p.MaxBackoff = time.Millisecond, 10*time.Millisecond
-	return p
+	cfg.Retry = Retry{Initial: time.Millisecond, Max: 10 * time.Millisecond}
+	return New(cfg, f.starter(cfg.Sink.Atomic), f.store, slog.New(slog.DiscardHandler))
 }
 
 func run(t *testing.T, p *Pipeline) {
@@ -420,8 +419,11 @@ func TestDrainStoresLastDelivered(t *testing.T) {
 	p.Drain()
 	select {
 	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run after Drain = %v", err)
+		if !errors.Is(err, ErrStopped) {
+			t.Fatalf("Run after Drain = %v, want ErrStopped", err)
+		}
+		if p.State() != Stopped {
+			t.Fatalf("state %v after Drain, want stopped", p.State())
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Drain did not stop the pipeline")
@@ -433,13 +435,13 @@ func TestDrainStoresLastDelivered(t *testing.T) {
 	}
 }
 
-func TestHardStopReturnsContextError(t *testing.T) {
+func TestHardStopReturnsStopped(t *testing.T) {
 	f := newFixture(-1)
 	p := newPipeline(f, config(false, false))
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
-	if err := p.Run(ctx); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Run = %v, want context.Canceled", err)
+	if err := p.Run(ctx); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Run = %v, want ErrStopped", err)
 	}
 	checkAll(t, f.w.seqs(), len(f.w.seqs()), true)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/semaphore"
 
@@ -24,6 +25,8 @@ type segment struct {
 	name string
 	in   *protocol.ReadStream
 	out  *protocol.WriteStream
+	// up and down are the stages the segment reads from and writes to, to attribute failures.
+	up, down *stage
 	// steps rewrites a batch between in and out (transforms, dead letters); nil passes batches through
 	// untouched (never decoded).
 	steps *steps
@@ -35,6 +38,10 @@ type segment struct {
 	acked func(record.Position)
 	// delivered counts records the downstream acknowledged (nil: not counted).
 	delivered func(records int)
+	// read counts records received from upstream, before any step (nil: not counted).
+	read func(records int)
+	// progress is called on every acknowledgement from downstream.
+	progress func()
 	// persist stores acked positions in the host's state store (nil when downstream stores them itself).
 	persist   *persister
 	window    *semaphore.Weighted
@@ -44,6 +51,9 @@ type segment struct {
 	mu      sync.Mutex
 	pending []inFlight // sent downstream, not yet acked, in order
 	closed  bool       // out was closed on purpose (end of input or drain)
+	// waiting is since when downstream has held pending batches without acknowledging one: when the
+	// first was sent, or the last ack came while more remained.
+	waiting time.Time
 }
 
 type inFlight struct {
@@ -75,23 +85,39 @@ func (s *segment) run(ctx context.Context, abort context.CancelCauseFunc) error 
 		abort(err)
 	}
 	var drained bool
-	var wg sync.WaitGroup
 	var fwdErr, ackErr error
-	wg.Go(func() {
+	fwdDone, ackDone := make(chan struct{}), make(chan struct{})
+	// A stream that a plugin ended shows as ErrStreamEnded on the side sending to it; the other side
+	// receives the plugin's own error. Give that side a moment to report it before cancelling both.
+	endedBy := func(err error, other <-chan struct{}) {
+		if errors.Is(err, protocol.ErrStreamEnded) {
+			select {
+			case <-other:
+			case <-time.After(exitWait):
+			}
+		}
+		fail(err)
+	}
+	go func() {
+		defer close(fwdDone)
 		drained, fwdErr = s.forward(ctx)
 		if fwdErr != nil {
-			fail(fwdErr)
+			endedBy(fwdErr, ackDone)
 		}
-	})
-	wg.Go(func() {
+	}()
+	go func() {
+		defer close(ackDone)
 		ackErr = s.acks(ctx)
 		if ackErr != nil {
-			fail(ackErr)
+			endedBy(ackErr, fwdDone)
 		}
-	})
-	wg.Wait()
+	}()
+	<-fwdDone
+	<-ackDone
 	switch {
-	case fwdErr != nil:
+	case fwdErr != nil && ackErr != nil && errors.Is(fwdErr, protocol.ErrStreamEnded):
+		return ackErr
+	case fwdErr != nil && !(ackErr != nil && isCancel(fwdErr)):
 		return fwdErr
 	case ackErr != nil:
 		return ackErr
@@ -99,6 +125,11 @@ func (s *segment) run(ctx context.Context, abort context.CancelCauseFunc) error 
 		return errDrained
 	}
 	return nil
+}
+
+// isCancel reports whether err only says that the work was cancelled.
+func isCancel(err error) bool {
+	return errors.Is(err, context.Canceled) && !errors.As(err, new(*StageError))
 }
 
 // forward receives batches from upstream and sends them downstream, holding at most maxWindow bytes in
@@ -135,12 +166,15 @@ func (s *segment) forward(ctx context.Context) (drained bool, err error) {
 			return true, closeOut()
 		case err := <-recvErr:
 			if err == io.EOF {
-				return false, closeOut()
+				return false, s.down.fail("ending the stream", closeOut())
 			}
-			return false, stageErr(s.name, "reading", err)
+			return false, s.up.fail("reading", err)
 		case b = <-batches:
 		}
 		inSeq, pos := b.Seq, b.Position
+		if s.read != nil {
+			s.read(b.Len())
+		}
 		if s.steps != nil {
 			if err := s.steps.apply(ctx, b); err != nil {
 				return false, err
@@ -157,10 +191,13 @@ func (s *segment) forward(ctx context.Context) (drained bool, err error) {
 		}
 		// Record the batch before sending it: its ack may arrive before Send returns.
 		s.mu.Lock()
+		if len(s.pending) == 0 {
+			s.waiting = time.Now()
+		}
 		s.pending = append(s.pending, inFlight{outSeq: s.out.NextSeq(), inSeq: inSeq, pos: pos, size: size, records: n, batch: keep})
 		s.mu.Unlock()
 		if err := s.out.Send(b); err != nil {
-			return false, stageErr(s.name, "writing", err)
+			return false, s.down.fail("writing", err)
 		}
 	}
 }
@@ -178,9 +215,9 @@ func (s *segment) acks(ctx context.Context) error {
 				return nil
 			}
 			if err == io.EOF {
-				err = fmt.Errorf("stream ended with %d batches unacknowledged", left)
+				err = fmt.Errorf("%w with %d batches unacknowledged", protocol.ErrStreamEnded, left)
 			}
-			return stageErr(s.name, "acknowledging", err)
+			return s.down.fail("writing", err)
 		}
 		s.mu.Lock()
 		n := 0
@@ -198,7 +235,11 @@ func (s *segment) acks(ctx context.Context) error {
 		last := s.pending[n-1]
 		acked := s.pending[:n]
 		s.pending = s.pending[n:]
+		s.waiting = time.Now()
 		s.mu.Unlock()
+		if s.progress != nil {
+			s.progress()
+		}
 		if len(ack.Rejects) > 0 {
 			if err := s.reject(ctx, acked, ack.Rejects); err != nil {
 				return err
@@ -206,7 +247,7 @@ func (s *segment) acks(ctx context.Context) error {
 			records -= len(ack.Rejects) // not delivered to the sink
 		}
 		if err := s.in.Ack(last.inSeq); err != nil {
-			return stageErr(s.name, "acknowledging upstream", err)
+			return s.up.fail("acknowledging", err)
 		}
 		if s.acked != nil {
 			s.acked(last.pos)
@@ -240,6 +281,21 @@ func (s *segment) reject(ctx context.Context, acked []inFlight, rejects []protoc
 	return s.rejects.send(ctx, dead)
 }
 
+// stalled reports, when downstream has held unacknowledged batches for at least timeout without
+// acknowledging any, for how long and how much it holds.
+func (s *segment) stalled(now time.Time, timeout time.Duration) (held time.Duration, records int, bytes int64, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending) == 0 || now.Sub(s.waiting) < timeout {
+		return 0, 0, 0, false
+	}
+	for _, p := range s.pending {
+		records += p.records
+		bytes += p.size
+	}
+	return now.Sub(s.waiting), records, bytes, true
+}
+
 // unacked returns how many records were sent downstream and not acknowledged.
 func (s *segment) unacked() int {
 	s.mu.Lock()
@@ -249,8 +305,4 @@ func (s *segment) unacked() int {
 		n += p.records
 	}
 	return n
-}
-
-func stageErr(segment, doing string, err error) error {
-	return fmt.Errorf("%s: %s: %w", segment, doing, err)
 }

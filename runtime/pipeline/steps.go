@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/sluicehq/sluice/sdk/protocol"
 	"github.com/sluicehq/sluice/sdk/record"
@@ -117,10 +119,24 @@ func deadLetter(rec record.Record, pipeline, stage, reason string) record.Record
 // use.
 type deadLetters struct {
 	mu  sync.Mutex
+	st  *stage
 	out *protocol.WriteStream
 	log *slog.Logger
 	// sent counts dead letters written.
 	sent func(n int)
+	// waiting is since when a batch of dead letters has been waiting for its acknowledgement; zero when
+	// none is.
+	waiting atomic.Int64
+}
+
+// stalled reports whether a dead-letter batch has waited for its acknowledgement for at least timeout, and
+// for how long.
+func (d *deadLetters) stalled(now time.Time, timeout time.Duration) (time.Duration, bool) {
+	w := d.waiting.Load()
+	if w == 0 || now.Sub(time.Unix(0, w)) < timeout {
+		return 0, false
+	}
+	return now.Sub(time.Unix(0, w)), true
 }
 
 func (d *deadLetters) send(ctx context.Context, recs []record.Record) error {
@@ -135,13 +151,15 @@ func (d *deadLetters) send(ctx context.Context, recs []record.Record) error {
 		d.log.Warn("sending a record to the dead-letter sink", "stage", stage, "position", fmt.Sprintf("%x", []byte(r.Position)), "error", reason)
 	}
 	seq := d.out.NextSeq()
+	d.waiting.Store(time.Now().UnixNano())
+	defer d.waiting.Store(0)
 	if err := d.out.Send(protocol.NewBatch(recs, nil)); err != nil {
-		return stageErr("dead-letter sink", "writing", err)
+		return d.st.fail("writing", err)
 	}
 	for {
 		a, err := d.out.RecvAck()
 		if err != nil {
-			return stageErr("dead-letter sink", "acknowledging", err)
+			return d.st.fail("waiting for acknowledgements", err)
 		}
 		if len(a.Rejects) > 0 {
 			return permanentError{fmt.Errorf("the dead-letter sink rejected a record: %s", a.Rejects[0].Reason)}

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -53,7 +54,7 @@ func (s *rejectingSink) Write(ctx context.Context, b record.Batch) error {
 		fmt.Sscanf(string(r.Payload), `{"seq":%d}`, &seq)
 		if s.reject[seq] {
 			if !s.dlq {
-				return fmt.Errorf("record %d is too large and there is no dead-letter sink", seq)
+				return sdk.Permanentf("record %d is too large and there is no dead-letter sink", seq)
 			}
 			rej = append(rej, sdk.Rejection{Index: i, Reason: fmt.Sprintf("seq %d is too large", seq)})
 			continue
@@ -121,9 +122,8 @@ func (f *stepsFixture) pipeline(t *testing.T, cfg Config) *Pipeline {
 		return sdk.Plugin{Spec: sdk.Spec{Name: "dlq", Version: "0", Summary: "test", Sink: &sdk.Stage{Summary: "d"}},
 			NewSink: func() sdk.Sink { return &deadSink{mu: &f.mu, recs: &f.dead} }}
 	}
-	p := New(cfg, &fakeStarter{plugins: plugins}, f.store, slog.New(slog.DiscardHandler))
-	p.InitialBackoff, p.MaxBackoff = time.Millisecond, 10*time.Millisecond
-	return p
+	cfg.Retry = Retry{Initial: time.Millisecond, Max: 10 * time.Millisecond}
+	return New(cfg, &fakeStarter{plugins: plugins}, f.store, slog.New(slog.DiscardHandler))
 }
 
 func compile(t *testing.T, steps ...transforms.Step) *transforms.Program {
@@ -260,20 +260,22 @@ func TestSinkRejectWithoutDLQFails(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	p := f.pipeline(t, config(true, false))
-	go func() {
-		time.Sleep(2 * time.Second)
-		p.Drain()
-	}()
 	err := p.Run(ctx)
-	// The sink fails (it has no dead-letter sink), the pipeline restarts and fails again until drained:
-	// record 3 is never dropped.
+	// The sink cannot write record 3 and there is no dead-letter sink: the pipeline fails at once, without
+	// dropping it and without restarting in vain.
+	if !errors.Is(err, sdk.ErrPermanent) || !strings.Contains(err.Error(), "record 3 is too large") {
+		t.Fatalf("Run = %v, want the sink's permanent error", err)
+	}
 	for _, s := range f.w.seqs() {
 		if s >= 3 {
 			t.Fatalf("seq %d delivered past the unwritable record (err %v)", s, err)
 		}
 	}
-	if p.Stats.Restarts.Load() == 0 {
-		t.Fatal("the pipeline did not fail")
+	if n := p.Stats.Restarts.Load(); n != 0 {
+		t.Fatalf("%d restarts for a permanent failure", n)
+	}
+	if p.State() != Failed {
+		t.Fatalf("state %v, want failed", p.State())
 	}
 }
 

@@ -1,0 +1,411 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/sdk/protocol"
+	"github.com/sluicehq/sluice/sdk/record"
+)
+
+// stages holds one attempt's running plugins.
+type stages struct {
+	all    []*stage
+	closes []func(context.Context) error
+}
+
+// stop closes the stages, downstream last, within closeTimeout, then kills their plugins. Kill is bounded
+// whatever a plugin does, so stop always returns.
+func (s *stages) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	for i := len(s.closes) - 1; i >= 0; i-- {
+		_ = s.closes[i](ctx) // best effort: the process is killed next anyway
+	}
+	var wg sync.WaitGroup
+	for _, st := range s.all {
+		wg.Go(st.conn.Kill)
+	}
+	wg.Wait()
+}
+
+// start starts a plugin instance for a stage and watches its process: the attempt is cancelled with an
+// explanation when the process exits or stops answering.
+func (p *Pipeline) start(ctx context.Context, cancel context.CancelCauseFunc, st *stages, role string, kind sdk.Kind, cfg Stage) (*stage, error) {
+	conn, err := p.starter.Start(ctx, cfg.Plugin, kind, cfg.InProcess, p.log.With("plugin", cfg.Plugin, "stage", role))
+	if err != nil {
+		return nil, fmt.Errorf("starting %s %q: %w", role, cfg.Plugin, err)
+	}
+	s := &stage{role: role, plugin: cfg.Plugin, conn: conn}
+	st.all = append(st.all, s)
+	go func() {
+		select {
+		case <-conn.Done():
+			cancel(s.exited(conn.WaitExit(exitWait)))
+		case <-ctx.Done():
+		}
+	}()
+	go p.watchHealth(ctx, cancel, s)
+	return s, nil
+}
+
+// watchHealth pings s's plugin process every healthInterval and cancels the attempt when it has not
+// answered for healthTimeout: a stopped (SIGSTOP) or hung process would otherwise hold the pipeline
+// silently.
+func (p *Pipeline) watchHealth(ctx context.Context, cancel context.CancelCauseFunc, s *stage) {
+	t := time.NewTicker(healthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, pcancel := context.WithTimeout(ctx, healthTimeout)
+		err := s.conn.Ping(pctx)
+		pcancel()
+		if err != nil && ctx.Err() == nil {
+			if exit := s.conn.WaitExit(exitWait); exit != nil {
+				cancel(s.exited(exit))
+				return
+			}
+			err = s.unresponsive(healthTimeout, err)
+			p.log.Error("plugin process is not responding; restarting the pipeline", "stage", s.String(), "err", err)
+			cancel(err)
+			return
+		}
+	}
+}
+
+// call runs fn, a call into s that sets a stage up (Open, Checkpoint), within OpenTimeout, warning every
+// slowCallWarning while it runs.
+func (p *Pipeline) call(ctx context.Context, s *stage, doing string, fn func(context.Context) error) error {
+	cctx, cancel := context.WithTimeout(ctx, p.cfg.OpenTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- fn(cctx) }()
+	begun := time.Now()
+	t := time.NewTicker(slowCallWarning)
+	defer t.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err != nil && ctx.Err() == nil && cctx.Err() == context.DeadlineExceeded {
+				err = fmt.Errorf("no answer within open_timeout (%s): %w", p.cfg.OpenTimeout, err)
+			}
+			if err != nil && ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			return s.fail(doing, err)
+		case <-t.C:
+			p.log.Warn("stage is slow", "stage", s.String(), "doing", doing,
+				"for", time.Since(begun).Round(time.Second).String(), "open_timeout", p.cfg.OpenTimeout.String())
+		}
+	}
+}
+
+// open opens a stage; deadLetter tells it that the pipeline has a dead-letter sink it may use.
+func (p *Pipeline) open(ctx context.Context, s *stage, cfg Stage, open func(context.Context, protocol.OpenRequest) error,
+	after record.Position, deadLetter bool) error {
+	return p.call(ctx, s, "opening", func(ctx context.Context) error {
+		return open(ctx, protocol.OpenRequest{
+			Pipeline: p.cfg.ID, Settings: cfg.Settings, After: after,
+			MaxBatchRecords: p.cfg.BatchMaxRecords, MaxBatchBytes: p.cfg.BatchMaxBytes,
+			DeadLetter: deadLetter,
+		})
+	})
+}
+
+// attempt starts the stages, resumes each from its stored position, and runs the segments once.
+func (p *Pipeline) attempt(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	st := &stages{}
+	defer st.stop()
+	err := p.run(ctx, cancel, st)
+	if c := context.Cause(ctx); err != nil && c != nil && !errors.Is(c, context.Canceled) {
+		err = c // the first failure, not the cancellations it caused
+	}
+	return err
+}
+
+func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *stages) error {
+	// The dead-letter sink first: every other stage may need it.
+	var dead *deadLetters
+	hasDLQ := p.cfg.DeadLetter != nil
+	if hasDLQ {
+		s, err := p.start(ctx, cancel, st, "dead-letter sink", sdk.KindSink, *p.cfg.DeadLetter)
+		if err != nil {
+			return err
+		}
+		dlq := s.conn.Sink()
+		if err := p.open(ctx, s, *p.cfg.DeadLetter, dlq.Open, nil, false); err != nil {
+			return err
+		}
+		st.closes = append(st.closes, dlq.Close)
+		out, err := dlq.Write(ctx)
+		if err != nil {
+			return s.fail("writing", err)
+		}
+		dead = &deadLetters{st: s, out: out, log: p.log, sent: func(n int) { p.Stats.DeadLetters.Add(int64(n)) }}
+	}
+
+	// Downstream first: the sink says where everything upstream resumes.
+	sinkSt, err := p.start(ctx, cancel, st, "sink", sdk.KindSink, p.cfg.Sink)
+	if err != nil {
+		return err
+	}
+	sink := sinkSt.conn.Sink()
+	if err := p.open(ctx, sinkSt, p.cfg.Sink, sink.Open, nil, hasDLQ); err != nil {
+		return err
+	}
+	st.closes = append(st.closes, sink.Close)
+	// upstreamOfSink is the stage whose positions the sink receives.
+	upstreamOfSink := stateSource
+	if p.cfg.Buffer != nil {
+		upstreamOfSink = stateBuffer
+	}
+	sinkHas, err := p.resumePoint(ctx, sinkSt, p.cfg.Sink, sink, upstreamOfSink)
+	if err != nil {
+		return err
+	}
+
+	var segs []*segment
+	srcAfter := sinkHas
+	var bufSt *stage
+	var bufferOut *protocol.WriteStream // where the source writes, when there is a buffer
+	if p.cfg.Buffer != nil {
+		if bufSt, err = p.start(ctx, cancel, st, "buffer", sdk.KindBuffer, *p.cfg.Buffer); err != nil {
+			return err
+		}
+		buf := bufSt.conn.Buffer()
+		if err := p.open(ctx, bufSt, *p.cfg.Buffer, buf.Open, sinkHas, false); err != nil {
+			return err
+		}
+		st.closes = append(st.closes, buf.Close)
+		if srcAfter, err = p.resumePoint(ctx, bufSt, *p.cfg.Buffer, buf, stateSource); err != nil {
+			return err
+		}
+		in, err := buf.Read(ctx)
+		if err != nil {
+			return bufSt.fail("reading", err)
+		}
+		out, err := sink.Write(ctx)
+		if err != nil {
+			return sinkSt.fail("writing", err)
+		}
+		last := p.segment("buffer → sink", in, out, bufSt, sinkSt, p.cfg.Sink, stateBuffer, true)
+		if p.cfg.SinkSteps != nil {
+			last.steps = &steps{pipeline: p.cfg.ID, runner: p.cfg.SinkSteps.NewRunner(), list: "sink_transforms",
+				onError: p.cfg.OnError, dead: dead}
+		}
+		last.rejects = dead
+		segs = append(segs, last)
+		if bufferOut, err = buf.Append(ctx); err != nil {
+			return bufSt.fail("appending", err)
+		}
+	}
+
+	srcSt, err := p.start(ctx, cancel, st, "source", sdk.KindSource, p.cfg.Source)
+	if err != nil {
+		return err
+	}
+	src := srcSt.conn.Source()
+	if err := p.open(ctx, srcSt, p.cfg.Source, src.Open, srcAfter, hasDLQ); err != nil {
+		return err
+	}
+	st.closes = append(st.closes, src.Close)
+	in, err := src.Read(ctx)
+	if err != nil {
+		return srcSt.fail("reading", err)
+	}
+	var first *segment
+	if bufferOut != nil {
+		first = p.segment("source → buffer", in, bufferOut, srcSt, bufSt, *p.cfg.Buffer, stateSource, false)
+	} else {
+		out, err := sink.Write(ctx)
+		if err != nil {
+			return sinkSt.fail("writing", err)
+		}
+		first = p.segment("source → sink", in, out, srcSt, sinkSt, p.cfg.Sink, stateSource, true)
+		first.rejects = dead
+	}
+	first.read = func(n int) { p.Stats.Read.Add(int64(n)) }
+	if p.cfg.Steps != nil || hasDLQ {
+		first.steps = &steps{pipeline: p.cfg.ID, list: "transforms", onError: p.cfg.OnError, scan: hasDLQ, dead: dead}
+		if p.cfg.Steps != nil {
+			first.steps.runner = p.cfg.Steps.NewRunner()
+		}
+	}
+	segs = append([]*segment{first}, segs...)
+	p.mu.Lock()
+	if p.started.IsZero() {
+		p.started = time.Now()
+	}
+	p.mu.Unlock()
+	p.setState(Running)
+	p.log.Info("pipeline started", "guarantee", GuaranteeOf(&p.cfg), "source_after", fmtPos(srcAfter))
+
+	var lastAck atomic.Int64
+	lastAck.Store(time.Now().UnixNano())
+	for _, s := range segs {
+		s.progress = func() {
+			p.Stats.acks.Add(1)
+			lastAck.Store(time.Now().UnixNano())
+		}
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	go p.watchStalls(wctx, cancel, segs, dead, &lastAck)
+
+	errs := make([]error, len(segs))
+	var wg sync.WaitGroup
+	for i, s := range segs {
+		wg.Go(func() { errs[i] = s.run(ctx, cancel) })
+	}
+	wg.Wait()
+	for _, s := range segs {
+		p.flushState(s)
+	}
+	if dead != nil {
+		_ = dead.close() // every dead letter was acknowledged when it was sent
+	}
+	if onlyDrained(errs) {
+		return errDrained
+	}
+	if err := errors.Join(errs...); err != nil {
+		last := segs[len(segs)-1]
+		if n := last.unacked(); n > 0 && !p.cfg.Sink.Atomic {
+			p.Stats.Redelivered.Add(int64(n))
+			p.log.Warn("records sent to the sink were not acknowledged; they will be delivered again and may be duplicates",
+				"records", n)
+		}
+		return firstCause(errs)
+	}
+	p.log.Info("pipeline completed", "delivered", p.Stats.Delivered.Load())
+	return nil
+}
+
+// firstCause returns the error that explains a failed attempt: a stage's failure rather than the
+// cancellations it caused in the other segments.
+func firstCause(errs []error) error {
+	var first error
+	for _, e := range errs {
+		if e == nil || errors.Is(e, errDrained) {
+			continue
+		}
+		if !isCancel(e) {
+			return e
+		}
+		if first == nil {
+			first = e
+		}
+	}
+	return first
+}
+
+// watchStalls restarts the attempt when records stop being acknowledged: when some stage has held
+// unacknowledged records for StallTimeout and no stage acknowledged anything meanwhile (a full buffer
+// behind a working sink is backpressure, not a stall). It reports the stage closest to the sink that
+// holds records, and cancels the attempt.
+func (p *Pipeline) watchStalls(ctx context.Context, cancel context.CancelCauseFunc, segs []*segment, dead *deadLetters, lastAck *atomic.Int64) {
+	timeout := p.cfg.StallTimeout
+	t := time.NewTicker(min(timeout/4, 5*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if now.Sub(time.Unix(0, lastAck.Load())) < timeout {
+				continue
+			}
+			if dead != nil {
+				if held, ok := dead.stalled(now, timeout); ok {
+					cancel(p.stall(dead.st, held, 0, 0))
+					return
+				}
+			}
+			for i := len(segs) - 1; i >= 0; i-- {
+				if held, recs, bytes, ok := segs[i].stalled(now, timeout); ok {
+					cancel(p.stall(segs[i].down, held, recs, bytes))
+					return
+				}
+			}
+		}
+	}
+}
+
+// stall reports a stalled stage and returns the error that restarts the pipeline.
+func (p *Pipeline) stall(s *stage, held time.Duration, records int, bytes int64) error {
+	err := &StageError{Stage: s.String(), Doing: "writing",
+		Err: fmt.Errorf("stalled: %d records (%d bytes) unacknowledged for %s, past stall_timeout (%s)",
+			records, bytes, held.Round(time.Second), p.cfg.StallTimeout)}
+	p.log.Error("stage stalled; restarting the pipeline", "stage", s.String(), "pending_records", records,
+		"pending_bytes", bytes, "for", held.Round(time.Second).String(), "stall_timeout", p.cfg.StallTimeout.String())
+	return err
+}
+
+// onlyDrained reports whether some segment drained and none failed.
+func onlyDrained(errs []error) bool {
+	drained := false
+	for _, e := range errs {
+		if e != nil && !errors.Is(e, errDrained) {
+			return false
+		}
+		drained = drained || e != nil
+	}
+	return drained
+}
+
+// checkpointer is a stage that may store upstream positions atomically.
+type checkpointer interface {
+	Checkpoint(ctx context.Context) (record.Position, error)
+}
+
+// resumePoint returns the last upstream position stage holds: from the stage itself when it stores
+// positions atomically, else from the host's state store under name.
+func (p *Pipeline) resumePoint(ctx context.Context, s *stage, cfg Stage, c checkpointer, name string) (record.Position, error) {
+	if cfg.Atomic {
+		var pos record.Position
+		err := p.call(ctx, s, "reading its checkpoint", func(ctx context.Context) (err error) {
+			pos, err = c.Checkpoint(ctx)
+			return err
+		})
+		return pos, err
+	}
+	return p.store.Get(p.cfg.ID, name)
+}
+
+// segment builds a segment from stage up into stage down; when down keeps no positions itself, acked
+// positions go to the state store under stateName. toSink segments count delivered records.
+func (p *Pipeline) segment(name string, in *protocol.ReadStream, out *protocol.WriteStream, up, down *stage, downCfg Stage, stateName string, toSink bool) *segment {
+	s := newSegment(name, in, out, p.cfg.MaxInFlightBytes, p.drain)
+	s.pipeline, s.up, s.down = p.cfg.ID, up, down
+	if stateName != "" && !downCfg.Atomic {
+		s.persist = newPersister(p.store, p.cfg.ID, stateName, p.log)
+		s.acked = s.persist.set
+	}
+	if toSink {
+		s.delivered = func(n int) { p.Stats.Delivered.Add(int64(n)) }
+	}
+	return s
+}
+
+func (p *Pipeline) flushState(s *segment) {
+	if s.persist != nil {
+		s.persist.close()
+	}
+}
+
+func fmtPos(pos record.Position) string {
+	if pos == nil {
+		return "none (start as configured)"
+	}
+	return fmt.Sprintf("%x", []byte(pos))
+}

@@ -1,0 +1,78 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sluicehq/sluice/sdk/protocol"
+)
+
+// stage is one running plugin instance of an attempt, as messages name it: "sink kafka (pid 4242)".
+type stage struct {
+	role   string // "source", "buffer", "sink" or "dead-letter sink"
+	plugin string
+	conn   *protocol.Conn
+}
+
+func (s *stage) String() string {
+	if s == nil {
+		return "stage"
+	}
+	if pid := s.conn.Pid(); pid > 0 {
+		return fmt.Sprintf("%s %s (pid %d)", s.role, s.plugin, pid)
+	}
+	return fmt.Sprintf("%s %s", s.role, s.plugin)
+}
+
+// StageError is a failure of one stage: which stage, what the host was doing with it, and why. When the
+// plugin's process died, Exit says how (its status or signal, its panic, its last stderr lines) and the
+// error's message says it instead of the broken connection.
+type StageError struct {
+	// Stage names the stage: "sink kafka (pid 4242)".
+	Stage string
+	// Doing is what the host was doing: "opening", "writing", "reading"…
+	Doing string
+	// Exit is how the plugin's process ended, when it did; nil otherwise.
+	Exit *protocol.Exit
+	Err  error
+}
+
+func (e *StageError) Error() string {
+	if e.Exit != nil {
+		return fmt.Sprintf("%s %s (while %s)", e.Stage, e.Exit, e.Doing)
+	}
+	return fmt.Sprintf("%s: %s: %v", e.Stage, e.Doing, e.Err)
+}
+
+func (e *StageError) Unwrap() error { return e.Err }
+
+// fail attributes err, which a call into s returned while doing, to s. A broken connection is explained
+// by the fate of the plugin's process when it died. Cancellation passes through unchanged: its cause is
+// reported where it arose.
+func (s *stage) fail(doing string, err error) error {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return err
+	}
+	var se *StageError
+	if errors.As(err, &se) {
+		return err
+	}
+	e := &StageError{Stage: s.String(), Doing: doing, Err: err}
+	if s != nil && (errors.Is(err, protocol.ErrConnectionLost) || errors.Is(err, protocol.ErrStreamEnded)) {
+		e.Exit = s.conn.WaitExit(exitWait)
+	}
+	return e
+}
+
+// exited is the error for a plugin process that ended while its stage ran.
+func (s *stage) exited(exit *protocol.Exit) error {
+	return &StageError{Stage: s.String(), Doing: "running", Exit: exit, Err: protocol.ErrConnectionLost}
+}
+
+// unresponsive is the error for a plugin process that stopped answering health checks.
+func (s *stage) unresponsive(d time.Duration, err error) error {
+	return &StageError{Stage: s.String(), Doing: "checking its health",
+		Err: fmt.Errorf("the plugin process has not answered for %s (stopped or hung): %w", d.Round(time.Second), err)}
+}
