@@ -64,15 +64,15 @@ func (s *AtomicSink) Open(ctx context.Context, req sdk.OpenRequest) error {
 	case errors.Is(err, os.ErrNotExist):
 		committed, pos = 0, nil
 	case err != nil:
-		return fmt.Errorf("file: %w", err)
+		return fsErr(err)
 	}
 	info, err := s.f.Stat()
 	if err != nil {
-		return fmt.Errorf("file: %w", err)
+		return fsErr(err)
 	}
 	switch size := info.Size(); {
 	case size < committed:
-		return fmt.Errorf("file: %s holds %d bytes but %s says %d were written: the file was changed by someone else",
+		return sdk.Permanentf("file: %s holds %d bytes but %s says %d were written: the file was changed by someone else",
 			s.cfg.Path, size, s.posPath, committed)
 	case size > committed:
 		if pos == nil {
@@ -80,10 +80,10 @@ func (s *AtomicSink) Open(ctx context.Context, req sdk.OpenRequest) error {
 				s.cfg.Path, positionSuffix, sdk.ErrInvalidSettings)
 		}
 		if err := s.f.Truncate(committed); err != nil {
-			return fmt.Errorf("file: %w", err)
+			return fsErr(err)
 		}
 		if err := s.f.Sync(); err != nil {
-			return fmt.Errorf("file: %w", err)
+			return fsErr(err)
 		}
 		if req.Logger != nil {
 			req.Logger.Warn("file: cut off lines written after the last stored position; they will be written again",

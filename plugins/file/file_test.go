@@ -418,3 +418,41 @@ func TestSourceLongLines(t *testing.T) {
 		t.Fatalf("line lengths %v", got)
 	}
 }
+
+// TestSinkOpenErrorsAreClassified: paths that can never be written are permanent errors (the host fails
+// the pipeline at once instead of retrying), and say which path.
+func TestSinkOpenErrorsAreClassified(t *testing.T) {
+	dir := t.TempDir()
+	notDir := filepath.Join(dir, "plain")
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		path  string
+		class error
+	}{
+		{"a path through a regular file", filepath.Join(notDir, "out.jsonl"), sdk.ErrPermanent},
+		{"a directory", dir, sdk.ErrPermanent},
+		{"no path", "", sdk.ErrInvalidSettings},
+	} {
+		for _, plugin := range []struct {
+			name string
+			sink sdk.Sink
+		}{{"file", &file.Sink{}}, {"file-atomic", &file.AtomicSink{}}} {
+			t.Run(plugin.name+"/"+tc.name, func(t *testing.T) {
+				settings := sdk.Settings{}
+				if tc.path != "" {
+					settings["path"] = tc.path
+				}
+				err := plugin.sink.Open(context.Background(), sdk.OpenRequest{Settings: settings})
+				if !errors.Is(err, tc.class) {
+					t.Fatalf("Open = %v, want an error of class %v", err, tc.class)
+				}
+				if tc.path != "" && !strings.Contains(err.Error(), tc.path) {
+					t.Errorf("Open = %v does not name the path", err)
+				}
+			})
+		}
+	}
+}

@@ -43,20 +43,20 @@ func (s *Sink) Open(_ context.Context, req sdk.OpenRequest) error {
 		return err
 	}
 	if cfg.Path == "" {
-		return errors.New("file: path is required")
+		return sdk.InvalidSettings(errors.New("file: path is required"))
 	}
 	format, err := ParseFormat(cfg.Format)
 	if err != nil {
-		return fmt.Errorf("file: %w", err)
+		return sdk.InvalidSettings(fmt.Errorf("file: %w", err))
 	}
 	if dir := filepath.Dir(cfg.Path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("file: %w", err)
+			return fsErr(fmt.Errorf("creating the directory of %s: %w", cfg.Path, err))
 		}
 	}
 	f, err := os.OpenFile(cfg.Path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
-		return fmt.Errorf("file: %w", err)
+		return fsErr(err)
 	}
 	cut, err := repair(f)
 	if err != nil {
@@ -122,18 +122,18 @@ func (s *Sink) Write(_ context.Context, b record.Batch) error {
 	}
 	buf, err := AppendLines(s.buf[:0], b.Records, s.format)
 	if err != nil {
-		return fmt.Errorf("file: %w", err)
+		return fsErr(err)
 	}
 	s.buf = buf
 	if len(buf) == 0 {
 		return nil
 	}
 	if _, err := s.f.Write(buf); err != nil {
-		return fmt.Errorf("file: %w", err)
+		return fsErr(err)
 	}
 	if s.cfg.Sync {
 		if err := s.f.Sync(); err != nil {
-			return fmt.Errorf("file: %w", err)
+			return fsErr(err)
 		}
 	}
 	return nil
@@ -149,7 +149,7 @@ func (s *Sink) Close(context.Context) error {
 	err := errors.Join(s.f.Sync(), s.f.Close())
 	s.f = nil
 	if err != nil {
-		return fmt.Errorf("file: %w", err)
+		return fsErr(err)
 	}
 	return nil
 }

@@ -48,14 +48,14 @@ func (s *Source) Open(_ context.Context, req sdk.OpenRequest) error {
 		return err
 	}
 	if cfg.Path == "" {
-		return errors.New("file: path is required")
+		return sdk.InvalidSettings(errors.New("file: path is required"))
 	}
 	if cfg.PollInterval <= 0 {
 		return fmt.Errorf("file: %w: poll_interval must be positive, got %v", sdk.ErrInvalidSettings, cfg.PollInterval)
 	}
 	f, err := os.Open(cfg.Path)
 	if err != nil {
-		return fmt.Errorf("file: %w", err)
+		return fsErr(err)
 	}
 	if req.After != nil {
 		if len(req.After) != 8 {
@@ -72,7 +72,7 @@ func (s *Source) Open(_ context.Context, req sdk.OpenRequest) error {
 		}
 		if err != nil {
 			f.Close()
-			return fmt.Errorf("file: %w", err)
+			return fsErr(err)
 		}
 		s.off = off
 	}
@@ -155,9 +155,9 @@ func (s *Source) add(line []byte) int {
 // poll waits poll_interval for the file to grow, and fails if it shrank (truncated or replaced).
 func (s *Source) poll(ctx context.Context) error {
 	if info, err := s.f.Stat(); err != nil {
-		return fmt.Errorf("file: %w", err)
+		return fsErr(err)
 	} else if info.Size() < s.off+int64(len(s.partial)) {
-		return fmt.Errorf("file: %s shrank to %d bytes after %d were read: was it truncated or replaced?", s.cfg.Path, info.Size(), s.off+int64(len(s.partial)))
+		return sdk.Permanentf("file: %s shrank to %d bytes after %d were read: was it truncated or replaced?", s.cfg.Path, info.Size(), s.off+int64(len(s.partial)))
 	}
 	if s.timer == nil {
 		s.timer = time.NewTimer(s.cfg.PollInterval)

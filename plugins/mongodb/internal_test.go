@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -199,4 +200,42 @@ func TestTLSConfig(t *testing.T) {
 	if _, err := tlsConfig(Config{TLSCertFile: ca}); err == nil {
 		t.Fatal("a certificate without its key loaded")
 	}
+}
+
+// TestClassify checks which server errors fail the pipeline at once instead of being retried.
+func TestClassify(t *testing.T) {
+	for _, tc := range []struct {
+		err       error
+		permanent bool
+	}{
+		{mongoErr(18, nil), true},    // AuthenticationFailed
+		{mongoErr(13, nil), true},    // Unauthorized
+		{mongoErr(40573, nil), true}, // not a replica set
+		{mongoErr(10334, nil), true}, // BSONObjectTooLarge
+		{mongoErr(43, []string{"ResumableChangeStreamError"}), false},
+		{fmt.Errorf("mongodb: connecting: %w", mongoErr(11600, nil)), false}, // InterruptedAtShutdown
+		{errors.New("i/o timeout"), false},
+	} {
+		if got := errors.Is(classify(tc.err), sdk.ErrPermanent); got != tc.permanent {
+			t.Errorf("classify(%v): permanent %v, want %v", tc.err, got, tc.permanent)
+		}
+	}
+}
+
+// TestRejectedCredentialsArePermanent connects with credentials the server refuses: mongo-java-server has
+// no authentication, so its refusal of the SASL handshake stands in for a wrong password. Open fails at
+// once with a permanent error, so the host does not retry it.
+func TestRejectedCredentialsArePermanent(t *testing.T) {
+	srv := services.StartMongo(t)
+	uri := strings.Replace(srv.URI, "mongodb://", "mongodb://sluice:wrong@", 1)
+	s := &Source{}
+	defer s.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := s.Open(ctx, sdk.OpenRequest{Pipeline: "p", MaxBatchRecords: 10,
+		Settings: sdk.Settings{"uri": uri, "database": "shop", "collection": "orders"}})
+	if !errors.Is(err, sdk.ErrPermanent) {
+		t.Fatalf("Open = %v, want a permanent error", err)
+	}
+	t.Logf("Open = %v", err)
 }

@@ -236,7 +236,7 @@ func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
 	if err := s.begin(ctx, req.After, after); err != nil {
 		_ = client.Disconnect(context.Background())
 		s.client = nil
-		return err
+		return classify(err)
 	}
 	s.lastActivity = time.Now()
 	return nil
@@ -448,7 +448,7 @@ func (s *Source) Read(ctx context.Context) ([]record.Record, error) {
 			_ = s.stream.Close(ctx)
 			s.stream = nil
 			if err := s.watch(ctx, start{token: s.lastEmitted}, true); err != nil {
-				return nil, err
+				return nil, classify(err)
 			}
 		}
 		for len(out) < s.max && !s.reopen && s.stream.TryNext(ctx) {
@@ -481,15 +481,15 @@ func (s *Source) Read(ctx context.Context) ([]record.Record, error) {
 				// The driver resumes once by itself; a longer outage (an election, a restarted server) is
 				// retried here for a while before the pipeline restarts.
 				if err := s.resume(ctx, err); err != nil {
-					return nil, err
+					return nil, classify(err)
 				}
 				continue
 			}
 			var se mongo.ServerError
 			if errors.As(err, &se) && se.HasErrorCode(10334) {
-				return nil, fmt.Errorf("mongodb: a change event is over MongoDB's 16 MB limit (BSONObjectTooLarge) and the server cannot split it; upgrade to MongoDB 7.0+ or 6.0.9+ and use oversize: split, skip or dlq, or drop large fields with a $project in pipeline: %w", err)
+				return nil, sdk.Permanentf("mongodb: a change event is over MongoDB's 16 MB limit (BSONObjectTooLarge) and the server cannot split it; upgrade to MongoDB 7.0+ or 6.0.9+ and use oversize: split, skip or dlq, or drop large fields with a $project in pipeline: %w", err)
 			}
-			return nil, fmt.Errorf("mongodb: change stream on %s: %w", s.scope(), err)
+			return nil, classify(fmt.Errorf("mongodb: change stream on %s: %w", s.scope(), err))
 		}
 		if len(out) > 0 {
 			s.out, s.lastActivity = out, time.Now()

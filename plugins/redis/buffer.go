@@ -27,8 +27,8 @@ import (
 // the buffer is stale.
 const Fence = 0
 
-// ErrFenced is returned (wrapped) by Append when the buffer holds a newer fencing token than this
-// instance's: another instance has taken the pipeline over.
+// ErrFenced is returned (wrapped, and marked permanent) by Append when the buffer holds a newer fencing
+// token than this instance's: another instance has taken the pipeline over, and retrying would not help.
 var ErrFenced = errors.New("redis: fenced: another instance has taken this buffer over")
 
 // ErrConflict is returned (wrapped) by Append when the buffer's checkpoint is not the one this instance
@@ -282,7 +282,7 @@ func (b *Buffer) appendPart(ctx context.Context, entries [][]byte, pos record.Po
 		if errors.As(err, &rerr) {
 			switch msg := rerr.Error(); {
 			case strings.HasPrefix(msg, "FENCED"):
-				return fmt.Errorf("%w (%s)", ErrFenced, msg)
+				return sdk.Permanent(fmt.Errorf("%w (%s)", ErrFenced, msg))
 			case strings.HasPrefix(msg, "CONFLICT"):
 				return fmt.Errorf("%w: expected checkpoint %q", ErrConflict, b.stored)
 			}
@@ -549,7 +549,7 @@ func (b *Buffer) retry(ctx context.Context, what string, op func() error) error 
 			return backoff.Permanent(ctx.Err())
 		}
 		if !transient(err) {
-			return backoff.Permanent(err)
+			return backoff.Permanent(sdk.Permanent(err))
 		}
 		return err
 	}, backoff.WithContext(bo, ctx), func(err error, wait time.Duration) {
@@ -585,7 +585,10 @@ func transient(err error) bool {
 	var rerr goredis.Error
 	if errors.As(err, &rerr) {
 		msg := rerr.Error()
-		for _, p := range []string{"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "MOVED", "ASK"} {
+		// OOM (maxmemory reached) heals as the sink drains the buffer; the rest are failovers and
+		// resharding in progress. Anything else Redis refuses (WRONGPASS, NOAUTH, NOPERM, an unknown
+		// command) will be refused again.
+		for _, p := range []string{"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "MOVED", "ASK", "OOM"} {
 			if strings.HasPrefix(msg, p) {
 				return true
 			}

@@ -285,8 +285,8 @@ func TestFencing(t *testing.T) {
 	if err := client.HSet(ctx, key+":meta", "fence", 7).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Append(ctx, batch(2, 2)); !errors.Is(err, redis.ErrFenced) {
-		t.Fatalf("Append = %v, want ErrFenced", err)
+	if err := a.Append(ctx, batch(2, 2)); !errors.Is(err, redis.ErrFenced) || !errors.Is(err, sdk.ErrPermanent) {
+		t.Fatalf("Append = %v, want ErrFenced, permanent", err)
 	}
 	if cp, _ := a.Checkpoint(ctx); string(cp) != "1" {
 		t.Fatalf("a refused append moved the checkpoint to %q", cp)
@@ -413,6 +413,9 @@ func TestACL(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), "WRONGPASS") || time.Since(start) > 5*time.Second {
 				t.Fatalf("Open = %v after %v, want WRONGPASS at once", err, time.Since(start))
+			}
+			if !errors.Is(err, sdk.ErrPermanent) {
+				t.Fatalf("Open = %v: a wrong password must be a permanent error, not retried", err)
 			}
 		})
 	}
