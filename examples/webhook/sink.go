@@ -112,7 +112,8 @@ func (s *Sink) Open(_ context.Context, req sdk.OpenRequest) error {
 //
 // A network error, a timeout, a 429 or a 5xx is retried, with the same body and Idempotency-Key, up to
 // max_retries times, after waits growing from retry_initial to retry_max (or the response's Retry-After,
-// when longer); each retry is logged at warn level. Any other status fails at once with a *StatusError,
+// when longer); each retry is logged at warn level. Any other status fails at once with a *StatusError
+// marked permanent (sdk.ErrPermanent: the host fails the pipeline instead of retrying),
 // as does a certificate the endpoint presents that cannot be verified. When ctx is cancelled Write
 // returns promptly with an error wrapping ctx.Err(); the endpoint may or may not have received the batch.
 func (s *Sink) Write(ctx context.Context, b record.Batch) error {
@@ -134,9 +135,8 @@ func (s *Sink) Write(ctx context.Context, b record.Batch) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("webhook: %s %s interrupted: %w", s.cfg.Method, s.endpoint, ctx.Err())
 		}
-		var perm *permanentError
-		if errors.As(err, &perm) {
-			return fmt.Errorf("webhook: %w", perm.err)
+		if errors.Is(err, sdk.ErrPermanent) {
+			return fmt.Errorf("webhook: %w", err)
 		}
 		if attempt >= s.cfg.MaxRetries {
 			return fmt.Errorf("webhook: giving up after %d attempts: %w", attempt+1, err)
@@ -161,19 +161,14 @@ func (s *Sink) Write(ctx context.Context, b record.Batch) error {
 	}
 }
 
-// permanentError marks an attempt's error that retrying cannot fix.
-type permanentError struct{ err error }
-
-func (e *permanentError) Error() string { return e.err.Error() }
-
-// send makes one attempt. It returns nil after a 2xx; otherwise the error (a *permanentError when
+// send makes one attempt. It returns nil after a 2xx; otherwise the error (marked sdk.Permanent when
 // retrying cannot help) and, for a retryable status, the wait its Retry-After header asks for.
 func (s *Sink) send(ctx context.Context, body []byte, key string) (retryAfter time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, s.cfg.Method, s.url, bytes.NewReader(body))
 	if err != nil {
-		return 0, &permanentError{fmt.Errorf("%s %s: %w", s.cfg.Method, s.endpoint, err)}
+		return 0, sdk.Permanent(fmt.Errorf("%s %s: %w", s.cfg.Method, s.endpoint, err))
 	}
 	for name, v := range s.cfg.Headers {
 		req.Header.Set(name, v)
@@ -192,7 +187,7 @@ func (s *Sink) send(ctx context.Context, body []byte, key string) (retryAfter ti
 		err = fmt.Errorf("%s %s: %w", s.cfg.Method, s.endpoint, err)
 		var cert *tls.CertificateVerificationError
 		if errors.As(err, &cert) {
-			return 0, &permanentError{err}
+			return 0, sdk.Permanent(err)
 		}
 		return 0, err
 	}
@@ -210,7 +205,7 @@ func (s *Sink) send(ctx context.Context, body []byte, key string) (retryAfter ti
 		Snippet:  oneLine(snippet),
 	}
 	if !retryable(resp.StatusCode) {
-		return 0, &permanentError{se}
+		return 0, sdk.Permanent(se)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainBytes))
 	return parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()), se

@@ -79,6 +79,9 @@ func TestWrite(t *testing.T) {
 				if !errors.As(err, &se) || se.Code != http.StatusBadRequest || !strings.Contains(se.Snippet, `\"total\"`) {
 					t.Errorf("error %v is not a StatusError with code 400 and the body", err)
 				}
+				if !errors.Is(err, sdk.ErrPermanent) {
+					t.Errorf("error %v is not permanent: the host would retry a request the endpoint refuses", err)
+				}
 			},
 		},
 		{
