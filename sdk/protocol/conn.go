@@ -320,7 +320,7 @@ func (c *Conn) Spec(ctx context.Context) (sdk.Spec, error) {
 		return sdk.Spec{}, fmt.Errorf("reading spec: %w", err)
 	}
 	if err := spec.Validate(); err != nil {
-		return sdk.Spec{}, fmt.Errorf("plugin spec: %w", err)
+		return sdk.Spec{}, fmt.Errorf("invalid spec: %w", err)
 	}
 	return spec, nil
 }
