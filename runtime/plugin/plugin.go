@@ -190,12 +190,12 @@ func (c *Catalog) scan() []string {
 				c.opts.Logger.Debug("ignoring file that is not executable", "path", path)
 				continue
 			}
-			if real := realPath(path); seenFile[real] {
+			real := realPath(path)
+			if seenFile[real] {
 				c.opts.Logger.Debug("ignoring a second path to a plugin binary already found", "path", path, "binary", real)
 				continue
-			} else {
-				seenFile[real] = true
 			}
+			seenFile[real] = true
 			paths = append(paths, path)
 		}
 	}
@@ -225,8 +225,11 @@ func errText(err error) string {
 func (c *Catalog) skip(path, reason string, stderr []string) {
 	c.skipped = append(c.skipped, Skipped{Path: path, Reason: reason})
 	args := []any{"path", path, "reason", reason}
+	if len(stderr) == 1 && strings.Contains(reason, strings.TrimSpace(stderr[0])) {
+		stderr = nil // the reason already quotes it
+	}
 	if len(stderr) > 0 {
-		args = append(args, "stderr", strings.Join(stderr, " ⏎ "))
+		args = append(args, "stderr", strings.Join(stderr, " | "))
 	}
 	c.opts.Logger.Warn("skipping plugin file", args...)
 }
