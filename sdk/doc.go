@@ -53,6 +53,8 @@
 // # Rules a plugin must keep
 //
 //   - stdout belongs to the protocol handshake: log with OpenRequest.Logger (stderr), which the host forwards.
+//     What a plugin prints on stdout later is logged by the host as a warning, unless its stage declares
+//     Capabilities.WritesStdout (its output is meant for the host's stdout, like the stdout sink's).
 //   - Every record a Source or Buffer emits has a Position, monotone in emission order; the host hands the
 //     last stored one back in OpenRequest.After and the stage resumes strictly after it.
 //   - Write and Append return nil only when the batch is durable. A sink that can store batch.Position in

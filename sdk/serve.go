@@ -156,8 +156,8 @@ func MaxMessageBytes() int {
 }
 
 // stderr is the process's standard error as it was at start. go-plugin's Serve replaces os.Stderr (and
-// os.Stdout) with pipes it forwards over its stdio stream, which the host discards; the host reads and
-// forwards the original stderr, so that is where logs must go.
+// os.Stdout) with pipes it forwards over its stdio stream, which the host keeps only as debug lines; the
+// host parses and forwards the original stderr at the lines' levels, so that is where logs must go.
 var stderr = os.Stderr
 
 // Logger returns a logger that writes JSON lines to stderr in the form the host forwards, tagged with the

@@ -68,6 +68,10 @@ type Capabilities struct {
 	// the stage stores positions atomically only when that setting is true (a sink that is transactional
 	// unless configured otherwise).
 	AtomicPositionSetting string `json:"atomic_position_setting,omitempty"`
+	// WritesStdout: what the stage prints on its standard output is its output, meant for the host's
+	// standard output (the stdout sink). The host forwards the stdout of such stages; any other plugin's
+	// stdout lines are logged as warnings, never mixed into the host's output.
+	WritesStdout bool `json:"writes_stdout,omitempty"`
 }
 
 // Atomic reports whether a stage with these capabilities stores positions atomically when configured

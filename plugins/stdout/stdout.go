@@ -5,7 +5,8 @@
 // output directly. Run as a plugin process, it writes to the process's os.Stdout as it is after sdk.Serve
 // starts — not the file descriptor that carried the go-plugin handshake, which the host reads and
 // discards, but the pipe go-plugin puts in its place and forwards over its stdio stream to the host's
-// plugin.ClientConfig.SyncStdout. The host must set SyncStdout for the lines to reach its terminal.
+// plugin.ClientConfig.SyncStdout. The host sets SyncStdout to its own stdout only for stages that declare
+// sdk.Capabilities.WritesStdout, as this sink does; it logs what other plugins print.
 package stdout
 
 import (
@@ -30,6 +31,8 @@ func Plugin() sdk.Plugin {
 			Author:  "sluice",
 			Sink: &sdk.Stage{
 				Summary: "Prints one line per record on the host's standard output (heartbeats print nothing). Not durable: an acknowledged line may still be in flight to the terminal.",
+				// The host forwards this stage's stdout to its own.
+				Capabilities: sdk.Capabilities{WritesStdout: true},
 				Settings: []sdk.Setting{
 					{Name: "format", Type: sdk.TypeString, Default: string(file.FormatPayload), Enum: []string{string(file.FormatPayload), string(file.FormatRecord)},
 						Doc: "payload (default): print each record's payload; records without a payload print nothing. record: print a JSON envelope with position, op, key, meta, encoding and payload, to see everything a record carries."},

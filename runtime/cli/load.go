@@ -18,7 +18,7 @@ func load(w io.Writer, c *plugin.Catalog, paths []string) ([]*config.File, error
 	var problems config.Errors
 	var other []error
 	ids := map[string]config.Pos{}
-	loader := &config.Loader{Specs: c.Spec}
+	loader := &config.Loader{Specs: c.Spec, UnknownPluginHint: c.Searched()}
 	linked := map[string]bool{}
 	var linkedNames []string
 	for _, p := range c.List() {
@@ -46,10 +46,20 @@ func load(w io.Writer, c *plugin.Catalog, paths []string) ([]*config.File, error
 			}
 			ids[p.ID] = p.Pos
 			for _, st := range []*config.Stage{p.Source, p.Buffer, p.Sink, p.DeadLetter} {
-				if st != nil && st.InProcess && !linked[st.Plugin] {
+				if st == nil {
+					continue
+				}
+				if st.InProcess && !linked[st.Plugin] {
 					problems = append(problems, &config.Error{Pos: st.Pos, Msg: fmt.Sprintf(
 						"plugin %q is not linked into this sluice binary, so in_process cannot be true for it; plugins that can run in-process: %s",
 						st.Plugin, strings.Join(linkedNames, ", "))})
+				}
+				// A plugin linked into the host is known without a binary, but runs as a subprocess unless
+				// in_process: run would fail to start it.
+				if pl, ok := c.Lookup(st.Plugin); ok && !st.InProcess && pl.Path == "" {
+					problems = append(problems, &config.Error{Pos: st.Pos, Msg: fmt.Sprintf(
+						"plugin %q has no binary (%s); build it (make plugins), or set in_process: true to run the copy linked into this sluice binary",
+						st.Plugin, c.Searched())})
 				}
 			}
 		}

@@ -55,7 +55,7 @@ that docs/plugins/NAME.md holds for first-party plugins (make docs regenerates t
 				for _, p := range c.List() {
 					names = append(names, p.Spec.Name)
 				}
-				return ExitError{ExitInvalid, fmt.Errorf("unknown plugin %q (known: %s)", args[0], strings.Join(names, ", "))}
+				return ExitError{ExitInvalid, fmt.Errorf("unknown plugin %q (known: %s); %s", args[0], strings.Join(names, ", "), c.Searched())}
 			}
 			if markdown {
 				describeMarkdown(g.stdout, &p.Spec)

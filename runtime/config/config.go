@@ -210,6 +210,9 @@ type Loader struct {
 	Specs SpecFunc
 	// Plugins names every known plugin, listed in "unknown plugin" messages. Optional.
 	Plugins []string
+	// UnknownPluginHint, when set, ends every "unknown plugin" message (after "; "): where plugins were
+	// looked for and what was passed over. Optional.
+	UnknownPluginHint string
 	// LookupEnv resolves ${env:NAME}. Nil means os.LookupEnv.
 	LookupEnv func(name string) (string, bool)
 }

@@ -440,6 +440,13 @@ func TestLoadDefaults(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("Load with no plugins: %v, want %s…", err, want)
 	}
+	l := &Loader{Specs: func(string) (*sdk.Spec, bool) { return nil, false }, Plugins: []string{"discard"},
+		UnknownPluginHint: "searched /opt/plugins; skipped: /opt/plugins/gen (not a sluice plugin)"}
+	_, err = l.Load(path)
+	want = path + `:4:22: unknown plugin "generate"; known plugins: discard; searched /opt/plugins; skipped: /opt/plugins/gen (not a sluice plugin)` + "\n"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("Load with a hint: %v, want %s…", err, want)
+	}
 
 	_, err = Load(filepath.Join(dir, "missing.yaml"), testSpec)
 	var errs Errors

@@ -384,7 +384,11 @@ func (v *validator) stage(n *node, k sdk.Kind) *Stage {
 		if sug, ok := suggest(name, v.Plugins); ok {
 			msg += fmt.Sprintf(" (did you mean %q?)", sug)
 		}
-		v.errorf(c.pos, "%s%s", msg, v.known())
+		msg += v.known()
+		if v.UnknownPluginHint != "" {
+			msg += "; " + v.UnknownPluginHint
+		}
+		v.errorf(c.pos, "%s", msg)
 		return s
 	}
 	s.Spec = spec

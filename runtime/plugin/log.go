@@ -1,10 +1,14 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log"
 	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -14,15 +18,28 @@ import (
 //
 // go-plugin logs its own lifecycle (starting, exited) through the unnamed logger and the plugin's stderr
 // lines through a named one. Its own info lines are demoted to debug (a plugin start is not news at info
-// level), and its "plugin" attribute, a path, is renamed so it does not clash with the host's plugin name.
+// level), and so are its "plugin process exited" and "plugin failed to exit gracefully" lines: the host
+// reports how a plugin ended where it matters (protocol.Conn.Exit), and protocol.Conn.Kill warns itself
+// when it has to kill a plugin. Its "plugin" attribute, a path, is renamed so it does not clash with the
+// host's plugin name.
+//
+// When a plugin panics, go-plugin passes every raw line of the panic and its stack at error level;
+// protocol logs one error line "plugin panicked" with the message and first frame instead, so the raw
+// lines are demoted to debug from the first "panic: " or "fatal error: " line on, as go-plugin itself
+// decides what belongs to a panic.
 type hclogAdapter struct {
-	l     *slog.Logger
-	name  string
-	named bool // carries the plugin's own lines
-	args  []any
+	l       *slog.Logger
+	name    string
+	named   bool // carries the plugin's own lines
+	quiet   bool // everything at debug level (discovery probes)
+	inPanic *atomic.Bool
+	args    []any
 }
 
-func newHCLog(l *slog.Logger) hclog.Logger { return &hclogAdapter{l: l} }
+// newHCLog returns the hclog logger for one plugin process. quiet demotes every line to debug.
+func newHCLog(l *slog.Logger, quiet bool) hclog.Logger {
+	return &hclogAdapter{l: l, quiet: quiet, inPanic: new(atomic.Bool)}
+}
 
 func toSlog(level hclog.Level) slog.Level {
 	switch level {
@@ -38,8 +55,16 @@ func toSlog(level hclog.Level) slog.Level {
 
 func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	lv := toSlog(level)
-	if !a.named {
-		if lv == slog.LevelInfo {
+	if a.named {
+		// A raw stderr line (go-plugin passes no attributes with those) that starts or continues a panic.
+		if len(args) == 0 && lv == slog.LevelError &&
+			(a.inPanic.Load() || strings.HasPrefix(msg, "panic: ") || strings.HasPrefix(msg, "fatal error: ")) {
+			a.inPanic.Store(true)
+			lv = slog.LevelDebug
+		}
+	} else {
+		switch {
+		case lv == slog.LevelInfo, msg == "plugin process exited", msg == "plugin failed to exit gracefully":
 			lv = slog.LevelDebug
 		}
 		for i := 0; i+1 < len(args); i += 2 {
@@ -47,6 +72,9 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 				args[i] = "path"
 			}
 		}
+	}
+	if a.quiet {
+		lv = slog.LevelDebug
 	}
 	a.l.Log(context.Background(), lv, msg, args...)
 }
@@ -78,13 +106,18 @@ func (a *hclogAdapter) GetLevel() hclog.Level {
 	return hclog.Error
 }
 func (a *hclogAdapter) With(args ...any) hclog.Logger {
-	return &hclogAdapter{l: a.l.With(args...), name: a.name, named: a.named, args: append(append([]any(nil), a.args...), args...)}
+	b := *a
+	b.l = a.l.With(args...)
+	b.args = append(append([]any(nil), a.args...), args...)
+	return &b
 }
 
 // Named is called by go-plugin with the plugin binary's file name; the host already tagged the logger
 // with the plugin's spec name, so the file name is only kept as Name.
 func (a *hclogAdapter) Named(name string) hclog.Logger {
-	return &hclogAdapter{l: a.l, name: name, named: true, args: a.args}
+	b := *a
+	b.name, b.named = name, true
+	return &b
 }
 func (a *hclogAdapter) ResetNamed(name string) hclog.Logger { return a.Named(name) }
 func (a *hclogAdapter) StandardLogger(*hclog.StandardLoggerOptions) *log.Logger {
@@ -92,4 +125,41 @@ func (a *hclogAdapter) StandardLogger(*hclog.StandardLoggerOptions) *log.Logger 
 }
 func (a *hclogAdapter) StandardWriter(*hclog.StandardLoggerOptions) io.Writer {
 	return a.StandardLogger(nil).Writer()
+}
+
+// maxStdoutLine is the longest stdout line of a plugin that is logged; longer ones are cut and end in "…".
+const maxStdoutLine = 1000
+
+// stdoutLog logs each line a plugin prints on its stdout ("plugin wrote to stdout", with the line) at
+// level: the stdout of a plugin whose output is not meant for the host's stdout never reaches it.
+type stdoutLog struct {
+	log   *slog.Logger
+	level slog.Level
+	mu    sync.Mutex
+	buf   []byte
+	cut   bool
+}
+
+func (w *stdoutLog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := len(p)
+	for len(p) > 0 {
+		line, rest, complete := bytes.Cut(p, []byte{'\n'})
+		if room := maxStdoutLine - len(w.buf); len(line) > room {
+			line, w.cut = line[:max(room, 0)], true
+		}
+		w.buf = append(w.buf, line...)
+		if !complete {
+			break
+		}
+		l := strings.TrimSuffix(string(w.buf), "\r")
+		if w.cut {
+			l += "…"
+		}
+		w.buf, w.cut = w.buf[:0], false
+		w.log.Log(context.Background(), w.level, "plugin wrote to stdout", "line", l)
+		p = rest
+	}
+	return n, nil
 }

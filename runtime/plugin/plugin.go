@@ -4,6 +4,7 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/protocol"
@@ -34,15 +37,27 @@ type Plugin struct {
 	Linked func() sdk.Plugin
 }
 
-// Catalog is the set of plugins the host knows, by spec name. It is read-only after Discover.
+// Catalog is the set of plugins the host knows, by spec name, and what discovery passed over. It is
+// read-only after Discover.
 type Catalog struct {
-	opts   Options
-	byName map[string]*Plugin
+	opts    Options
+	byName  map[string]*Plugin
+	dirs    []string // searched, in order, each once; a note in parentheses when it could not be read
+	skipped []Skipped
+}
+
+// Skipped is an executable in a plugins directory that discovery passed over, and why.
+type Skipped struct {
+	// Path is the file, as found in its directory.
+	Path string
+	// Reason says in one line why it is not a usable plugin.
+	Reason string
 }
 
 // Options configure discovery and launching.
 type Options struct {
-	// Dirs are searched, in order, for plugin binaries: every regular executable file is asked for its spec.
+	// Dirs are searched, in order, for plugin binaries: every executable file (or symlink to one) is asked
+	// for its spec.
 	Dirs []string
 	// Linked are first-party plugins compiled into the host, runnable in-process.
 	Linked []func() sdk.Plugin
@@ -54,19 +69,31 @@ type Options struct {
 	MaxMessageBytes int
 	// PlainText turns off AutoMTLS between host and plugins. Only for measuring what TLS costs.
 	PlainText bool
-	// Stdout receives what plugins print to their stdout (the stdout sink); nil discards it.
+	// Stdout receives what stages whose output is meant for it (sdk.Capabilities.WritesStdout: the stdout
+	// sink) print; nil discards it. What other plugins print on their stdout is logged as warnings.
 	Stdout io.Writer
+	// StartTimeout bounds a plugin's handshake, at discovery and at start (default
+	// protocol.DefaultStartTimeout).
+	StartTimeout time.Duration
 }
 
-// Discover builds the catalog: it starts every executable in opts.Dirs, reads its spec and stops it.
-// Two plugins with the same name, a binary speaking another protocol version, or a broken spec are errors;
-// an executable that is not a sluice plugin at all is skipped with a warning.
+// specTimeout bounds the Spec call of a probe or a start.
+const specTimeout = 10 * time.Second
+
+// Discover builds the catalog: it starts every executable in opts.Dirs (following symlinks), reads its
+// spec and stops it, several at a time, each bounded in time. An executable that fails in any way (it
+// prints something else than the handshake, exits, crashes, hangs, speaks another protocol version,
+// returns a broken spec) is skipped with one warning naming the file, the reason and its last stderr
+// lines; the Catalog remembers it (Skipped). Two binaries with the same plugin name are an error.
 func Discover(ctx context.Context, opts Options) (*Catalog, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Env == nil {
 		opts.Env = DefaultEnv
+	}
+	if opts.StartTimeout <= 0 {
+		opts.StartTimeout = protocol.DefaultStartTimeout
 	}
 	c := &Catalog{opts: opts, byName: map[string]*Plugin{}}
 	for _, l := range opts.Linked {
@@ -77,40 +104,11 @@ func Discover(ctx context.Context, opts Options) (*Catalog, error) {
 		c.byName[p.Spec.Name] = &Plugin{Spec: p.Spec, Linked: l}
 	}
 
-	var paths []string
-	seen := map[string]bool{}
-	for _, dir := range opts.Dirs {
-		// The same directory named twice (a flag and the default, a symlink) is searched once.
-		key := dir
-		if abs, err := filepath.Abs(dir); err == nil {
-			key = abs
-			if real, err := filepath.EvalSymlinks(abs); err == nil {
-				key = real
-			}
-		}
-		if seen[key] {
-			continue
-		}
-		seen[key] = true
-		entries, err := os.ReadDir(dir)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading plugin dir: %w", err)
-		}
-		for _, e := range entries {
-			info, err := e.Info()
-			if err != nil || !info.Mode().IsRegular() || info.Mode().Perm()&0o111 == 0 {
-				continue
-			}
-			paths = append(paths, filepath.Join(dir, e.Name()))
-		}
-	}
-
+	paths := c.scan()
 	type found struct {
-		spec sdk.Spec
-		err  error
+		spec   sdk.Spec
+		reason string   // why the file is skipped; "" when spec is good
+		stderr []string // its last stderr lines, for the warning
 	}
 	results := make([]found, len(paths))
 	var wg sync.WaitGroup
@@ -119,7 +117,8 @@ func Discover(ctx context.Context, opts Options) (*Catalog, error) {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			results[i].spec, results[i].err = c.probe(ctx, path)
+			r := &results[i]
+			r.spec, r.reason, r.stderr = c.probe(ctx, path)
 		})
 	}
 	wg.Wait()
@@ -128,12 +127,8 @@ func Discover(ctx context.Context, opts Options) (*Catalog, error) {
 	binaries := map[string]string{} // name -> path
 	for i, path := range paths {
 		r := results[i]
-		if errors.Is(r.err, errNotPlugin) {
-			opts.Logger.Warn("skipping executable that is not a sluice plugin", "path", path)
-			continue
-		}
-		if r.err != nil {
-			errs = append(errs, r.err)
+		if r.reason != "" {
+			c.skip(path, r.reason, r.stderr)
 			continue
 		}
 		name := r.spec.Name
@@ -155,33 +150,157 @@ func Discover(ctx context.Context, opts Options) (*Catalog, error) {
 	return c, nil
 }
 
-var errNotPlugin = errors.New("not a sluice plugin")
-
-// probe starts the binary at path, reads its spec and stops it.
-func (c *Catalog) probe(ctx context.Context, path string) (sdk.Spec, error) {
-	conn, err := c.launch(path, c.opts.Logger.With("plugin", filepath.Base(path)))
-	if err != nil {
-		msg := strings.ToLower(err.Error())
-		switch {
-		case strings.Contains(msg, "incompatible api version"):
-			return sdk.Spec{}, fmt.Errorf("plugin %s speaks another protocol version than this sluice (v%d): %w", path, sdk.ProtocolVersion, err)
-		case strings.Contains(msg, "unrecognized remote plugin message"), strings.Contains(msg, "plugin exited before we could connect"),
-			strings.Contains(msg, "exec format error"), strings.Contains(msg, "timeout while waiting for plugin to start"):
-			return sdk.Spec{}, fmt.Errorf("%s: %w: %v", path, errNotPlugin, err)
+// scan lists the executables of every directory, in order. A directory named twice (a flag and the
+// default, or through a symlink) is searched once, and a binary reached twice (a symlink beside its
+// target, or in two directories) is probed once. Directories that do not exist are noted, not errors.
+func (c *Catalog) scan() []string {
+	var paths []string
+	seenDir := map[string]bool{}
+	seenFile := map[string]bool{}
+	for _, dir := range c.opts.Dirs {
+		key := realPath(dir)
+		if seenDir[key] {
+			continue
 		}
-		return sdk.Spec{}, err
+		seenDir[key] = true
+		entries, err := os.ReadDir(dir)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			c.dirs = append(c.dirs, dir+" (does not exist)")
+			continue
+		case err != nil:
+			c.opts.Logger.Warn("cannot read plugins directory", "dir", dir, "error", err)
+			c.dirs = append(c.dirs, dir+" (unreadable)")
+			continue
+		}
+		c.dirs = append(c.dirs, dir)
+		for _, e := range entries {
+			path := filepath.Join(dir, e.Name())
+			info, err := os.Stat(path) // follows symlinks: a symlink to a plugin is a plugin
+			if err != nil {
+				if e.Type()&fs.ModeSymlink != 0 {
+					c.skip(path, "broken symlink: "+errText(err), nil)
+				}
+				continue
+			}
+			if !info.Mode().IsRegular() {
+				continue
+			}
+			if info.Mode().Perm()&0o111 == 0 {
+				c.opts.Logger.Debug("ignoring file that is not executable", "path", path)
+				continue
+			}
+			real := realPath(path)
+			if seenFile[real] {
+				c.opts.Logger.Debug("ignoring a second path to a plugin binary already found", "path", path, "binary", real)
+				continue
+			}
+			seenFile[real] = true
+			paths = append(paths, path)
+		}
 	}
-	defer conn.Kill()
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	spec, err := conn.Spec(ctx)
-	if err != nil {
-		return sdk.Spec{}, fmt.Errorf("plugin %s: %w", path, err)
-	}
-	return spec, nil
+	return paths
 }
 
-func (c *Catalog) launch(path string, logger *slog.Logger) (*protocol.Conn, error) {
+// realPath is path made absolute with its symlinks resolved, or path when that fails.
+func realPath(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+		if real, err := filepath.EvalSymlinks(abs); err == nil {
+			path = real
+		}
+	}
+	return path
+}
+
+func errText(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// skip records a file discovery passes over and logs one warning about it.
+func (c *Catalog) skip(path, reason string, stderr []string) {
+	c.skipped = append(c.skipped, Skipped{Path: path, Reason: reason})
+	args := []any{"path", path, "reason", reason}
+	if len(stderr) == 1 && strings.Contains(reason, strings.TrimSpace(stderr[0])) {
+		stderr = nil // the reason already quotes it
+	}
+	if len(stderr) > 0 {
+		args = append(args, "stderr", strings.Join(stderr, " | "))
+	}
+	c.opts.Logger.Warn("skipping plugin file", args...)
+}
+
+// warnStderrLines is how many of a skipped file's last stderr lines its warning shows.
+const warnStderrLines = 5
+
+// probe starts the binary at path, reads its spec and stops it. It returns the spec, or why the file is
+// not a usable plugin with its last stderr lines. Everything the probe logs is at debug level: a file that
+// fails gets one warning from Discover.
+func (c *Catalog) probe(ctx context.Context, path string) (spec sdk.Spec, reason string, stderr []string) {
+	logger := c.opts.Logger.With("plugin", filepath.Base(path))
+	conn, err := c.launch(path, newHCLog(logger, true), &stdoutLog{log: logger, level: slog.LevelDebug})
+	if err != nil {
+		var se *protocol.StartError
+		if !errors.As(err, &se) {
+			return sdk.Spec{}, err.Error(), nil
+		}
+		return sdk.Spec{}, se.Reason, lastLines(se.Stderr, se.Exit)
+	}
+	defer func() {
+		conn.Kill()
+		if e := conn.Exit(); e != nil && reason != "" {
+			stderr = lastLines(e.Stderr, e)
+		}
+	}()
+	sctx, cancel := context.WithTimeout(ctx, specTimeout)
+	defer cancel()
+	spec, err = conn.Spec(sctx)
+	switch {
+	case err == nil:
+		return spec, "", nil
+	case ctx.Err() != nil:
+		return sdk.Spec{}, "discovery was interrupted", nil
+	}
+	if exit := conn.WaitExit(time.Second); exit != nil {
+		return sdk.Spec{}, "died when asked for its spec: it " + exit.String(), nil
+	}
+	if sctx.Err() != nil {
+		return sdk.Spec{}, fmt.Sprintf("did not answer when asked for its spec within %s", specTimeout), nil
+	}
+	return sdk.Spec{}, strings.ReplaceAll(err.Error(), "\n", "; "), nil
+}
+
+// lastLines returns the last stderr lines a warning shows: none when the exit names a panic (its stack
+// would say nothing more), and no debug log lines.
+func lastLines(lines []string, exit *protocol.Exit) []string {
+	if exit != nil && exit.Panic != "" {
+		return nil
+	}
+	var out []string
+	for _, l := range lines {
+		if strings.TrimSpace(l) != "" && !debugLine(l) {
+			out = append(out, l)
+		}
+	}
+	return out[max(0, len(out)-warnStderrLines):]
+}
+
+// debugLine reports whether l is a JSON log line at debug or trace level.
+func debugLine(l string) bool {
+	if !strings.HasPrefix(l, "{") {
+		return false
+	}
+	var v struct {
+		Level string `json:"@level"`
+	}
+	return json.Unmarshal([]byte(l), &v) == nil && (v.Level == "debug" || v.Level == "trace")
+}
+
+func (c *Catalog) launch(path string, logger hclog.Logger, stdout io.Writer) (*protocol.Conn, error) {
 	var env []string
 	for _, name := range c.opts.Env {
 		if v, ok := os.LookupEnv(name); ok {
@@ -191,11 +310,32 @@ func (c *Catalog) launch(path string, logger *slog.Logger) (*protocol.Conn, erro
 	return protocol.Launch(protocol.LaunchConfig{
 		Path:            path,
 		Env:             env,
-		Logger:          newHCLog(logger),
+		Logger:          logger,
 		MaxMessageBytes: c.opts.MaxMessageBytes,
+		StartTimeout:    c.opts.StartTimeout,
 		PlainText:       c.opts.PlainText,
-		Stdout:          c.opts.Stdout,
+		Stdout:          stdout,
 	})
+}
+
+// Skipped returns the files discovery passed over, in the order found.
+func (c *Catalog) Skipped() []Skipped { return slices.Clone(c.skipped) }
+
+// Searched says where plugins were looked for and what was passed over, for messages about a plugin that
+// was not found: "searched DIR1, DIR2 (does not exist); skipped: FILE (reason), …".
+func (c *Catalog) Searched() string {
+	s := "searched " + strings.Join(c.dirs, ", ")
+	if len(c.dirs) == 0 {
+		s = "searched no plugins directory"
+	}
+	if len(c.skipped) > 0 {
+		parts := make([]string, len(c.skipped))
+		for i, sk := range c.skipped {
+			parts[i] = fmt.Sprintf("%s (%s)", sk.Path, sk.Reason)
+		}
+		s += "; skipped: " + strings.Join(parts, ", ")
+	}
+	return s
 }
 
 // Lookup returns the plugin named name.
@@ -224,13 +364,16 @@ func (c *Catalog) List() []*Plugin {
 }
 
 // Start starts one instance of the plugin for a stage of kind. With inProcess the plugin must be linked
-// into the host; otherwise it runs as a subprocess. The caller owns the returned Conn and must Kill it.
+// into the host; otherwise it runs as a subprocess, whose stdout goes to Options.Stdout when the stage
+// declares sdk.Capabilities.WritesStdout and is logged otherwise. The caller owns the returned Conn and
+// must Kill it.
 func (c *Catalog) Start(ctx context.Context, name string, kind sdk.Kind, inProcess bool, logger *slog.Logger) (*protocol.Conn, error) {
 	p, ok := c.byName[name]
 	if !ok {
-		return nil, fmt.Errorf("unknown plugin %q", name)
+		return nil, fmt.Errorf("unknown plugin %q; %s", name, c.Searched())
 	}
-	if p.Spec.Stage(kind) == nil {
+	stage := p.Spec.Stage(kind)
+	if stage == nil {
 		return nil, fmt.Errorf("plugin %q serves no %s stage (it serves %v)", name, kind, p.Spec.Kinds())
 	}
 	if inProcess {
@@ -240,20 +383,27 @@ func (c *Catalog) Start(ctx context.Context, name string, kind sdk.Kind, inProce
 		return protocol.Local(p.Linked(), sdk.WithLogger(logger))
 	}
 	if p.Path == "" {
-		return nil, fmt.Errorf("plugin %q has no binary in %s; build it (make plugins) or set in_process: true", name, strings.Join(c.opts.Dirs, ", "))
+		return nil, fmt.Errorf("plugin %q has no binary (%s); build it (make plugins) or set in_process: true", name, c.Searched())
 	}
-	conn, err := c.launch(p.Path, logger)
+	var stdout io.Writer = &stdoutLog{log: logger, level: slog.LevelWarn}
+	if stage.Capabilities.WritesStdout {
+		stdout = c.opts.Stdout
+	}
+	conn, err := c.launch(p.Path, newHCLog(logger, false), stdout)
 	if err != nil {
 		return nil, err
 	}
 	// The binary may have been replaced since discovery: check it is still the same plugin.
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, specTimeout)
 	defer cancel()
 	spec, err := conn.Spec(ctx)
 	if err == nil && (spec.Name != name || !slices.Contains(spec.Kinds(), kind)) {
 		err = fmt.Errorf("binary %s now serves plugin %q %v, not %q %s", p.Path, spec.Name, spec.Kinds(), name, kind)
 	}
 	if err != nil {
+		if exit := conn.WaitExit(time.Second); exit != nil {
+			err = fmt.Errorf("plugin %s %s", p.Path, exit)
+		}
 		conn.Kill()
 		return nil, err
 	}

@@ -6,8 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,10 +32,31 @@ import (
 type Conn struct {
 	cc     grpc.ClientConnInterface
 	client *plugin.Client // nil when in-process
+	cmd    *exec.Cmd      // the plugin process; nil when in-process
+	pid    int
+	tail   *stderrTail
+	logger hclog.Logger
 	stop   func()
+	kill   sync.Once
 	done   chan struct{} // closed when the plugin has exited (or the in-process server stopped)
 	once   sync.Once
+	exit   *Exit // set before done is closed; nil when in-process
 }
+
+// How long Kill gives a plugin: it asks the plugin to exit and waits killGrace for it, then kills the
+// process (SIGKILL, which also ends a stopped process) and waits at most killReap for it to be reaped and
+// for go-plugin's goroutines to end.
+const (
+	killGrace = 1500 * time.Millisecond
+	killReap  = 1500 * time.Millisecond
+)
+
+// KillTimeout bounds Conn.Kill: it returns within this long whatever the plugin does (frozen, hung, ignoring
+// signals).
+const KillTimeout = killGrace + killReap
+
+// DefaultStartTimeout bounds a plugin's handshake unless LaunchConfig.StartTimeout says otherwise.
+const DefaultStartTimeout = 10 * time.Second
 
 // LaunchConfig says how to start a plugin binary.
 type LaunchConfig struct {
@@ -39,22 +64,49 @@ type LaunchConfig struct {
 	Path string
 	// Env is the plugin's whole environment: the host passes a minimal one, not its own.
 	Env []string
-	// Logger receives the plugin's log lines (its stderr), named after the plugin.
+	// Logger receives the plugin's log lines (its stderr) through a logger named after the plugin binary,
+	// go-plugin's own lines, and, when the plugin panics, one error line "plugin panicked" whose "panic"
+	// holds the message and first frame (go-plugin also passes every raw line of the panic to the named
+	// logger at error level; hosts that want the one line demote those).
 	Logger hclog.Logger
 	// MaxMessageBytes bounds gRPC messages both ways (default sdk.DefaultMaxMessageBytes).
 	MaxMessageBytes int
-	// StartTimeout bounds the handshake (default 10s).
+	// StartTimeout bounds the handshake (default DefaultStartTimeout).
 	StartTimeout time.Duration
-	// Stdout receives what the plugin writes to its stdout after the handshake (the stdout sink's output);
-	// nil discards it.
+	// Stdout receives what the plugin writes to its stdout after the handshake; nil discards it. The host
+	// passes its own stdout only to stages whose output is meant for it (sdk.Capabilities.WritesStdout).
 	Stdout io.Writer
 	// PlainText turns AutoMTLS off. Only for measuring its cost; plugins talk over TLS by default.
 	PlainText bool
 }
 
+// StartError is the error Launch returns when a binary could not be started as a plugin: it could not be
+// executed, did not complete the handshake, or could not be connected to.
+type StartError struct {
+	// Path is the binary.
+	Path string
+	// Reason says in one line what went wrong: `printed "hello" on stdout instead of the plugin
+	// handshake: not a sluice plugin`, `ended before the plugin handshake: exited with status 1: …`, `did
+	// not complete the plugin handshake within 10s`, `speaks plugin protocol version 2; this sluice speaks
+	// version 1: …`.
+	Reason string
+	// Exit is how the process ended, when it was reaped (nil when it could not be executed).
+	Exit *Exit
+	// Stderr holds the last lines the process wrote to its stderr (see Exit.Stderr).
+	Stderr []string
+	// Err is go-plugin's error.
+	Err error
+}
+
+func (e *StartError) Error() string { return fmt.Sprintf("starting plugin %s: %s", e.Path, e.Reason) }
+
+// Unwrap returns go-plugin's error.
+func (e *StartError) Unwrap() error { return e.Err }
+
 // Launch starts a plugin binary as a subprocess and connects to it over gRPC with mutual TLS. The process
 // gets the environment in cfg.Env only, and is killed when the host process dies (Linux parent-death
-// signal; on other systems the SDK notices the orphaning within a second and exits).
+// signal; on other systems the SDK notices the orphaning within a second and exits). A binary that does not
+// start as a plugin is stopped and reported as a *StartError.
 func Launch(cfg LaunchConfig) (*Conn, error) {
 	sdk.UseBufferPool()
 	maxMsg := cfg.MaxMessageBytes
@@ -62,7 +114,7 @@ func Launch(cfg LaunchConfig) (*Conn, error) {
 		maxMsg = sdk.DefaultMaxMessageBytes
 	}
 	if cfg.StartTimeout <= 0 {
-		cfg.StartTimeout = 10 * time.Second
+		cfg.StartTimeout = DefaultStartTimeout
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -71,8 +123,10 @@ func Launch(cfg LaunchConfig) (*Conn, error) {
 	cmd := exec.Command(cfg.Path)
 	cmd.Env = append(append([]string(nil), cfg.Env...), fmt.Sprintf("%s=%d", sdk.EnvMaxMessageBytes, maxMsg))
 	cmd.SysProcAttr = deathSignal()
+	c := &Conn{cmd: cmd, logger: logger, done: make(chan struct{})}
+	c.tail = newStderrTail(func(text string) { logger.Error("plugin panicked", "panic", text) })
 	set := plugin.PluginSet{sdk.PartSpec: &hostPart{}}
-	client := plugin.NewClient(&plugin.ClientConfig{
+	c.client = plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{sdk.ProtocolVersion: set},
 		Cmd:              cmd,
@@ -81,34 +135,135 @@ func Launch(cfg LaunchConfig) (*Conn, error) {
 		AutoMTLS:         !cfg.PlainText,
 		Logger:           logger,
 		StartTimeout:     cfg.StartTimeout,
+		Stderr:           c.tail.raw(),
 		SyncStdout:       cfg.Stdout,
+		SyncStderr:       c.tail.forwarded(func(l string) { logger.Debug("plugin stderr", "line", l) }),
 		GRPCDialOptions:  sdk.DialOptions(maxMsg),
 	})
-	rpc, err := client.Client()
+	rpc, err := c.client.Client()
+	if cmd.Process != nil {
+		c.pid = cmd.Process.Pid
+	}
 	if err != nil {
-		client.Kill()
-		return nil, fmt.Errorf("starting plugin %s: %w", cfg.Path, err)
+		return nil, c.startError(cfg, err)
 	}
 	raw, err := rpc.Dispense(sdk.PartSpec)
 	if err != nil {
-		client.Kill()
-		return nil, fmt.Errorf("connecting to plugin %s: %w", cfg.Path, err)
+		return nil, c.startError(cfg, err)
 	}
-	c := &Conn{cc: raw.(*grpc.ClientConn), client: client, done: make(chan struct{})}
-	c.stop = client.Kill
+	c.cc = raw.(*grpc.ClientConn)
+	c.stop = func() { c.stopProcess(killGrace) }
 	go c.watch()
 	return c, nil
 }
 
-// watch closes done when the subprocess exits.
+// startError stops what is left of a plugin that failed to start and explains why it failed.
+func (c *Conn) startError(cfg LaunchConfig, err error) error {
+	c.stopProcess(0) // nothing to ask: go-plugin has already killed the process itself
+	se := &StartError{Path: cfg.Path, Err: err}
+	if c.client.Exited() {
+		c.finish()
+		se.Exit = c.exit
+	}
+	_, se.Stderr = c.tail.snapshot()
+	se.Reason = startReason(err, se.Exit, cfg.StartTimeout)
+	return se
+}
+
+var pluginVersion = regexp.MustCompile(`Plugin version: (\S+?),`)
+
+// startReason explains go-plugin's error for a plugin that failed to start. go-plugin's handshake errors
+// have no types, so they are told apart by their text.
+func startReason(err error, exit *Exit, timeout time.Duration) string {
+	var pathErr *fs.PathError
+	if errors.As(err, &pathErr) {
+		return "cannot be executed: " + pathErr.Err.Error()
+	}
+	msg := err.Error()
+	first, _, _ := strings.Cut(msg, "\n")
+	const unrecognized = "Unrecognized remote plugin message: "
+	switch {
+	case strings.HasPrefix(first, unrecognized) && strings.TrimSpace(strings.TrimPrefix(first, unrecognized)) != "":
+		line := strings.TrimPrefix(first, unrecognized)
+		if len(line) > 100 {
+			line = line[:100] + "…"
+		}
+		return fmt.Sprintf("printed %q on stdout instead of the plugin handshake: not a sluice plugin", line)
+	case strings.Contains(msg, "error parsing core protocol version"), strings.Contains(msg, "incompatible core API version"):
+		return fmt.Sprintf("printed something other than the plugin handshake on stdout (%s): not a sluice plugin", first)
+	case strings.Contains(msg, "incompatible API version"):
+		v := "another"
+		if m := pluginVersion.FindStringSubmatch(msg); m != nil {
+			v = m[1]
+		}
+		return fmt.Sprintf("speaks plugin protocol version %s; this sluice speaks version %d: build it against a matching sluice sdk", v, sdk.ProtocolVersion)
+	case strings.HasPrefix(first, unrecognized), strings.Contains(msg, "plugin exited before we could connect"):
+		if exit != nil {
+			return "ended before the plugin handshake: it " + exit.String()
+		}
+		return "closed its stdout before the plugin handshake"
+	case strings.Contains(msg, "timeout while waiting for plugin to start"):
+		return fmt.Sprintf("did not complete the plugin handshake within %s", timeout)
+	case strings.Contains(msg, "unsupported plugin protocol"):
+		return "serves go-plugin's net/rpc protocol, not gRPC: not a sluice plugin"
+	}
+	return "plugin handshake failed: " + first
+}
+
+// watch closes done when the subprocess exits. go-plugin reads the plugin's stdout and stderr to their end,
+// then reaps the process (which sets cmd.ProcessState), and only then reports Exited under its lock: once
+// Exited is true, ProcessState and every stderr line are there to read.
 func (c *Conn) watch() {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for range t.C {
 		if c.client.Exited() {
-			c.once.Do(func() { close(c.done) })
+			c.finish()
 			return
 		}
+	}
+}
+
+// finish records how the process ended and closes done. Call it only once client.Exited() is true.
+func (c *Conn) finish() {
+	c.once.Do(func() {
+		c.tail.finish()
+		c.exit = exitOf(c.cmd.ProcessState, c.tail)
+		close(c.done)
+	})
+}
+
+// stopProcess asks the plugin to exit (go-plugin's Kill: it closes the connection and calls the plugin's
+// Shutdown), waits grace for that, then kills the process group and waits, bounded, for go-plugin to reap
+// it. go-plugin's Kill alone can block forever: its Shutdown call only ends when the plugin answers or
+// exits, and a stopped or frozen plugin does neither.
+func (c *Conn) stopProcess(grace time.Duration) {
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		c.client.Kill()
+	}()
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-stopped:
+	case <-timer.C:
+		if grace > 0 {
+			c.logger.Warn("plugin did not exit when asked; killing it", "pid", c.pid, "waited", grace.String())
+		}
+		if c.cmd.Process != nil && !c.client.Exited() {
+			killGroup(c.cmd.Process)
+		}
+		reap := time.NewTimer(killReap)
+		defer reap.Stop()
+		select {
+		case <-stopped:
+		case <-reap.C:
+			c.logger.Warn("plugin process did not end after SIGKILL; leaving it", "pid", c.pid)
+		}
+	}
+	if c.client.Exited() {
+		c.finish()
 	}
 }
 
@@ -136,7 +291,19 @@ func Local(p sdk.Plugin, opts ...sdk.Option) (*Conn, error) {
 	c := &Conn{cc: cc, done: make(chan struct{})}
 	c.stop = func() {
 		_ = cc.Close()
-		srv.Stop()
+		// Stop closes the connections and cancels the plugin's calls, but waits for its serving goroutines:
+		// bounded, so that a plugin method that ignores its context cannot hold the host.
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			srv.Stop()
+		}()
+		timer := time.NewTimer(KillTimeout)
+		defer timer.Stop()
+		select {
+		case <-stopped:
+		case <-timer.C:
+		}
 		c.once.Do(func() { close(c.done) })
 	}
 	return c, nil
@@ -153,7 +320,7 @@ func (c *Conn) Spec(ctx context.Context) (sdk.Spec, error) {
 		return sdk.Spec{}, fmt.Errorf("reading spec: %w", err)
 	}
 	if err := spec.Validate(); err != nil {
-		return sdk.Spec{}, fmt.Errorf("plugin spec: %w", err)
+		return sdk.Spec{}, fmt.Errorf("invalid spec: %w", err)
 	}
 	return spec, nil
 }
@@ -167,23 +334,49 @@ func (c *Conn) Sink() *Sink { return &Sink{c: sluicev1.NewSinkClient(c.cc)} }
 // Buffer returns a client for the plugin's buffer stage.
 func (c *Conn) Buffer() *Buffer { return &Buffer{c: sluicev1.NewBufferClient(c.cc)} }
 
-// Done is closed when the plugin has exited or the connection was closed.
+// Done is closed when the plugin process has exited (Exit then says how), or when Kill has stopped an
+// in-process plugin.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
-// Pid returns the plugin's process id, or 0 when it runs in-process.
-func (c *Conn) Pid() int {
-	if c.client == nil {
-		return 0
+// Pid returns the plugin's process id (also after it exited), or 0 when it runs in-process.
+func (c *Conn) Pid() int { return c.pid }
+
+// Exit returns how the plugin process ended: nil while it runs, and always nil for an in-process plugin.
+func (c *Conn) Exit() *Exit {
+	select {
+	case <-c.done:
+	default:
+		return nil
 	}
-	if rc := c.client.ReattachConfig(); rc != nil {
-		return rc.Pid
+	if c.exit == nil {
+		return nil
 	}
-	return 0
+	e := *c.exit
+	e.Stderr = slices.Clone(e.Stderr)
+	return &e
 }
 
-// Kill ends the plugin: it kills the subprocess (after a short grace period in which go-plugin asks it to
-// exit) or stops the in-process server. It is safe to call more than once.
-func (c *Conn) Kill() { c.stop() }
+// WaitExit waits up to d for the plugin process to exit and returns Exit: after a call or stream failed,
+// it tells whether (and how) the plugin died. It returns nil at once for an in-process plugin.
+func (c *Conn) WaitExit(d time.Duration) *Exit {
+	if c.client == nil {
+		return nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-c.done:
+	case <-timer.C:
+	}
+	return c.Exit()
+}
+
+// Kill ends the plugin and returns within KillTimeout whatever the plugin does. A subprocess is asked to
+// exit (go-plugin closes the connection and calls its Shutdown); one still running after a short grace
+// period is killed with SIGKILL, with its process group, which ends a frozen or stopped (SIGSTOP) process
+// too. An in-process plugin's server is stopped. Kill is safe to call more than once and from several
+// goroutines at once: every call returns when the first one is done.
+func (c *Conn) Kill() { c.kill.Do(c.stop) }
 
 // hostPart is the host side of the go-plugin GRPCPlugin: it hands back the raw connection.
 type hostPart struct {

@@ -2,6 +2,11 @@
 // fail, panic, exit, block or print to stdout in Open, Read or Write, block in Close and ignore SIGTERM.
 // It is never installed; tests build it into a plugins directory of their own.
 //
+// Built with -ldflags "-X main.protocolVersion=N" it serves plugin protocol version N instead of the SDK's
+// (and nothing else): a plugin built against another SDK, which the host must refuse. Built with
+// -ldflags "-X main.brokenSpec=true" it completes the handshake and answers the host's Spec call with a
+// spec that is not valid (a name with spaces and no stage).
+//
 // Its source emits records {"seq":N} (position N as 8 bytes, big-endian, like generate); its sink appends
 // each payload as a line to the file path (not durably: at-least-once), so that tests can check that
 // nothing was lost.
@@ -12,6 +17,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/rpc"
 	"os"
 	"os/signal"
 	"strconv"
@@ -19,7 +25,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
 	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/sdk/proto/sluicev1"
 	"github.com/sluicehq/sluice/sdk/record"
 )
 
@@ -38,7 +48,25 @@ func settings(data string) []sdk.Setting {
 	}
 }
 
+// protocolVersion, when set at build time, makes the binary serve that plugin protocol version.
+var protocolVersion string
+
+// brokenSpec, when "true" at build time, makes the binary answer with an invalid spec.
+var brokenSpec string
+
+// stderr is the process's standard error before sdk.Serve hands os.Stderr to go-plugin: what is written
+// to it reaches the host at once, even when the process exits right after.
+var stderr = os.Stderr
+
 func main() {
+	switch {
+	case protocolVersion != "":
+		serveVersion(protocolVersion)
+		return
+	case brokenSpec == "true":
+		serveBrokenSpec()
+		return
+	}
 	sdk.Serve(sdk.Plugin{
 		Spec: sdk.Spec{
 			Name: "misbehave", Version: "0.0.1", Summary: "Fails on purpose, for tests.",
@@ -98,7 +126,7 @@ func (c *config) act(ctx context.Context, b, where string) error {
 	case "panic":
 		panic("misbehave: panic in " + where)
 	case "exit":
-		fmt.Fprintf(os.Stderr, "misbehave: exiting with status 7 in %s\n", where)
+		fmt.Fprintf(stderr, "misbehave: exiting with status 7 in %s\n", where)
 		os.Exit(7)
 	case "block":
 		select {} // ignores ctx on purpose
@@ -205,4 +233,57 @@ func (s *sink) Close(context.Context) error {
 		err = errors.Join(err, s.f.Close())
 	}
 	return err
+}
+
+// serveVersion completes go-plugin's handshake announcing plugin protocol version v, with the SDK's magic
+// cookie, and serves nothing the host could use.
+func serveVersion(v string) {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		fmt.Fprintf(stderr, "misbehave: protocolVersion %q is not a number\n", v)
+		os.Exit(1)
+	}
+	hs := sdk.Handshake
+	hs.ProtocolVersion = uint(n)
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig:  hs,
+		VersionedPlugins: map[int]plugin.PluginSet{n: {sdk.PartSpec: registerer(func(*grpc.Server) {})}},
+		GRPCServer:       plugin.DefaultGRPCServer,
+	})
+}
+
+// serveBrokenSpec serves the SDK's protocol version with a Plugin service whose spec is invalid.
+func serveBrokenSpec() {
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: sdk.Handshake,
+		VersionedPlugins: map[int]plugin.PluginSet{sdk.ProtocolVersion: {sdk.PartSpec: registerer(func(s *grpc.Server) {
+			sluicev1.RegisterPluginServer(s, badSpec{})
+		})}},
+		GRPCServer: plugin.DefaultGRPCServer,
+	})
+}
+
+type badSpec struct {
+	sluicev1.UnimplementedPluginServer
+}
+
+func (badSpec) Spec(context.Context, *sluicev1.Empty) (*sluicev1.SpecResponse, error) {
+	return &sluicev1.SpecResponse{SpecJson: []byte(`{"name":"Not A Name","version":"1","summary":"broken"}`)}, nil
+}
+
+// registerer is a go-plugin gRPC part that registers services with a function.
+type registerer func(*grpc.Server)
+
+func (r registerer) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	r(s)
+	return nil
+}
+func (registerer) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientConn) (any, error) {
+	return nil, errors.New("misbehave: no client side")
+}
+func (registerer) Client(*plugin.MuxBroker, *rpc.Client) (any, error) {
+	return nil, errors.New("misbehave: no net/rpc")
+}
+func (registerer) Server(*plugin.MuxBroker) (any, error) {
+	return nil, errors.New("misbehave: no net/rpc")
 }

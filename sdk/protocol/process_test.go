@@ -1,0 +1,349 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/sdk/record"
+)
+
+// The test binary is also the plugin these tests launch: started with envBehaviour set, TestMain serves
+// crashSink instead of running tests.
+const envBehaviour = "SLUICE_PROTOCOL_TEST_OPEN"
+
+// stderr is the process's stderr before go-plugin replaces os.Stderr with a pipe.
+var stderr = os.Stderr
+
+func TestMain(m *testing.M) {
+	if b, ok := os.LookupEnv(envBehaviour); ok {
+		sdk.Serve(sdk.Plugin{
+			Spec:    sdk.Spec{Name: "crash", Version: "1", Summary: "crashes on purpose", Sink: &sdk.Stage{Summary: "crashes"}},
+			NewSink: func() sdk.Sink { return &crashSink{open: b} },
+		})
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// crashSink does its open behaviour in Open: panic, exit (status 7, after a line on stderr), stderr (a line
+// to os.Stderr, which go-plugin forwards) or nothing.
+type crashSink struct {
+	sdk.UnimplementedSink
+	open string
+}
+
+func (s *crashSink) Open(context.Context, sdk.OpenRequest) error {
+	switch s.open {
+	case "panic":
+		panic("crash: panic in open")
+	case "exit":
+		fmt.Fprintln(stderr, "crash: exiting with status 7 in open")
+		os.Exit(7)
+	case "stderr":
+		fmt.Fprintln(os.Stderr, "crash: a line on os.Stderr")
+	}
+	return nil
+}
+
+func (s *crashSink) Write(context.Context, record.Batch) error { return nil }
+
+// logSink collects hclog lines.
+type logSink struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *logSink) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logSink) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func launchCrash(t *testing.T, open string) (*Conn, *logSink) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logSink{}
+	c, err := Launch(LaunchConfig{
+		Path:   exe,
+		Env:    []string{envBehaviour + "=" + open},
+		Logger: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Kill)
+	return c, logs
+}
+
+// alive reports whether pid is a process that has not been reaped.
+func alive(pid int) bool {
+	return syscall.Kill(pid, 0) == nil
+}
+
+func TestKillStoppedPlugin(t *testing.T) {
+	c, _ := launchCrash(t, "")
+	if _, err := c.Spec(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.Pid()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 3 { // Kill is safe to call concurrently; every call returns when the first is done
+		wg.Go(c.Kill)
+	}
+	wg.Wait()
+	if took := time.Since(start); took > KillTimeout+2*time.Second {
+		t.Errorf("Kill of a stopped plugin took %s; its bound is %s", took, KillTimeout)
+	}
+	if alive(pid) {
+		t.Fatalf("plugin process %d still exists after Kill", pid)
+	}
+	e := c.Exit()
+	if e == nil || e.Signal != "SIGKILL" || e.Code != -1 {
+		t.Fatalf("Exit = %+v, want killed by SIGKILL", e)
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Error("Done is not closed after Kill")
+	}
+	c.Kill() // again: returns at once
+}
+
+func TestKillRunningPluginExitsCleanly(t *testing.T) {
+	c, logs := launchCrash(t, "")
+	if _, err := c.Spec(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if c.Exit() != nil {
+		t.Fatal("Exit is set while the plugin runs")
+	}
+	c.Kill()
+	e := c.Exit()
+	if e == nil || e.Code != 0 || e.Signal != "" {
+		t.Fatalf("Exit = %+v, want status 0: the plugin exits when asked", e)
+	}
+	if strings.Contains(logs.String(), "killing it") {
+		t.Errorf("a plugin that exits when asked was killed:\n%s", logs)
+	}
+}
+
+func TestExitPanic(t *testing.T) {
+	c, logs := launchCrash(t, "panic")
+	err := c.Sink().Open(context.Background(), OpenRequest{Pipeline: "p"})
+	if err == nil {
+		t.Fatal("Open succeeded")
+	}
+	e := c.WaitExit(10 * time.Second)
+	if e == nil {
+		t.Fatal("the plugin did not exit after panicking")
+	}
+	if !strings.HasPrefix(e.Panic, "crash: panic in open (") || !strings.Contains(e.Panic, "protocol.(*crashSink).Open at ") || !strings.Contains(e.Panic, "process_test.go:") {
+		t.Errorf("Panic = %q, want the message and the frame of crashSink.Open", e.Panic)
+	}
+	if e.Code != 2 || !strings.HasPrefix(e.String(), "panicked: crash: panic in open (") {
+		t.Errorf("Exit: code %d, %q", e.Code, e)
+	}
+	if len(e.Stderr) == 0 || len(e.Stderr) > StderrLines {
+		t.Errorf("%d stderr lines kept, want 1..%d", len(e.Stderr), StderrLines)
+	}
+	if n := strings.Count(logs.String(), "plugin panicked"); n != 1 {
+		t.Errorf("%d \"plugin panicked\" lines, want 1:\n%s", n, logs)
+	}
+}
+
+func TestExitStatus(t *testing.T) {
+	c, _ := launchCrash(t, "exit")
+	if err := c.Sink().Open(context.Background(), OpenRequest{Pipeline: "p"}); err == nil {
+		t.Fatal("Open succeeded")
+	}
+	e := c.WaitExit(10 * time.Second)
+	if e == nil {
+		t.Fatal("the plugin did not exit")
+	}
+	if want := "exited with status 7: crash: exiting with status 7 in open"; e.Code != 7 || e.Panic != "" || e.String() != want {
+		t.Errorf("Exit %+v: %q, want %q", e, e, want)
+	}
+}
+
+func TestExitSignal(t *testing.T) {
+	c, _ := launchCrash(t, "")
+	if err := syscall.Kill(c.Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	e := c.WaitExit(10 * time.Second)
+	if e == nil || e.Signal != "SIGKILL" || e.Code != -1 || e.String() != "was killed by signal SIGKILL" {
+		t.Fatalf("Exit = %+v (%v), want killed by signal SIGKILL", e, e)
+	}
+}
+
+// What a plugin writes to os.Stderr after the handshake reaches the host through go-plugin's stdio stream,
+// not the raw stderr: it is kept too.
+func TestForwardedStderrKept(t *testing.T) {
+	c, _ := launchCrash(t, "stderr")
+	if err := c.Sink().Open(context.Background(), OpenRequest{Pipeline: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, lines := c.tail.snapshot()
+		if strings.Contains(strings.Join(lines, "\n"), "crash: a line on os.Stderr") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stderr lines %q miss the plugin's line", lines)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.Kill()
+	if e := c.Exit(); e == nil || !strings.Contains(strings.Join(e.Stderr, "\n"), "crash: a line on os.Stderr") {
+		t.Fatalf("Exit = %+v", e)
+	}
+}
+
+func script(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "plugin")
+	if err := os.WriteFile(path, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestStartErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, script string
+		reason       string // the start of StartError.Reason
+		stderr       string // a line StartError.Stderr holds
+	}{
+		{"garbage on stdout", "#!/bin/sh\necho oops >&2\necho hello\nsleep 30\n", `printed "hello" on stdout instead of the plugin handshake`, "oops"},
+		{"garbage with bars", "#!/bin/sh\necho 'a|b|c|d'\nsleep 30\n", "printed something other than the plugin handshake on stdout", ""},
+		{"exits at once", "#!/bin/sh\necho 'cannot start: no config' >&2\nexit 3\n", "ended before the plugin handshake: it exited with status 3: cannot start: no config", "cannot start: no config"},
+		{"another protocol version", "#!/bin/sh\necho '1|2|tcp|127.0.0.1:1|grpc'\nsleep 30\n", "speaks plugin protocol version 2; this sluice speaks version 1", ""},
+		{"hangs", "#!/bin/sh\necho 'still thinking' >&2\nsleep 30\n", "did not complete the plugin handshake within 1s", "still thinking"},
+		{"not executable by the kernel", "\x7fELF garbage", "cannot be executed: exec format error", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := script(t, tc.script)
+			start := time.Now()
+			_, err := Launch(LaunchConfig{Path: path, StartTimeout: time.Second})
+			var se *StartError
+			if !errors.As(err, &se) {
+				t.Fatalf("Launch = %v, want a *StartError", err)
+			}
+			if took := time.Since(start); took > time.Second+KillTimeout+2*time.Second {
+				t.Errorf("Launch took %s", took)
+			}
+			if !strings.HasPrefix(se.Reason, tc.reason) {
+				t.Errorf("reason %q, want it to start with %q", se.Reason, tc.reason)
+			}
+			if !strings.Contains(err.Error(), path) {
+				t.Errorf("error %q does not name the file", err)
+			}
+			if tc.stderr != "" && !strings.Contains(strings.Join(se.Stderr, "\n"), tc.stderr) {
+				t.Errorf("stderr %q, want %q in it", se.Stderr, tc.stderr)
+			}
+		})
+	}
+}
+
+// A script that hangs in the handshake is killed with the children it started (which hold its pipes).
+func TestStartTimeoutKillsChildren(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+	path := script(t, "#!/bin/sh\nsleep 60 &\necho $! > "+pidFile+"\nwait\n")
+	_, err := Launch(LaunchConfig{Path: path, StartTimeout: 500 * time.Millisecond})
+	if err == nil {
+		t.Fatal("Launch succeeded")
+	}
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The child was killed; it is reaped by init (it was re-parented), which may take a moment.
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(child) && !zombie(child) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the script's child %d is still running", child)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func zombie(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	return strings.Contains(string(stat), ") Z ")
+}
+
+// blockSink's Write ignores its context and never returns.
+type blockSink struct{ sdk.UnimplementedSink }
+
+func (blockSink) Open(context.Context, sdk.OpenRequest) error { return nil }
+func (blockSink) Write(context.Context, record.Batch) error   { select {} }
+
+func TestKillLocalBounded(t *testing.T) {
+	c, err := Local(sdk.Plugin{
+		Spec:    sdk.Spec{Name: "block", Version: "1", Summary: "blocks", Sink: &sdk.Stage{Summary: "blocks"}},
+		NewSink: func() sdk.Sink { return blockSink{} },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	sink := c.Sink()
+	if err := sink.Open(ctx, OpenRequest{Pipeline: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := sink.Write(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &Batch{Position: record.Position("1")}
+	b.SetRecords([]record.Record{{Position: record.Position("1"), Op: record.OpInsert, Payload: []byte("x")}})
+	if err := w.Send(b); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	c.Kill()
+	if took := time.Since(start); took > KillTimeout+2*time.Second {
+		t.Errorf("Kill took %s", took)
+	}
+	if c.Exit() != nil || c.WaitExit(time.Second) != nil {
+		t.Error("an in-process plugin has an Exit")
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Error("Done is not closed after Kill")
+	}
+}
