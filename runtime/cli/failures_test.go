@@ -162,6 +162,10 @@ func TestFailuresTellTheTruth(t *testing.T) {
 			`pipeline p: failed: sink misbehave \(pid \d+\): .*misbehave: write failed for good`, false},
 		{"transient forever gives up", `open: error`, `retry: { initial: 100ms, max: 200ms, give_up_after: 2s }`, 1,
 			`pipeline p: failed: gave up after \d+ attempts over \ds with no record delivered .*misbehave: open failed \(transient\)`, true},
+		{"panic at open is explained", `open: panic`, `retry: { initial: 100ms, max: 200ms, give_up_after: 2s }`, 1,
+			`pipeline p: failed: gave up after \d+ attempts .*: sink misbehave \(pid \d+\) panicked: misbehave: panic in open \(main\.\(\*config\)\.act at \S*main\.go:\d+\)`, true},
+		{"exit at write is explained", `write: exit`, `retry: { initial: 100ms, max: 200ms, give_up_after: 2s }`, 1,
+			`pipeline p: failed: gave up after \d+ attempts .*: sink misbehave \(pid \d+\) exited with status 7: misbehave: exiting with status 7 in write`, true},
 		{"transient once heals", `write: error, after: 3000, once_marker: marker`, ``, 0,
 			`pipeline p: done — \d+ records read \(\d+/s\), 10000 delivered \(\d+/s\) in .*, at-least-once, 1 restarts`, true},
 	} {

@@ -46,7 +46,7 @@ func (p *Pipeline) start(ctx context.Context, cancel context.CancelCauseFunc, st
 	go func() {
 		select {
 		case <-conn.Done():
-			cancel(s.exited(conn.WaitExit(exitWait)))
+			cancel(s.exited(conn.Exit()))
 		case <-ctx.Done():
 		}
 	}()

@@ -40,7 +40,10 @@ type StageError struct {
 }
 
 func (e *StageError) Error() string {
-	if e.Exit != nil {
+	switch {
+	case e.Exit != nil && e.Doing == "running":
+		return fmt.Sprintf("%s %s", e.Stage, e.Exit)
+	case e.Exit != nil:
 		return fmt.Sprintf("%s %s (while %s)", e.Stage, e.Exit, e.Doing)
 	}
 	return fmt.Sprintf("%s: %s: %v", e.Stage, e.Doing, e.Err)
