@@ -43,11 +43,11 @@ func (s *Sink) Open(_ context.Context, req sdk.OpenRequest) error {
 		return err
 	}
 	if cfg.Path == "" {
-		return errors.New("file: path is required")
+		return fmt.Errorf("file: %w: path is required", sdk.ErrInvalidSettings)
 	}
 	format, err := ParseFormat(cfg.Format)
 	if err != nil {
-		return fmt.Errorf("file: %w", err)
+		return fmt.Errorf("file: %w: %w", sdk.ErrInvalidSettings, err)
 	}
 	if dir := filepath.Dir(cfg.Path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {

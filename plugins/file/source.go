@@ -48,7 +48,7 @@ func (s *Source) Open(_ context.Context, req sdk.OpenRequest) error {
 		return err
 	}
 	if cfg.Path == "" {
-		return errors.New("file: path is required")
+		return fmt.Errorf("file: %w: path is required", sdk.ErrInvalidSettings)
 	}
 	if cfg.PollInterval <= 0 {
 		return fmt.Errorf("file: %w: poll_interval must be positive, got %v", sdk.ErrInvalidSettings, cfg.PollInterval)
