@@ -35,7 +35,7 @@ func Plugin() sdk.Plugin {
 					{Name: "rate", Type: sdk.TypeFloat, Default: "0", Min: "0",
 						Doc: "Records per second, spread evenly (a 10/s source emits one record every 100ms, not ten each second). Default 0: as fast as downstream takes them."},
 					{Name: "payload_bytes", Type: sdk.TypeInt, Default: "200", Min: "0", Max: strconv.Itoa(MaxPayloadBytes),
-						Doc: `Size of each JSON payload in bytes: {"seq":N} is padded with a "pad" string field to this size. Default 200; larger payloads exercise throughput in bytes, smaller ones per-record overhead. At most 16 MiB, MongoDB's document limit: a batch of such records still fits sluice's default 64 MiB message.`},
+						Doc: `Size of each JSON payload in bytes: {"seq":N} is padded with a "pad" string field to this size. Default 200; larger payloads exercise throughput in bytes, smaller ones per-record overhead. At most 16 MiB, MongoDB's document limit; a record larger than batch_max_bytes travels in a batch of its own.`},
 				},
 			},
 		},
@@ -44,8 +44,8 @@ func Plugin() sdk.Plugin {
 }
 
 // MaxPayloadBytes is the largest payload_bytes: 16 MiB, the size of the largest MongoDB document, so the
-// source can stand in for any real one. A record that size still fits the host's default 64 MiB message,
-// and a Read buffers at most one batch of them.
+// source can stand in for any real one. A record that size fits the host's default 64 MiB message, and a
+// Read builds about a batch's bytes (one such record), never MaxBatchRecords of them.
 const MaxPayloadBytes = 16 << 20
 
 // recordOverhead is what a record takes in a Read's buffer besides its padding: 8 position bytes, up to
