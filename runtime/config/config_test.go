@@ -697,3 +697,26 @@ func TestValueLimits(t *testing.T) {
 		t.Errorf("errors are %d bytes: a long value is echoed:\n%.3000s…", len(got), got)
 	}
 }
+
+// TestLongNamesNotEchoed checks that messages about transform paths, test names, keys and pipeline ids
+// quote at most 40 characters of them (70 of an invalid pipeline id, to show one just over the 63 allowed).
+func TestLongNamesNotEchoed(t *testing.T) {
+	long := strings.Repeat("a", 5000)
+	content := `{"version": 1, "pipelines": [{"id": "` + long + `", "source": {"plugin": "generate"}, "sink": {"plugin": "discard"},
+  "transforms": [{"set": {"` + long + `..x": "1"}}, {"drop": ["` + long + `..y"]}, {"rename": {"` + long + `": "` + long + `.."}}, {"` + long + `": 1}]},
+ {"id": "p", "source": {"plugin": "` + long + `"}, "sink": {"plugin": "discard"}, "` + long + `": 1}],
+ "tests": [{"name": "` + long + `", "pipeline": "` + long + `b", "input": [], "expect": []}]}`
+	_, err := load(t, "c.json", content)
+	if err == nil {
+		t.Fatal("Load accepted the file")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) < 8 {
+		t.Errorf("%d problems, want at least 8:\n%v", len(lines), err)
+	}
+	for _, l := range lines {
+		if strings.Contains(l, long[:71]) || !strings.Contains(l, "pipeline id") && strings.Contains(l, long[:41]) {
+			t.Errorf("a message echoes a long name: %.300s…", l)
+		}
+	}
+}

@@ -58,6 +58,7 @@ func (v *validator) steps(n *node, name string) *transforms.Program {
 			if e.Column > 0 {
 				pos = v.inside(pos, exprText(steps[e.Step], e.Field), e.Column)
 			}
+			shortenPaths(e, steps[e.Step])
 			e.Step = index[e.Step]
 			msg := strings.Replace(e.Error(), "transforms[", name+"[", 1)
 			v.errs = append(v.errs, &Error{Pos: pos, Msg: msg})
@@ -70,6 +71,21 @@ func (v *validator) steps(n *node, name string) *transforms.Program {
 		return nil
 	}
 	return prog
+}
+
+// shortenPaths cuts the field paths a compile error quotes to what quote shows, so that a message never
+// echoes a long path.
+func shortenPaths(e *transforms.Error, s transforms.Step) {
+	e.Field = truncate(e.Field, 40)
+	var paths []string
+	for _, f := range append(slices.Clone(s.Fields), s.Paths...) {
+		paths = append(paths, f.Path, f.To)
+	}
+	for _, p := range paths {
+		if long := strconv.Quote(p); len(long) > len(quote(p)) {
+			e.Msg = strings.ReplaceAll(e.Msg, long, quote(p))
+		}
+	}
 }
 
 // exprText returns the expression a compile error is about.

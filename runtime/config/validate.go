@@ -78,12 +78,16 @@ func (v *validator) unknownKeys(m *node, where string, known []string) map[strin
 // hint suggests the known name closest to word, or else lists the known names.
 func hint(word string, known []string, what string) string {
 	if s, ok := suggest(word, known); ok {
-		return fmt.Sprintf(" (did you mean %q?)", s)
+		return fmt.Sprintf(" (did you mean %s?)", quote(s))
 	}
 	if len(known) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("; known %s: %s", what, strings.Join(known, ", "))
+	names := make([]string, len(known))
+	for i, k := range known {
+		names[i] = truncate(k, 40)
+	}
+	return fmt.Sprintf("; known %s: %s", what, strings.Join(names, ", "))
 }
 
 // describe names a value's type and, unless secret, the value itself: `string "ten"`, `int 5`.
