@@ -101,7 +101,9 @@ type Stage struct {
 type Rule struct {
 	// Expr is a boolean expression (expr-lang syntax) over the stage's settings by name, with defaults
 	// applied; an absent setting without a default is nil. The settings are valid when it is true:
-	// `!(transactional && acks != "all")`.
+	// `!(transactional && acks != "all")`. Values are as the host sends them (an int is an int64),
+	// except durations, which are durations: `retry_max >= retry_initial`, `timeout > duration("1s")`.
+	// The host checks rules only once every setting is valid on its own (type, enum, bounds).
 	Expr string `json:"expr"`
 	// Message says what is wrong and how to fix it, shown when Expr is false.
 	Message string `json:"message"`

@@ -31,7 +31,7 @@ func Plugin() sdk.Plugin {
 						Doc: "The file to read. Relative paths are relative to the directory sluice runs in."},
 					{Name: "follow", Type: sdk.TypeBool, Default: "false",
 						Doc: "Default false: at the end of the file the source is done and the pipeline completes (a last line without a newline is read too). True: keep reading lines as they are appended, like tail -f; a line is only read once its newline is written."},
-					{Name: "poll_interval", Type: sdk.TypeDuration, Default: "250ms",
+					{Name: "poll_interval", Type: sdk.TypeDuration, Default: "250ms", Min: "1ms",
 						Doc: "With follow, how often to look for appended lines. Default 250ms; shorter lowers latency at the cost of more system calls while the file is idle."},
 				},
 			},

@@ -322,18 +322,33 @@ func TestSourceOpenErrors(t *testing.T) {
 		name     string
 		settings sdk.Settings
 		after    record.Position
+		invalid  bool // a settings error (sdk.ErrInvalidSettings)
 	}{
-		{"missing file", sdk.Settings{"path": path + ".nope"}, nil},
-		{"position past the end (file replaced)", sdk.Settings{"path": path}, off(100)},
-		{"foreign position", sdk.Settings{"path": path}, record.Position("1-0")},
-		{"no path", sdk.Settings{}, nil},
+		{"missing file", sdk.Settings{"path": path + ".nope"}, nil, false},
+		{"position past the end (file replaced)", sdk.Settings{"path": path}, off(100), false},
+		{"foreign position", sdk.Settings{"path": path}, record.Position("1-0"), false},
+		{"no path", sdk.Settings{}, nil, true},
+		{"zero poll_interval", sdk.Settings{"path": path, "poll_interval": "0s"}, nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &file.Source{}
-			if err := s.Open(context.Background(), sdk.OpenRequest{Settings: tc.settings, After: tc.after}); err == nil {
+			err := s.Open(context.Background(), sdk.OpenRequest{Settings: tc.settings, After: tc.after})
+			if err == nil {
 				t.Fatal("Open succeeded")
 			}
+			if got := errors.Is(err, sdk.ErrInvalidSettings); got != tc.invalid {
+				t.Errorf("errors.Is(%v, ErrInvalidSettings) = %v, want %v", err, got, tc.invalid)
+			}
 		})
+	}
+}
+
+func TestSinkOpenInvalidSettings(t *testing.T) {
+	for _, settings := range []sdk.Settings{{}, {"path": filepath.Join(t.TempDir(), "out.jsonl"), "format": "csv"}} {
+		err := (&file.Sink{}).Open(context.Background(), sdk.OpenRequest{Settings: settings})
+		if !errors.Is(err, sdk.ErrInvalidSettings) {
+			t.Errorf("Open(%v) = %v, want an ErrInvalidSettings", settings, err)
+		}
 	}
 }
 

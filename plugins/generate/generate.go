@@ -30,18 +30,27 @@ func Plugin() sdk.Plugin {
 			Source: &sdk.Stage{
 				Summary: `Emits records {"seq":N,"pad":"…"} with N counting from 0; key is N in decimal, position N as 8 bytes big-endian. Resumes after a stored position.`,
 				Settings: []sdk.Setting{
-					{Name: "count", Type: sdk.TypeInt, Default: "0",
+					{Name: "count", Type: sdk.TypeInt, Default: "0", Min: "0",
 						Doc: "Records to produce, then the source is done and the pipeline completes. Default 0: unlimited."},
-					{Name: "rate", Type: sdk.TypeFloat, Default: "0",
+					{Name: "rate", Type: sdk.TypeFloat, Default: "0", Min: "0",
 						Doc: "Records per second, spread evenly (a 10/s source emits one record every 100ms, not ten each second). Default 0: as fast as downstream takes them."},
-					{Name: "payload_bytes", Type: sdk.TypeInt, Default: "200",
-						Doc: `Size of each JSON payload in bytes: {"seq":N} is padded with a "pad" string field to this size. Default 200; larger payloads exercise throughput in bytes, smaller ones per-record overhead.`},
+					{Name: "payload_bytes", Type: sdk.TypeInt, Default: "200", Min: "0", Max: strconv.Itoa(MaxPayloadBytes),
+						Doc: `Size of each JSON payload in bytes: {"seq":N} is padded with a "pad" string field to this size. Default 200; larger payloads exercise throughput in bytes, smaller ones per-record overhead. At most 16 MiB, MongoDB's document limit; a record larger than batch_max_bytes travels in a batch of its own.`},
 				},
 			},
 		},
 		NewSource: func() sdk.Source { return &Source{} },
 	}
 }
+
+// MaxPayloadBytes is the largest payload_bytes: 16 MiB, the size of the largest MongoDB document, so the
+// source can stand in for any real one. A record that size fits the host's default 64 MiB message, and a
+// Read builds about a batch's bytes (one such record), never MaxBatchRecords of them.
+const MaxPayloadBytes = 16 << 20
+
+// recordOverhead is what a record takes in a Read's buffer besides its padding: 8 position bytes, up to
+// 20 key digits, and up to 28 bytes of {"seq":N,"pad":""} around the padding.
+const recordOverhead = 8 + 20 + 28
 
 // Config holds the source's settings.
 type Config struct {
@@ -82,8 +91,8 @@ func (s *Source) Open(_ context.Context, req sdk.OpenRequest) error {
 		return fmt.Errorf("generate: %w: count must be >= 0, got %d", sdk.ErrInvalidSettings, cfg.Count)
 	case cfg.Rate < 0 || math.IsNaN(cfg.Rate) || math.IsInf(cfg.Rate, 0):
 		return fmt.Errorf("generate: %w: rate must be a number >= 0, got %v", sdk.ErrInvalidSettings, cfg.Rate)
-	case cfg.PayloadBytes < 0:
-		return fmt.Errorf("generate: %w: payload_bytes must be >= 0, got %d", sdk.ErrInvalidSettings, cfg.PayloadBytes)
+	case cfg.PayloadBytes < 0 || cfg.PayloadBytes > MaxPayloadBytes:
+		return fmt.Errorf("generate: %w: payload_bytes must be from 0 to %d, got %d", sdk.ErrInvalidSettings, MaxPayloadBytes, cfg.PayloadBytes)
 	}
 	s.cfg = cfg
 	if req.After != nil {
@@ -93,6 +102,11 @@ func (s *Source) Open(_ context.Context, req sdk.OpenRequest) error {
 		s.next = int64(binary.BigEndian.Uint64(req.After)) + 1
 	}
 	s.maxBatch = max(req.MaxBatchRecords, 1)
+	if req.MaxBatchBytes > 0 {
+		// Build no more than a batch's bytes per Read (at least one record): large payloads must not
+		// multiply into gigabytes of buffer.
+		s.maxBatch = max(min(s.maxBatch, req.MaxBatchBytes/(recordOverhead+cfg.PayloadBytes)), 1)
+	}
 	s.pad = make([]byte, cfg.PayloadBytes)
 	for i := range s.pad {
 		s.pad[i] = 'x'
@@ -162,9 +176,7 @@ func (s *Source) wait(ctx context.Context, limit int64) (int64, error) {
 
 // fill builds n records starting at s.next in the reused slice and buffer.
 func (s *Source) fill(n int) []record.Record {
-	// Per record: 8 position bytes, up to 20 key digits, and the payload: up to 28 bytes of {"seq":N,"pad":""}
-	// around the padding.
-	need := n * (8 + 20 + 28 + len(s.pad))
+	need := n * (recordOverhead + len(s.pad))
 	if cap(s.buf) < need {
 		s.buf = make([]byte, 0, need)
 	}

@@ -129,18 +129,49 @@ func TestOpenErrors(t *testing.T) {
 		name     string
 		settings sdk.Settings
 		after    record.Position
+		invalid  bool // a settings error (sdk.ErrInvalidSettings), which no retry fixes
 	}{
-		{"negative count", sdk.Settings{"count": -1.0}, nil},
-		{"negative rate", sdk.Settings{"rate": -2.0}, nil},
-		{"fractional count", sdk.Settings{"count": 1.5}, nil},
-		{"foreign position", sdk.Settings{}, record.Position("0-1")},
+		{"negative count", sdk.Settings{"count": -1.0}, nil, true},
+		{"negative rate", sdk.Settings{"rate": -2.0}, nil, true},
+		{"fractional count", sdk.Settings{"count": 1.5}, nil, true},
+		{"negative payload", sdk.Settings{"payload_bytes": -1.0}, nil, true},
+		{"payload over the cap", sdk.Settings{"payload_bytes": float64(generate.MaxPayloadBytes + 1)}, nil, true},
+		{"foreign position", sdk.Settings{}, record.Position("0-1"), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := (&generate.Source{}).Open(context.Background(), sdk.OpenRequest{Settings: tc.settings, After: tc.after, MaxBatchRecords: 10})
 			if err == nil {
 				t.Fatal("Open succeeded")
 			}
+			if got := errors.Is(err, sdk.ErrInvalidSettings); got != tc.invalid {
+				t.Errorf("errors.Is(%v, ErrInvalidSettings) = %v, want %v", err, got, tc.invalid)
+			}
 		})
+	}
+}
+
+// TestLargePayloadReads checks that a Read of large payloads builds about a batch's bytes, not
+// MaxBatchRecords of them (1024 records of 16 MiB would be 16 GiB).
+func TestLargePayloadReads(t *testing.T) {
+	s := &generate.Source{}
+	settings := sdk.Settings{"count": 0.0, "rate": 0.0, "payload_bytes": float64(generate.MaxPayloadBytes)}
+	if err := s.Open(context.Background(), sdk.OpenRequest{Settings: settings, MaxBatchRecords: 1024, MaxBatchBytes: 4 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := s.Read(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || len(recs[0].Payload) != generate.MaxPayloadBytes {
+		t.Fatalf("Read returned %d records (first of %d bytes), want one of %d bytes", len(recs), len(recs[0].Payload), generate.MaxPayloadBytes)
+	}
+	s = &generate.Source{}
+	settings["payload_bytes"] = 1000.0
+	if err := s.Open(context.Background(), sdk.OpenRequest{Settings: settings, MaxBatchRecords: 1024, MaxBatchBytes: 100 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	if recs, err = s.Read(context.Background()); err != nil || len(recs) != 96 {
+		t.Fatalf("Read of 1000-byte payloads with 100 KiB batches: %d records, %v; want 96 (102400 / 1056 bytes, rounded down)", len(recs), err)
 	}
 }
 

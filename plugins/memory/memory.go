@@ -29,7 +29,7 @@ func Plugin() sdk.Plugin {
 			Buffer: &sdk.Stage{
 				Summary: "In-memory bounded queue. Stores each batch with its source position atomically, but its contents (and the checkpoint) die with the process: after a restart it is empty and the source is read again from its start. For tests and demos.",
 				Settings: []sdk.Setting{
-					{Name: "max_records", Type: sdk.TypeInt, Default: "100000",
+					{Name: "max_records", Type: sdk.TypeInt, Default: "100000", Min: "1",
 						Doc: "Records the queue holds before Append blocks (backpressure) until the sink catches up. Default 100000; more absorbs longer bursts at the cost of memory (records are kept whole)."},
 				},
 				Capabilities: sdk.Capabilities{AtomicPosition: true},
@@ -82,7 +82,7 @@ func (b *Buffer) Open(_ context.Context, req sdk.OpenRequest) error {
 		return err
 	}
 	if cfg.MaxRecords < 1 {
-		return fmt.Errorf("memory: max_records must be at least 1, got %d", cfg.MaxRecords)
+		return fmt.Errorf("memory: %w: max_records must be at least 1, got %d", sdk.ErrInvalidSettings, cfg.MaxRecords)
 	}
 	var after uint64
 	if req.After != nil {

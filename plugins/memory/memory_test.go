@@ -40,6 +40,13 @@ func open(t *testing.T, maxRecords int, after record.Position) *memory.Buffer {
 	return b
 }
 
+func TestOpenInvalidSettings(t *testing.T) {
+	err := (&memory.Buffer{}).Open(context.Background(), sdk.OpenRequest{Settings: sdk.Settings{"max_records": 0.0}})
+	if !errors.Is(err, sdk.ErrInvalidSettings) {
+		t.Fatalf("Open with max_records 0 = %v, want an ErrInvalidSettings", err)
+	}
+}
+
 // batch returns a batch of n records with payloads "first".."first+n-1", accounting through source
 // position last.
 func batch(first, n int, last uint64) record.Batch {

@@ -68,7 +68,7 @@ func (s *Sink) Open(_ context.Context, req sdk.OpenRequest) error {
 	}
 	f, err := file.ParseFormat(cfg.Format)
 	if err != nil {
-		return fmt.Errorf("stdout: %w", err)
+		return fmt.Errorf("stdout: %w: %w", sdk.ErrInvalidSettings, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -71,8 +71,8 @@ func TestWrite(t *testing.T) {
 			}
 		})
 	}
-	if err := (&stdout.Sink{}).Open(context.Background(), sdk.OpenRequest{Settings: sdk.Settings{"format": "xml"}}); err == nil {
-		t.Fatal("Open accepted format xml")
+	if err := (&stdout.Sink{}).Open(context.Background(), sdk.OpenRequest{Settings: sdk.Settings{"format": "xml"}}); !errors.Is(err, sdk.ErrInvalidSettings) {
+		t.Fatalf("Open with format xml = %v, want an ErrInvalidSettings", err)
 	}
 }
 

@@ -354,15 +354,16 @@ func TestSignalDrains(t *testing.T) {
 	}
 }
 
-// TestPipelinesIsolated runs a pipeline whose source rejects its settings beside a healthy one: the bad
-// one fails, the other completes, and the exit code is 1. With fail_fast the healthy one is stopped too.
+// TestPipelinesIsolated runs a pipeline whose sink rejects its settings at open (a file the file-atomic
+// sink did not write: validate cannot know) beside a healthy one: the bad one fails, the other completes,
+// and the exit code is 1. With fail_fast the healthy one is stopped too.
 func TestPipelinesIsolated(t *testing.T) {
 	const file = `version: 1
 fail_fast: %v
 pipelines:
   - id: bad
-    source: { plugin: generate, settings: { count: -1 } }
-    sink:   { plugin: discard }
+    source: { plugin: generate, settings: { count: 10 } }
+    sink:   { plugin: file-atomic, settings: { path: taken.jsonl } }
   - id: good
     source: { plugin: generate, settings: { count: 20000, rate: %d } }
     sink:   { plugin: file, settings: { path: good.jsonl } }
@@ -378,11 +379,12 @@ pipelines:
 		t.Run(fmt.Sprint("fail_fast=", tt.failFast), func(t *testing.T) {
 			dir := t.TempDir()
 			writeFile(t, filepath.Join(dir, "p.yaml"), fmt.Sprintf(file, tt.failFast, tt.rate))
+			writeFile(t, filepath.Join(dir, "taken.jsonl"), "written by someone else\n")
 			out, errOut, code := sluice(t, dir, "run", "p.yaml")
 			if code != 1 || !strings.Contains(out, "pipeline bad: failed: ") || !strings.Contains(out, tt.want) {
 				t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
 			}
-			if !strings.Contains(errOut, "count must be >= 0") {
+			if !strings.Contains(errOut, "it was not written by the file-atomic sink") {
 				t.Errorf("the failure's reason is not logged:\n%s", errOut)
 			}
 			n := len(seqCounts(t, filepath.Join(dir, "good.jsonl")))

@@ -96,6 +96,12 @@ func describeMarkdown(w io.Writer, s *sdk.Spec) {
 			def, doc := settingText(set, "required", "—", "`%s`")
 			fmt.Fprintf(w, "| `%s` | %s | %s | %s |\n", set.Name, set.Type, def, strings.ReplaceAll(doc, "|", "\\|"))
 		}
+		if len(st.Rules) > 0 {
+			fmt.Fprint(w, "\nChecked across settings when a connector file loads:\n\n")
+			for _, r := range st.Rules {
+				fmt.Fprintf(w, "- %s\n", r.Message)
+			}
+		}
 	}
 }
 
@@ -117,6 +123,14 @@ func settingText(set sdk.Setting, required, none, value string) (def, doc string
 			vals[i] = fmt.Sprintf(value, e)
 		}
 		doc += " One of: " + strings.Join(vals, ", ") + "."
+	}
+	switch {
+	case set.Min != "" && set.Max != "":
+		doc += fmt.Sprintf(" From "+value+" to "+value+".", set.Min, set.Max)
+	case set.Min != "":
+		doc += fmt.Sprintf(" At least "+value+".", set.Min)
+	case set.Max != "":
+		doc += fmt.Sprintf(" At most "+value+".", set.Max)
 	}
 	if set.Secret {
 		doc += " Secret: never printed."
@@ -162,5 +176,8 @@ func describe(g *globals, s *sdk.Spec) {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", set.Name, set.Type, def, doc)
 		}
 		tw.Flush()
+		for _, r := range st.Rules {
+			fmt.Fprintf(w, "  rule: %s\n", r.Message)
+		}
 	}
 }

@@ -5,17 +5,47 @@
 //
 // # References
 //
-// A string in a stage's settings (at any depth) may take text from outside the connector file:
+// A string in a stage's settings (a value at any depth of a list or object; not a key) may take text
+// from outside the connector file:
 //
 //	${env:NAME}  the value of environment variable NAME, which must be set (it may be empty)
 //	${file:PATH} the contents of file PATH, relative to the connector file's directory, without one
 //	             trailing newline
 //
-// A value may hold several references and text around them; a setting of type int, float, bool or
-// duration written as a string of references is parsed after expansion ("${env:PORT}"). $${ writes a
-// literal ${, and any other ${…} is left as written, for plugins with templates of their own. Values that
-// held a reference, and secret settings, are redacted by Print and never quoted in errors. Other keys
-// (id, plugin, data_dir) and the raw transforms and tests are not expanded.
+// A value may hold several references and text around them; a setting of type int, float, bool,
+// duration, list or object written as a string of references is parsed after expansion
+// ("${env:PORT}"). What a reference stands for is used as it is: never expanded again, never checked
+// for '$'.
+//
+// Otherwise '$' is reserved, so that shell habits fail at load instead of reaching a plugin as text (a
+// directory named "$HOME"):
+//
+//   - any other ${ is an error: ${NAME} is shell syntax (the message suggests ${env:NAME}) and
+//     ${vault:…} an unknown scheme (the message lists env and file). $${ writes a literal ${.
+//   - '$' followed by an upper-case name — upper-case letters, digits and '_', at least one letter, not
+//     starting with a digit and not followed by a lower-case letter: $HOME, $MONGO_URI — is an error
+//     suggesting ${env:NAME}. \$NAME writes a literal $NAME.
+//   - a '$' right after another '$' starts nothing, so MongoDB's $$ROOT, $$NOW and $$CLUSTER_TIME stay as
+//     written; so do lower-case names ($match, $fullDocument.total) and '$' before anything else ($5,
+//     "^a$"). A password is best taken from ${env:…} or ${file:…}; written inline, "pa$$word" and
+//     "pa$word" are plain text and "pa$WORD" must be written "pa\$WORD".
+//
+// Values that held a reference, and secret settings, are redacted by Print and never quoted in errors
+// (messages about a secret setting quote none of its text). Other keys (id, plugin) and the raw
+// transforms and tests are neither expanded nor checked; data_dir is checked the same way (no ${NAME},
+// no $HOME) but references are not expanded there.
+//
+// # Limits
+//
+// A setting value is at most MaxValueBytes (1 MiB) after expansion: a string's length, or a list's or
+// object's size as compact JSON; ${file:…} reads no more of a file. Int, float and duration settings
+// must lie within the inclusive bounds their plugin declares (sdk.Setting Min and Max); a float must be
+// finite whatever its bounds (YAML .nan and .inf, TOML nan and inf), and so must every number in a list
+// or object setting, since JSON cannot carry NaN or infinity to a plugin. A stage's settings must then
+// satisfy its rules (sdk.Stage Rules): expr-lang expressions, compiled once per Loader and stage,
+// evaluated on the resolved settings with durations as time.Duration; a broken rule is reported where the
+// first setting it names is written, and a rule that does not compile, is not boolean or fails is
+// reported as the plugin's fault. Messages quote at most 40 characters of a value from the file.
 //
 // # Parsing
 //
@@ -29,6 +59,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sluicehq/sluice/runtime/pipeline"
@@ -204,7 +235,8 @@ func Load(path string, specs SpecFunc) (*File, error) {
 }
 
 // Loader loads connector files with more options than Load. The zero value of each optional field is a
-// sensible default; a Loader is safe for concurrent use once its fields are set.
+// sensible default; a Loader is safe for concurrent use once its fields are set, and must not be copied
+// after its first use (it keeps the rules it compiled).
 type Loader struct {
 	// Specs looks up plugin specs by name. Required.
 	Specs SpecFunc
@@ -215,6 +247,10 @@ type Loader struct {
 	UnknownPluginHint string
 	// LookupEnv resolves ${env:NAME}. Nil means os.LookupEnv.
 	LookupEnv func(name string) (string, bool)
+
+	// mu guards ruleCache: each stage's rules, compiled the first time a file uses the stage.
+	mu        sync.Mutex
+	ruleCache map[*sdk.Stage]*stageRules
 }
 
 // Load reads, parses and validates the connector file at path; see the package-level Load.

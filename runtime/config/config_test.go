@@ -354,7 +354,41 @@ func TestSettingValues(t *testing.T) {
 		{"object", "labels: {a: 1, b: [x], c: null}", "labels", map[string]any{"a": int64(1), "b": []any{"x"}, "c": nil}, ""},
 		{"json object", `{"labels": {"a": 1, "b": 1.5}}`, "labels", map[string]any{"a": int64(1), "b": 1.5}, ""},
 		{"escaped reference", "encoding: $${env:X}", "encoding", nil, `"${env:X}" is not allowed`},
-		{"not a reference", "labels: {t: '${HOME}'}", "labels", map[string]any{"t": "${HOME}"}, ""},
+		{"shell braces", "labels: {t: '${HOME}'}", "labels", nil, "${HOME} is not a reference: write ${env:HOME} for the environment variable HOME, or $${HOME} for the literal text"},
+		{"escaped shell braces", "labels: {t: '$${HOME}'}", "labels", map[string]any{"t": "${HOME}"}, ""},
+		{"unknown scheme", "encoding: '${vault:secret/x}'", "encoding", nil, `unknown reference scheme "vault" in ${vault:…}: the schemes are env and file (${env:NAME}, ${file:PATH}); write $${ for a literal ${`},
+		{"unknown scheme unterminated", "labels: {t: '${vault:x'}", "labels", nil, `unknown reference scheme "vault"`},
+		{"bare ${", "labels: {t: 'a ${ b }'}", "labels", nil, "${ starts a reference, ${env:NAME} or ${file:PATH}; write $${ for a literal ${"},
+		{"shell variable", "labels: {t: $HOME/out}", "labels", nil, `$HOME looks like a shell variable, which sluice does not expand: write ${env:HOME} for the environment variable, or \$HOME for the literal text`},
+		{"shell variable in int", "count: $COUNT", "count", nil, "$COUNT looks like a shell variable"},
+		{"escaped shell variable", `labels: {t: \$HOME/out}`, "labels", map[string]any{"t": "$HOME/out"}, ""},
+		{"mongodb operators", "fields: [{$match: {a: '$b', c: '$$ROOT', d: '$$NOW', e: '$$CLUSTER_TIME'}}]", "fields",
+			[]any{map[string]any{"$match": map[string]any{"a": "$b", "c": "$$ROOT", "d": "$$NOW", "e": "$$CLUSTER_TIME"}}}, ""},
+		{"dollars that are text", `labels: {a: pa$$word, b: pa$word, c: $5, d: '^a$', e: $Word, f: $_, g: a$, h: $HOMEdir, i: $1ABC, j: C:\dir}`, "labels",
+			map[string]any{"a": "pa$$word", "b": "pa$word", "c": "$5", "d": "^a$", "e": "$Word", "f": "$_", "g": "a$", "h": "$HOMEdir", "i": "$1ABC", "j": `C:\dir`}, ""},
+		{"run of dollars before a brace", "labels: {t: '$$$${x}'}", "labels", map[string]any{"t": "$$${x}"}, ""},
+		{"shell variable json", `{"labels": {"t": "$MONGO_URI"}}`, "labels", nil, "$MONGO_URI looks like a shell variable"},
+		{"shell variable toml", `labels = { t = "${MONGO_URI}" }`, "labels", nil, "write ${env:MONGO_URI}"},
+		{"negative int", "count: -5", "count", nil, `setting "count" of plugin "generate" (source): want an int >= 0, got -5`},
+		{"int at max", "payload_bytes: 16777216", "payload_bytes", int64(16777216), ""},
+		{"int over max", "payload_bytes: 2000000000", "payload_bytes", nil, "want an int from 0 to 16777216, got 2000000000"},
+		{"negative float", "rate: -5", "rate", nil, `setting "rate" of plugin "generate" (source): want a number >= 0, got -5`},
+		{"negative float json", `{"rate": -0.5}`, "rate", nil, "want a number >= 0, got -0.5"},
+		{"nan", "rate: .nan", "rate", nil, "want a finite number >= 0, got NaN"},
+		{"inf", "rate: .inf", "rate", nil, "want a finite number >= 0, got +Inf"},
+		{"nan unbounded", "ratio: .NaN", "ratio", nil, "want a finite number, got NaN"},
+		{"negative inf unbounded", "ratio: -.inf", "ratio", nil, "want a finite number, got -Inf"},
+		{"nan toml", "rate = nan", "rate", nil, "want a finite number >= 0, got NaN"},
+		{"inf toml", "ratio = -inf", "ratio", nil, "want a finite number, got -Inf"},
+		{"inf in int", "count: .inf", "count", nil, "want int, got float +Inf"},
+		{"nan in an object", "labels: {a: [1, .nan]}", "labels", nil, "NaN cannot be sent to a plugin (JSON has no NaN or infinity): want a finite number"},
+		{"nan in a toml object", "labels = { a = inf }", "labels", nil, "+Inf cannot be sent to a plugin"},
+		{"duration under min", "interval: 0s", "interval", nil, "want a duration from 1ms to 24h, got 0s"},
+		{"duration over max", "interval: 25h", "interval", nil, "want a duration from 1ms to 24h, got 25h0m0s"},
+		{"duration at max", "interval: 1440m", "interval", "24h0m0s", ""},
+		{"int from env out of range", "count: ${env:NEGATIVE}", "count", nil, "the value of ${env:NEGATIVE} is out of range: want an int >= 0"},
+		{"float from env not finite", "rate: ${env:NAN}", "rate", nil, "the value of ${env:NAN} is out of range: want a finite number >= 0"},
+		{"list from env", "fields: '${env:COUNT}'", "fields", nil, "the value of ${env:COUNT} is not a valid list"},
 		{"empty env is set", "labels: {t: 'a${env:EMPTY}b'}", "labels", map[string]any{"t": "ab"}, ""},
 		{"several references", "labels: {t: '${env:COUNT}-${env:COUNT}'}", "labels", map[string]any{"t": "500-500"}, ""},
 		{"empty reference", "labels: {t: '${env:}'}", "labels", nil, "empty reference ${env:}"},
@@ -518,6 +552,184 @@ func TestSuggest(t *testing.T) {
 		got, ok := suggest(tt.word, known)
 		if ok != tt.ok || ok && got != tt.want {
 			t.Errorf("suggest(%q) = %q, %v; want %q, %v", tt.word, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// TestDollars loads a file whose settings hold '$' that is text (MongoDB operators and variables,
+// prices, escapes) and compares what Print shows with testdata/valid/dollars.print.golden.
+func TestDollars(t *testing.T) {
+	f, err := testLoader().Load("testdata/valid/dollars.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels := f.Pipelines[0].Source.Settings["labels"].(map[string]any)
+	for k, want := range map[string]string{"escaped_shell": "$HOME/out", "escaped_ref": "${env:HOME}", "password": "pa$$word", "from_env": "ab"} {
+		if labels[k] != want {
+			t.Errorf("labels.%s = %q, want %q", k, labels[k], want)
+		}
+	}
+	var b bytes.Buffer
+	if err := f.Print(&b); err != nil {
+		t.Fatal(err)
+	}
+	golden := "testdata/valid/dollars.print.golden"
+	if *update {
+		if err := os.WriteFile(golden, b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.String() != string(want) {
+		t.Errorf("Print differs from %s:\ngot:\n%s\nwant:\n%s", golden, b.String(), want)
+	}
+}
+
+// TestRuleFaults checks that rules a plugin got wrong are reported as the plugin's fault, at the plugin's
+// name, and that a stage's rules are compiled once per Loader.
+func TestRuleFaults(t *testing.T) {
+	odd := &sdk.Spec{Name: "odd", Sink: &sdk.Stage{Settings: []sdk.Setting{
+		{Name: "mode", Type: sdk.TypeString, Default: "a", Doc: "mode."},
+		{Name: "limit", Type: sdk.TypeInt, Doc: "optional, no default: nil when absent."},
+		{Name: "n", Type: sdk.TypeInt, Default: "1", Min: "zero", Doc: "a malformed bound."},
+	}, Rules: []sdk.Rule{
+		{Expr: `mode ==`, Message: "m."},
+		{Expr: `mode`, Message: "m."},
+		{Expr: `nope == 1`, Message: "m."},
+		{Expr: `len(mode)`, Message: "m."},
+		{Expr: `limit > 0`, Message: "m."},
+		{Expr: `mode == "a" && (limit == nil || limit > 0)`, Message: "m."},
+	}}}
+	l := testLoader()
+	l.Specs = func(name string) (*sdk.Spec, bool) {
+		if name == "odd" {
+			return odd, true
+		}
+		return testSpec(name)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.yaml")
+	content := "version: 1\npipelines:\n  - id: p\n    source: {plugin: generate}\n    sink: {plugin: odd}\n" +
+		"  - id: q\n    source: {plugin: generate}\n    sink: {plugin: odd, settings: {n: 2}}\n"
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := l.Load(path)
+	fault := "; this is the plugin's fault, not the file's: report it to the plugin's author"
+	want := []string{
+		path + `:5:11: plugin "odd" (sink) declares an invalid default for setting "n": its bounds are invalid: min "zero" is not an int`,
+		path + `:8:39: plugin "odd" (sink) declares an invalid bound for setting "n": min "zero" is not an int; this is the plugin's fault, not the file's`,
+	}
+	if err == nil || err.Error() != strings.Join(want, "\n") {
+		t.Fatalf("got\n%v\nwant\n%s", err, strings.Join(want, "\n"))
+	}
+
+	odd.Sink.Settings[2].Min = ""
+	// A rule broken by settings not written in the file is reported at the stage.
+	odd.Sink.Rules = append(odd.Sink.Rules, sdk.Rule{Expr: `mode != "a"`, Message: "mode must not be a.", Settings: []string{"mode"}})
+	l = testLoader()
+	l.Specs = func(name string) (*sdk.Spec, bool) {
+		if name == "odd" {
+			return odd, true
+		}
+		return testSpec(name)
+	}
+	_, err = l.Load(path)
+	at := path + ":5:20: "
+	want = []string{
+		path + `:5:11: plugin "odd" (sink): mode must not be a.`,
+		at + `plugin "odd" (sink) declares a rule "mode ==" that does not compile: unexpected token EOF (1:7)` + fault,
+		at + `plugin "odd" (sink) declares a rule "mode" that does not compile: expected bool, but got string` + fault,
+		at + `plugin "odd" (sink) declares a rule "nope == 1" that does not compile: unknown name nope (1:1)` + fault,
+		at + `plugin "odd" (sink) declares a rule "len(mode)" that does not compile: expected bool, but got int` + fault,
+		at + `plugin "odd" (sink) declares a rule that fails on these settings` + fault + `: rule "limit > 0": invalid operation: <nil> > int (1:7)`,
+	}
+	got := strings.Split(err.Error(), "\n")
+	if len(got) != 2*len(want) {
+		t.Fatalf("got %d problems, want %d for each of 2 pipelines:\n%v", len(got), len(want), err)
+	}
+	for i, w := range want {
+		if got[i] != w {
+			t.Errorf("problem %d:\n got %s\nwant %s", i, got[i], w)
+		}
+	}
+	if n := len(l.ruleCache); n != 1 {
+		t.Errorf("%d stages' rules compiled, want 1 (the odd sink, once for both pipelines)", n)
+	}
+	if first := l.compiled(odd.Sink); l.compiled(odd.Sink) != first {
+		t.Error("rules compiled again for the same stage")
+	}
+}
+
+// TestValueLimits checks the size limit on setting values, and that no message echoes a long value.
+func TestValueLimits(t *testing.T) {
+	dir := t.TempDir()
+	big := strings.Repeat("x", MaxValueBytes+1)
+	for name, content := range map[string]string{"big.txt": big, "exact.txt": big[1:] + "\r\n", "half.txt": big[:MaxValueBytes/2+1]} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := strings.Repeat("y", 50<<10)
+	content := "version: 1\npipelines:\n" +
+		"  - id: p\n    source:\n      plugin: generate\n      settings:\n" +
+		"        encoding: " + big + "\n" + // line 7
+		"        labels: {a: '${file:half.txt}', b: '${file:half.txt}'}\n" + // line 8: over the limit together
+		"        fields: ['${file:big.txt}']\n" + // line 9
+		"        " + long[:1000] + ": 1\n" + // line 10: an unknown key (YAML keys are at most 1024 characters)
+		"        count: " + long + "\n" + // line 11: a long string where an int belongs
+		"    sink: {plugin: file, settings: {path: '${file:exact.txt}', token: '${file:/dev/zero}'}}\n" // line 12
+	path := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := testLoader().Load(path)
+	if err == nil {
+		t.Fatal("Load accepted values over the limit")
+	}
+	got := err.Error()
+	for _, want := range []string{
+		`:7:19: setting "encoding" of plugin "generate" (source): the value is longer than 1 MiB, the limit for a setting value`,
+		`:8:17: setting "labels" of plugin "generate" (source): the value is larger than 1 MiB (as JSON), the limit for a setting value`,
+		`:9:18: setting "fields" of plugin "generate" (source): ${file:big.txt}: file ` + filepath.Join(dir, "big.txt") + ` is larger than 1 MiB, the limit for a setting value`,
+		`:10:9: unknown key "` + long[:40] + `…" in settings of plugin "generate" (source)`,
+		`:11:16: setting "count" of plugin "generate" (source): want int, got string "` + long[:40] + `…"`,
+		`:12:71: setting "token" of plugin "file" (sink): ${file:/dev/zero}: file /dev/zero is larger than 1 MiB`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("errors lack %q:\n%.3000s", want, got)
+		}
+	}
+	if strings.Contains(got, `"path"`) {
+		t.Errorf("a file of exactly 1 MiB and a CRLF is refused:\n%.3000s", got)
+	}
+	if len(got) > 3000 {
+		t.Errorf("errors are %d bytes: a long value is echoed:\n%.3000s…", len(got), got)
+	}
+}
+
+// TestLongNamesNotEchoed checks that messages about transform paths, test names, keys and pipeline ids
+// quote at most 40 characters of them (70 of an invalid pipeline id, to show one just over the 63 allowed).
+func TestLongNamesNotEchoed(t *testing.T) {
+	long := strings.Repeat("a", 5000)
+	content := `{"version": 1, "pipelines": [{"id": "` + long + `", "source": {"plugin": "generate"}, "sink": {"plugin": "discard"},
+  "transforms": [{"set": {"` + long + `..x": "1"}}, {"drop": ["` + long + `..y"]}, {"rename": {"` + long + `": "` + long + `.."}}, {"` + long + `": 1}]},
+ {"id": "p", "source": {"plugin": "` + long + `"}, "sink": {"plugin": "discard"}, "` + long + `": 1}],
+ "tests": [{"name": "` + long + `", "pipeline": "` + long + `b", "input": [], "expect": []}]}`
+	_, err := load(t, "c.json", content)
+	if err == nil {
+		t.Fatal("Load accepted the file")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) < 8 {
+		t.Errorf("%d problems, want at least 8:\n%v", len(lines), err)
+	}
+	for _, l := range lines {
+		if strings.Contains(l, long[:71]) || !strings.Contains(l, "pipeline id") && strings.Contains(l, long[:41]) {
+			t.Errorf("a message echoes a long name: %.300s…", l)
 		}
 	}
 }

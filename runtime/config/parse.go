@@ -173,7 +173,7 @@ func document(path string, data []byte) (*node, Errors) {
 	f, ok := formatOf(path)
 	if !ok {
 		return nil, Errors{{Pos: Pos{File: path, Line: 1, Col: 1},
-			Msg: fmt.Sprintf("unsupported file extension %q: want .yaml, .yml, .json or .toml", filepath.Ext(path))}}
+			Msg: fmt.Sprintf("unsupported file extension %s: want .yaml, .yml, .json or .toml", quote(filepath.Ext(path)))}}
 	}
 	// Editors on Windows may start a file with a byte order mark; no parser here wants it, and no user
 	// sees it, so positions are counted without it.
@@ -386,7 +386,7 @@ func yamlWalk(file string, n *yaml.Node, path string, idx posIndex, depth int) E
 			}
 			if first, dup := seen[k.Value]; dup {
 				errs = append(errs, &Error{Pos: yamlPos(file, k),
-					Msg: fmt.Sprintf("duplicate key %q (first at line %d); remove one", k.Value, first.Line)})
+					Msg: fmt.Sprintf("duplicate key %s (first at line %d); remove one", quote(k.Value), first.Line)})
 				continue
 			}
 			seen[k.Value] = k
@@ -447,7 +447,7 @@ func jsonIndex(ls *lines) (posIndex, Errors) {
 			key, _ := tok.(string)
 			if first, dup := top.seen[key]; dup {
 				errs = append(errs, &Error{Pos: pos,
-					Msg: fmt.Sprintf("duplicate key %q (first at line %d); remove one", key, first.Line)})
+					Msg: fmt.Sprintf("duplicate key %s (first at line %d); remove one", quote(key), first.Line)})
 			}
 			top.seen[key] = pos
 			top.key, top.keyPos, top.wantKey = key, pos, false

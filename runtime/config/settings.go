@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,10 +14,12 @@ import (
 	"github.com/sluicehq/sluice/sdk"
 )
 
-// settings checks a stage's settings (n, nil when absent) against the plugin's stage spec and fills
-// s.Settings and s.printed; at is where missing settings are reported.
-func (v *validator) settings(s *Stage, st *sdk.Stage, n *node, at Pos) {
+// settings checks a stage's settings (n, nil when absent) against the plugin's stage spec, then the
+// stage's rules, and fills s.Settings and s.printed; at is where missing settings are reported, pluginAt
+// where the plugin is named.
+func (v *validator) settings(s *Stage, st *sdk.Stage, n *node, at, pluginAt Pos) {
 	where := fmt.Sprintf("plugin %q (%s)", s.Plugin, s.Kind)
+	errs := len(v.errs)
 	names := make([]string, len(st.Settings))
 	for i, d := range st.Settings {
 		names[i] = d.Name
@@ -40,6 +44,9 @@ func (v *validator) settings(s *Stage, st *sdk.Stage, n *node, at Pos) {
 				if err == nil {
 					err = checkEnum(d, val)
 				}
+				if err == nil {
+					err = boundsError(d, val)
+				}
 				if err != nil {
 					v.errorf(at, "%s declares an invalid default for setting %q: %v", where, d.Name, err)
 					continue
@@ -51,7 +58,7 @@ func (v *validator) settings(s *Stage, st *sdk.Stage, n *node, at Pos) {
 			}
 			continue
 		}
-		val, shown, ok := v.setting(d, c, fmt.Sprintf("setting %q of %s", d.Name, where))
+		val, shown, ok := v.setting(d, c, fmt.Sprintf("setting %q of %s", d.Name, where), where)
 		if !ok {
 			continue
 		}
@@ -59,6 +66,10 @@ func (v *validator) settings(s *Stage, st *sdk.Stage, n *node, at Pos) {
 			shown = redacted
 		}
 		s.Settings[d.Name], s.printed[d.Name] = val, shown
+	}
+	if len(v.errs) == errs {
+		// Rules see complete, valid settings only: a problem above would make them report nonsense.
+		v.rules(s, st, n, pluginAt)
 	}
 }
 
@@ -69,22 +80,25 @@ func docHint(d *sdk.Setting) string {
 	return " (" + strings.TrimSuffix(strings.TrimSpace(d.Doc), ".") + ")"
 }
 
-// setting checks one value against its declaration; what names it in messages. It returns the value, the
-// value Print shows, and whether it is valid.
-func (v *validator) setting(d *sdk.Setting, c *node, what string) (val, shown any, ok bool) {
-	if s, isString := c.scalar.(string); isString && c.kind == kindScalar && strings.Contains(s, "${") {
-		out, refs, problems := v.x.expand(s)
-		for _, p := range problems {
+// setting checks one value against its declaration; what names it in messages, where names the plugin
+// and stage. It returns the value, the value Print shows, and whether it is valid.
+func (v *validator) setting(d *sdk.Setting, c *node, what, where string) (val, shown any, ok bool) {
+	if s, isString := c.scalar.(string); isString && c.kind == kindScalar {
+		r := v.x.expand(s, d.Secret, MaxValueBytes)
+		for _, p := range r.problems {
 			v.errorf(c.pos, "%s: %s", what, p)
 		}
-		if len(problems) > 0 {
+		switch {
+		case len(r.problems) > 0:
 			return nil, nil, false
+		case r.over:
+			v.errorf(c.pos, "%s: the value is longer than %s, the limit for a setting value", what, sizeText(MaxValueBytes))
+			return nil, nil, false
+		case r.refs:
+			return v.referenced(d, c.pos, s, r.out, what, where)
 		}
-		if refs {
-			return v.referenced(d, c.pos, s, out, what)
-		}
-		// Only $${ escapes, or ${…} that are not references: an ordinary string.
-		c = &node{kind: kindScalar, pos: c.pos, key: c.key, scalar: out}
+		// No reference: an ordinary string, its escapes ($${, \$NAME) undone.
+		c = &node{kind: kindScalar, pos: c.pos, key: c.key, scalar: r.out}
 	}
 	if isNull(c) {
 		v.errorf(c.pos, "%s: want %s, got null; remove the key to use the default", what, d.Type)
@@ -111,16 +125,19 @@ func (v *validator) setting(d *sdk.Setting, c *node, what string) (val, shown an
 			v.errorf(c.pos, "%s: want int, got %s", what, describe(c, d.Secret))
 			return nil, nil, false
 		}
-		return i, i, true
+		return v.bounded(d, c.pos, i, what, where)
 	case sdk.TypeFloat:
+		var f float64
 		switch x := c.scalar.(type) {
 		case int64:
-			return float64(x), float64(x), true
+			f = float64(x)
 		case float64:
-			return x, x, true
+			f = x
+		default:
+			v.errorf(c.pos, "%s: want float, got %s", what, describe(c, d.Secret))
+			return nil, nil, false
 		}
-		v.errorf(c.pos, "%s: want float, got %s", what, describe(c, d.Secret))
-		return nil, nil, false
+		return v.bounded(d, c.pos, f, what, where)
 	case sdk.TypeBool:
 		b, isBool := c.scalar.(bool)
 		if c.kind != kindScalar || !isBool {
@@ -140,84 +157,287 @@ func (v *validator) setting(d *sdk.Setting, c *node, what string) (val, shown an
 		}
 		dur, err := parseDuration(s)
 		if err != nil {
-			shown := strconv.Quote(truncate(s, 40))
+			shown := quote(s)
 			if d.Secret {
 				shown = "the value"
 			}
 			v.errorf(c.pos, "%s: %s %v", what, shown, err)
 			return nil, nil, false
 		}
-		return dur, dur, true
+		return v.bounded(d, c.pos, dur, what, where)
 	case sdk.TypeList:
 		if c.kind != kindList {
 			v.errorf(c.pos, "%s: want list, got %s", what, describe(c, d.Secret))
 			return nil, nil, false
 		}
-		return v.expandAll(c, what)
+		return v.expandAll(c, what, d.Secret)
 	case sdk.TypeObject:
 		if c.kind != kindMap {
 			v.errorf(c.pos, "%s: want object, got %s", what, describe(c, d.Secret))
 			return nil, nil, false
 		}
-		return v.expandAll(c, what)
+		return v.expandAll(c, what, d.Secret)
 	}
 	v.errorf(c.pos, "%s: the plugin declares unknown type %q", what, d.Type)
 	return nil, nil, false
 }
 
-// referenced parses the expansion out of value s, which held references, per the setting's type. Neither
-// out nor the values the references stand for appear in messages.
-func (v *validator) referenced(d *sdk.Setting, at Pos, s, out, what string) (val, shown any, ok bool) {
-	val, err := fromText(d.Type, out)
+// bounded checks val, written in the file, against the setting's bounds (and a float's finiteness).
+func (v *validator) bounded(d *sdk.Setting, at Pos, val any, what, where string) (any, any, bool) {
+	want, err := bounds(d, val)
 	switch {
 	case err != nil:
-		err = fmt.Errorf("the value of %s is not a valid %s", s, d.Type)
-	case checkEnum(d, val) != nil:
-		err = enumError(d, "the value of "+s)
-	}
-	if err != nil {
-		v.errorf(at, "%s: %v", what, err)
+		v.errorf(at, "%s declares an invalid bound for setting %q: %v; this is the plugin's fault, not the file's", where, d.Name, err)
 		return nil, nil, false
+	case want != "" && d.Secret:
+		v.errorf(at, "%s: the value is out of range: want %s", what, want)
+		return nil, nil, false
+	case want != "":
+		v.errorf(at, "%s: want %s, got %s", what, want, valueText(val))
+		return nil, nil, false
+	}
+	return val, val, true
+}
+
+// boundsError is bounds as an error quoting val, for defaults declared by plugins.
+func boundsError(d *sdk.Setting, val any) error {
+	want, err := bounds(d, val)
+	switch {
+	case err != nil:
+		return fmt.Errorf("its bounds are invalid: %w", err)
+	case want != "":
+		return fmt.Errorf("%s is out of range: want %s", valueText(val), want)
+	}
+	return nil
+}
+
+// referenced parses the expansion out of value s, which held references, per the setting's type. Neither
+// out nor the values the references stand for appear in messages.
+func (v *validator) referenced(d *sdk.Setting, at Pos, s, out, what, where string) (val, shown any, ok bool) {
+	ref := truncate(s, 60)
+	fail := func(format string, args ...any) (any, any, bool) {
+		v.errorf(at, "%s: the value of %s %s", what, ref, fmt.Sprintf(format, args...))
+		return nil, nil, false
+	}
+	val, err := fromText(d.Type, out)
+	if err != nil {
+		return fail("is not a valid %s", d.Type)
+	}
+	if checkEnum(d, val) != nil {
+		v.errorf(at, "%s: %v", what, enumError(d, "the value of "+ref))
+		return nil, nil, false
+	}
+	want, err := bounds(d, val)
+	switch {
+	case err != nil:
+		v.errorf(at, "%s declares an invalid bound for setting %q: %v; this is the plugin's fault, not the file's", where, d.Name, err)
+		return nil, nil, false
+	case want != "":
+		return fail("is out of range: want %s", want)
+	}
+	if d.Type == sdk.TypeList || d.Type == sdk.TypeObject {
+		if jsonSize(val) > MaxValueBytes {
+			return fail("is larger than %s (as JSON), the limit for a setting value", sizeText(MaxValueBytes))
+		}
+		if hasNonFinite(val) {
+			return fail("holds NaN or an infinity, which cannot be sent to a plugin (JSON has no such numbers)")
+		}
 	}
 	return val, redacted, true
 }
 
 // expandAll converts a list or object to JSON-ready values, expanding references in its strings; shown
-// has each string that held a reference redacted.
-func (v *validator) expandAll(n *node, what string) (val, shown any, ok bool) {
+// has each string that held a reference redacted. In a secret setting, messages do not quote its text.
+// The whole value must fit in MaxValueBytes (as compact JSON) and hold finite numbers only (JSON has no
+// NaN or infinity).
+func (v *validator) expandAll(n *node, what string, secret bool) (val, shown any, ok bool) {
 	ok = true
+	size := 0
 	var walk func(n *node) (any, any)
 	walk = func(n *node) (any, any) {
+		if size > MaxValueBytes {
+			return nil, nil // reported once, below; stop expanding
+		}
 		switch n.kind {
 		case kindMap:
 			m, p := make(map[string]any, len(n.fields)), make(map[string]any, len(n.fields))
+			size += 2 + max(len(n.keys)-1, 0)
 			for _, k := range n.keys {
+				size += len(k) + 3
 				m[k], p[k] = walk(n.fields[k])
 			}
 			return m, p
 		case kindList:
 			l, p := make([]any, len(n.items)), make([]any, len(n.items))
+			size += 2 + max(len(n.items)-1, 0)
 			for i, c := range n.items {
 				l[i], p[i] = walk(c)
 			}
 			return l, p
 		}
+		if f, isFloat := n.scalar.(float64); isFloat && (math.IsNaN(f) || math.IsInf(f, 0)) {
+			if secret {
+				v.errorf(n.pos, "%s: the value holds NaN or an infinity, which cannot be sent to a plugin (JSON has no such numbers)", what)
+			} else {
+				v.errorf(n.pos, "%s: %s cannot be sent to a plugin (JSON has no NaN or infinity): want a finite number", what, valueText(f))
+			}
+			ok = false
+		}
 		s, isString := n.scalar.(string)
-		if !isString || !strings.Contains(s, "${") {
+		if !isString {
+			size += jsonSize(n.scalar)
 			return n.scalar, n.scalar
 		}
-		out, refs, problems := v.x.expand(s)
-		for _, p := range problems {
+		r := v.x.expand(s, secret, MaxValueBytes-size)
+		for _, p := range r.problems {
 			v.errorf(n.pos, "%s: %s", what, p)
 			ok = false
 		}
-		if refs {
-			return out, redacted
+		size += len(r.out) + 2
+		if r.over {
+			size = MaxValueBytes + 1
 		}
-		return out, out
+		if r.refs {
+			return r.out, redacted
+		}
+		return r.out, r.out
 	}
 	val, shown = walk(n)
+	if size > MaxValueBytes {
+		v.errorf(n.pos, "%s: the value is larger than %s (as JSON), the limit for a setting value", what, sizeText(MaxValueBytes))
+		ok = false
+	}
 	return val, shown, ok
+}
+
+// jsonSize is the size of v as compact JSON, strings counted without escapes.
+func jsonSize(v any) int {
+	switch x := v.(type) {
+	case nil:
+		return 4
+	case bool:
+		if x {
+			return 4
+		}
+		return 5
+	case string:
+		return len(x) + 2
+	case int64:
+		return len(strconv.FormatInt(x, 10))
+	case float64:
+		return len(strconv.FormatFloat(x, 'g', -1, 64))
+	case []any:
+		n := 2 + max(len(x)-1, 0)
+		for _, e := range x {
+			n += jsonSize(e)
+		}
+		return n
+	case map[string]any:
+		n := 2 + max(len(x)-1, 0)
+		for k, e := range x {
+			n += len(k) + 3 + jsonSize(e)
+		}
+		return n
+	}
+	return len(fmt.Sprint(v))
+}
+
+// hasNonFinite reports whether v (a JSON-ready value) holds a NaN or an infinity.
+func hasNonFinite(v any) bool {
+	switch x := v.(type) {
+	case float64:
+		return math.IsNaN(x) || math.IsInf(x, 0)
+	case []any:
+		return slices.ContainsFunc(x, hasNonFinite)
+	case map[string]any:
+		for _, e := range x {
+			if hasNonFinite(e) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// bounds checks val (int64, float64, or a normalised duration string) against d's Min and Max and, for
+// a float, that it is finite. It returns what the value should be ("a number >= 0") when it is not, and
+// an error when a bound itself is malformed (the plugin's fault).
+func bounds(d *sdk.Setting, val any) (want string, err error) {
+	var (
+		kind      string
+		below     func(bound string) (bool, error) // val < bound
+		above     func(bound string) (bool, error) // val > bound
+		nonFinite bool
+	)
+	switch x := val.(type) {
+	case int64:
+		kind = "an int"
+		parse := func(b string) (int64, error) { return strconv.ParseInt(b, 10, 64) }
+		below = func(b string) (bool, error) { n, err := parse(b); return x < n, err }
+		above = func(b string) (bool, error) { n, err := parse(b); return x > n, err }
+	case float64:
+		kind = "a number"
+		nonFinite = math.IsNaN(x) || math.IsInf(x, 0)
+		parse := func(b string) (float64, error) { return strconv.ParseFloat(b, 64) }
+		below = func(b string) (bool, error) { f, err := parse(b); return x < f, err }
+		above = func(b string) (bool, error) { f, err := parse(b); return x > f, err }
+	case string:
+		if d.Type != sdk.TypeDuration {
+			return "", nil
+		}
+		kind = "a duration"
+		dur, err := time.ParseDuration(x)
+		if err != nil {
+			return "", nil // reported as a malformed duration
+		}
+		below = func(b string) (bool, error) { e, err := time.ParseDuration(b); return dur < e, err }
+		above = func(b string) (bool, error) { e, err := time.ParseDuration(b); return dur > e, err }
+	default:
+		return "", nil
+	}
+	out := false
+	if d.Min != "" {
+		lo, err := below(d.Min)
+		if err != nil {
+			return "", fmt.Errorf("min %q is not %s", d.Min, kind)
+		}
+		out = out || lo
+	}
+	if d.Max != "" {
+		hi, err := above(d.Max)
+		if err != nil {
+			return "", fmt.Errorf("max %q is not %s", d.Max, kind)
+		}
+		out = out || hi
+	}
+	if !out && !nonFinite {
+		return "", nil
+	}
+	if nonFinite {
+		kind = "a finite number"
+	}
+	switch {
+	case d.Min != "" && d.Max != "":
+		return fmt.Sprintf("%s from %s to %s", kind, d.Min, d.Max), nil
+	case d.Min != "":
+		return fmt.Sprintf("%s >= %s", kind, d.Min), nil
+	case d.Max != "":
+		return fmt.Sprintf("%s <= %s", kind, d.Max), nil
+	}
+	return kind, nil
+}
+
+// valueText writes a number or a normalised duration for a message.
+func valueText(val any) string {
+	switch x := val.(type) {
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case float64:
+		return strconv.FormatFloat(x, 'g', -1, 64)
+	case string:
+		return x // a normalised duration
+	}
+	return fmt.Sprint(val)
 }
 
 // fromText parses a value written as text (a default from a spec, or the expansion of a reference) as

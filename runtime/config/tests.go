@@ -57,10 +57,10 @@ func (v *validator) tests(n *node, pipelines []*Pipeline) []*Test {
 		} else if s, ok := v.stringKey(c, "name"); ok {
 			t.Name = s
 			if first, dup := names[s]; dup {
-				v.errorf(c.pos, "duplicate test name %q (first at line %d)", s, first.Line)
+				v.errorf(c.pos, "duplicate test name %s (first at line %d)", quote(s), first.Line)
 			}
 			names[s] = c.pos
-			label = fmt.Sprintf("test %q", s)
+			label = "test " + quote(s)
 		}
 		switch c := it.fields["pipeline"]; {
 		case c == nil && len(ids) == 1:
@@ -70,7 +70,7 @@ func (v *validator) tests(n *node, pipelines []*Pipeline) []*Test {
 		default:
 			if s, ok := v.stringKey(c, "pipeline"); ok {
 				if !slices.Contains(ids, s) {
-					v.errorf(c.pos, "%s: no pipeline %q in this file%s", label, s, hint(s, ids, "pipelines"))
+					v.errorf(c.pos, "%s: no pipeline %s in this file%s", label, quote(s), hint(s, ids, "pipelines"))
 				}
 				t.Pipeline = s
 			}

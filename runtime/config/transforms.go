@@ -58,6 +58,7 @@ func (v *validator) steps(n *node, name string) *transforms.Program {
 			if e.Column > 0 {
 				pos = v.inside(pos, exprText(steps[e.Step], e.Field), e.Column)
 			}
+			shortenPaths(e, steps[e.Step])
 			e.Step = index[e.Step]
 			msg := strings.Replace(e.Error(), "transforms[", name+"[", 1)
 			v.errs = append(v.errs, &Error{Pos: pos, Msg: msg})
@@ -70,6 +71,21 @@ func (v *validator) steps(n *node, name string) *transforms.Program {
 		return nil
 	}
 	return prog
+}
+
+// shortenPaths cuts the field paths a compile error quotes to what quote shows, so that a message never
+// echoes a long path.
+func shortenPaths(e *transforms.Error, s transforms.Step) {
+	e.Field = truncate(e.Field, 40)
+	var paths []string
+	for _, f := range append(slices.Clone(s.Fields), s.Paths...) {
+		paths = append(paths, f.Path, f.To)
+	}
+	for _, p := range paths {
+		if long := strconv.Quote(p); len(long) > len(quote(p)) {
+			e.Msg = strings.ReplaceAll(e.Msg, long, quote(p))
+		}
+	}
 }
 
 // exprText returns the expression a compile error is about.
@@ -115,7 +131,7 @@ func (v *validator) step(n *node, label string) (s transforms.Step, good, usable
 	if n.kind != kindMap || len(n.keys) != 1 {
 		got := describe(n, false)
 		if n.kind == kindMap {
-			got = fmt.Sprintf("an object with %d keys (%s)", len(n.keys), strings.Join(n.keys, ", "))
+			got = fmt.Sprintf("an object with %d keys (%s)", len(n.keys), truncate(strings.Join(n.keys, ", "), 80))
 		}
 		v.errorf(n.pos, "%s: want one step, an object with one key (%s), got %s", label, strings.Join(stepKinds, ", "), got)
 		return s, false, false
@@ -123,7 +139,7 @@ func (v *validator) step(n *node, label string) (s transforms.Step, good, usable
 	k := n.keys[0]
 	c := n.fields[k]
 	if !slices.Contains(stepKinds, k) {
-		v.errorf(c.key, "%s: unknown step %q%s", label, k, hint(k, stepKinds, "steps"))
+		v.errorf(c.key, "%s: unknown step %s%s", label, quote(k), hint(k, stepKinds, "steps"))
 		return s, false, false
 	}
 	s.Kind = transforms.Kind(k)
@@ -141,7 +157,7 @@ func (v *validator) step(n *node, label string) (s transforms.Step, good, usable
 		ok := true
 		for _, path := range c.keys {
 			f := c.fields[path]
-			e, good := v.expr(f, fmt.Sprintf("%s[%q]", label, path))
+			e, good := v.expr(f, fmt.Sprintf("%s[%s]", label, quote(path)))
 			ok = ok && good
 			if good {
 				s.Fields = append(s.Fields, transforms.Field{Path: path, At: tpos(f.key), Expr: e})
@@ -178,7 +194,7 @@ func (v *validator) step(n *node, label string) (s transforms.Step, good, usable
 			f := c.fields[from]
 			to, good := f.scalar.(string)
 			if f.kind != kindScalar || !good {
-				v.errorf(f.pos, "%s[%q]: want the new field path (a string), got %s", label, from, describe(f, false))
+				v.errorf(f.pos, "%s[%s]: want the new field path (a string), got %s", label, quote(from), describe(f, false))
 				ok = false
 				continue
 			}
@@ -244,7 +260,7 @@ func (v *validator) onError(n *node, p *Pipeline) {
 			return
 		}
 	default:
-		v.errorf(c.pos, "on_error: want %q or %q, got %q%s", OnErrorStop, OnErrorDLQ, truncate(s, 40), hint(s, []string{OnErrorStop, OnErrorDLQ}, "values"))
+		v.errorf(c.pos, "on_error: want %q or %q, got %s%s", OnErrorStop, OnErrorDLQ, quote(s), hint(s, []string{OnErrorStop, OnErrorDLQ}, "values"))
 		return
 	}
 	p.OnError = s

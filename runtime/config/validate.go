@@ -69,7 +69,7 @@ func (v *validator) unknownKeys(m *node, where string, known []string) map[strin
 			if s, ok := suggest(k, known); ok {
 				suggested[s] = true
 			}
-			v.errorf(m.fields[k].key, "unknown key %q %s%s", k, where, hint(k, known, "keys"))
+			v.errorf(m.fields[k].key, "unknown key %s %s%s", quote(k), where, hint(k, known, "keys"))
 		}
 	}
 	return suggested
@@ -78,12 +78,16 @@ func (v *validator) unknownKeys(m *node, where string, known []string) map[strin
 // hint suggests the known name closest to word, or else lists the known names.
 func hint(word string, known []string, what string) string {
 	if s, ok := suggest(word, known); ok {
-		return fmt.Sprintf(" (did you mean %q?)", s)
+		return fmt.Sprintf(" (did you mean %s?)", quote(s))
 	}
 	if len(known) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("; known %s: %s", what, strings.Join(known, ", "))
+	names := make([]string, len(known))
+	for i, k := range known {
+		names[i] = truncate(k, 40)
+	}
+	return fmt.Sprintf("; known %s: %s", what, strings.Join(names, ", "))
 }
 
 // describe names a value's type and, unless secret, the value itself: `string "ten"`, `int 5`.
@@ -115,6 +119,11 @@ func describe(n *node, secret bool) string {
 	return t + " " + val
 }
 
+// quote quotes a value from the file for a message, cut to 40 characters: messages never echo a long
+// value.
+func quote(s string) string { return strconv.Quote(truncate(s, 40)) }
+
+// truncate cuts s to n characters, marking the cut with "…".
 func truncate(s string, n int) string {
 	if utf8.RuneCountInString(s) <= n {
 		return s
@@ -219,7 +228,9 @@ func (v *validator) file(root *node) *File {
 		f.FailFast = v.boolKey(n, "fail_fast")
 	}
 	if n := root.fields["data_dir"]; n != nil {
-		f.DataDir, _ = v.stringKey(n, "data_dir")
+		if s, ok := v.stringKey(n, "data_dir"); ok {
+			f.DataDir = v.dataDir(n.pos, s)
+		}
 	}
 	f.Tests = v.raws(root.fields["tests"], "tests")
 
@@ -244,6 +255,25 @@ func (v *validator) file(root *node) *File {
 	return f
 }
 
+// dataDir checks data_dir, written s at pos. References are not expanded there, but what looks like one,
+// or like a shell variable ($HOME), is an error rather than a directory of that name.
+func (v *validator) dataDir(pos Pos, s string) string {
+	r := (&expander{keep: true}).expand(s, false, MaxValueBytes)
+	for _, p := range r.problems {
+		v.errorf(pos, "data_dir: %s", p)
+	}
+	switch {
+	case len(r.problems) > 0:
+	case r.refs:
+		v.errorf(pos, "data_dir: references (${env:…}, ${file:…}) are not expanded in data_dir: write the path, or pass --data-dir")
+	case r.over:
+		v.errorf(pos, "data_dir: longer than %s", sizeText(MaxValueBytes))
+	default:
+		return r.out
+	}
+	return ""
+}
+
 func (v *validator) pipeline(n *node, ids map[string]Pos) *Pipeline {
 	if n.kind != kindMap {
 		v.errorf(n.pos, "pipeline: want an object with id, source and sink, got %s", describe(n, false))
@@ -259,12 +289,12 @@ func (v *validator) pipeline(n *node, ids map[string]Pos) *Pipeline {
 		if !ok {
 			break
 		}
-		p.ID, label = s, fmt.Sprintf("pipeline %q", s)
+		p.ID, label = s, "pipeline "+quote(s)
 		switch first, dup := ids[s]; {
 		case !idRE.MatchString(s):
-			v.errorf(id.pos, "pipeline id %q is invalid: want 1 to 63 lower-case letters, digits, '-' or '_', starting with a letter or digit", truncate(s, 70))
+			v.errorf(id.pos, "pipeline id %s is invalid: want 1 to 63 lower-case letters, digits, '-' or '_', starting with a letter or digit", strconv.Quote(truncate(s, 70)))
 		case dup:
-			v.errorf(id.pos, "duplicate pipeline id %q (first used at line %d); ids must be unique", s, first.Line)
+			v.errorf(id.pos, "duplicate pipeline id %s (first used at line %d); ids must be unique", quote(s), first.Line)
 		default:
 			ids[s] = id.pos
 		}
@@ -380,7 +410,7 @@ func (v *validator) stage(n *node, k sdk.Kind) *Stage {
 		spec, ok = v.Specs(name)
 	}
 	if !ok || spec == nil {
-		msg := fmt.Sprintf("unknown plugin %q", name)
+		msg := "unknown plugin " + quote(name)
 		if sug, ok := suggest(name, v.Plugins); ok {
 			msg += fmt.Sprintf(" (did you mean %q?)", sug)
 		}
@@ -405,7 +435,7 @@ func (v *validator) stage(n *node, k sdk.Kind) *Stage {
 	if settings != nil {
 		at = settings.key
 	}
-	v.settings(s, st, settings, at)
+	v.settings(s, st, settings, at, c.pos)
 	return s
 }
 

@@ -1,15 +1,18 @@
 // Package state is the host's own position store, for stages that cannot store positions atomically with
-// their data (ARCHITECTURE.md §2). It keeps, per pipeline, the last position acknowledged downstream, in an
-// embedded bbolt database under the data directory.
+// their data. It keeps, per pipeline, the last position acknowledged downstream, in an embedded bbolt
+// database under the data directory.
 //
 // A Store is safe for concurrent use. Only one process can open a data directory at a time.
 package state
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -78,6 +81,37 @@ func (s *Store) Put(pipeline, stage string, pos record.Position) error {
 		return fmt.Errorf("state: %w", err)
 	}
 	return nil
+}
+
+// Exists reports whether dir holds a state store, without creating one.
+func Exists(dir string) (bool, error) {
+	_, err := os.Stat(filepath.Join(dir, FileName))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	}
+	return false, fmt.Errorf("state: %w", err)
+}
+
+// List returns the ids of the pipelines with stored positions, sorted.
+func (s *Store) List() ([]string, error) {
+	var ids []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(positions).ForEach(func(k, _ []byte) error {
+			id, _, _ := bytes.Cut(k, []byte{0})
+			if len(ids) == 0 || ids[len(ids)-1] != string(id) {
+				ids = append(ids, string(id))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids), nil
 }
 
 // Delete forgets the pipeline's stored positions (`sluice reset`).

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -9,6 +10,9 @@ import (
 
 func TestStore(t *testing.T) {
 	dir := t.TempDir()
+	if ok, err := Exists(dir); ok || err != nil {
+		t.Fatalf("Exists(empty dir) = %v, %v", ok, err)
+	}
 	s, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -36,6 +40,10 @@ func TestStore(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	if ok, err := Exists(dir); !ok || err != nil {
+		t.Fatalf("Exists(dir with a store) = %v, %v", ok, err)
+	}
+
 	// Positions survive a reopen.
 	s, err = Open(dir)
 	if err != nil {
@@ -49,8 +57,17 @@ func TestStore(t *testing.T) {
 			t.Errorf("Get(%s, %s) = %q, want %q", tt.pipeline, tt.stage, got, tt.want)
 		}
 	}
+	if err := s.Put("p-2", "source", record.Position("x")); err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := s.List(); err != nil || !slices.Equal(ids, []string{"p", "p-2", "q"}) {
+		t.Errorf("List = %q, %v; want [p p-2 q]", ids, err)
+	}
 	if err := s.Delete("p"); err != nil {
 		t.Fatal(err)
+	}
+	if ids, err := s.List(); err != nil || !slices.Equal(ids, []string{"p-2", "q"}) {
+		t.Errorf("List after Delete(p) = %q, %v; want [p-2 q]", ids, err)
 	}
 	if got, _ := s.Get("p", "source"); got != nil {
 		t.Errorf("after Delete: %q", got)
