@@ -43,6 +43,9 @@ func (p *Pipeline) start(ctx context.Context, cancel context.CancelCauseFunc, st
 	}
 	s := &stage{role: role, plugin: cfg.Plugin, conn: conn}
 	st.all = append(st.all, s)
+	p.mu.Lock()
+	p.stages = append(p.stages, StageStatus{Role: role, Plugin: cfg.Plugin, Pid: conn.Pid()})
+	p.mu.Unlock()
 	go func() {
 		select {
 		case <-conn.Done():
@@ -126,7 +129,12 @@ func (p *Pipeline) attempt(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	st := &stages{}
-	defer st.stop()
+	defer func() {
+		st.stop()
+		p.mu.Lock()
+		p.stages = nil
+		p.mu.Unlock()
+	}()
 	err := p.run(ctx, cancel, st)
 	if c := context.Cause(ctx); err != nil && c != nil && !errors.Is(c, context.Canceled) {
 		err = c // the first failure, not the cancellations it caused
@@ -387,9 +395,13 @@ func (p *Pipeline) resumePoint(ctx context.Context, s *stage, cfg Stage, c check
 func (p *Pipeline) segment(name string, in *protocol.ReadStream, out *protocol.WriteStream, up, down *stage, downCfg Stage, stateName string, toSink bool) *segment {
 	s := newSegment(name, in, out, p.cfg.MaxInFlightBytes, p.drain)
 	s.pipeline, s.up, s.down = p.cfg.ID, up, down
-	if stateName != "" && !downCfg.Atomic {
+	s.acked = func(pos record.Position) { p.setPosition(stateName, pos) }
+	if !downCfg.Atomic {
 		s.persist = newPersister(p.store, p.cfg.ID, stateName, p.log)
-		s.acked = s.persist.set
+		s.acked = func(pos record.Position) {
+			p.setPosition(stateName, pos)
+			s.persist.set(pos)
+		}
 	}
 	if toSink {
 		s.delivered = func(n int) { p.Stats.Delivered.Add(int64(n)) }
@@ -407,5 +419,5 @@ func fmtPos(pos record.Position) string {
 	if pos == nil {
 		return "none (start as configured)"
 	}
-	return fmt.Sprintf("%x", []byte(pos))
+	return FormatPosition(pos)
 }

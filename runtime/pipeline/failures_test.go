@@ -132,9 +132,18 @@ func TestGivesUpOnRepeatedTransientFailure(t *testing.T) {
 		return &hookSink{worldSink: worldSink{w: f.w}, attempts: &attempts,
 			open: func(context.Context, int64) error { return errors.New("connection refused") }}
 	})
+	var failed atomic.Int64
+	p.cfg.Events = func(e Event) {
+		if e.Kind == EventFailed {
+			failed.Add(1)
+		}
+	}
 	err := p.Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "gave up after") || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("Run = %v, want it to give up naming the error", err)
+	}
+	if failed.Load() != 1 {
+		t.Fatalf("%d pipeline_failed events, want 1", failed.Load())
 	}
 	if p.State() != Failed || p.LastError() == nil {
 		t.Fatalf("state %v, last error %v; want failed with the error", p.State(), p.LastError())
@@ -172,7 +181,15 @@ func TestRetryForeverUntilStopped(t *testing.T) {
 func TestHealsAfterTransientFailures(t *testing.T) {
 	f := newFixture(2000)
 	var attempts atomic.Int64
-	p, _ := hookPipeline(f, config(true, false), func() *hookSink {
+	var mu sync.Mutex
+	var events []Event
+	cfg := config(false, false)
+	cfg.Events = func(e Event) {
+		mu.Lock()
+		events = append(events, e)
+		mu.Unlock()
+	}
+	p, _ := hookPipeline(f, cfg, func() *hookSink {
 		return &hookSink{worldSink: worldSink{w: f.w}, attempts: &attempts,
 			open: func(_ context.Context, a int64) error {
 				if a <= 3 {
@@ -188,6 +205,20 @@ func TestHealsAfterTransientFailures(t *testing.T) {
 	}
 	if p.State() != Completed || p.LastError() != nil {
 		t.Fatalf("state %v, last error %v", p.State(), p.LastError())
+	}
+	st := p.Status()
+	if st.State != Completed || st.Delivered != 2000 || st.Restarts != 3 || seqOf(st.Positions["source"]) != 1999 || len(st.Stages) != 0 {
+		t.Fatalf("status %+v", st)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(events) != 3 {
+		t.Fatalf("%d events, want 3 restarts: %+v", len(events), events)
+	}
+	for i, e := range events {
+		if e.Kind != EventRestarting || e.Attempt != i+1 || e.Pipeline != "p" || !strings.Contains(e.Err.Error(), "broker restarting") || e.Stage != "sink t" {
+			t.Errorf("event %d: %+v", i, e)
+		}
 	}
 }
 

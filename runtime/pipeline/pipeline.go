@@ -52,6 +52,9 @@ type Config struct {
 	// StallTimeout: a stage holding unacknowledged records that acknowledges none for this long is
 	// reported and the pipeline restarted (default DefaultStallTimeout).
 	StallTimeout time.Duration
+	// Events, when set, is told what happens to the pipeline (restarts, failures, crashes). It is called
+	// from the pipeline's goroutines and must not block.
+	Events func(Event)
 }
 
 // Stage configures one stage.
@@ -157,10 +160,13 @@ type Pipeline struct {
 	drainOnce sync.Once
 	drain     chan struct{}
 
-	state   atomic.Int32
-	mu      sync.Mutex
-	started time.Time // when records first flowed; zero until then
-	lastErr error     // the last failure, nil after progress
+	state     atomic.Int32
+	mu        sync.Mutex
+	since     time.Time // when state last changed
+	started   time.Time // when the stages were first open; zero until then
+	lastErr   error     // the last failure, nil after progress
+	stages    []StageStatus
+	positions map[string]record.Position
 }
 
 // New returns a pipeline for cfg that starts plugins with starter and keeps host-side positions in store.
@@ -207,7 +213,14 @@ func (p *Pipeline) Started() time.Time {
 	return p.started
 }
 
-func (p *Pipeline) setState(s State) { p.state.Store(int32(s)) }
+func (p *Pipeline) setState(s State) {
+	p.mu.Lock()
+	if p.State() != s || p.since.IsZero() {
+		p.since = time.Now()
+	}
+	p.state.Store(int32(s))
+	p.mu.Unlock()
+}
 
 // Run runs the pipeline until its source is done and everything is delivered (nil), it is drained or ctx
 // is cancelled (ErrStopped: a hard stop, nothing waits), or it fails for good (the error). A transient
@@ -229,6 +242,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 		p.mu.Unlock()
 		p.setState(s)
+		if s == Failed {
+			p.emit(EventFailed, err, r.attempts, 0)
+		}
 		return err
 	}
 	for {
@@ -268,6 +284,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 		p.log.Error("pipeline failed; restarting from stored positions", "attempt", r.attempts,
 			"in", wait.Round(time.Millisecond).String(), "err", msg)
+		p.emit(EventRestarting, err, r.attempts, wait)
 		select {
 		case <-time.After(wait):
 		case <-p.drain:

@@ -1,0 +1,124 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sluicehq/sluice/sdk/record"
+)
+
+// Status is a snapshot of a pipeline for operators: the HTTP API, `sluice status`, the progress line.
+type Status struct {
+	ID        string
+	State     State
+	Guarantee Guarantee
+	// Since is when the pipeline entered State.
+	Since time.Time
+	// Started is when the pipeline's stages were first open (zero until then).
+	Started time.Time
+	// LastError is the failure it is restarting after or failed with; empty when healthy.
+	LastError string
+	// Counters, as in Stats.
+	Read, Delivered, Restarts, Redelivered, DeadLetters int64
+	// Stages are the plugin instances of the current attempt, source first; empty between attempts.
+	Stages []StageStatus
+	// Positions holds, per upstream stage ("source", "buffer"), the last position acknowledged
+	// downstream in this process's run; absent until one is.
+	Positions map[string]record.Position
+}
+
+// StageStatus is one running plugin instance.
+type StageStatus struct {
+	// Role is "source", "buffer", "sink" or "dead-letter sink".
+	Role   string
+	Plugin string
+	// Pid is the plugin's process id; 0 in-process.
+	Pid int
+}
+
+// Status returns a snapshot of the pipeline. Safe to call at any time, from any goroutine.
+func (p *Pipeline) Status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := Status{ID: p.cfg.ID, State: p.State(), Guarantee: GuaranteeOf(&p.cfg), Since: p.since, Started: p.started,
+		Read: p.Stats.Read.Load(), Delivered: p.Stats.Delivered.Load(), Restarts: p.Stats.Restarts.Load(),
+		Redelivered: p.Stats.Redelivered.Load(), DeadLetters: p.Stats.DeadLetters.Load(),
+		Positions: make(map[string]record.Position, len(p.positions))}
+	if p.lastErr != nil {
+		st.LastError = p.lastErr.Error()
+	}
+	// Source first, as records flow; the attempt starts them downstream first.
+	for i := len(p.stages) - 1; i >= 0; i-- {
+		st.Stages = append(st.Stages, p.stages[i])
+	}
+	for k, v := range p.positions {
+		st.Positions[k] = v
+	}
+	return st
+}
+
+// EventKind names what happened to a pipeline, for alerts.
+type EventKind string
+
+// The events a pipeline reports through Config.Events.
+const (
+	// EventRestarting: a transient failure; the pipeline restarts after Event.Wait.
+	EventRestarting EventKind = "pipeline_restarting"
+	// EventFailed: the pipeline failed for good.
+	EventFailed EventKind = "pipeline_failed"
+	// EventPluginCrashed: a plugin process ended while its stage ran (Event.Stage names it). A restart
+	// or failure event follows.
+	EventPluginCrashed EventKind = "plugin_crashed"
+)
+
+// Event is something that happened to a pipeline.
+type Event struct {
+	Pipeline string
+	Kind     EventKind
+	Time     time.Time
+	// Err is the failure (always set).
+	Err error
+	// Stage names the stage concerned, when one is: "sink kafka (pid 4242)".
+	Stage string
+	// Attempt counts the failed attempts in a row; Wait is the delay before the next (restarting only).
+	Attempt int
+	Wait    time.Duration
+}
+
+// emit reports e through Config.Events, when set.
+func (p *Pipeline) emit(kind EventKind, err error, attempt int, wait time.Duration) {
+	if p.cfg.Events == nil {
+		return
+	}
+	e := Event{Pipeline: p.cfg.ID, Kind: kind, Time: time.Now(), Err: err, Attempt: attempt, Wait: wait}
+	var se *StageError
+	if errors.As(err, &se) {
+		e.Stage = se.Stage
+		if se.Exit != nil && kind != EventPluginCrashed {
+			crash := e
+			crash.Kind = EventPluginCrashed
+			p.cfg.Events(crash)
+		}
+	}
+	p.cfg.Events(e)
+}
+
+// setPosition records pos as the last position of upstream stage name acknowledged downstream.
+func (p *Pipeline) setPosition(name string, pos record.Position) {
+	pos = pos.Clone()
+	p.mu.Lock()
+	if p.positions == nil {
+		p.positions = map[string]record.Position{}
+	}
+	p.positions[name] = pos
+	p.mu.Unlock()
+}
+
+// FormatPosition renders a position for people: hex, or "none".
+func FormatPosition(pos record.Position) string {
+	if pos == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%x", []byte(pos))
+}
