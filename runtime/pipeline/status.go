@@ -26,6 +26,18 @@ type Status struct {
 	// Positions holds, per upstream stage ("source", "buffer"), the last position acknowledged
 	// downstream in this process's run; absent until one is.
 	Positions map[string]record.Position
+	// LastEventTime is the source's time of the last record acknowledged downstream (for MongoDB, the
+	// event's cluster time; heartbeats count); zero while none is known. Source lag is now minus it.
+	LastEventTime time.Time
+	// Buffer is the buffer's fill as its plugin last reported it; nil without a buffer or a report.
+	Buffer *BufferFill
+}
+
+// BufferFill is how full a pipeline's buffer is.
+type BufferFill struct {
+	Entries, Bytes int64
+	// Fraction is the fill against the buffer's bound (0..1); 0 when the buffer is unbounded.
+	Fraction float64
 }
 
 // StageStatus is one running plugin instance.
