@@ -6,11 +6,12 @@ import (
 	"testing"
 
 	"github.com/sluicehq/sluice/sdk/record"
+	"github.com/sluicehq/sluice/transforms/codec"
 )
 
 // changeEvent is a realistic ~1 KB MongoDB change event in relaxed Extended JSON.
 func changeEvent(tb testing.TB) []byte {
-	b, err := os.ReadFile("testdata/codec/change-event.json")
+	b, err := os.ReadFile("codec/testdata/change-event.json")
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -38,7 +39,7 @@ func BenchmarkFilterDecoded(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	doc, err := DecodeJSON(changeEvent(b))
+	doc, err := codec.DecodeJSON(changeEvent(b))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func BenchmarkFilterDecoded(b *testing.B) {
 	st := &prog.steps[0]
 	b.ReportAllocs()
 	for b.Loop() {
-		v, err := r.vm.Run(st.prog, env)
+		v, err := r.vm.Run(st.prog.vm, env)
 		if err != nil || v != true {
 			b.Fatalf("filter = %v, %v", v, err)
 		}
@@ -65,7 +66,7 @@ func benchProgram(b *testing.B, steps []Step, whole bool) {
 		b.Fatal(err)
 	}
 	if whole {
-		prog.tree = nil
+		prog.tree.Read(nil)
 	}
 	payload := changeEvent(b)
 	recs := batchOf(payload, 1024)
@@ -101,7 +102,7 @@ func BenchmarkDecodeJSON(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := DecodeJSON(data); err != nil {
+		if _, err := codec.DecodeJSON(data); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -120,14 +121,14 @@ func BenchmarkStdJSON(b *testing.B) {
 }
 
 func BenchmarkEncodeJSON(b *testing.B) {
-	doc, err := DecodeJSON(changeEvent(b))
+	doc, err := codec.DecodeJSON(changeEvent(b))
 	if err != nil {
 		b.Fatal(err)
 	}
 	var buf []byte
 	b.ReportAllocs()
 	for b.Loop() {
-		if buf, err = EncodeJSON(buf[:0], doc); err != nil {
+		if buf, err = codec.EncodeJSON(buf[:0], doc); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/runtime/config"
 	"github.com/sluicehq/sluice/sdk/record"
 	"github.com/sluicehq/sluice/transforms"
+	"github.com/sluicehq/sluice/transforms/codec"
 )
 
 func testCmd(g *globals) *cobra.Command {
@@ -111,7 +112,7 @@ func testRecord(in config.TestRecord) (record.Record, error) {
 	r := record.Record{Op: record.OpInsert, Encoding: record.EncodingJSON}
 	if in.Payload != nil {
 		// Extended JSON keeps a float written 1.0 a float, where encoding/json would write 1.
-		b, err := transforms.EncodeJSON(nil, in.Payload)
+		b, err := codec.EncodeJSON(nil, in.Payload)
 		if err != nil {
 			return r, err
 		}
@@ -145,7 +146,7 @@ func compareRecords(want []config.TestRecord, got []record.Record) []string {
 			out = append(out, fmt.Sprintf("record %d: unexpected: %s", i+1, showRecord(got[i])))
 			continue
 		case i >= len(got):
-			b, _ := transforms.EncodeJSON(nil, want[i].Payload)
+			b, _ := codec.EncodeJSON(nil, want[i].Payload)
 			out = append(out, fmt.Sprintf("record %d: missing: %s", i+1, b))
 			continue
 		}
@@ -191,11 +192,11 @@ func testPayload(p map[string]any) (map[string]any, error) {
 	if p == nil {
 		return nil, nil
 	}
-	b, err := transforms.EncodeJSON(nil, p)
+	b, err := codec.EncodeJSON(nil, p)
 	if err != nil {
 		return nil, err
 	}
-	return transforms.DecodeJSON(b)
+	return codec.DecodeJSON(b)
 }
 
 func decodePayload(r record.Record) (map[string]any, error) {
@@ -203,16 +204,16 @@ func decodePayload(r record.Record) (map[string]any, error) {
 	case len(r.Payload) == 0:
 		return nil, nil
 	case r.Encoding == record.EncodingBSON:
-		return transforms.DecodeBSON(r.Payload)
+		return codec.DecodeBSON(r.Payload)
 	}
-	return transforms.DecodeJSON(r.Payload)
+	return codec.DecodeJSON(r.Payload)
 }
 
 func showRecord(r record.Record) string {
 	s := string(r.Payload)
 	if r.Encoding == record.EncodingBSON {
-		if doc, err := transforms.DecodeBSON(r.Payload); err == nil {
-			if b, err := transforms.EncodeJSON(nil, doc); err == nil {
+		if doc, err := codec.DecodeBSON(r.Payload); err == nil {
+			if b, err := codec.EncodeJSON(nil, doc); err == nil {
 				s = string(b)
 			}
 		}
