@@ -30,6 +30,8 @@ const (
 	argObject // an object
 	argNumber // an int, float or Decimal
 	argInt    // an int
+	argKey    // a string or an int (an object's key or an array's index)
+	argText   // an array of strings
 )
 
 // wrapped describes how an expr builtin is wrapped.
@@ -39,8 +41,10 @@ type wrapped struct {
 	onNil any
 	// min and max bound the number of arguments (max -1: any).
 	min, max int
-	// rest, when not argAny, is the kind of every other argument.
-	rest int
+	// rest, when not argAny, is the kind of every other argument; kinds, when set, are the kinds of the
+	// arguments after the first, one each.
+	rest  int
+	kinds []int
 }
 
 // exprBuiltins are expr's builtins (other than those that take a predicate, which the builtins patch
@@ -51,8 +55,8 @@ var exprBuiltins = map[string]wrapped{
 	"trimSuffix":  {first: argString, min: 2, max: 2, rest: argString},
 	"upper":       {first: argString, min: 1, max: 1},
 	"lower":       {first: argString, min: 1, max: 1},
-	"split":       {first: argString, min: 2, max: 3},
-	"splitAfter":  {first: argString, min: 2, max: 3},
+	"split":       {first: argString, min: 2, max: 3, kinds: []int{argString, argInt}},
+	"splitAfter":  {first: argString, min: 2, max: 3, kinds: []int{argString, argInt}},
 	"replace":     {first: argString, min: 3, max: 3, rest: argString},
 	"indexOf":     {first: argString, min: 2, max: 2, rest: argString},
 	"lastIndexOf": {first: argString, min: 2, max: 2, rest: argString},
@@ -60,13 +64,13 @@ var exprBuiltins = map[string]wrapped{
 	"hasSuffix":   {first: argString, onNil: false, min: 2, max: 2, rest: argString},
 	"toBase64":    {first: argString, min: 1, max: 1},
 	"fromBase64":  {first: argString, min: 1, max: 1},
-	"join":        {first: argArray, min: 1, max: 2, rest: argString},
+	"join":        {first: argText, min: 1, max: 2, rest: argString},
 	"first":       {first: argArray, min: 1, max: 1},
 	"last":        {first: argArray, min: 1, max: 1},
 	"take":        {first: argArray, min: 2, max: 2, rest: argInt},
 	"reverse":     {first: argArray, min: 1, max: 1},
 	"flatten":     {first: argArray, min: 1, max: 1},
-	"get":         {first: argAny, min: 2, max: 2},
+	"get":         {first: argAny, min: 2, max: 2, rest: argKey},
 	"keys":        {first: argObject, min: 1, max: 1},
 	"values":      {first: argObject, min: 1, max: 1},
 	"toPairs":     {first: argObject, min: 1, max: 1},
@@ -155,7 +159,11 @@ var functions = func() []expr.Option {
 		opts = append(opts, expr.Function(name, f.fn))
 	}
 	for name, f := range internal {
-		if boolFuncs[name] {
+		switch {
+		case name == "__bool":
+			opts = append(opts, expr.Function(name, f, new(func(any) bool)))
+			continue
+		case boolFuncs[name]:
 			opts = append(opts, expr.Function(name, f, new(func(any, any) bool)))
 			continue
 		}
@@ -231,8 +239,7 @@ func kindOK(v any, k int) (bool, string) {
 		if _, ok := v.([]any); ok {
 			return true, ""
 		}
-		rk := reflect.ValueOf(v).Kind()
-		return rk == reflect.Slice || rk == reflect.Array, "an array"
+		return reflect.ValueOf(v).Kind() == reflect.Slice, "an array"
 	case argObject:
 		switch v.(type) {
 		case map[string]any, map[string]string:
@@ -248,6 +255,25 @@ func kindOK(v any, k int) (bool, string) {
 	case argInt:
 		_, ok := v.(int)
 		return ok, "an int"
+	case argKey:
+		switch v.(type) {
+		case string, int:
+			return true, ""
+		}
+		return false, "a string or an int"
+	case argText:
+		switch x := v.(type) {
+		case []string:
+			return true, ""
+		case []any:
+			for _, e := range x {
+				if _, ok := e.(string); !ok {
+					return false, "an array of strings"
+				}
+			}
+			return true, ""
+		}
+		return false, "an array of strings"
 	}
 	return true, ""
 }
@@ -261,8 +287,11 @@ func wrap(name string, b *builtin.Function, w wrapped) func(args ...any) (any, e
 		}
 		for i, a := range args {
 			k := w.rest
-			if i == 0 {
+			switch {
+			case i == 0:
 				k = w.first
+			case i-1 < len(w.kinds):
+				k = w.kinds[i-1]
 			}
 			if a == nil && i > 0 && k != argAny {
 				return nil, nilArg(name, i)
@@ -305,7 +334,7 @@ type callErr struct{ err error }
 // cleanMessage takes Go's type names out of an expr message.
 func cleanMessage(msg string) string {
 	r := strings.NewReplacer("map[string]interface {}", "object", "[]interface {}", "array", "interface {}", "value",
-		"<nil>", "nil", "float64", "float")
+		"<nil>", "nil", "float64", "float", "codec.", "", "time.Time", "date", "time.Duration", "duration")
 	return r.Replace(msg)
 }
 
@@ -324,7 +353,7 @@ func fnLen(args ...any) (any, error) {
 	}
 	rv := reflect.ValueOf(args[0])
 	switch rv.Kind() {
-	case reflect.Slice, reflect.Array, reflect.Map:
+	case reflect.Slice, reflect.Map:
 		return rv.Len(), nil
 	}
 	return nil, badArg("len", 0, args[0], "a string, an array, an object or Binary")
@@ -372,7 +401,7 @@ func elements(name string, args []any) ([]any, bool, error) {
 			list = x
 		default:
 			rv := reflect.ValueOf(x)
-			if rv.Kind() == reflect.Slice || rv.Kind() == reflect.Array {
+			if rv.Kind() == reflect.Slice {
 				list = make([]any, rv.Len())
 				for i := range list {
 					list[i] = rv.Index(i).Interface()
@@ -712,15 +741,16 @@ func fnDate(args ...any) (any, error) {
 		if len(args) == 1 {
 			return x, nil
 		}
+		return nil, &argError{fn: "date", arg: 0, msg: "is a date already; date(text, layout) parses text"}
 	case codec.ObjectID:
 		return nil, &argError{fn: "date", arg: 0, msg: "is an ObjectID: use oidTime(x) for its creation time"}
 	case codec.Timestamp:
 		return nil, &argError{fn: "date", arg: 0, msg: "is a Timestamp: use timestampDate(x)"}
-	case string, int:
+	case string:
 	default:
-		return nil, badArg("date", 0, args[0], "a string or a number")
+		return nil, badArg("date", 0, args[0], "a string")
 	}
-	return wrap("date", builtin.Builtins[builtin.Index["date"]], wrapped{min: 1, max: 3})(args...)
+	return wrap("date", builtin.Builtins[builtin.Index["date"]], wrapped{min: 1, max: 3, rest: argString})(args...)
 }
 
 func fnInt(args ...any) (any, error) {

@@ -279,6 +279,8 @@ type program struct {
 	// calls describes the function calls of the expression by where they are, to name the argument a
 	// run-time error is about.
 	calls map[int][]call
+	// members are the field paths the expression reads, by where they are.
+	members map[int]string
 }
 
 // compileExpr compiles one expression. On error it returns the 1-based column inside the expression when
@@ -293,7 +295,7 @@ func compileExpr(text string, want exprType) (*program, usage, int, error) {
 	}
 	vars := &variables{names: map[string]bool{}}
 	u.paths = newPathUse()
-	calls := &callSites{sites: map[int][]call{}}
+	calls := &callSites{sites: map[int][]call{}, members: map[int]string{}}
 	checks := &checks{}
 	opts := []expr.Option{
 		expr.Env(envShape),
@@ -309,8 +311,6 @@ func compileExpr(text string, want exprType) (*program, usage, int, error) {
 	}
 	opts = append(opts, functions...)
 	switch want {
-	case wantBool:
-		opts = append(opts, expr.AsBool())
 	case wantString:
 		opts = append(opts, expr.AsKind(reflect.String))
 	}
@@ -319,12 +319,18 @@ func compileExpr(text string, want exprType) (*program, usage, int, error) {
 		err = checks.err
 	}
 	if err == nil && want == wantBool {
-		err = notBoolean(prog.Node())
+		// A condition's value is checked here when its type is known, and at run time otherwise (nil
+		// counts as false there, which expr's AsBool would refuse).
+		if t := prog.Node().Type(); t != nil && t.Kind() != reflect.Bool && t.Kind() != reflect.Interface {
+			err = fmt.Errorf("expected bool, but got %s", typeName(reflect.Zero(t).Interface()))
+		} else {
+			err = notBoolean(prog.Node())
+		}
 	}
 	if err != nil {
 		return nil, u, compileColumn(err), compileError(text, err)
 	}
-	return &program{vm: prog, text: text, calls: calls.sites}, u, 0, nil
+	return &program{vm: prog, text: text, calls: calls.sites, members: calls.members}, u, 0, nil
 }
 
 // compileColumn returns the 1-based column an expr compile error points at, 0 when it has none.

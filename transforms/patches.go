@@ -108,6 +108,12 @@ var iterating = map[string]bool{
 	"find": true, "findIndex": true, "findLast": true, "findLastIndex": true, "groupBy": true, "reduce": true,
 }
 
+// conditions are the builtins whose predicate is a condition.
+var conditions = map[string]bool{
+	"all": true, "none": true, "any": true, "one": true, "filter": true, "count": true,
+	"find": true, "findIndex": true, "findLast": true, "findLastIndex": true,
+}
+
 // builtins makes the builtins that iterate take nil as an empty array (and say clearly when given
 // something else), and routes sum and sortBy through sluice's arithmetic and ordering.
 type builtins struct{}
@@ -122,6 +128,11 @@ func (builtins) Visit(node *ast.Node) {
 	switch {
 	case iterating[n.Name]:
 		n.Arguments[0] = arr()
+		if conditions[n.Name] && len(n.Arguments) > 1 {
+			if p, ok := n.Arguments[1].(*ast.PredicateNode); ok {
+				p.Node = asBool(p.Node)
+			}
+		}
 	case n.Name == "sum":
 		var list ast.Node = arr()
 		if len(n.Arguments) == 2 {
@@ -146,10 +157,20 @@ type call struct {
 	args []string // each argument as a field path, or "" when it is not one
 }
 
-// callSites records every call of an expression by the position of the call.
-type callSites struct{ sites map[int][]call }
+// callSites records every call of an expression by the position of the call, and every field read
+// through a member chain by its position.
+type callSites struct {
+	sites   map[int][]call
+	members map[int]string
+}
 
 func (c *callSites) Visit(node *ast.Node) {
+	if m, ok := (*node).(*ast.MemberNode); ok {
+		if p := pathText(m); p != "" {
+			c.members[m.Location().From] = p
+		}
+		return
+	}
 	n, ok := (*node).(*ast.CallNode)
 	if !ok {
 		return
@@ -306,7 +327,7 @@ func didYouMean(name string, candidates []string) string {
 			best, bestD = c, d
 		}
 	}
-	if best == "" || bestD > max(1, len(name)/3) {
+	if best == "" || bestD >= len(name)/2+1 {
 		return ""
 	}
 	return fmt.Sprintf("; did you mean %s?", best)

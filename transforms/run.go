@@ -84,6 +84,13 @@ func (p *program) runErr(err error) error {
 	var ae *argError
 	if errors.As(err, &ae) {
 		msg = p.describe(fe.From, ae)
+	} else if path, ok := p.members[fe.From]; ok && (strings.Contains(msg, "cannot fetch") || strings.Contains(msg, "int(string)")) {
+		// expr cannot fetch a field from a string, a number, …
+		base, field := path, ""
+		if i := strings.LastIndexByte(path, '.'); i > 0 {
+			base, field = path[:i], path[i+1:]
+		}
+		msg = fmt.Sprintf("%s: %s is not an object, so it has no field %s (%s)", path, base, field, msg)
 	}
 	if fe.Column >= 0 && fe.Line > 0 {
 		return fmt.Errorf("%s (column %d of the expression)", msg, fe.Column+1)

@@ -91,7 +91,7 @@ func typeName(v any) string {
 	}
 	rv := reflect.ValueOf(v)
 	switch rv.Kind() {
-	case reflect.Slice, reflect.Array:
+	case reflect.Slice:
 		return "array"
 	case reflect.Map:
 		return "object"
@@ -302,7 +302,7 @@ func compare(a, b any) (int, error) {
 		return 0, errIncomparable
 	}
 	na, nb := normalize(a), normalize(b)
-	if na != a || nb != b {
+	if reflect.TypeOf(na) != reflect.TypeOf(a) || reflect.TypeOf(nb) != reflect.TypeOf(b) {
 		return compare(na, nb)
 	}
 	return 0, errIncomparable
@@ -508,7 +508,7 @@ func opIn(args ...any) (any, error) {
 		return ok, nil
 	}
 	rv := reflect.ValueOf(coll)
-	if rv.Kind() == reflect.Slice || rv.Kind() == reflect.Array {
+	if rv.Kind() == reflect.Slice {
 		for i := range rv.Len() {
 			if equal(x, rv.Index(i).Interface()) {
 				return true, nil
@@ -581,7 +581,7 @@ func opArray(args ...any) (any, error) {
 	case []any:
 		return x, nil
 	}
-	if k := reflect.ValueOf(args[0]).Kind(); k == reflect.Slice || k == reflect.Array {
+	if reflect.ValueOf(args[0]).Kind() == reflect.Slice {
 		return args[0], nil
 	}
 	return nil, badArg("__array", 0, args[0], "an array")
