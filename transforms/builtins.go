@@ -125,7 +125,7 @@ var own = map[string]struct {
 var internal = map[string]func(args ...any) (any, error){
 	"__eq": opEq, "__ne": opNe, "__lt": opLt, "__le": opLe, "__gt": opGt, "__ge": opGe,
 	"__add": opAdd, "__sub": opSub, "__mul": opMul, "__div": opDiv, "__mod": opMod, "__pow": opPow,
-	"__neg": opNeg, "__bool": opBool, "__in": opIn, "__array": opArray, "__sum": fnSum, "__sortBy": fnSortBy,
+	"__neg": opNeg, "__bool": opBool, "__get": opGet, "__in": opIn, "__array": opArray, "__sum": fnSum, "__sortBy": fnSortBy,
 	"__contains": stringOp("__contains", strings.Contains), "__startsWith": stringOp("__startsWith", strings.HasPrefix),
 	"__endsWith": stringOp("__endsWith", strings.HasSuffix), "__matches": opMatches,
 }
@@ -552,36 +552,29 @@ func fnSort(args ...any) (any, error) {
 	return sortValues("sort", list, desc)
 }
 
-// fnSortBy is sortBy(array, predicate, order): keys are the predicate's results, computed by map().
+// fnSortBy is sortBy(array, key, order): its first argument holds each element with its key, as pairs.
 func fnSortBy(args ...any) (any, error) {
-	list, _ := args[0].([]any)
-	keys, _ := args[1].([]any)
-	if list == nil {
-		l, _, _ := elements("sortBy", args[:1])
-		list = l
-	}
-	desc, err := sortOrder("__sortBy", args, 2)
+	pairs, _ := args[0].([]any)
+	desc, err := sortOrder("__sortBy", args, 1)
 	if err != nil {
 		return nil, err
 	}
-	idx := make([]int, len(list))
-	for i := range idx {
-		idx[i] = i
-	}
 	var bad error
-	sort.SliceStable(idx, func(i, j int) bool {
-		c, err := compareNil(keys[idx[i]], keys[idx[j]])
+	sorted := slices.Clone(pairs)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		a, b := sorted[i].([]any)[1], sorted[j].([]any)[1]
+		c, err := compareNil(a, b)
 		if err != nil && bad == nil {
-			bad = fmt.Errorf("sortBy(): keys %s and %s have no order", show(keys[idx[i]]), show(keys[idx[j]]))
+			bad = fmt.Errorf("sortBy(): keys %s and %s have no order", show(a), show(b))
 		}
 		if desc {
 			return c > 0
 		}
 		return c < 0
 	})
-	out := make([]any, len(list))
-	for i, j := range idx {
-		out[i] = list[j]
+	out := make([]any, len(sorted))
+	for i, p := range sorted {
+		out[i] = p.([]any)[0]
 	}
 	return out, bad
 }

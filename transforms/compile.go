@@ -307,6 +307,7 @@ func compileExpr(text string, want exprType) (*program, usage, int, error) {
 		expr.Patch(&nilSafe{}),
 		expr.Patch(operators{}),
 		expr.Patch(builtins{}),
+		expr.Patch(getters{}),
 		expr.Patch(calls),
 	}
 	opts = append(opts, functions...)

@@ -142,12 +142,47 @@ func (builtins) Visit(node *ast.Node) {
 		}
 		ast.Patch(node, callNode("__sum", from, list))
 	case n.Name == "sortBy":
-		keys := &ast.BuiltinNode{Name: "map", Arguments: []ast.Node{arr(), n.Arguments[1]}}
-		keys.SetLocation(locationAt(from))
-		args := []ast.Node{arr(), keys}
-		args = append(args, n.Arguments[2:]...)
-		ast.Patch(node, callNode("__sortBy", from, args...))
+		// sortBy(a, key, order) → __sortBy(map(a, [#, key]), order): each element with its key, sorted by
+		// sluice's order.
+		p, ok := n.Arguments[1].(*ast.PredicateNode)
+		if !ok {
+			return
+		}
+		pair := &ast.ArrayNode{Nodes: []ast.Node{&ast.PointerNode{}, p.Node}}
+		pair.SetLocation(p.Location())
+		p.Node = pair
+		pairs := &ast.BuiltinNode{Name: "map", Arguments: []ast.Node{arr(), p}}
+		pairs.SetLocation(locationAt(from))
+		ast.Patch(node, callNode("__sortBy", from, append([]ast.Node{pairs}, n.Arguments[2:]...)...))
 	}
+}
+
+// getters replaces each chain of field accesses (fullDocument?.customer?.name, written
+// fullDocument.customer.name) with one call, __get(base, "customer", "name"): expr fetches a field through
+// reflection, allocating, where __get indexes the maps directly. A nil on the way gives nil, as ?. does.
+type getters struct{}
+
+func (getters) Visit(node *ast.Node) {
+	c, ok := (*node).(*ast.ChainNode)
+	if !ok {
+		return
+	}
+	m, ok := c.Node.(*ast.MemberNode)
+	if !ok || m.Method {
+		return
+	}
+	prop, ok := m.Property.(*ast.StringNode)
+	if !ok {
+		return
+	}
+	if base, ok := m.Node.(*ast.CallNode); ok {
+		if id, ok := base.Callee.(*ast.IdentifierNode); ok && id.Value == "__get" {
+			base.Arguments = append(base.Arguments, &ast.StringNode{Value: prop.Value})
+			*node = base
+			return
+		}
+	}
+	ast.Patch(node, callNode("__get", m.Location().From, m.Node, &ast.StringNode{Value: prop.Value}))
 }
 
 // call describes one function call of an expression, for run-time messages.
@@ -183,7 +218,13 @@ func (c *callSites) Visit(node *ast.Node) {
 	if op, ok := opNames[id.Value]; ok {
 		cl.name = op
 	}
-	for _, a := range n.Arguments {
+	for i, a := range n.Arguments {
+		if id.Value == "__get" && i > 0 {
+			// The path read so far, for "fullDocument.customer is a string".
+			prefix := &ast.CallNode{Callee: id, Arguments: n.Arguments[:i]}
+			cl.args = append(cl.args, pathText(prefix))
+			continue
+		}
 		cl.args = append(cl.args, pathText(a))
 	}
 	if id.Value == "__array" && len(n.Arguments) == 2 {
@@ -198,6 +239,32 @@ func (c *callSites) Visit(node *ast.Node) {
 // pathText returns the field path n reads (fullDocument.customer, meta["x"], key), or "".
 func pathText(n ast.Node) string {
 	switch x := unchain(n).(type) {
+	case *ast.CallNode:
+		id, ok := x.Callee.(*ast.IdentifierNode)
+		if !ok || id.Value != "__get" || len(x.Arguments) < 2 {
+			return ""
+		}
+		base := ""
+		if b, ok := x.Arguments[0].(*ast.IdentifierNode); !ok || b.Value != docName {
+			if base = pathText(x.Arguments[0]); base == "" {
+				return ""
+			}
+		}
+		for _, a := range x.Arguments[1:] {
+			s, ok := a.(*ast.StringNode)
+			if !ok {
+				return ""
+			}
+			switch {
+			case base == "":
+				base = s.Value
+			case base == "meta" || base == "payload":
+				base = fmt.Sprintf("%s[%q]", base, s.Value)
+			default:
+				base += "." + s.Value
+			}
+		}
+		return base
 	case *ast.IdentifierNode:
 		switch x.Value {
 		case "meta", "key", "op", "payload":

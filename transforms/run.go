@@ -113,6 +113,8 @@ func (p *program) describe(at int, ae *argError) string {
 		break
 	}
 	switch {
+	case ae.fn == "__get":
+		return fmt.Sprintf("%s %s", what, ae.msg)
 	case strings.HasPrefix(ae.fn, "__") && ae.fn != "__array" && ae.fn != "__sortBy":
 		if name == "a condition" {
 			return fmt.Sprintf("a condition must be true or false (or nil): %s %s", what, ae.msg)

@@ -586,3 +586,28 @@ func opArray(args ...any) (any, error) {
 	}
 	return nil, badArg("__array", 0, args[0], "an array")
 }
+
+// opGet reads fields: __get(base, "a", "b") is base?.a?.b.
+func opGet(args ...any) (any, error) {
+	cur := args[0]
+	for i := 1; i < len(args) && cur != nil; i++ {
+		name, _ := args[i].(string)
+		switch m := cur.(type) {
+		case map[string]any:
+			cur = m[name]
+		case map[string]string:
+			v, ok := m[name]
+			if !ok {
+				return nil, nil
+			}
+			cur = v
+		default:
+			v, err := safe(func() any { return runtime.Fetch(cur, name) })
+			if err != nil {
+				return nil, &argError{fn: "__get", arg: i, msg: fmt.Sprintf("is %s, not an object: it has no field %s", show(cur), name)}
+			}
+			cur = v
+		}
+	}
+	return cur, nil
+}
