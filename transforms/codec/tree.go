@@ -2,6 +2,8 @@ package codec
 
 import (
 	"bytes"
+	"encoding/binary"
+	"math/bits"
 	"slices"
 )
 
@@ -66,6 +68,16 @@ func (t *Tree) add(path []string) *Node {
 	return n
 }
 
+// kid returns the child named k, or nil. Nodes have few children: comparing is cheaper than hashing.
+func (n *Node) kid(k []byte) *Node {
+	for _, c := range n.kids {
+		if len(c.name) == len(k) && c.name == string(k) {
+			return c
+		}
+	}
+	return nil
+}
+
 // Read adds a path whose value is used whole; the empty path reads the whole document.
 func (t *Tree) Read(path []string) { t.add(path).read = true }
 
@@ -111,6 +123,8 @@ type Changes struct {
 	emitted []bool // scratch for AppendPatched
 	spans   [][]span
 	walked  []bool // spans[id] is valid: the object at the node was decoded member by member
+	// maps are the objects decoded member by member for the previous record, reused for the next.
+	maps []map[string]any
 }
 
 // span is where one member of an object is in the original document.
@@ -126,6 +140,7 @@ func (c *Changes) Reset(t *Tree) {
 		c.tree = t
 		c.dirty, c.written, c.emitted = make([]bool, n), make([]bool, n), make([]bool, n)
 		c.spans, c.walked = make([][]span, n), make([]bool, n)
+		c.maps = make([]map[string]any, n)
 		return
 	}
 	clear(c.dirty)
@@ -146,7 +161,8 @@ func (c *Changes) Changed() bool { return len(c.dirty) > 0 && c.dirty[0] }
 
 // DecodeSparse decodes the paths t reads from a JSON document, and records in c (which must have been
 // Reset for t) where the members of the objects on the way to t's written paths are. Values no path
-// names are skipped and absent from the result.
+// names are skipped and absent from the result. The objects on the paths are reused by the next
+// DecodeSparse with c: the result is valid until then.
 func DecodeSparse(data []byte, t *Tree, c *Changes) (map[string]any, error) {
 	d := jsonDecoder{data: data, changes: c}
 	return d.document(func() (any, error) { return d.sparse(t.root) })
@@ -159,30 +175,37 @@ func (d *jsonDecoder) sparse(n *Node) (any, error) {
 	if n.read && !n.below || d.i >= len(d.data) || d.data[d.i] != '{' || d.wrapperAhead() {
 		return d.value()
 	}
-	m := make(map[string]any, len(n.kids))
+	var m map[string]any
+	if d.changes != nil && !n.read {
+		if m = d.changes.maps[n.id]; m != nil {
+			clear(m)
+		} else {
+			m = make(map[string]any, len(n.kids))
+			d.changes.maps[n.id] = m
+		}
+	} else {
+		m = make(map[string]any, len(n.kids))
+	}
 	var spans []span
 	record := n.below && d.changes != nil
 	if record {
 		spans = d.changes.spans[n.id][:0]
 	}
 	err := d.members(func(k []byte, member, _ int) error {
-		kid := n.index[string(k)]
+		kid := n.kid(k)
 		var err error
 		var v any
 		switch {
 		case kid != nil && (kid.read || len(kid.kids) > 0):
-			v, err = d.sparse(kid)
+			if v, err = d.sparse(kid); err == nil {
+				m[kid.name] = v // the node's name: no new string
+			}
 		case n.read:
-			v, err = d.value()
+			if v, err = d.value(); err == nil {
+				m[string(k)] = v
+			}
 		default:
 			err = d.skip()
-			if record {
-				spans = append(spans, span{member: member, end: d.i, kid: kid})
-			}
-			return err
-		}
-		if err == nil {
-			m[string(k)] = v
 		}
 		if record {
 			spans = append(spans, span{member: member, end: d.i, kid: kid})
@@ -354,7 +377,11 @@ func (d *jsonDecoder) skipNested() error {
 	data := d.data
 	level := 0
 	for i := d.i; i < len(data); i++ {
-		switch data[i] {
+		c := data[i]
+		if !structural[c] {
+			continue
+		}
+		switch c {
 		case '"':
 			d.i = i
 			if err := d.skipString(); err != nil {
@@ -375,11 +402,27 @@ func (d *jsonDecoder) skipNested() error {
 	return d.errorf("unexpected end of input")
 }
 
+// structural marks the bytes skipNested stops at.
+var structural = [256]bool{'"': true, '{': true, '[': true, '}': true, ']': true}
+
 func (d *jsonDecoder) skipString() error {
 	data := d.data
 	i := d.i + 1
-	// Short strings (most keys and values) are cheaper to scan inline than to hand to IndexByte.
-	for end := min(i+16, len(data)); i < end; i++ {
+	// Eight bytes at a time: find the first quote or backslash in a word without looking at each byte.
+	for i+8 <= len(data) {
+		m := quoteOrBackslash(binary.LittleEndian.Uint64(data[i:]))
+		if m == 0 {
+			i += 8
+			continue
+		}
+		i += bits.TrailingZeros64(m) >> 3
+		if data[i] == '"' {
+			d.i = i + 1
+			return nil
+		}
+		i += 2 // a backslash and the character it escapes
+	}
+	for i < len(data) {
 		switch data[i] {
 		case '"':
 			d.i = i + 1
@@ -387,26 +430,19 @@ func (d *jsonDecoder) skipString() error {
 		case '\\':
 			i++
 		}
-	}
-	for i < len(data) {
-		j := bytes.IndexByte(data[i:], '"')
-		if j < 0 {
-			break
-		}
-		// The quote ends the string unless an odd number of backslashes precede it.
-		k := i + j
-		n := 0
-		for k-1-n >= i && data[k-1-n] == '\\' {
-			n++
-		}
-		i = k + 1
-		if n%2 == 0 {
-			d.i = i
-			return nil
-		}
+		i++
 	}
 	d.i = len(data)
 	return d.errorf("unterminated string")
+}
+
+// quoteOrBackslash returns a word with the high bit set in the lowest byte of w that is a quote or a
+// backslash (higher bytes may be marked wrongly; the lowest mark is exact), or 0 when there is none.
+func quoteOrBackslash(w uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	q := w ^ (ones * '"')
+	b := w ^ (ones * '\\')
+	return ((q - ones) &^ q | (b - ones) &^ b) & highs
 }
 
 // key reads an object key at d.i (its opening quote). raw is the key's bytes, valid until the next call;
