@@ -55,6 +55,8 @@ type Runner struct {
 	buf []byte
 	// changes records what the current record's steps changed in its payload, and where (codec.Changes).
 	changes codec.Changes
+	// counts, when not nil, counts what each step did (Sample).
+	counts []StepCount
 }
 
 // NewRunner returns a Runner for p.
@@ -194,6 +196,9 @@ func (r *Runner) one(in *record.Record) (record.Record, bool, *Failure) {
 		fail := func(field string, err error) (record.Record, bool, *Failure) {
 			return s.rec, false, &Failure{Step: st.index, Kind: st.kind, Field: field, Err: err}
 		}
+		if r.counts != nil {
+			r.counts[i].Reached++
+		}
 		if st.when != nil {
 			v, err := r.eval(st.when)
 			if err != nil {
@@ -207,6 +212,9 @@ func (r *Runner) one(in *record.Record) (record.Record, bool, *Failure) {
 				continue
 			}
 		}
+		if r.counts != nil {
+			r.counts[i].Ran++
+		}
 		switch st.kind {
 		case Filter:
 			v, err := r.eval(st.prog)
@@ -219,6 +227,9 @@ func (r *Runner) one(in *record.Record) (record.Record, bool, *Failure) {
 			}
 			if !keep {
 				return s.rec, false, nil
+			}
+			if r.counts != nil {
+				r.counts[i].Kept++
 			}
 		case Route:
 			v, err := r.eval(st.prog)

@@ -339,3 +339,39 @@ func mustOID(s string) codec.ObjectID {
 	}
 	return id
 }
+
+// TestSample runs steps over sample change events and checks what the report says: a misspelled field
+// is missing (with the field the samples have), a filter that drops everything kept none, a when that is
+// never true ran on none, and a failing step is reported.
+func TestSample(t *testing.T) {
+	prog, err := Compile([]Step{
+		set("fullDocument.cents", `int(fullDocument.qty * 100)`),
+		{Kind: Set, When: Expr{Text: `fullDocument.customer == "nobody"`}, Fields: []Field{{Path: "x", Expr: Expr{Text: `1`}}}},
+		filter(`operationTyp == "insert" || fullDocument.cents > 0`),
+		filter(`operationTyp == "insert"`),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := []record.Record{
+		{Payload: []byte(insertEvent), Encoding: record.EncodingJSON},
+		{Payload: []byte(deleteEvent), Encoding: record.EncodingJSON},
+	}
+	rep := prog.Sample(recs)
+	if rep.Records != 2 || len(rep.Steps) != 4 {
+		t.Fatalf("report %+v", rep)
+	}
+	if len(rep.Missing) != 1 || rep.Missing[0].Path != "operationTyp" || rep.Missing[0].Suggest != "operationType" {
+		t.Errorf("missing = %+v, want operationTyp (did you mean operationType)", rep.Missing)
+	}
+	if c := rep.Steps[1]; c.Reached != 1 || c.Ran != 0 || !c.When {
+		t.Errorf("step 1 (when never true) = %+v", c)
+	}
+	if c := rep.Steps[3]; c.Reached != 1 || c.Kept != 0 {
+		t.Errorf("step 3 (drops all) = %+v", c)
+	}
+	// The delete has no fullDocument: qty * 100 fails on it.
+	if len(rep.Failed) != 1 || rep.Failed[0].Step != 0 || !strings.Contains(rep.Failed[0].Error(), "fullDocument.qty is nil") {
+		t.Errorf("failed = %v", failures(rep.Failed))
+	}
+}

@@ -26,6 +26,10 @@ func testCmd(g *globals) *cobra.Command {
 the input records go through the named pipeline's transform steps (transforms, then sink_transforms), and
 what comes out must equal expect, record by record. No plugin is started and nothing is written.
 
+A test's inputs are written under input, or read from input_file (JSON Lines, one payload per line: a
+MongoDB replay_file is one); with source: mongodb they get the key, op and metadata the MongoDB source
+gives those events. An expected record is compared only on what it gives (payload, key, op, meta).
+
 Each test prints PASS or FAIL; a failure lists every difference as path: want X, got Y. The exit code is 0
 when every test passes, 1 when one fails, and 2 when a file is invalid.`,
 		Args: usage(cobra.MinimumNArgs(1)),
