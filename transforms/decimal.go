@@ -13,7 +13,7 @@ import (
 // Decimal arithmetic. MongoDB's Decimal128 (IEEE 754-2008 decimal128) holds 34 significant digits and
 // exponents from -6176 to 6111; arithmetic on it is done with cockroachdb/apd in a context with the same
 // precision, exponent range and rounding (half even), so results are what MongoDB would compute and always
-// fit back into a Decimal128. See docs/decisions/2026-11-24-transforms-values.md.
+// fit back into a Decimal128. See docs/decisions/2026-11-30-transforms-values.md.
 
 // decimal128 is the arithmetic context of Decimal128.
 var decimal128 = apd.Context{

@@ -218,7 +218,7 @@ func equal(a, b any) bool {
 // created.Month() return, into int, float64 or string, so that they compare with literals.
 func normalize(v any) any {
 	switch v.(type) {
-	case int, float64, string, bool, nil:
+	case int, float64, string, bool, nil, time.Duration:
 		return v
 	}
 	rv := reflect.ValueOf(v)

@@ -122,6 +122,9 @@ func TestIssueExpressions(t *testing.T) {
 		{expr: `timestampDate(clusterTime)`, want: time.Date(2023, 11, 14, 22, 13, 20, 0, time.UTC)},
 		{expr: `timestampDate(clusterTime) == wallTime`, want: false},
 		{expr: `oidTime(documentKey._id).Year()`, want: 2023},
+		{expr: `fullDocument.placed + duration("1h") == date("2024-01-02T04:04:05.2Z")`, want: true},
+		{expr: `fullDocument.placed - duration("1s") < fullDocument.placed`, want: true},
+		{expr: `(fullDocument.placed - wallTime) > duration("1h")`, want: true},
 		{expr: `type(fullDocument.total)`, want: "Decimal"},
 		{expr: `type(fullDocument.nope)`, want: "nil"},
 		// Errors name the field and say what was wanted, never Go's internals.

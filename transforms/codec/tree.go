@@ -449,6 +449,17 @@ func quoteOrBackslash(w uint64) uint64 {
 // it aliases the input when the key has no escapes.
 func (d *jsonDecoder) key() (raw []byte, err error) {
 	start := d.i + 1
+	// Most keys are short and plain: look for the closing quote directly.
+	for i := start; i < len(d.data) && i < start+32; i++ {
+		switch d.data[i] {
+		case '"':
+			d.i = i + 1
+			return d.data[start:i], nil
+		case '\\':
+			s, err := d.string()
+			return []byte(s), err
+		}
+	}
 	if err := d.skipString(); err != nil {
 		return nil, err
 	}

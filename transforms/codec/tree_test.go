@@ -35,3 +35,22 @@ func TestSkipString(t *testing.T) {
 		}
 	}
 }
+
+// TestSparseKeys reads paths whose keys are written with escapes, and long keys.
+func TestSparseKeys(t *testing.T) {
+	long := strings.Repeat("k", 40)
+	data := []byte(`{"a\u0062": {"c\"d": 1, "` + long + `": 2}, "x": "y"}`)
+	tr := NewTree()
+	tr.Read([]string{"ab", `c"d`})
+	tr.Read([]string{"ab", long})
+	var c Changes
+	c.Reset(tr)
+	doc, err := DecodeSparse(data, tr, &c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ab, _ := doc["ab"].(map[string]any)
+	if ab[`c"d`] != 1 || ab[long] != 2 || len(doc) != 1 {
+		t.Fatalf("doc = %v", doc)
+	}
+}

@@ -7,5 +7,5 @@
 //	cd transforms/codec/compare && GOWORK=off go test -run '^$' -bench . -benchmem
 //
 // The results, and what they decided, are in the README's Benchmarks section and in
-// docs/decisions/2026-11-24-transforms-values.md.
+// docs/decisions/2026-11-30-transforms-values.md.
 package compare
