@@ -285,9 +285,6 @@ func (r *Runner) one(in *record.Record) (record.Record, bool, *Failure) {
 				}
 			}
 		}
-		if s.doc != nil {
-			env[docName], env["payload"] = s.doc, s.doc
-		}
 	}
 	if s.dirty {
 		start := len(r.buf)
@@ -356,6 +353,7 @@ func (r *Runner) write(s *state, t target, v any) error {
 	}
 	if s.doc == nil {
 		s.doc = map[string]any{}
+		r.env[docName], r.env["payload"] = s.doc, s.doc
 		if s.encoding == record.EncodingRaw {
 			s.encoding = record.EncodingJSON
 		}
