@@ -442,7 +442,7 @@ func quoteOrBackslash(w uint64) uint64 {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	q := w ^ (ones * '"')
 	b := w ^ (ones * '\\')
-	return ((q - ones) &^ q | (b - ones) &^ b) & highs
+	return ((q-ones)&^q | (b-ones)&^b) & highs
 }
 
 // key reads an object key at d.i (its opening quote). raw is the key's bytes, valid until the next call;
