@@ -434,7 +434,7 @@ func (f *fields) Visit(node *ast.Node) {
 	case name == "payload":
 		f.u.payload = true
 		f.u.paths.whole = true
-	case name == docName, isFunction(name), f.vars.names[name], strings.HasPrefix(name, "$"):
+	case name == docName, strings.HasPrefix(name, "__"), f.vars.names[name], strings.HasPrefix(name, "$"):
 	default:
 		f.u.payload = true
 		ast.Patch(node, &ast.MemberNode{

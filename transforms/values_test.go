@@ -127,6 +127,8 @@ func TestIssueExpressions(t *testing.T) {
 		{expr: `(fullDocument.placed - wallTime) > duration("1h")`, want: true},
 		{expr: `type(fullDocument.total)`, want: "Decimal"},
 		{expr: `type(fullDocument.nope)`, want: "nil"},
+		// Fields named like functions are fields; calls are calls.
+		{expr: `type == "change" && date == 1 && len(keys) == 2 && type(type) == "string"`, payload: `{"type": "change", "date": 1, "keys": [1, 2]}`, want: true},
 		// Errors name the field and say what was wanted, never Go's internals.
 		{expr: `upper(fullDocument.total)`, wantErr: `upper(): fullDocument.total is 99.99 (Decimal), want a string`},
 		{expr: `fullDocument.nope * 100`, wantErr: `operator *: fullDocument.nope is nil (a missing field?)`},
