@@ -10,6 +10,8 @@ import (
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
+
+	"github.com/sluicehq/sluice/transforms/codec"
 )
 
 // Limits that keep a connector file from hanging or exhausting the host. Expressions have no loops; the
@@ -32,10 +34,8 @@ type Program struct {
 	decode bool
 	// meta, key and op are true when some expression reads them.
 	meta, key, op bool
-	// tree holds the payload paths the steps use, for sparse decoding (sparse.go); nil when some step
-	// needs whole payloads. nodes counts its partial nodes.
-	tree  *pathNode
-	nodes int
+	// tree holds the payload paths the steps read and write (paths.go).
+	tree *codec.Tree
 }
 
 func (p *Program) uses(u usage) {
@@ -50,17 +50,18 @@ func (p *Program) Len() int { return len(p.steps) }
 
 type step struct {
 	kind   Kind
-	prog   *vm.Program // filter, route, key
+	prog   *program    // filter, route, key
+	when   *program    // nil: the step always runs
 	fields []compField // set, rename, drop
-	text   string      // the expression (for error messages at run time)
 	index  int
 }
 
 type compField struct {
 	path target
 	to   target
-	prog *vm.Program
-	text string
+	prog *program
+	// optional: set only a value that is not nil (a path written with a trailing "?").
+	optional bool
 }
 
 // area is the part of a record a path addresses.
@@ -74,8 +75,8 @@ const (
 
 // target is a parsed field path.
 type target struct {
-	// node is the path's node in the program's path tree (payload paths, sparse programs only).
-	node *pathNode
+	// node is the path's node in the program's path tree (payload paths).
+	node *codec.Node
 	area area
 	// path holds the payload path's segments; for meta, path[0] is the metadata key.
 	path []string
@@ -140,25 +141,28 @@ type usage struct {
 
 // Compile compiles steps. It reports every step that does not compile, not only the first, as Errors.
 func Compile(steps []Step) (*Program, error) {
-	p := &Program{tree: &pathNode{}}
+	p := &Program{tree: codec.NewTree()}
 	var errs Errors
-	// use records an expression's payload paths in the program's tree.
+	// use records what an expression reads.
 	use := func(u usage) {
 		p.uses(u)
-		if p.tree != nil && u.payload && !u.paths.addTo(p.tree) {
-			p.tree = nil
-		}
-	}
-	// touch records a path a step writes or removes.
-	touch := func(t *target) {
-		if t.area == areaPayload && len(t.path) > 0 && p.tree != nil {
-			t.node = p.tree.add(t.path)
+		if u.payload {
+			u.paths.addTo(p.tree)
 		}
 	}
 	for i, s := range steps {
 		cs := step{kind: s.Kind, index: i}
 		fail := func(field string, at Pos, col int, msg string) {
 			errs = append(errs, &Error{Step: i, Kind: s.Kind, Field: field, At: at, Column: col, Msg: msg})
+		}
+		if s.When.Text != "" {
+			prog, u, col, err := compileExpr(s.When.Text, wantBool)
+			if err != nil {
+				errs = append(errs, &Error{Step: i, Kind: s.Kind, When: true, At: s.When.At, Column: col, Msg: err.Error()})
+			} else {
+				cs.when = prog
+				use(u)
+			}
 		}
 		switch s.Kind {
 		case Filter, Route, Key:
@@ -174,14 +178,15 @@ func Compile(steps []Step) (*Program, error) {
 				fail("", s.Expr.At, col, err.Error())
 				continue
 			}
-			cs.prog, cs.text = prog, s.Expr.Text
+			cs.prog = prog
 			use(u)
 		case Set:
 			if len(s.Fields) == 0 {
 				fail("", s.At, 0, "set needs at least one field: { path: expression }")
 			}
 			for _, f := range s.Fields {
-				t, err := parsePath(f.Path)
+				path, optional := strings.CutSuffix(f.Path, "?")
+				t, err := parsePath(path)
 				if err != nil {
 					fail(f.Path, f.At, 0, err.Error())
 					continue
@@ -193,7 +198,7 @@ func Compile(steps []Step) (*Program, error) {
 				}
 				use(u)
 				p.decode = p.decode || t.area == areaPayload
-				cs.fields = append(cs.fields, compField{path: t, prog: prog, text: f.Expr.Text})
+				cs.fields = append(cs.fields, compField{path: t, prog: prog, optional: optional})
 			}
 		case Drop:
 			if len(s.Paths) == 0 {
@@ -239,20 +244,21 @@ func Compile(steps []Step) (*Program, error) {
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	// Paths are resolved once every expression is known: a path added late may make an earlier one's
-	// node full; nodes are shared, so the targets stay valid.
+	// The paths steps write, drop and move. A dropped or moved path is also read: a drop must know whether
+	// the field was there, a rename needs its value.
 	for i := range p.steps {
-		for j := range p.steps[i].fields {
-			f := &p.steps[i].fields[j]
-			touch(&f.path)
-			touch(&f.to)
-		}
-	}
-	if p.tree != nil {
-		if p.tree.full {
-			p.tree = nil
-		} else {
-			p.nodes = p.tree.number(0)
+		st := &p.steps[i]
+		for j := range st.fields {
+			f := &st.fields[j]
+			if f.path.area == areaPayload {
+				if st.kind != Set {
+					p.tree.Read(f.path.path)
+				}
+				f.path.node = p.tree.Write(f.path.path)
+			}
+			if f.to.area == areaPayload && len(f.to.path) > 0 {
+				f.to.node = p.tree.Write(f.to.path)
+			}
 		}
 	}
 	return p, nil
@@ -266,9 +272,20 @@ const (
 	wantString
 )
 
+// program is one compiled expression.
+type program struct {
+	vm   *vm.Program
+	text string
+	// calls describes the function calls of the expression by where they are, to name the argument a
+	// run-time error is about.
+	calls map[int][]call
+	// members are the field paths the expression reads, by where they are.
+	members map[int]string
+}
+
 // compileExpr compiles one expression. On error it returns the 1-based column inside the expression when
 // the error has one.
-func compileExpr(text string, want exprType) (*vm.Program, usage, int, error) {
+func compileExpr(text string, want exprType) (*program, usage, int, error) {
 	var u usage
 	if strings.TrimSpace(text) == "" {
 		return nil, u, 0, errors.New("empty expression")
@@ -278,47 +295,78 @@ func compileExpr(text string, want exprType) (*vm.Program, usage, int, error) {
 	}
 	vars := &variables{names: map[string]bool{}}
 	u.paths = newPathUse()
+	calls := &callSites{sites: map[int][]call{}, members: map[int]string{}}
+	checks := &checks{}
 	opts := []expr.Option{
 		expr.Env(envShape),
 		expr.MaxNodes(MaxNodes),
 		expr.Patch(vars),
 		expr.Patch(&fields{vars: vars, u: &u}),
 		expr.Patch(u.paths),
+		expr.Patch(checks),
 		expr.Patch(&nilSafe{}),
 		expr.Patch(operators{}),
+		expr.Patch(builtins{}),
+		expr.Patch(getters{}),
+		expr.Patch(calls),
 	}
 	opts = append(opts, functions...)
 	switch want {
-	case wantBool:
-		opts = append(opts, expr.AsBool())
 	case wantString:
 		opts = append(opts, expr.AsKind(reflect.String))
 	}
 	prog, err := expr.Compile(text, opts...)
-	if err != nil {
-		col := 0
-		var fe *file.Error
-		if errors.As(err, &fe) {
-			col = fe.Column + 1 // expr counts from 0
-			msg := fe.Message
-			if name, ok := strings.CutPrefix(msg, "unknown name "); ok && calls(text, fe.Column, name) {
-				msg = fmt.Sprintf("unknown function %s (sluice adds oid, decimal, timestamp and json to expr's builtins)", name)
-			}
-			err = errors.New(msg)
-		}
-		return nil, u, col, err
+	if err == nil && checks.err != nil {
+		err = checks.err
 	}
-	return prog, u, 0, nil
+	if err == nil && want == wantBool {
+		// A condition's value is checked here when its type is known, and at run time otherwise (nil
+		// counts as false there, which expr's AsBool would refuse).
+		if t := prog.Node().Type(); t != nil && t.Kind() != reflect.Bool && t.Kind() != reflect.Interface {
+			err = fmt.Errorf("expected bool, but got %s", typeName(reflect.Zero(t).Interface()))
+		} else {
+			err = notBoolean(prog.Node())
+		}
+	}
+	if err != nil {
+		return nil, u, compileColumn(err), compileError(text, err)
+	}
+	return &program{vm: prog, text: text, calls: calls.sites, members: calls.members}, u, 0, nil
 }
 
-// calls reports whether text calls name at column col (0-based, in characters).
-func calls(text string, col int, name string) bool {
-	r := []rune(text)
-	if col < 0 || col > len(r) {
-		return false
+// compileColumn returns the 1-based column an expr compile error points at, 0 when it has none.
+func compileColumn(err error) int {
+	var fe *file.Error
+	if errors.As(err, &fe) {
+		return fe.Column + 1 // expr counts from 0
 	}
-	rest := strings.TrimPrefix(string(r[col:]), name)
-	return strings.HasPrefix(strings.TrimLeft(rest, " "), "(")
+	var ce *checkError
+	if errors.As(err, &ce) {
+		return ce.col
+	}
+	return 0
+}
+
+// compileError rewrites expr's compile errors into sluice's words, with a "did you mean" where one helps.
+func compileError(text string, err error) error {
+	var fe *file.Error
+	if !errors.As(err, &fe) {
+		return err
+	}
+	msg := fe.Message
+	switch {
+	case strings.HasPrefix(msg, "unknown name "):
+		name := strings.TrimPrefix(msg, "unknown name ")
+		if calls(text, fe.Column, name) {
+			msg = fmt.Sprintf("unknown function %s%s", name, didYouMean(name, functionList()))
+		}
+	case strings.HasPrefix(msg, "unknown func "):
+		name := strings.TrimPrefix(msg, "unknown func ")
+		msg = fmt.Sprintf("unknown function %s%s", name, didYouMean(name, functionList()))
+	case strings.Contains(msg, `unexpected token Operator("=")`):
+		msg = `unexpected "=": did you mean "==" (equality)?`
+	}
+	return errors.New(msg)
 }
 
 // nilSafe makes every member access nil-safe, as if written with ?.: a missing field reads as nil, and so
@@ -340,27 +388,6 @@ func (nilSafe) Visit(node *ast.Node) {
 				m.Optional = false
 				n.Callee = m
 			}
-		}
-	}
-}
-
-// opFuncs maps the operators whose meaning sluice extends (Decimal, ObjectID, Timestamp and nil operands)
-// to the functions that implement them.
-var opFuncs = map[string]string{
-	"==": "__eq", "!=": "__ne", "<": "__lt", "<=": "__le", ">": "__gt", ">=": "__ge",
-	"+": "__add", "-": "__sub", "*": "__mul", "/": "__div",
-}
-
-// operators replaces comparison and arithmetic operators with calls to sluice's versions.
-type operators struct{}
-
-func (operators) Visit(node *ast.Node) {
-	if n, ok := (*node).(*ast.BinaryNode); ok {
-		if fn, ok := opFuncs[n.Operator]; ok {
-			ast.Patch(node, &ast.CallNode{
-				Callee:    &ast.IdentifierNode{Value: fn},
-				Arguments: []ast.Node{n.Left, n.Right},
-			})
 		}
 	}
 }
@@ -407,7 +434,7 @@ func (f *fields) Visit(node *ast.Node) {
 	case name == "payload":
 		f.u.payload = true
 		f.u.paths.whole = true
-	case name == docName, isFunction(name), f.vars.names[name], strings.HasPrefix(name, "$"):
+	case name == docName, strings.HasPrefix(name, "__"), f.vars.names[name], strings.HasPrefix(name, "$"):
 	default:
 		f.u.payload = true
 		ast.Patch(node, &ast.MemberNode{

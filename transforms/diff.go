@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/sluicehq/sluice/transforms/codec"
 )
 
 // Diff compares two decoded values and describes each difference on one line, as "path: want X, got Y",
@@ -27,7 +29,7 @@ func diff(out *[]string, path string, want, got any) {
 	case map[string]any:
 		g, ok := got.(map[string]any)
 		if !ok {
-			*out = append(*out, fmt.Sprintf("%s: want an object, got %s", where, show(got)))
+			*out = append(*out, fmt.Sprintf("%s: want an object, got %s", where, showValue(got)))
 			return
 		}
 		keys := make([]string, 0, len(w)+len(g))
@@ -49,9 +51,9 @@ func diff(out *[]string, path string, want, got any) {
 			}
 			switch {
 			case !gok:
-				*out = append(*out, fmt.Sprintf("%s: missing, want %s", p, show(wv)))
+				*out = append(*out, fmt.Sprintf("%s: missing, want %s", p, showValue(wv)))
 			case !wok:
-				*out = append(*out, fmt.Sprintf("%s: unexpected, got %s", p, show(gv)))
+				*out = append(*out, fmt.Sprintf("%s: unexpected, got %s", p, showValue(gv)))
 			default:
 				diff(out, p, wv, gv)
 			}
@@ -59,11 +61,11 @@ func diff(out *[]string, path string, want, got any) {
 	case []any:
 		g, ok := got.([]any)
 		if !ok {
-			*out = append(*out, fmt.Sprintf("%s: want an array, got %s", where, show(got)))
+			*out = append(*out, fmt.Sprintf("%s: want an array, got %s", where, showValue(got)))
 			return
 		}
 		if len(w) != len(g) {
-			*out = append(*out, fmt.Sprintf("%s: want %d elements, got %d: %s", where, len(w), len(g), show(got)))
+			*out = append(*out, fmt.Sprintf("%s: want %d elements, got %d: %s", where, len(w), len(g), showValue(got)))
 			return
 		}
 		for i := range w {
@@ -71,7 +73,7 @@ func diff(out *[]string, path string, want, got any) {
 		}
 	default:
 		if !sameValue(want, got) {
-			*out = append(*out, fmt.Sprintf("%s: want %s, got %s", where, show(want), show(got)))
+			*out = append(*out, fmt.Sprintf("%s: want %s, got %s", where, showValue(want), showValue(got)))
 		}
 	}
 }
@@ -81,12 +83,12 @@ func sameValue(want, got any) bool {
 		gt, ok := got.(time.Time)
 		return ok && wt.Equal(gt)
 	}
-	if wb, ok := want.(Binary); ok {
-		gb, ok := got.(Binary)
+	if wb, ok := want.(codec.Binary); ok {
+		gb, ok := got.(codec.Binary)
 		return ok && wb.Subtype == gb.Subtype && string(wb.Data) == string(gb.Data)
 	}
-	if wd, ok := want.(Decimal); ok {
-		gd, ok := got.(Decimal)
+	if wd, ok := want.(codec.Decimal); ok {
+		gd, ok := got.(codec.Decimal)
 		if !ok {
 			return false
 		}
@@ -110,19 +112,19 @@ func sameValue(want, got any) bool {
 	return equal(want, got)
 }
 
-// show prints a value with its type: `15000 (int)`, `"abc" (string)`, `{"a":1} (object)`.
-func show(v any) string {
+// showValue prints a value with its type: `15000 (int)`, `"abc" (string)`, `{"a":1} (object)`.
+func showValue(v any) string {
 	switch x := v.(type) {
 	case nil:
 		return "null"
 	case string:
 		return strconv.Quote(x) + " (string)"
 	case map[string]any, []any:
-		s, err := fnJSON(v)
+		s, err := toText(v)
 		if err != nil {
 			return fmt.Sprint(v)
 		}
-		return s.(string)
+		return s
 	case time.Time:
 		return x.UTC().Format(time.RFC3339Nano) + " (date)"
 	case float64:

@@ -8,4 +8,6 @@ require github.com/expr-lang/expr v1.17.8
 
 require go.mongodb.org/mongo-driver/v2 v2.8.2
 
+require github.com/cockroachdb/apd/v3 v3.2.3
+
 replace github.com/sluicehq/sluice/sdk => ../sdk

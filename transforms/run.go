@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"time"
+	"strings"
 
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/sluicehq/sluice/sdk/record"
+	"github.com/sluicehq/sluice/transforms/codec"
 )
 
 // Failure is a record a step could not process. Records are never dropped because of an error: the host
@@ -23,7 +24,9 @@ type Failure struct {
 	Kind Kind
 	// Field is the set, rename or drop entry that failed, if any.
 	Field string
-	Err   error
+	// When is true when the step's when condition failed.
+	When bool
+	Err  error
 }
 
 // Error describes the failure: which step, and why.
@@ -31,6 +34,8 @@ func (f *Failure) Error() string {
 	switch {
 	case f.Step < 0:
 		return f.Err.Error()
+	case f.When:
+		return fmt.Sprintf("transforms[%d].%s.when: %v", f.Step, f.Kind, f.Err)
 	case f.Field != "":
 		return fmt.Sprintf("transforms[%d].%s[%q]: %v", f.Step, f.Kind, f.Field, f.Err)
 	}
@@ -48,10 +53,10 @@ type Runner struct {
 	// buf holds the payloads and keys the steps re-encoded during the current Run. Appending to it may move
 	// it to a new array; records already pointing into the old one keep it alive and unchanged.
 	buf []byte
-	// layout is where the current record's partially decoded objects are (sparse.go).
-	layout layout
-	// replaced lists the path nodes whose values the current record's steps replaced (sparse.go).
-	replaced []*pathNode
+	// changes records what the current record's steps changed in its payload, and where (codec.Changes).
+	changes codec.Changes
+	// counts, when not nil, counts what each step did (Sample).
+	counts []StepCount
 }
 
 // NewRunner returns a Runner for p.
@@ -61,16 +66,64 @@ func (p *Program) NewRunner() *Runner {
 	return r
 }
 
-// runErr turns an evaluation error into one line: expr's message and the column inside the expression.
-func runErr(err error) error {
-	var fe *file.Error
-	if errors.As(err, &fe) {
-		if fe.Column >= 0 && fe.Line > 0 {
-			return fmt.Errorf("%s (column %d of the expression)", fe.Message, fe.Column+1)
-		}
-		return errors.New(fe.Message)
+// eval runs an expression on the record in env.
+func (r *Runner) eval(p *program) (any, error) {
+	v, err := r.vm.Run(p.vm, r.env)
+	if err != nil {
+		return nil, p.runErr(err)
 	}
-	return err
+	return v, nil
+}
+
+// runErr turns an evaluation error into one line that names the field it is about (when the failing
+// argument is a field) and the column inside the expression.
+func (p *program) runErr(err error) error {
+	var fe *file.Error
+	if !errors.As(err, &fe) {
+		return err
+	}
+	msg := cleanMessage(fe.Message)
+	var ae *argError
+	if errors.As(err, &ae) {
+		msg = p.describe(fe.From, ae)
+	} else if path, ok := p.members[fe.From]; ok && (strings.Contains(msg, "cannot fetch") || strings.Contains(msg, "int(string)")) {
+		// expr cannot fetch a field from a string, a number, …
+		base, field := path, ""
+		if i := strings.LastIndexByte(path, '.'); i > 0 {
+			base, field = path[:i], path[i+1:]
+		}
+		msg = fmt.Sprintf("%s: %s is not an object, so it has no field %s (%s)", path, base, field, msg)
+	}
+	if fe.Column >= 0 && fe.Line > 0 {
+		return fmt.Errorf("%s (column %d of the expression)", msg, fe.Column+1)
+	}
+	return errors.New(msg)
+}
+
+// describe words an argument error with the call it happened in: "upper(): fullDocument.customer is int 5,
+// want a string".
+func (p *program) describe(at int, ae *argError) string {
+	name, what := strings.TrimPrefix(ae.fn, "__"), fmt.Sprintf("argument %d", ae.arg+1)
+	for _, c := range p.calls[at] {
+		if c.fn != ae.fn {
+			continue
+		}
+		name = c.name
+		if ae.arg < len(c.args) && c.args[ae.arg] != "" {
+			what = c.args[ae.arg]
+		}
+		break
+	}
+	switch {
+	case ae.fn == "__get":
+		return fmt.Sprintf("%s %s", what, ae.msg)
+	case strings.HasPrefix(ae.fn, "__") && ae.fn != "__array" && ae.fn != "__sortBy":
+		if name == "a condition" {
+			return fmt.Sprintf("a condition must be true or false (or nil): %s %s", what, ae.msg)
+		}
+		return fmt.Sprintf("operator %s: %s %s", name, what, ae.msg)
+	}
+	return fmt.Sprintf("%s(): %s %s", name, what, ae.msg)
 }
 
 // errPayloadRaw is returned when a step needs fields of a payload that is not structured.
@@ -109,19 +162,14 @@ type state struct {
 func (r *Runner) one(in *record.Record) (record.Record, bool, *Failure) {
 	p := r.p
 	s := state{rec: *in, encoding: in.Encoding}
-	r.replaced = r.replaced[:0]
+	r.changes.Reset(p.tree)
 	if p.decode && len(in.Payload) > 0 {
 		var err error
 		switch in.Encoding {
 		case record.EncodingJSON:
-			if p.tree != nil {
-				r.layout.reset(p.nodes)
-				s.doc, err = decodeSparse(in.Payload, p.tree, &r.layout)
-			} else {
-				s.doc, err = DecodeJSON(in.Payload)
-			}
+			s.doc, err = codec.DecodeSparse(in.Payload, p.tree, &r.changes)
 		case record.EncodingBSON:
-			s.doc, err = DecodeBSON(in.Payload)
+			s.doc, err = codec.DecodeBSON(in.Payload)
 		}
 		if err != nil {
 			return s.rec, false, &Failure{Step: -1, Err: fmt.Errorf("decoding the %s payload: %w", in.Encoding, err)}
@@ -146,36 +194,55 @@ func (r *Runner) one(in *record.Record) (record.Record, bool, *Failure) {
 	for i := range p.steps {
 		st := &p.steps[i]
 		fail := func(field string, err error) (record.Record, bool, *Failure) {
-			return s.rec, false, &Failure{Step: st.index, Kind: st.kind, Field: field, Err: runErr(err)}
+			return s.rec, false, &Failure{Step: st.index, Kind: st.kind, Field: field, Err: err}
+		}
+		if r.counts != nil {
+			r.counts[i].Reached++
+		}
+		if st.when != nil {
+			v, err := r.eval(st.when)
+			if err != nil {
+				return s.rec, false, &Failure{Step: st.index, Kind: st.kind, When: true, Err: err}
+			}
+			run, err := condition(v)
+			if err != nil {
+				return s.rec, false, &Failure{Step: st.index, Kind: st.kind, When: true, Err: err}
+			}
+			if !run {
+				continue
+			}
+		}
+		if r.counts != nil {
+			r.counts[i].Ran++
 		}
 		switch st.kind {
 		case Filter:
-			v, err := r.vm.Run(st.prog, env)
+			v, err := r.eval(st.prog)
 			if err != nil {
 				return fail("", err)
 			}
-			switch b := v.(type) {
-			case bool:
-				if !b {
-					return s.rec, false, nil
-				}
-			case nil: // a missing field: not true
+			keep, err := condition(v)
+			if err != nil {
+				return fail("", err)
+			}
+			if !keep {
 				return s.rec, false, nil
-			default:
-				return fail("", fmt.Errorf("the filter gave %s %v, not true or false", typeName(v), v))
+			}
+			if r.counts != nil {
+				r.counts[i].Kept++
 			}
 		case Route:
-			v, err := r.vm.Run(st.prog, env)
+			v, err := r.eval(st.prog)
 			if err != nil {
 				return fail("", err)
 			}
 			name, ok := v.(string)
 			if !ok || name == "" {
-				return fail("", fmt.Errorf("the route is %s %v; it must be a non-empty string", typeName(v), v))
+				return fail("", fmt.Errorf("the route is %s; it must be a non-empty string", show(v)))
 			}
 			r.setMeta(&s, record.MetaRoute, name)
 		case Key:
-			v, err := r.vm.Run(st.prog, env)
+			v, err := r.eval(st.prog)
 			if err != nil {
 				return fail("", err)
 			}
@@ -184,9 +251,12 @@ func (r *Runner) one(in *record.Record) (record.Record, bool, *Failure) {
 			}
 		case Set:
 			for _, f := range st.fields {
-				v, err := r.vm.Run(f.prog, env)
+				v, err := r.eval(f.prog)
 				if err != nil {
 					return fail(f.path.text, err)
+				}
+				if v == nil && f.optional {
+					continue
 				}
 				if err := r.write(&s, f.path, v); err != nil {
 					return fail(f.path.text, err)
@@ -215,20 +285,17 @@ func (r *Runner) one(in *record.Record) (record.Record, bool, *Failure) {
 				}
 			}
 		}
-		if s.doc != nil {
-			env[docName], env["payload"] = s.doc, s.doc
-		}
 	}
 	if s.dirty {
 		start := len(r.buf)
 		var err error
 		switch {
 		case s.encoding == record.EncodingBSON:
-			r.buf, err = EncodeBSON(r.buf, s.doc)
-		case p.tree != nil && in.Encoding == record.EncodingJSON && len(in.Payload) > 0:
-			r.buf, err = encodePatched(r.buf, in.Payload, s.doc, p.tree, &r.layout, r.replaced)
-		default:
-			r.buf, err = EncodeJSON(r.buf, s.doc)
+			r.buf, err = codec.EncodeBSON(r.buf, s.doc)
+		case in.Encoding == record.EncodingJSON:
+			r.buf, err = codec.AppendPatched(r.buf, in.Payload, s.doc, p.tree, &r.changes)
+		default: // a raw payload (empty) the steps gave fields
+			r.buf, err = codec.AppendPatched(r.buf, nil, s.doc, p.tree, &r.changes)
 		}
 		if err != nil {
 			r.buf = r.buf[:start]
@@ -238,6 +305,18 @@ func (r *Runner) one(in *record.Record) (record.Record, bool, *Failure) {
 		s.rec.Encoding = s.encoding
 	}
 	return s.rec, true, nil
+}
+
+// condition is the outcome of a filter or a when: nil (a missing field) is false; a value that is not a
+// bool is an error.
+func condition(v any) (bool, error) {
+	switch b := v.(type) {
+	case bool:
+		return b, nil
+	case nil:
+		return false, nil
+	}
+	return false, fmt.Errorf("the condition gave %s, not true or false (compare it: x == 1, x != nil)", show(v))
 }
 
 // read returns the value at t.
@@ -274,6 +353,7 @@ func (r *Runner) write(s *state, t target, v any) error {
 	}
 	if s.doc == nil {
 		s.doc = map[string]any{}
+		r.env[docName], r.env["payload"] = s.doc, s.doc
 		if s.encoding == record.EncodingRaw {
 			s.encoding = record.EncodingJSON
 		}
@@ -282,7 +362,7 @@ func (r *Runner) write(s *state, t target, v any) error {
 		return err
 	}
 	if t.node != nil {
-		r.replaced = append(r.replaced, t.node)
+		r.changes.Mark(t.node)
 	}
 	s.dirty = true
 	return nil
@@ -309,6 +389,9 @@ func (r *Runner) drop(s *state, t target) error {
 		}
 		if delPath(s.doc, t.path) {
 			s.dirty = true
+			if t.node != nil {
+				r.changes.Mark(t.node)
+			}
 		}
 	}
 	return nil
@@ -348,12 +431,12 @@ func (r *Runner) setKey(s *state, v any) error {
 		r.buf = strconv.AppendInt(r.buf, int64(k), 10)
 	case float64:
 		r.buf = strconv.AppendFloat(r.buf, k, 'g', -1, 64)
-	case ObjectID, Decimal, Binary:
+	case codec.ObjectID, codec.Decimal, codec.Binary:
 		r.buf = fmt.Append(r.buf, k)
 	case nil:
 		return errors.New("the key is nil (a missing field?)")
 	default:
-		return fmt.Errorf("the key is %s; it must be a string, bytes, a number or an ObjectID (json(x) turns anything into a string)", typeName(v))
+		return fmt.Errorf("the key is %s; it must be a string, bytes, a number or an ObjectID (json(x) turns anything into a string)", show(v))
 	}
 	s.rec.Key = r.buf[start:len(r.buf):len(r.buf)]
 	if r.p.key {
@@ -362,29 +445,12 @@ func (r *Runner) setKey(s *state, v any) error {
 	return nil
 }
 
-// asText converts a value for metadata.
+// asText converts a value for metadata (see toText).
 func asText(v any) (string, error) {
-	switch t := v.(type) {
-	case string:
-		return t, nil
-	case nil:
-		return "", errors.New("the value is nil (a missing field?); metadata values are strings")
-	case int:
-		return strconv.Itoa(t), nil
-	case float64:
-		return strconv.FormatFloat(t, 'g', -1, 64), nil
-	case bool:
-		return strconv.FormatBool(t), nil
-	case time.Time:
-		return t.UTC().Format(time.RFC3339Nano), nil
-	case ObjectID, Decimal, Binary, Timestamp:
-		return fmt.Sprint(t), nil
+	if v == nil {
+		return "", errors.New("the value is nil (a missing field?); metadata values are strings (write the path with a trailing ? to skip nil values)")
 	}
-	s, err := fnJSON(v)
-	if err != nil {
-		return "", err
-	}
-	return s.(string), nil
+	return toText(v)
 }
 
 // detach copies the objects and arrays in v, so that a set value shares nothing with the document (or

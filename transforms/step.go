@@ -20,7 +20,7 @@
 // whole decoded payload, for field names that are not identifiers). Fields that are missing are nil, and so
 // is anything reached through a nil: fullDocument.customer.name is nil when fullDocument has no customer.
 //
-// Payload values are plain Go values (see value.go): numbers are int or float64, Extended JSON and BSON
+// Payload values are plain Go values (see the codec package): numbers are int or float64, Extended JSON and BSON
 // types are ObjectID, time.Time, Decimal, Binary, Timestamp and Regex. Comparison and arithmetic operators
 // work across them the way a user expects: a Decimal compares exactly with numbers, an ObjectID equals its
 // hex string, dates compare with dates. Helper functions are listed in funcs.go and the README.
@@ -45,7 +45,8 @@ const (
 	// Filter keeps the records for which its expression is true and drops the others. A nil result (a
 	// missing field) counts as false; any other non-boolean result is an error.
 	Filter Kind = "filter"
-	// Set assigns expression results to fields (payload paths, "meta.<key>" or "key").
+	// Set assigns expression results to fields (payload paths, "meta.<key>" or "key"). A path written with
+	// a trailing "?" ("fullDocument.name?") is set only when its value is not nil.
 	Set Kind = "set"
 	// Drop removes fields.
 	Drop Kind = "drop"
@@ -93,6 +94,9 @@ type Step struct {
 	At Pos
 	// Expr is the expression of a filter, route or key step.
 	Expr Expr
+	// When, if its text is not empty, is the step's condition: the step runs on the records for which it
+	// is true and leaves the others as they are (nil, a missing field, counts as false).
+	When Expr
 	// Fields are the entries of a set or rename step, in the order written.
 	Fields []Field
 	// Paths are the fields a drop step removes, each with its position.
@@ -106,6 +110,8 @@ type Error struct {
 	Kind Kind
 	// Field names the entry of a set, rename or drop step ("" for the others).
 	Field string
+	// When is true when the error is in the step's when condition.
+	When bool
 	// At is the position in the file the error points at: the expression's start, or the field's.
 	At Pos
 	// Column is the 1-based column inside the expression where the problem is, 0 when the problem is not
@@ -118,7 +124,9 @@ type Error struct {
 func (e *Error) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "transforms[%d].%s", e.Step, e.Kind)
-	if e.Field != "" {
+	if e.When {
+		b.WriteString(".when")
+	} else if e.Field != "" {
 		fmt.Fprintf(&b, "[%q]", e.Field)
 	}
 	b.WriteString(": ")

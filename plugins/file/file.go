@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/record"
@@ -41,7 +42,7 @@ func Plugin() sdk.Plugin {
 					{Name: "path", Type: sdk.TypeString, Required: true,
 						Doc: "The file to append to. Relative paths are relative to the directory sluice runs in."},
 					{Name: "format", Type: sdk.TypeString, Default: string(FormatPayload), Enum: []string{string(FormatPayload), string(FormatRecord)},
-						Doc: "payload (default): each line is the record's payload, as JSON Lines; records without a payload write no line. record: each line is a JSON envelope with position, op, key, meta, encoding and payload, for when those matter or payloads are not JSON."},
+						Doc: "payload (default): each line is the record's payload, as JSON Lines; records without a payload write no line. record: each line is a JSON envelope with position (base64), op, key (a string; key_b64 when it is not UTF-8), meta, encoding and payload, for when those matter or payloads are not JSON."},
 					{Name: "sync", Type: sdk.TypeBool, Default: "true",
 						Doc: "Default true: fsync after every write, so an acknowledged batch survives a power loss. False: leave flushing to the operating system, much faster on slow disks, but a machine crash can lose acknowledged records."},
 				},
@@ -62,10 +63,11 @@ const (
 	FormatPayload Format = "payload"
 	// FormatRecord writes a JSON envelope:
 	//
-	//	{"position":"<base64>","op":"insert","key":"<base64>","meta":{"k":"v"},"encoding":"json","payload":{…}}
+	//	{"position":"<base64>","op":"insert","key":"k1","meta":{"k":"v"},"encoding":"json","payload":{…}}
 	//
-	// The payload is embedded as JSON when the encoding is json and as a base64 string otherwise; key,
-	// meta and payload are left out when empty.
+	// The key is a string when it is valid UTF-8, else key_b64 holds it in base64. The payload is
+	// embedded as JSON when the encoding is json and as a base64 string otherwise; key, meta and payload
+	// are left out when empty.
 	FormatRecord Format = "record"
 )
 
@@ -82,7 +84,8 @@ func ParseFormat(s string) (Format, error) {
 type envelope struct {
 	Position []byte            `json:"position"`
 	Op       string            `json:"op"`
-	Key      []byte            `json:"key,omitempty"`
+	Key      string            `json:"key,omitempty"`
+	KeyB64   []byte            `json:"key_b64,omitempty"`
 	Meta     map[string]string `json:"meta,omitempty"`
 	Encoding string            `json:"encoding"`
 	Payload  json.RawMessage   `json:"payload,omitempty"`
@@ -126,7 +129,12 @@ func AppendLine(dst []byte, r *record.Record, f Format) ([]byte, error) {
 		dst = append(dst, p...)
 		return append(dst, '\n'), nil
 	case FormatRecord:
-		e := envelope{Position: r.Position, Op: r.Op.String(), Key: r.Key, Encoding: r.Encoding.String()}
+		e := envelope{Position: r.Position, Op: r.Op.String(), Encoding: r.Encoding.String()}
+		if utf8.Valid(r.Key) {
+			e.Key = string(r.Key)
+		} else {
+			e.KeyB64 = r.Key
+		}
 		if len(r.Meta) > 0 {
 			e.Meta = make(map[string]string, len(r.Meta))
 			for _, m := range r.Meta {

@@ -85,6 +85,7 @@ type envelope struct {
 	Position string            `json:"position"`
 	Op       string            `json:"op"`
 	Key      string            `json:"key"`
+	KeyB64   []byte            `json:"key_b64"`
 	Meta     map[string]string `json:"meta"`
 	Encoding string            `json:"encoding"`
 	Payload  json.RawMessage   `json:"payload"`
@@ -119,7 +120,10 @@ func TestSinkAcceptance(t *testing.T) {
 							_ = json.Unmarshal(e.Payload, &s)
 							payload, _ = base64.StdEncoding.DecodeString(s)
 						}
-						key, _ := base64.StdEncoding.DecodeString(e.Key)
+						key := []byte(e.Key)
+						if e.KeyB64 != nil {
+							key = e.KeyB64
+						}
 						pos, _ := base64.StdEncoding.DecodeString(e.Position)
 						if !bytes.Equal(pos, r.Position) || e.Op != r.Op.String() || !bytes.Equal(key, r.Key) ||
 							e.Encoding != r.Encoding.String() || !bytes.Equal(payload, r.Payload) || len(e.Meta) != len(r.Meta) {
@@ -156,13 +160,19 @@ func TestAppendLine(t *testing.T) {
 			rec: record.Record{Position: pos, Op: record.OpUpdate, Key: []byte("k1"),
 				Meta:    record.Meta{{Key: "mongodb.coll", Value: "orders"}, {Key: "a", Value: "<&>"}},
 				Payload: []byte(`{ "x": "<b>" }`), Encoding: record.EncodingJSON},
-			want: `{"position":"AAAAAAAAAAc=","op":"update","key":"azE=","meta":{"a":"<&>","mongodb.coll":"orders"},"encoding":"json","payload":{"x":"<b>"}}` + "\n"},
+			want: `{"position":"AAAAAAAAAAc=","op":"update","key":"k1","meta":{"a":"<&>","mongodb.coll":"orders"},"encoding":"json","payload":{"x":"<b>"}}` + "\n"},
 		{name: "record: raw payload as base64", format: file.FormatRecord,
 			rec:  record.Record{Position: pos, Op: record.OpInsert, Payload: []byte{0xff, 0x00, '\n'}, Encoding: record.EncodingRaw},
 			want: `{"position":"AAAAAAAAAAc=","op":"insert","encoding":"raw","payload":"/wAK"}` + "\n"},
 		{name: "record: delete without payload", format: file.FormatRecord,
 			rec:  record.Record{Position: pos, Op: record.OpDelete, Key: []byte("k"), Encoding: record.EncodingJSON},
-			want: `{"position":"AAAAAAAAAAc=","op":"delete","key":"aw==","encoding":"json"}` + "\n"},
+			want: `{"position":"AAAAAAAAAAc=","op":"delete","key":"k","encoding":"json"}` + "\n"},
+		{name: "record: UTF-8 key as a string, other bytes in base64", format: file.FormatRecord,
+			rec:  record.Record{Position: pos, Op: record.OpInsert, Key: []byte(`{"$oid":"6571a1b2c3d4e5f60718293a"} é`), Encoding: record.EncodingJSON},
+			want: `{"position":"AAAAAAAAAAc=","op":"insert","key":"{\"$oid\":\"6571a1b2c3d4e5f60718293a\"} é","encoding":"json"}` + "\n"},
+		{name: "record: binary key", format: file.FormatRecord,
+			rec:  record.Record{Position: pos, Op: record.OpInsert, Key: []byte{0xff, 0}, Encoding: record.EncodingJSON},
+			want: `{"position":"AAAAAAAAAAc=","op":"insert","key_b64":"/wA=","encoding":"json"}` + "\n"},
 		{name: "record: invalid JSON", format: file.FormatRecord,
 			rec: record.Record{Position: pos, Payload: []byte(`{"a":`), Encoding: record.EncodingJSON}, wantErr: true},
 	} {

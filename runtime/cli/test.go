@@ -5,13 +5,16 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sluicehq/sluice/runtime/config"
 	"github.com/sluicehq/sluice/sdk/record"
 	"github.com/sluicehq/sluice/transforms"
+	"github.com/sluicehq/sluice/transforms/codec"
 )
 
 func testCmd(g *globals) *cobra.Command {
@@ -22,6 +25,10 @@ func testCmd(g *globals) *cobra.Command {
 		Long: `test loads each connector file like validate, then runs every test under its top-level tests key:
 the input records go through the named pipeline's transform steps (transforms, then sink_transforms), and
 what comes out must equal expect, record by record. No plugin is started and nothing is written.
+
+A test's inputs are written under input, or read from input_file (JSON Lines, one payload per line: a
+MongoDB replay_file is one); with source: mongodb they get the key, op and metadata the MongoDB source
+gives those events. An expected record is compared only on what it gives (payload, key, op, meta).
 
 Each test prints PASS or FAIL; a failure lists every difference as path: want X, got Y. The exit code is 0
 when every test passes, 1 when one fails, and 2 when a file is invalid.`,
@@ -74,9 +81,9 @@ func runTest(w io.Writer, f *config.File, t *config.Test) bool {
 	var problems []string
 	recs := make([]record.Record, 0, len(t.Input))
 	for i, in := range t.Input {
-		r, err := testRecord(in)
+		r, err := testRecord(in, t.Source)
 		if err != nil {
-			problems = append(problems, fmt.Sprintf("input %d (line %d): %v", i+1, in.Pos.Line, err))
+			problems = append(problems, fmt.Sprintf("input %d (%s): %v", i+1, in.Pos, err))
 			continue
 		}
 		recs = append(recs, r)
@@ -106,16 +113,29 @@ func runTest(w io.Writer, f *config.File, t *config.Test) bool {
 }
 
 // testRecord builds the record a test's input describes: the payload as relaxed Extended JSON (so that
-// {$oid: …} and friends become typed values when decoded), key, op and metadata.
-func testRecord(in config.TestRecord) (record.Record, error) {
+// {$oid: …} and friends become typed values when decoded), key, op and metadata — first those the test's
+// source would give, then those the input writes.
+func testRecord(in config.TestRecord, source string) (record.Record, error) {
 	r := record.Record{Op: record.OpInsert, Encoding: record.EncodingJSON}
-	if in.Payload != nil {
+	switch {
+	case in.PayloadJSON != nil:
+		r.Payload = in.PayloadJSON
+	case in.Payload != nil:
 		// Extended JSON keeps a float written 1.0 a float, where encoding/json would write 1.
-		b, err := transforms.EncodeJSON(nil, in.Payload)
+		b, err := codec.EncodeJSON(nil, in.Payload)
 		if err != nil {
 			return r, err
 		}
 		r.Payload = b
+	}
+	if source != "" && len(r.Payload) > 0 {
+		doc, err := codec.DecodeJSON(r.Payload)
+		if err != nil {
+			return r, err
+		}
+		if err := sources[source](doc, &r); err != nil {
+			return r, fmt.Errorf("as a %s record: %w", source, err)
+		}
 	}
 	if in.Key != nil {
 		r.Key = []byte(*in.Key)
@@ -133,6 +153,95 @@ func testRecord(in config.TestRecord) (record.Record, error) {
 	return r, nil
 }
 
+// sources give a test input the key, op and metadata a source plugin gives the record of that payload
+// (config.TestSources lists them).
+var sources = map[string]func(doc map[string]any, r *record.Record) error{
+	"mongodb": mongodbRecord,
+}
+
+// mongodbRecord is what the MongoDB source makes of a change event (plugins/mongodb, event.go): the key is
+// documentKey._id (else fullDocument._id, fullDocumentBeforeChange._id, the whole documentKey) as
+// canonical Extended JSON; the op is the operationType; metadata mongodb.db, mongodb.coll,
+// mongodb.operation, mongodb.cluster_time, mongodb.wall_time, mongodb.txn_number, mongodb.lsid.
+// TestTestSourceMongoDB checks it against the plugin reading the same events from a replay file.
+func mongodbRecord(doc map[string]any, r *record.Record) error {
+	get := func(m map[string]any, path ...string) (any, bool) {
+		var cur any = m
+		for _, p := range path {
+			o, ok := cur.(map[string]any)
+			if !ok {
+				return nil, false
+			}
+			if cur, ok = o[p]; !ok {
+				return nil, false
+			}
+		}
+		return cur, true
+	}
+	canonical := func(v any) ([]byte, error) {
+		b, err := codec.EncodeCanonicalJSON(nil, map[string]any{"v": v})
+		if err != nil {
+			return nil, err
+		}
+		return b[len(`{"v":`) : len(b)-1], nil
+	}
+	r.Key = nil
+	for _, path := range [][]string{{"documentKey", "_id"}, {"fullDocument", "_id"}, {"fullDocumentBeforeChange", "_id"}} {
+		if id, ok := get(doc, path...); ok {
+			k, err := canonical(id)
+			if err != nil {
+				return err
+			}
+			r.Key = k
+			break
+		}
+	}
+	if r.Key == nil {
+		if dk, ok := doc["documentKey"].(map[string]any); ok {
+			k, err := codec.EncodeCanonicalJSON(nil, dk)
+			if err != nil {
+				return err
+			}
+			r.Key = k
+		}
+	}
+	opType, _ := doc["operationType"].(string)
+	switch opType {
+	case "insert", "update", "replace", "delete":
+		r.Op, _ = record.ParseOp(opType)
+	default:
+		r.Op = record.OpOther
+	}
+	if db, ok := get(doc, "ns", "db"); ok {
+		if s, ok := db.(string); ok && s != "" {
+			r.Meta = r.Meta.Set("mongodb.db", s)
+		}
+	}
+	if coll, ok := get(doc, "ns", "coll"); ok {
+		if s, ok := coll.(string); ok && s != "" {
+			r.Meta = r.Meta.Set("mongodb.coll", s)
+		}
+	}
+	r.Meta = r.Meta.Set("mongodb.operation", opType)
+	if ts, ok := doc["clusterTime"].(codec.Timestamp); ok {
+		r.Meta = r.Meta.Set("mongodb.cluster_time", strconv.FormatUint(uint64(ts.T), 10)+"."+strconv.FormatUint(uint64(ts.I), 10))
+	}
+	if wt, ok := doc["wallTime"].(time.Time); ok {
+		r.Meta = r.Meta.Set("mongodb.wall_time", wt.UTC().Format(time.RFC3339Nano))
+	}
+	if n, ok := doc["txnNumber"].(int); ok {
+		r.Meta = r.Meta.Set("mongodb.txn_number", strconv.Itoa(n))
+	}
+	if lsid, ok := doc["lsid"].(map[string]any); ok {
+		b, err := codec.EncodeCanonicalJSON(nil, lsid)
+		if err != nil {
+			return err
+		}
+		r.Meta = r.Meta.Set("mongodb.lsid", string(b))
+	}
+	return nil
+}
+
 // compareRecords lists the differences between the expected records and what the steps produced.
 func compareRecords(want []config.TestRecord, got []record.Record) []string {
 	var out []string
@@ -145,8 +254,7 @@ func compareRecords(want []config.TestRecord, got []record.Record) []string {
 			out = append(out, fmt.Sprintf("record %d: unexpected: %s", i+1, showRecord(got[i])))
 			continue
 		case i >= len(got):
-			b, _ := transforms.EncodeJSON(nil, want[i].Payload)
-			out = append(out, fmt.Sprintf("record %d: missing: %s", i+1, b))
+			out = append(out, fmt.Sprintf("record %d: missing: %s", i+1, showWant(want[i])))
 			continue
 		}
 		for _, d := range diffRecord(want[i], got[i]) {
@@ -156,18 +264,38 @@ func compareRecords(want []config.TestRecord, got []record.Record) []string {
 	return out
 }
 
+// showWant prints an expected record: its payload, or what it gives of key, op and meta.
+func showWant(w config.TestRecord) string {
+	if w.HasPayload {
+		b, _ := codec.EncodeJSON(nil, w.Payload)
+		return string(b)
+	}
+	var parts []string
+	if w.Key != nil {
+		parts = append(parts, fmt.Sprintf("key %q", *w.Key))
+	}
+	if w.Op != "" {
+		parts = append(parts, "op "+w.Op)
+	}
+	for _, k := range slices.Sorted(maps.Keys(w.Meta)) {
+		parts = append(parts, fmt.Sprintf("meta.%s %q", k, w.Meta[k]))
+	}
+	return "a record with " + strings.Join(parts, ", ")
+}
+
+// diffRecord compares what an expected record gives (its payload, key, op, metadata) with a record.
 func diffRecord(want config.TestRecord, got record.Record) []string {
 	var out []string
-	wantDoc, err := testPayload(want.Payload)
-	if err != nil {
-		return []string{"expected payload: " + err.Error()}
-	}
-	gotDoc, err := decodePayload(got)
-	if err != nil {
-		return []string{"payload: " + err.Error()}
-	}
-	for _, d := range transforms.Diff(wantDoc, gotDoc) {
-		out = append(out, d)
+	if want.HasPayload {
+		wantDoc, err := testPayload(want.Payload)
+		if err != nil {
+			return []string{"expected payload: " + err.Error()}
+		}
+		gotDoc, err := decodePayload(got)
+		if err != nil {
+			return []string{"payload: " + err.Error()}
+		}
+		out = append(out, transforms.Diff(wantDoc, gotDoc)...)
 	}
 	if want.Key != nil && *want.Key != string(got.Key) {
 		out = append(out, fmt.Sprintf("key: want %q, got %q", *want.Key, got.Key))
@@ -191,11 +319,11 @@ func testPayload(p map[string]any) (map[string]any, error) {
 	if p == nil {
 		return nil, nil
 	}
-	b, err := transforms.EncodeJSON(nil, p)
+	b, err := codec.EncodeJSON(nil, p)
 	if err != nil {
 		return nil, err
 	}
-	return transforms.DecodeJSON(b)
+	return codec.DecodeJSON(b)
 }
 
 func decodePayload(r record.Record) (map[string]any, error) {
@@ -203,16 +331,16 @@ func decodePayload(r record.Record) (map[string]any, error) {
 	case len(r.Payload) == 0:
 		return nil, nil
 	case r.Encoding == record.EncodingBSON:
-		return transforms.DecodeBSON(r.Payload)
+		return codec.DecodeBSON(r.Payload)
 	}
-	return transforms.DecodeJSON(r.Payload)
+	return codec.DecodeJSON(r.Payload)
 }
 
 func showRecord(r record.Record) string {
 	s := string(r.Payload)
 	if r.Encoding == record.EncodingBSON {
-		if doc, err := transforms.DecodeBSON(r.Payload); err == nil {
-			if b, err := transforms.EncodeJSON(nil, doc); err == nil {
+		if doc, err := codec.DecodeBSON(r.Payload); err == nil {
+			if b, err := codec.EncodeJSON(nil, doc); err == nil {
 				s = string(b)
 			}
 		}

@@ -131,8 +131,8 @@ var wantFull = &File{
 		"input":  []any{map[string]any{"total": int64(20)}, map[string]any{"total": int64(5)}},
 		"expect": []any{map[string]any{"total": int64(20), "big": true}}}}},
 	TestCases: []*Test{{Name: "big orders pass", Pipeline: "orders-to-file",
-		Input:  []TestRecord{{Payload: map[string]any{"total": int64(20)}}, {Payload: map[string]any{"total": int64(5)}}},
-		Expect: []TestRecord{{Payload: map[string]any{"total": int64(20), "big": true}}}}},
+		Input:  []TestRecord{{HasPayload: true, Payload: map[string]any{"total": int64(20)}}, {HasPayload: true, Payload: map[string]any{"total": int64(5)}}},
+		Expect: []TestRecord{{HasPayload: true, Payload: map[string]any{"total": int64(20), "big": true}}}}},
 }
 
 var wantMinimal = &File{

@@ -1,8 +1,14 @@
 package config
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+
+	"github.com/sluicehq/sluice/transforms/codec"
 )
 
 // Test is one inline test of a connector file (top-level key tests): records fed to a pipeline's
@@ -12,16 +18,28 @@ type Test struct {
 	Pos  Pos
 	// Pipeline is the id of the pipeline whose steps (transforms, then sink_transforms) the test runs.
 	Pipeline string
-	Input    []TestRecord
-	Expect   []TestRecord
+	// Source, when set, names the source plugin whose key, op and metadata the inputs get from their
+	// payloads, as that source would give them (one of TestSources).
+	Source string
+	// Input are the records written under input, then those of the input_file.
+	Input  []TestRecord
+	Expect []TestRecord
 }
 
+// TestSources are the sources whose records `sluice test` can imitate (test key source).
+var TestSources = []string{"mongodb"}
+
 // TestRecord is one record of a test. Written as a plain object, it is the payload; written as an object
-// whose keys are among payload, key, op and meta (payload required), it sets those too.
+// whose keys are all among payload, key, op and meta, it gives those (an expected record is compared
+// only on what it gives).
 type TestRecord struct {
 	Pos Pos
+	// HasPayload is true when the record gives a payload (Payload or PayloadJSON).
+	HasPayload bool
 	// Payload is the document as JSON-ready values (Extended JSON wrappers such as {$oid: …} included).
 	Payload map[string]any
+	// PayloadJSON is the payload as written in an input_file line (Extended JSON), used as it is.
+	PayloadJSON []byte
 	// Key, Op and Meta are set when written; for expected records, only what is written is compared.
 	Key  *string
 	Op   string
@@ -29,7 +47,7 @@ type TestRecord struct {
 }
 
 var (
-	testKeys       = []string{"name", "pipeline", "input", "expect"}
+	testKeys       = []string{"name", "pipeline", "source", "input", "input_file", "expect"}
 	testRecordKeys = []string{"payload", "key", "op", "meta"}
 )
 
@@ -75,7 +93,21 @@ func (v *validator) tests(n *node, pipelines []*Pipeline) []*Test {
 				t.Pipeline = s
 			}
 		}
-		t.Input = v.testRecords(it, "input", label)
+		if c := it.fields["source"]; c != nil {
+			if s, ok := v.stringKey(c, "source"); ok {
+				if !slices.Contains(TestSources, s) {
+					v.errorf(c.pos, "%s: source %q: sluice test can give inputs the key, op and metadata of %s only%s", label, s, joinAnd(TestSources), hint(s, TestSources, "sources"))
+				}
+				t.Source = s
+			}
+		}
+		file := it.fields["input_file"]
+		if file == nil || it.fields["input"] != nil {
+			t.Input = v.testRecords(it, "input", label)
+		}
+		if file != nil {
+			t.Input = append(t.Input, v.inputFile(file, label)...)
+		}
 		t.Expect = v.testRecords(it, "expect", label)
 		out = append(out, t)
 	}
@@ -104,12 +136,14 @@ func (v *validator) testRecords(t *node, key, label string) []TestRecord {
 		}
 		r := TestRecord{Pos: it.pos}
 		if !recordForm(it) {
-			r.Payload = plain(it).(map[string]any)
+			r.Payload, r.HasPayload = plain(it).(map[string]any), true
 			recs = append(recs, r)
 			continue
 		}
 		p := it.fields["payload"]
+		r.HasPayload = p != nil
 		switch {
+		case p == nil:
 		case isNull(p):
 		case p.kind != kindMap:
 			v.errorf(p.pos, "%s: payload: want an object, got %s", where, describe(p, false))
@@ -141,9 +175,10 @@ func (v *validator) testRecords(t *node, key, label string) []TestRecord {
 	return recs
 }
 
-// recordForm reports whether a test record is written as {payload: …, key: …, op: …, meta: …}.
+// recordForm reports whether a test record is written as {payload: …, key: …, op: …, meta: …}: every key
+// is one of those (a payload whose only fields have those names is written under payload:).
 func recordForm(n *node) bool {
-	if n.fields["payload"] == nil {
+	if len(n.keys) == 0 {
 		return false
 	}
 	for _, k := range n.keys {
@@ -152,4 +187,44 @@ func recordForm(n *node) bool {
 		}
 	}
 	return true
+}
+
+// maxInputFile bounds the size of a test's input_file.
+const maxInputFile = 64 << 20
+
+// inputFile reads a test's input_file: JSON Lines, each line a payload in (Extended) JSON — a MongoDB
+// source's replay_file is one. The path is relative to the connector file.
+func (v *validator) inputFile(n *node, label string) []TestRecord {
+	name, ok := v.stringKey(n, "input_file")
+	if !ok {
+		return nil
+	}
+	path := name
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(filepath.Dir(v.path), path)
+	}
+	data, err := os.ReadFile(path)
+	switch {
+	case err != nil:
+		v.errorf(n.pos, "%s: input_file: %v", label, err)
+		return nil
+	case len(data) > maxInputFile:
+		v.errorf(n.pos, "%s: input_file %s is %d bytes; the limit is %d", label, name, len(data), maxInputFile)
+		return nil
+	}
+	var recs []TestRecord
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, maxInputFile)
+	for line := 1; sc.Scan(); line++ {
+		text := bytes.TrimSpace(sc.Bytes())
+		if len(text) == 0 {
+			continue
+		}
+		if _, err := codec.DecodeJSON(text); err != nil {
+			v.errorf(n.pos, "%s: input_file %s:%d: %v", label, name, line, err)
+			continue
+		}
+		recs = append(recs, TestRecord{Pos: Pos{File: path, Line: line, Col: 1}, HasPayload: true, PayloadJSON: bytes.Clone(text)})
+	}
+	return recs
 }

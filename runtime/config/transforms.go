@@ -56,7 +56,7 @@ func (v *validator) steps(n *node, name string) *transforms.Program {
 		for _, e := range errs {
 			pos := Pos{File: v.path, Line: e.At.Line, Col: e.At.Col}
 			if e.Column > 0 {
-				pos = v.inside(pos, exprText(steps[e.Step], e.Field), e.Column)
+				pos = v.inside(pos, exprText(steps[e.Step], e.Field, e.When), e.Column)
 			}
 			shortenPaths(e, steps[e.Step])
 			e.Step = index[e.Step]
@@ -89,7 +89,10 @@ func shortenPaths(e *transforms.Error, s transforms.Step) {
 }
 
 // exprText returns the expression a compile error is about.
-func exprText(s transforms.Step, field string) string {
+func exprText(s transforms.Step, field string, when bool) string {
+	if when {
+		return s.When.Text
+	}
 	if field == "" {
 		return s.Expr.Text
 	}
@@ -123,24 +126,56 @@ func (v *validator) inside(pos Pos, text string, col int) Pos {
 	return pos
 }
 
-// step reads one step: an object with exactly one key, the step kind. good is false when a problem was
+// step reads one step: an object with one key, the step kind, and optionally a when condition. good is false when a problem was
 // reported; usable is true when the step (perhaps with some entries left out) can still be compiled, to
 // find more problems.
 func (v *validator) step(n *node, label string) (s transforms.Step, good, usable bool) {
 	s.At = tpos(n.pos)
-	if n.kind != kindMap || len(n.keys) != 1 {
+	var kinds []string // the keys that are not when
+	if n.kind == kindMap {
+		for _, k := range n.keys {
+			if k != "when" {
+				kinds = append(kinds, k)
+			}
+		}
+	}
+	if n.kind == kindMap && len(kinds) > 1 {
+		// One step kind and a misspelled key (wen: …) is a typo, not two steps.
+		var steps, others []string
+		for _, k := range kinds {
+			if slices.Contains(stepKinds, k) {
+				steps = append(steps, k)
+			} else {
+				others = append(others, k)
+			}
+		}
+		if len(steps) == 1 {
+			for _, k := range others {
+				v.errorf(n.fields[k].key, "%s.%s: unknown key %q beside the step%s", label, steps[0], k, hint(k, []string{"when"}, "keys"))
+			}
+			return s, false, false
+		}
+	}
+	if n.kind != kindMap || len(kinds) != 1 {
 		got := describe(n, false)
 		if n.kind == kindMap {
-			got = fmt.Sprintf("an object with %d keys (%s)", len(n.keys), truncate(strings.Join(n.keys, ", "), 80))
+			got = fmt.Sprintf("an object with %d step keys (%s)", len(kinds), truncate(strings.Join(kinds, ", "), 80))
 		}
-		v.errorf(n.pos, "%s: want one step, an object with one key (%s), got %s", label, strings.Join(stepKinds, ", "), got)
+		v.errorf(n.pos, "%s: want one step, an object with one key (%s) and optionally when, got %s", label, strings.Join(stepKinds, ", "), got)
 		return s, false, false
 	}
-	k := n.keys[0]
+	k := kinds[0]
 	c := n.fields[k]
 	if !slices.Contains(stepKinds, k) {
-		v.errorf(c.key, "%s: unknown step %s%s", label, quote(k), hint(k, stepKinds, "steps"))
+		v.errorf(c.key, "%s: unknown step %s%s", label, quote(k), hint(k, append(slices.Clone(stepKinds), "when"), "steps"))
 		return s, false, false
+	}
+	if w := n.fields["when"]; w != nil {
+		e, ok := v.expr(w, label+".when")
+		if !ok {
+			return s, false, false
+		}
+		s.When = e
 	}
 	s.Kind = transforms.Kind(k)
 	label += "." + k

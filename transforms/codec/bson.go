@@ -1,4 +1,4 @@
-package transforms
+package codec
 
 import (
 	"fmt"
@@ -224,7 +224,7 @@ func bsonAppendElement(b []byte, key string, v any, depth int) ([]byte, error) {
 		}
 		return bsonAppendElement(b, key, l, depth)
 	}
-	if n, ok := toInt(v); ok {
+	if n, ok := AsInt(v); ok {
 		return bsonAppendElement(b, key, n, depth)
 	}
 	if s, ok := v.(fmt.Stringer); ok {

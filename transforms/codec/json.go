@@ -1,4 +1,4 @@
-package transforms
+package codec
 
 import (
 	"bytes"
@@ -24,6 +24,20 @@ func DecodeJSON(data []byte) (map[string]any, error) {
 	return d.document(d.value)
 }
 
+// DecodeJSONValue parses one JSON or Extended JSON value of any kind (not only an object).
+func DecodeJSONValue(data []byte) (any, error) {
+	d := jsonDecoder{data: data}
+	v, err := d.value()
+	if err != nil {
+		return nil, err
+	}
+	d.space()
+	if d.i != len(d.data) {
+		return nil, d.errorf("unexpected data after the value")
+	}
+	return v, nil
+}
+
 // document reads a whole payload, which must be one object, with read.
 func (d *jsonDecoder) document(read func() (any, error)) (map[string]any, error) {
 	d.space()
@@ -46,10 +60,10 @@ func (d *jsonDecoder) document(read func() (any, error)) (map[string]any, error)
 }
 
 type jsonDecoder struct {
-	data   []byte
-	i      int
-	depth  int
-	layout *layout // sparse decoding only
+	data    []byte
+	i       int
+	depth   int
+	changes *Changes // sparse decoding only
 }
 
 func (d *jsonDecoder) errorf(format string, args ...any) error {
@@ -533,6 +547,12 @@ func EncodeJSON(dst []byte, doc map[string]any) ([]byte, error) {
 	return e.value(dst, doc, 0)
 }
 
+// AppendJSON appends any value a document may hold (not only an object) as relaxed Extended JSON.
+func AppendJSON(dst []byte, v any) ([]byte, error) {
+	e := jsonEncoder{}
+	return e.value(dst, v, 0)
+}
+
 // EncodeCanonicalJSON is EncodeJSON in canonical Extended JSON: every number and date in its wrapper.
 func EncodeCanonicalJSON(dst []byte, doc map[string]any) ([]byte, error) {
 	e := jsonEncoder{canonical: true}
@@ -647,7 +667,7 @@ func (e *jsonEncoder) value(b []byte, v any, depth int) ([]byte, error) {
 		}
 		return e.value(b, l, depth)
 	}
-	if n, ok := toInt(v); ok {
+	if n, ok := AsInt(v); ok {
 		return e.int(b, int64(n)), nil
 	}
 	if s, ok := v.(fmt.Stringer); ok {

@@ -1,12 +1,17 @@
-package transforms
+// Package codec reads and writes the payloads transform steps work on: JSON, MongoDB Extended JSON
+// (relaxed and canonical) and BSON, all decoded into the same Go values (listed below). JSON payloads can be
+// decoded sparsely and written back patched (tree.go), so that what no step changed keeps its bytes.
+package codec
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"math"
 	"math/big"
 	"strconv"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
@@ -40,6 +45,11 @@ type ObjectID [12]byte
 // String returns the hex form.
 func (id ObjectID) String() string { return hex.EncodeToString(id[:]) }
 
+// Time returns the creation time the ObjectID holds (its first four bytes, in seconds).
+func (id ObjectID) Time() time.Time {
+	return time.Unix(int64(binary.BigEndian.Uint32(id[:4])), 0).UTC()
+}
+
 // ParseObjectID parses the 24-character hex form.
 func ParseObjectID(s string) (ObjectID, error) {
 	var id ObjectID
@@ -54,6 +64,12 @@ func ParseObjectID(s string) (ObjectID, error) {
 
 // Decimal is a MongoDB Decimal128 value, kept exactly.
 type Decimal struct{ d bson.Decimal128 }
+
+// NewDecimal returns the Decimal holding d.
+func NewDecimal(d bson.Decimal128) Decimal { return Decimal{d} }
+
+// Decimal128 returns the value in the driver's representation.
+func (d Decimal) Decimal128() bson.Decimal128 { return d.d }
 
 // ParseDecimal parses a decimal number ("19.99", "-1.5E+3", "NaN", "Infinity").
 func ParseDecimal(s string) (Decimal, error) {
@@ -104,6 +120,9 @@ func (b Binary) String() string {
 // then I.
 type Timestamp struct{ T, I uint32 }
 
+// Time returns the Timestamp's seconds as a date.
+func (t Timestamp) Time() time.Time { return time.Unix(int64(t.T), 0).UTC() }
+
 // String returns "Timestamp(T, I)".
 func (t Timestamp) String() string { return fmt.Sprintf("Timestamp(%d, %d)", t.T, t.I) }
 
@@ -131,3 +150,33 @@ func truncate(s string, n int) string {
 
 // maxDepth bounds the nesting of decoded and encoded documents.
 const maxDepth = 200
+
+// AsInt converts Go's integer types other than int (which expressions may produce through builtins) to
+// int; ok is false for other types and for values beyond int.
+func AsInt(v any) (int, bool) {
+	switch n := v.(type) {
+	case int8:
+		return int(n), true
+	case int16:
+		return int(n), true
+	case int32:
+		return int(n), true
+	case int64:
+		return int(n), true
+	case uint8:
+		return int(n), true
+	case uint16:
+		return int(n), true
+	case uint32:
+		return int(n), true
+	case uint64:
+		if n <= math.MaxInt64 {
+			return int(n), true
+		}
+	case uint:
+		if n <= math.MaxInt64 {
+			return int(n), true
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,613 @@
+package transforms
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/expr-lang/expr/vm/runtime"
+
+	"github.com/sluicehq/sluice/transforms/codec"
+)
+
+// The value model. Payload values are plain Go values (codec lists them); every operator and builtin treats
+// them the same way:
+//
+//   - nil (a missing field) is false wherever a condition is expected (filter, when, &&, ||, !, not, ?:);
+//     ==, != compare it; <, <=, >, >= with nil are false; arithmetic with nil is an error naming the field.
+//   - functions of one value give nil for nil (upper(nil) == nil); predicates (hasPrefix, contains, in,
+//     matches) are false; len(nil) is 0; the builtins that iterate (map, filter, all, sum, …) take nil as
+//     an empty array; aggregates (min, max, mean, median, sum) skip nil elements.
+//   - equality, ordering, in, sort, sortBy, min, max and uniq all use one comparison: numbers by value
+//     (a Decimal exactly against ints and floats, a float by its shortest decimal form), an ObjectID
+//     equal to its hex string and ordered by its bytes, Timestamps by (t, i), dates by instant.
+//   - Decimal arithmetic stays Decimal (decimal.go); int with int stays int; with a float, float.
+
+// argError is a function's complaint about one of its arguments; the Runner names the field the argument
+// read (values.go's call sites) when it reports it.
+type argError struct {
+	fn  string // the function's internal name (as called)
+	arg int    // the argument's index
+	msg string // what is wrong, as "is int 5, want a string"
+}
+
+func (e *argError) Error() string {
+	return fmt.Sprintf("argument %d %s", e.arg+1, e.msg)
+}
+
+// badArg returns an argError saying v is not what fn wants.
+func badArg(fn string, arg int, v any, want string) *argError {
+	return &argError{fn: fn, arg: arg, msg: fmt.Sprintf("is %s, want %s", show(v), want)}
+}
+
+// nilArg returns an argError saying argument arg of fn is nil.
+func nilArg(fn string, arg int) *argError {
+	return &argError{fn: fn, arg: arg, msg: "is nil (a missing field?)"}
+}
+
+// typeName names a value's type the way the documentation does.
+func typeName(v any) string {
+	switch v.(type) {
+	case nil:
+		return "nil"
+	case int:
+		return "int"
+	case float64:
+		return "float"
+	case string:
+		return "string"
+	case bool:
+		return "bool"
+	case map[string]any:
+		return "object"
+	case []any:
+		return "array"
+	case codec.ObjectID:
+		return "ObjectID"
+	case codec.Decimal:
+		return "Decimal"
+	case time.Time:
+		return "date"
+	case time.Duration:
+		return "duration"
+	case codec.Timestamp:
+		return "Timestamp"
+	case codec.Binary:
+		return "Binary"
+	case codec.Regex:
+		return "Regex"
+	case codec.MinKey:
+		return "MinKey"
+	case codec.MaxKey:
+		return "MaxKey"
+	case codec.Code:
+		return "Code"
+	}
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Slice:
+		return "array"
+	case reflect.Map:
+		return "object"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8,
+		reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "int"
+	case reflect.Float32, reflect.Float64:
+		return "float"
+	case reflect.String:
+		return "string"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// show prints a value with its type, shortened: `15000 (int)`, `"abc" (string)`, `{"a":1} (object)`.
+func show(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "nil"
+	case string:
+		return fmt.Sprintf("%q (string)", truncate(x, 60))
+	}
+	text, err := toText(v)
+	if err != nil {
+		text = fmt.Sprint(v)
+	}
+	return truncate(text, 60) + " (" + typeName(v) + ")"
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func opEq(args ...any) (any, error) { return equal(args[0], args[1]), nil }
+func opNe(args ...any) (any, error) { return !equal(args[0], args[1]), nil }
+
+// equal is sluice's equality.
+func equal(a, b any) bool {
+	switch x := a.(type) {
+	case string:
+		switch y := b.(type) {
+		case string:
+			return x == y
+		case codec.ObjectID:
+			return x == y.String()
+		}
+	case int:
+		switch y := b.(type) {
+		case int:
+			return x == y
+		case float64:
+			return float64(x) == y
+		}
+	case float64:
+		switch y := b.(type) {
+		case float64:
+			return x == y
+		case int:
+			return x == float64(y)
+		}
+	case bool:
+		y, ok := b.(bool)
+		return ok && x == y
+	case codec.ObjectID:
+		switch y := b.(type) {
+		case codec.ObjectID:
+			return x == y
+		case string:
+			return x.String() == y
+		}
+		return false
+	case codec.Timestamp:
+		y, ok := b.(codec.Timestamp)
+		return ok && x == y
+	case codec.Decimal:
+		c, ok := compareDecimal(x, b)
+		return ok && c == 0
+	case time.Time:
+		y, ok := b.(time.Time)
+		return ok && x.Equal(y)
+	case codec.Binary:
+		y, ok := b.(codec.Binary)
+		return ok && x.Subtype == y.Subtype && bytes.Equal(x.Data, y.Data)
+	case nil:
+		return b == nil
+	case map[string]any:
+		y, ok := b.(map[string]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for k, v := range x {
+			w, ok := y[k]
+			if !ok || !equal(v, w) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		y, ok := b.([]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for i := range x {
+			if !equal(x[i], y[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	switch b.(type) {
+	case nil:
+		return false
+	case codec.ObjectID, codec.Timestamp, codec.Decimal, time.Time, codec.Binary:
+		return equal(b, a)
+	}
+	ok, err := safe(func() bool { return runtime.Equal(normalize(a), normalize(b)) })
+	return err == nil && ok
+}
+
+// normalize turns values of named basic types (time.Month, time.Weekday, …), which methods like
+// created.Month() return, into int, float64 or string, so that they compare with literals.
+func normalize(v any) any {
+	switch v.(type) {
+	case int, float64, string, bool, nil, time.Duration:
+		return v
+	}
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return int(rv.Int())
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if u := rv.Uint(); u <= math.MaxInt64 {
+			return int(u)
+		}
+	case reflect.Float32, reflect.Float64:
+		return rv.Float()
+	case reflect.String:
+		return rv.String()
+	}
+	return v
+}
+
+// errIncomparable is returned by compare for values that have no order between them.
+var errIncomparable = errors.New("no order")
+
+// compare orders a and b: numbers (int, float, Decimal) by value, strings, dates, durations, ObjectIDs
+// (by bytes, so by creation time), Timestamps (by t, then i), bools (false first). Other pairs are
+// errIncomparable. Neither may be nil.
+func compare(a, b any) (int, error) {
+	switch x := a.(type) {
+	case int:
+		switch y := b.(type) {
+		case int:
+			return cmp3(x < y, x > y), nil
+		case float64:
+			return cmp3(float64(x) < y, float64(x) > y), nil
+		}
+	case float64:
+		switch y := b.(type) {
+		case float64:
+			return cmp3(x < y, x > y), nil
+		case int:
+			return cmp3(x < float64(y), x > float64(y)), nil
+		}
+	case string:
+		if y, ok := b.(string); ok {
+			return strings.Compare(x, y), nil
+		}
+	case codec.Decimal:
+		if c, ok := compareDecimal(x, b); ok {
+			return c, nil
+		}
+		return 0, errIncomparable
+	case codec.ObjectID:
+		if y, ok := b.(codec.ObjectID); ok {
+			return bytes.Compare(x[:], y[:]), nil
+		}
+		return 0, errIncomparable
+	case codec.Timestamp:
+		if y, ok := b.(codec.Timestamp); ok {
+			if x.T != y.T {
+				return cmp3(x.T < y.T, x.T > y.T), nil
+			}
+			return cmp3(x.I < y.I, x.I > y.I), nil
+		}
+		return 0, errIncomparable
+	case time.Time:
+		if y, ok := b.(time.Time); ok {
+			return x.Compare(y), nil
+		}
+		return 0, errIncomparable
+	case time.Duration:
+		if y, ok := b.(time.Duration); ok {
+			return cmp3(x < y, x > y), nil
+		}
+	case bool:
+		if y, ok := b.(bool); ok {
+			return cmp3(!x && y, x && !y), nil
+		}
+	}
+	if y, ok := b.(codec.Decimal); ok {
+		if c, ok := compareDecimal(y, a); ok {
+			return -c, nil
+		}
+		return 0, errIncomparable
+	}
+	na, nb := normalize(a), normalize(b)
+	if reflect.TypeOf(na) != reflect.TypeOf(a) || reflect.TypeOf(nb) != reflect.TypeOf(b) {
+		return compare(na, nb)
+	}
+	return 0, errIncomparable
+}
+
+func cmp3(less, more bool) int {
+	switch {
+	case less:
+		return -1
+	case more:
+		return 1
+	}
+	return 0
+}
+
+// order evaluates an ordering operator: false when either side is nil, an error when the two cannot be
+// ordered.
+func order(fn, op string, a, b any) (int, bool, error) {
+	if a == nil || b == nil {
+		return 0, false, nil
+	}
+	c, err := compare(a, b)
+	if err != nil {
+		return 0, false, fmt.Errorf("invalid operation: %s %s %s (%s and %s have no order)", typeName(a), op, typeName(b), show(a), show(b))
+	}
+	return c, true, nil
+}
+
+func opLt(args ...any) (any, error) {
+	c, ok, err := order("__lt", "<", args[0], args[1])
+	return ok && c < 0, err
+}
+
+func opLe(args ...any) (any, error) {
+	c, ok, err := order("__le", "<=", args[0], args[1])
+	return ok && c <= 0, err
+}
+
+func opGt(args ...any) (any, error) {
+	c, ok, err := order("__gt", ">", args[0], args[1])
+	return ok && c > 0, err
+}
+
+func opGe(args ...any) (any, error) {
+	c, ok, err := order("__ge", ">=", args[0], args[1])
+	return ok && c >= 0, err
+}
+
+func safe[T any](f func() T) (v T, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	return f(), nil
+}
+
+// arith runs an arithmetic operator on values that are not two ints or two floats.
+func arith(fn, op string, a, b any, f func(a, b any) any) (any, error) {
+	if a == nil {
+		return nil, nilArg(fn, 0)
+	}
+	if b == nil {
+		return nil, nilArg(fn, 1)
+	}
+	_, da := a.(codec.Decimal)
+	_, db := b.(codec.Decimal)
+	if da || db {
+		return decimalOp(op, a, b)
+	}
+	v, err := safe(func() any { return f(normalize(a), normalize(b)) })
+	if err != nil {
+		return nil, fmt.Errorf("invalid operation: %s %s %s", show(a), op, show(b))
+	}
+	return v, nil
+}
+
+func opAdd(args ...any) (any, error) {
+	switch x := args[0].(type) {
+	case int:
+		if y, ok := args[1].(int); ok {
+			return x + y, nil
+		}
+	case float64:
+		if y, ok := args[1].(float64); ok {
+			return x + y, nil
+		}
+	case string:
+		if y, ok := args[1].(string); ok {
+			return x + y, nil
+		}
+	}
+	return arith("__add", "+", args[0], args[1], runtime.Add)
+}
+
+func opSub(args ...any) (any, error) {
+	switch x := args[0].(type) {
+	case int:
+		if y, ok := args[1].(int); ok {
+			return x - y, nil
+		}
+	case float64:
+		if y, ok := args[1].(float64); ok {
+			return x - y, nil
+		}
+	}
+	return arith("__sub", "-", args[0], args[1], runtime.Subtract)
+}
+
+func opMul(args ...any) (any, error) {
+	switch x := args[0].(type) {
+	case int:
+		if y, ok := args[1].(int); ok {
+			return x * y, nil
+		}
+	case float64:
+		if y, ok := args[1].(float64); ok {
+			return x * y, nil
+		}
+	}
+	return arith("__mul", "*", args[0], args[1], runtime.Multiply)
+}
+
+func opDiv(args ...any) (any, error) {
+	if y, ok := args[1].(int); ok && y == 0 {
+		if _, ok := args[0].(int); ok {
+			return nil, errors.New("integer division by zero")
+		}
+	}
+	return arith("__div", "/", args[0], args[1], func(a, b any) any { return runtime.Divide(a, b) })
+}
+
+func opMod(args ...any) (any, error) {
+	if x, ok := args[0].(int); ok {
+		if y, ok := args[1].(int); ok {
+			if y == 0 {
+				return nil, errors.New("integer division by zero")
+			}
+			return x % y, nil
+		}
+	}
+	return arith("__mod", "%", args[0], args[1], func(a, b any) any { return runtime.Modulo(a, b) })
+}
+
+func opPow(args ...any) (any, error) {
+	return arith("__pow", "**", args[0], args[1], func(a, b any) any { return runtime.Exponent(a, b) })
+}
+
+func opNeg(args ...any) (any, error) {
+	switch x := args[0].(type) {
+	case int:
+		return -x, nil
+	case float64:
+		return -x, nil
+	case codec.Decimal:
+		return decimalRound("neg", x)
+	case time.Duration:
+		return -x, nil
+	case nil:
+		return nil, nilArg("__neg", 0)
+	}
+	return nil, badArg("__neg", 0, args[0], "a number")
+}
+
+// opBool is a condition: nil is false, a bool is itself, anything else is an error.
+func opBool(args ...any) (any, error) {
+	switch x := args[0].(type) {
+	case bool:
+		return x, nil
+	case nil:
+		return false, nil
+	}
+	return nil, badArg("__bool", 0, args[0], "true or false (or nil)")
+}
+
+// opIn is `x in collection`: an element of an array (sluice's equality) or a key of an object; false for
+// a nil collection.
+func opIn(args ...any) (any, error) {
+	x, coll := args[0], args[1]
+	switch c := coll.(type) {
+	case nil:
+		return false, nil
+	case []any:
+		for _, e := range c {
+			if equal(x, e) {
+				return true, nil
+			}
+		}
+		return false, nil
+	case map[string]any:
+		k, ok := x.(string)
+		if !ok {
+			return false, nil
+		}
+		_, ok = c[k]
+		return ok, nil
+	case map[string]string:
+		k, ok := x.(string)
+		if !ok {
+			return false, nil
+		}
+		_, ok = c[k]
+		return ok, nil
+	}
+	rv := reflect.ValueOf(coll)
+	if rv.Kind() == reflect.Slice {
+		for i := range rv.Len() {
+			if equal(x, rv.Index(i).Interface()) {
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+	return nil, badArg("__in", 1, coll, "an array or an object")
+}
+
+// stringOp runs a string predicate operator: false when either side is nil.
+func stringOp(fn string, f func(a, b string) bool) func(args ...any) (any, error) {
+	return func(args ...any) (any, error) {
+		if args[0] == nil || args[1] == nil {
+			return false, nil
+		}
+		a, ok := args[0].(string)
+		if !ok {
+			return nil, badArg(fn, 0, args[0], "a string")
+		}
+		b, ok := args[1].(string)
+		if !ok {
+			return nil, badArg(fn, 1, args[1], "a string")
+		}
+		return f(a, b), nil
+	}
+}
+
+// regexps caches the patterns of `matches`, which are usually constants.
+var regexps struct {
+	sync.Mutex
+	m map[string]*regexp.Regexp
+}
+
+func opMatches(args ...any) (any, error) {
+	if args[0] == nil || args[1] == nil {
+		return false, nil
+	}
+	s, ok := args[0].(string)
+	if !ok {
+		return nil, badArg("__matches", 0, args[0], "a string")
+	}
+	p, ok := args[1].(string)
+	if !ok {
+		return nil, badArg("__matches", 1, args[1], "a regular expression (a string)")
+	}
+	regexps.Lock()
+	re := regexps.m[p]
+	regexps.Unlock()
+	if re == nil {
+		var err error
+		if re, err = regexp.Compile(p); err != nil {
+			return nil, fmt.Errorf("matches: %v", err)
+		}
+		regexps.Lock()
+		if regexps.m == nil || len(regexps.m) > 1000 {
+			regexps.m = map[string]*regexp.Regexp{}
+		}
+		regexps.m[p] = re
+		regexps.Unlock()
+	}
+	return re.MatchString(s), nil
+}
+
+// opArray is the array argument of a builtin that iterates: nil is an empty array.
+func opArray(args ...any) (any, error) {
+	switch x := args[0].(type) {
+	case nil:
+		return []any{}, nil
+	case []any:
+		return x, nil
+	}
+	if reflect.ValueOf(args[0]).Kind() == reflect.Slice {
+		return args[0], nil
+	}
+	return nil, badArg("__array", 0, args[0], "an array")
+}
+
+// opGet reads fields: __get(base, "a", "b") is base?.a?.b.
+func opGet(args ...any) (any, error) {
+	cur := args[0]
+	for i := 1; i < len(args) && cur != nil; i++ {
+		name, _ := args[i].(string)
+		switch m := cur.(type) {
+		case map[string]any:
+			cur = m[name]
+		case map[string]string:
+			v, ok := m[name]
+			if !ok {
+				return nil, nil
+			}
+			cur = v
+		default:
+			v, err := safe(func() any { return runtime.Fetch(cur, name) })
+			if err != nil {
+				return nil, &argError{fn: "__get", arg: i, msg: fmt.Sprintf("is %s, not an object: it has no field %s", show(cur), name)}
+			}
+			cur = v
+		}
+	}
+	return cur, nil
+}
