@@ -22,6 +22,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/sluicehq/sluice/sdk/sdktest"
 	"github.com/sluicehq/sluice/services"
 )
 
@@ -80,25 +81,7 @@ pipelines:
 // run is one sluice process running a config in dir.
 type run struct {
 	cmd            *exec.Cmd
-	stdout, stderr lockedBuffer
-}
-
-// lockedBuffer is a strings.Builder that a running process writes while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	stdout, stderr sdktest.Output
 }
 
 func startSluice(t *testing.T, dir string, args ...string) *run {

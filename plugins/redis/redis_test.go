@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -39,27 +38,9 @@ func TestAcceptance(t *testing.T) {
 	})
 }
 
-// logBuffer collects what a buffer logs.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func open(t *testing.T, settings map[string]any, after record.Position) (*redis.Buffer, *logBuffer) {
+func open(t *testing.T, settings map[string]any, after record.Position) (*redis.Buffer, *sdktest.Output) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &sdktest.Output{}
 	b := &redis.Buffer{}
 	s := sdk.Settings{}
 	for k, v := range settings {

@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/record"
+	"github.com/sluicehq/sluice/sdk/sdktest"
 )
 
 func TestRetrierBacksOffWithJitterUnderTheCap(t *testing.T) {
@@ -91,7 +91,7 @@ func (s *hookSink) Write(ctx context.Context, b record.Batch) error {
 }
 
 // hookPipeline runs config(true, false) with a hookSink; log collects the pipeline's log.
-func hookPipeline(f *fixture, cfg Config, sink func() *hookSink) (*Pipeline, *syncBuffer) {
+func hookPipeline(f *fixture, cfg Config, sink func() *hookSink) (*Pipeline, *sdktest.Output) {
 	starter := f.starter(cfg.Sink.Atomic)
 	base := starter.plugins["t"]
 	starter.plugins["t"] = func() sdk.Plugin {
@@ -99,28 +99,11 @@ func hookPipeline(f *fixture, cfg Config, sink func() *hookSink) (*Pipeline, *sy
 		p.NewSink = func() sdk.Sink { return sink() }
 		return p
 	}
-	log := &syncBuffer{}
+	log := &sdktest.Output{}
 	if cfg.Retry.Initial == 0 {
 		cfg.Retry.Initial, cfg.Retry.Max = time.Millisecond, 10*time.Millisecond
 	}
 	return New(cfg, starter, f.store, slog.New(slog.NewTextHandler(log, nil))), log
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestGivesUpOnRepeatedTransientFailure(t *testing.T) {

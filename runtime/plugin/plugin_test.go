@@ -1,7 +1,6 @@
 package plugin
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/protocol"
 	"github.com/sluicehq/sluice/sdk/record"
+	"github.com/sluicehq/sluice/sdk/sdktest"
 )
 
 // bins holds the binaries TestMain builds: misbehave, misbehave-v2 (serves plugin protocol version 2),
@@ -60,26 +59,8 @@ func build(dir string) error {
 	return nil
 }
 
-// logBuffer is a slog text log in memory, safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// waitFor waits until the log holds text.
-func (b *logBuffer) waitFor(t *testing.T, text string) {
+// waitFor waits until the log b holds text.
+func waitFor(t *testing.T, b *sdktest.Output, text string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(b.String(), text) {
@@ -90,8 +71,8 @@ func (b *logBuffer) waitFor(t *testing.T, text string) {
 	}
 }
 
-func newLog() (*logBuffer, *slog.Logger) {
-	b := &logBuffer{}
+func newLog() (*sdktest.Output, *slog.Logger) {
+	b := &sdktest.Output{}
 	return b, slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
@@ -213,7 +194,7 @@ func TestUnknownPluginMessage(t *testing.T) {
 }
 
 // startSink discovers the binary of plugin name and starts its sink, opened with settings.
-func startSink(t *testing.T, name string, settings map[string]any, stdout *logBuffer) (*protocol.Conn, *logBuffer, error) {
+func startSink(t *testing.T, name string, settings map[string]any, stdout *sdktest.Output) (*protocol.Conn, *sdktest.Output, error) {
 	t.Helper()
 	logs, logger := newLog()
 	dir := t.TempDir()
@@ -249,7 +230,7 @@ func TestPluginCrashExplained(t *testing.T) {
 		if !strings.HasPrefix(e.Panic, "misbehave: panic in open (main.(*config).act at ") || !strings.Contains(e.Panic, "misbehave/main.go:") {
 			t.Errorf("Panic = %q", e.Panic)
 		}
-		logs.waitFor(t, `level=ERROR msg="plugin panicked" plugin=misbehave stage=sink panic="misbehave: panic in open (main.(*config).act at `)
+		waitFor(t, logs, `level=ERROR msg="plugin panicked" plugin=misbehave stage=sink panic="misbehave: panic in open (main.(*config).act at `)
 		if n := strings.Count(logs.String(), "level=ERROR"); n != 1 {
 			t.Errorf("%d error lines, want one for the panic:\n%s", n, logs)
 		}
@@ -322,26 +303,26 @@ func write(t *testing.T, conn *protocol.Conn) {
 
 func TestPluginStdout(t *testing.T) {
 	t.Run("logged", func(t *testing.T) {
-		stdout := &logBuffer{}
+		stdout := &sdktest.Output{}
 		conn, logs, err := startSink(t, "misbehave", map[string]any{"write": "stdout", "path": filepath.Join(t.TempDir(), "out")}, stdout)
 		if err != nil {
 			t.Fatal(err)
 		}
 		write(t, conn)
-		logs.waitFor(t, `level=WARN msg="plugin wrote to stdout" plugin=misbehave stage=sink line="misbehave: a line on stdout in write"`)
+		waitFor(t, logs, `level=WARN msg="plugin wrote to stdout" plugin=misbehave stage=sink line="misbehave: a line on stdout in write"`)
 		conn.Kill()
 		if stdout.String() != "" {
 			t.Errorf("the host's stdout got %q", stdout.String())
 		}
 	})
 	t.Run("forwarded", func(t *testing.T) {
-		buf := &logBuffer{}
+		buf := &sdktest.Output{}
 		conn, logs, err := startSink(t, "stdout", map[string]any{"format": "payload"}, buf)
 		if err != nil {
 			t.Fatal(err)
 		}
 		write(t, conn)
-		buf.waitFor(t, `{"seq":1}`)
+		waitFor(t, buf, `{"seq":1}`)
 		conn.Kill()
 		if buf.String() != "{\"seq\":1}\n" {
 			t.Errorf("the host's stdout got %q", buf.String())
