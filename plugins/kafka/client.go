@@ -89,7 +89,10 @@ func (c *Config) producerOpts() []kgo.Opt {
 		opts = append(opts, kgo.AllowAutoTopicCreation())
 	}
 	if c.Transactional {
-		opts = append(opts, kgo.TransactionalID(c.TransactionalID), kgo.TransactionTimeout(c.TransactionTimeout))
+		// A record still unwritten after transaction_timeout fails with the brokers' last error: by then
+		// the coordinator aborts the transaction anyway.
+		opts = append(opts, kgo.TransactionalID(c.TransactionalID), kgo.TransactionTimeout(c.TransactionTimeout),
+			kgo.RecordDeliveryTimeout(c.TransactionTimeout))
 	}
 	return opts
 }

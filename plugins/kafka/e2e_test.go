@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -171,4 +172,63 @@ func committed(t *testing.T, brokers []string, topic string, idle time.Duration)
 			return out
 		}
 	}
+}
+
+// TestPermanentFailuresStopTheRun runs the real host with two pipelines that can never succeed — a sink
+// topic that does not exist (auto_create_topics false), and records larger than max_message_bytes
+// without a dead-letter sink — and checks that the run stops by itself, failed, with messages that say
+// what and where, instead of retrying.
+func TestPermanentFailuresStopTheRun(t *testing.T) {
+	k := realKafka(t)
+	bin := services.Binaries(t, "generate", "kafka")
+	dir := t.TempDir()
+	missing := fmt.Sprintf("missing-e2e-%d", topicSeq.Add(1))
+	large := newTopic(t, k.Brokers, 1)
+	// The second source is slow: each failed write then reaches the host as the sink's answer, with its
+	// message, before the host sends another batch.
+	conf := fmt.Sprintf(`version: 1
+pipelines:
+  - id: missing-topic
+    source:
+      plugin: generate
+      settings: { count: 100 }
+    sink:
+      plugin: kafka
+      settings: { brokers: [%[1]q], topic: %[2]q }
+  - id: oversize
+    source:
+      plugin: generate
+      settings: { count: 100, rate: 10, payload_bytes: 2000 }
+    sink:
+      plugin: kafka
+      settings: { brokers: [%[1]q], topic: %[3]q, max_message_bytes: 1000 }
+`, k.Brokers[0], missing, large)
+	if err := os.WriteFile(filepath.Join(dir, "fail.yaml"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "sluice"), "run", "--data-dir", "state", "fail.yaml")
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("sluice run: %v, want exit status 1; output:\n%s", err, out)
+	}
+	for _, want := range []string{
+		fmt.Sprintf(`kafka: topic \"%s\" does not exist on the cluster at %s and auto_create_topics is false; create it or set auto_create_topics: true`, missing, k.Brokers[0]),
+		"kafka: record at position 0000000000000000 cannot be written: message of 2001 bytes (key + value + headers) is larger than max_message_bytes (1000)",
+		"2 of 2 pipelines failed",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("the output does not say %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "restarting") {
+		t.Fatalf("a permanent failure was retried:\n%s", out)
+	}
+	if topicExists(t, k.Brokers, missing) {
+		t.Fatalf("the run created %s", missing)
+	}
+	t.Logf("output:\n%s", out)
 }

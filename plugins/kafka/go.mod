@@ -3,6 +3,7 @@ module github.com/sluicehq/sluice/plugins/kafka
 go 1.26.0
 
 require (
+	github.com/expr-lang/expr v1.17.8
 	github.com/sluicehq/sluice/sdk v0.0.0
 	github.com/twmb/franz-go v1.22.2
 	github.com/twmb/franz-go/pkg/kadm v1.19.0
@@ -33,7 +34,7 @@ require (
 	github.com/oklog/run v1.1.0 // indirect
 	github.com/pierrec/lz4/v4 v4.1.33 // indirect
 	github.com/sluicehq/sluice/services v0.0.0-00010101000000-000000000000
-	github.com/twmb/franz-go/pkg/kmsg v1.15.0 // indirect
+	github.com/twmb/franz-go/pkg/kmsg v1.15.0
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.42.0 // indirect

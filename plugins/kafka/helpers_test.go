@@ -37,6 +37,9 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if pipeline := os.Getenv(envHelper); pipeline != "" {
+		midTransaction(pipeline) // the process TestRestartAfterKill kills
+	}
 	bin, remove, err := sdktest.Build("./cmd/kafka")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -60,7 +63,13 @@ func realKafka(t testing.TB) *services.Kafka {
 		if realDir, realErr = os.MkdirTemp("", "sluice-kafka-test-"); realErr != nil {
 			return
 		}
-		if realNode, realErr = services.NewKafka(filepath.Join(realDir, "kafka"), services.KafkaSCRAM(scramUser, scramPassword)); realErr != nil {
+		if realNode, realErr = services.NewKafka(filepath.Join(realDir, "kafka"), services.KafkaSCRAM(scramUser, scramPassword),
+			// ACLs, for the authorization tests: the PLAINTEXT listeners' principal (ANONYMOUS) may do
+			// anything, and so may everyone on a resource without ACLs; those tests deny the SCRAM user
+			// some resources of their own.
+			services.KafkaProperty("authorizer.class.name", "org.apache.kafka.metadata.authorizer.StandardAuthorizer"),
+			services.KafkaProperty("super.users", "User:ANONYMOUS"),
+			services.KafkaProperty("allow.everyone.if.no.acl.found", "true")); realErr != nil {
 			return
 		}
 		if realErr = realNode.Start(); realErr != nil {
@@ -107,7 +116,7 @@ func fakeBackend(t *testing.T) backend {
 	t.Helper()
 	dir := t.TempDir()
 	opts := func(ports ...int) []kfake.Opt {
-		return []kfake.Opt{kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DataDir(dir), kfake.Ports(ports...)}
+		return []kfake.Opt{kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(1), kfake.DataDir(dir), kfake.Ports(ports...)}
 	}
 	var mu sync.Mutex
 	c, err := kfake.NewCluster(opts()...)
@@ -142,7 +151,14 @@ var topicSeq atomic.Int64
 func newTopic(t testing.TB, brokers []string, partitions int32) string {
 	t.Helper()
 	name := fmt.Sprintf("t%d-%d", time.Now().UnixNano()%1e9, topicSeq.Add(1))
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	createTopic(t, name, partitions, kgo.SeedBrokers(brokers...))
+	return name
+}
+
+// createTopic creates topic name through a client with opts (the brokers, and credentials if needed).
+func createTopic(t testing.TB, name string, partitions int32, opts ...kgo.Opt) {
+	t.Helper()
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +172,6 @@ func newTopic(t testing.TB, brokers []string, partitions int32) string {
 	if err != nil {
 		t.Fatalf("creating topic %s: %v", name, err)
 	}
-	return name
 }
 
 // settingsFor returns sink settings writing to topic with a progress topic of its own.

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,6 +42,7 @@ func Plugin() sdk.Plugin {
 				Summary:      "Writes records as Kafka messages (key = record key, value = payload, headers from metadata) to a static topic or the record's route. transactional: true (default) writes each batch together with its upstream position in one transaction: exactly-once for read_committed consumers. transactional: false is an idempotent producer: at-least-once.",
 				Settings:     settings,
 				Capabilities: sdk.Capabilities{AtomicPosition: true, AtomicPositionSetting: "transactional"},
+				Rules:        rules,
 			},
 		},
 		NewSink: func() sdk.Sink { return &Sink{} },
@@ -59,10 +61,12 @@ var settings = []sdk.Setting{
 	{Name: "compression", Type: sdk.TypeString, Default: "none", Enum: []string{"none", "gzip", "snappy", "lz4", "zstd"},
 		Doc: "Compression of message batches. Default none: no CPU spent on it; lz4 or zstd trade CPU for network and disk."},
 	{Name: "batch_max_bytes", Type: sdk.TypeInt, Default: "1000000",
+		Min: strconv.Itoa(minBatchMaxBytes), Max: strconv.Itoa(maxBatchMaxBytes),
 		Doc: "Largest message batch sent to one partition, in bytes (default 1000000). Keep it below the broker's message.max.bytes."},
-	{Name: "linger", Type: sdk.TypeDuration, Default: "0s",
+	{Name: "linger", Type: sdk.TypeDuration, Default: "0s", Min: "0s",
 		Doc: "How long a partition's batch waits for more records before it is sent (default 0s). Every write ends with a flush, so this only matters within one large write."},
 	{Name: "max_message_bytes", Type: sdk.TypeInt, Default: "1000000",
+		Min: "1", Max: strconv.Itoa(maxMaxMessageBytes),
 		Doc: "Largest message (key + value + headers) the sink sends, default 1000000. A larger record goes to the pipeline's dead-letter sink, or fails the pipeline when it has none: never dropped silently. Keep it below the topic's max.message.bytes."},
 	{Name: "headers", Type: sdk.TypeList,
 		Doc: "Metadata keys written as message headers, such as [\"mongodb.coll\"]; [\"*\"] writes all of them (except sluice.route). Default: none."},
@@ -73,11 +77,12 @@ var settings = []sdk.Setting{
 	{Name: "transactional_id", Type: sdk.TypeString,
 		Doc: "The Kafka transactional id, also the key of this pipeline's progress messages. Default: \"sluice-\" + the pipeline id. Two sinks with the same id fence each other: give each deployment of a pipeline id its own."},
 	{Name: "transaction_timeout", Type: sdk.TypeDuration, Default: "1m",
-		Doc: "How long the broker lets a transaction stay open before aborting it (default 1m); a restarted sink aborts its predecessor's open transaction at once anyway. At most the broker's transaction.max.timeout.ms (15m by default)."},
+		Min: minTransactionTimeout.String(), Max: maxTransactionTimeout.String(),
+		Doc: "How long the broker lets a transaction stay open before aborting it (default 1m); a restarted sink aborts its predecessor's open transaction at once anyway. A write the brokers have not acknowledged by then fails, and the host retries it. At most the broker's transaction.max.timeout.ms (15m by default)."},
 	{Name: "progress_topic", Type: sdk.TypeString, Default: "sluice-progress",
 		Doc: "The compacted topic holding each pipeline's last written position, keyed by transactional id (default sluice-progress). Created with one partition if missing; do not repartition it."},
 	{Name: "auto_create_topics", Type: sdk.TypeBool, Default: "false",
-		Doc: "Ask brokers to create missing topics (they do when auto.create.topics.enable is on). Default false: writing to a missing topic fails the pipeline, so a mistyped route creates nothing."},
+		Doc: "Ask brokers to create missing topics (they do when auto.create.topics.enable is on). Default false: the sink creates no topic but its progress topic; a missing topic setting stops the pipeline at start, and a record routed to a missing topic goes to the dead-letter sink (without one, the pipeline stops), so a mistyped route creates nothing."},
 	{Name: "sasl_mechanism", Type: sdk.TypeString, Default: "none", Enum: []string{"none", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"},
 		Doc: "SASL authentication: none (default), PLAIN (send passwords only over TLS), SCRAM-SHA-256 or SCRAM-SHA-512."},
 	{Name: "sasl_username", Type: sdk.TypeString,
@@ -94,6 +99,30 @@ var settings = []sdk.Setting{
 		Doc: "PEM private key of tls_cert_file."},
 	{Name: "tls_server_name", Type: sdk.TypeString,
 		Doc: "The name to verify brokers' certificates against, when it differs from the host in brokers."},
+}
+
+// Bounds of numeric settings, declared in the spec (Setting.Min, Max) and checked again by ParseConfig.
+const (
+	minBatchMaxBytes   = 1024
+	maxBatchMaxBytes   = 1 << 30
+	maxMaxMessageBytes = maxBatchMaxBytes - 1024 // a message of max_message_bytes fits a batch
+	// Kafka carries the transaction timeout as int32 milliseconds (24.8 days); brokers refuse more
+	// than their transaction.max.timeout.ms (15 minutes by default).
+	minTransactionTimeout = time.Second
+	maxTransactionTimeout = 596 * time.Hour
+)
+
+// rules are the combinations of settings the sink refuses, declared so that validate reports them;
+// ParseConfig checks them again.
+var rules = []sdk.Rule{
+	{Expr: `!(transactional && acks != "all")`, Settings: []string{"acks", "transactional"},
+		Message: `acks must be "all" when transactional is true (a transaction needs every in-sync replica): remove acks, or set transactional: false`},
+	{Expr: `sasl_mechanism != "none" || (sasl_username == nil && sasl_password == nil)`, Settings: []string{"sasl_username", "sasl_password", "sasl_mechanism"},
+		Message: `sasl_username and sasl_password need a sasl_mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)`},
+	{Expr: `sasl_mechanism == "none" || (sasl_username ?? "") != ""`, Settings: []string{"sasl_mechanism", "sasl_username"},
+		Message: `a sasl_mechanism needs a sasl_username`},
+	{Expr: `(tls_cert_file == nil) == (tls_key_file == nil)`, Settings: []string{"tls_cert_file", "tls_key_file"},
+		Message: `tls_cert_file and tls_key_file go together: set both or neither`},
 }
 
 // Config holds the sink's settings; see the spec (Plugin) for each one's meaning and default.
@@ -155,15 +184,15 @@ func ParseConfig(s sdk.Settings, pipeline string) (Config, error) {
 		if err := checkTopic(c.ProgressTopic); err != nil {
 			bad("progress_topic: %v", err)
 		}
-		if c.TransactionTimeout < time.Second {
-			bad("transaction_timeout: %s is too short (at least 1s)", c.TransactionTimeout)
-		}
 	}
-	if c.BatchMaxBytes < 1024 || c.BatchMaxBytes > 1<<30 {
-		bad("batch_max_bytes: %d is outside 1024..%d", c.BatchMaxBytes, 1<<30)
+	if c.TransactionTimeout < minTransactionTimeout || c.TransactionTimeout > maxTransactionTimeout {
+		bad("transaction_timeout: %s is outside %s..%s", c.TransactionTimeout, minTransactionTimeout, maxTransactionTimeout)
 	}
-	if c.MaxMessageBytes < 1 || c.MaxMessageBytes > 1<<30-1024 {
-		bad("max_message_bytes: %d is outside 1..%d", c.MaxMessageBytes, 1<<30-1024)
+	if c.BatchMaxBytes < minBatchMaxBytes || c.BatchMaxBytes > maxBatchMaxBytes {
+		bad("batch_max_bytes: %d is outside %d..%d", c.BatchMaxBytes, minBatchMaxBytes, maxBatchMaxBytes)
+	}
+	if c.MaxMessageBytes < 1 || c.MaxMessageBytes > maxMaxMessageBytes {
+		bad("max_message_bytes: %d is outside 1..%d", c.MaxMessageBytes, maxMaxMessageBytes)
 	}
 	if c.Linger < 0 {
 		bad("linger: %s is negative", c.Linger)

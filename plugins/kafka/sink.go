@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -37,6 +39,9 @@ type Sink struct {
 	watched context.Context // the context of the last Write: the producer is closed when it ends
 	busy    bool            // a Write is running
 
+	topics     topicCache
+	unwritable map[string]string // route topic → why records routed there cannot be written, this Write
+
 	recs    []kgo.Record // reused between writes
 	pending sync.WaitGroup
 	errMu   sync.Mutex
@@ -47,10 +52,12 @@ type Sink struct {
 	beforeCommit func()
 }
 
-// Open checks the settings, connects, and for a transactional sink creates the progress topic if it is
-// missing and initialises the transactional producer, which fences any earlier instance with the same
-// transactional id and aborts the transaction it left open. Errors about settings wrap
-// sdk.ErrInvalidSettings; any other error (brokers unreachable) lets the host retry.
+// Open checks the settings, connects, checks that the topic setting names a topic that exists (unless
+// auto_create_topics is on), and for a transactional sink creates the progress topic if it is missing
+// and initialises the transactional producer, which fences any earlier instance with the same
+// transactional id and ends the transaction it left open. Errors about settings wrap
+// sdk.ErrInvalidSettings, errors no retry heals (a missing topic, failed authentication, no permission)
+// sdk.ErrPermanent; any other error (brokers unreachable) lets the host retry.
 func (s *Sink) Open(ctx context.Context, req sdk.OpenRequest) error {
 	cfg, err := ParseConfig(req.Settings, req.Pipeline)
 	if err != nil {
@@ -65,7 +72,7 @@ func (s *Sink) Open(ctx context.Context, req sdk.OpenRequest) error {
 	}
 	if err := s.open(ctx); err != nil {
 		s.release() // the host may not call Close after a failed Open
-		return err
+		return s.classify(err)
 	}
 	return nil
 }
@@ -75,22 +82,46 @@ func (s *Sink) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := s.checkTopic(ctx, cl); err != nil {
+		return err
+	}
 	if !s.cfg.Transactional {
-		if err := cl.Ping(ctx); err != nil {
-			return fmt.Errorf("kafka: reaching brokers %v: %w", s.cfg.Brokers, err)
-		}
 		return nil
 	}
 	s.progressKey = []byte(s.cfg.TransactionalID)
-	n, err := ensureProgressTopic(ctx, cl, s.cfg.ProgressTopic)
+	n, err := ensureProgressTopic(ctx, cl, &s.cfg)
 	if err != nil {
 		return err
 	}
 	s.progressPart = progressPartition(s.progressKey, n)
-	if _, _, err := cl.ProducerID(ctx); err != nil {
-		return s.describe(fmt.Errorf("kafka: initialising the transactional producer %q: %w", s.cfg.TransactionalID, err))
+	return fence(ctx, cl, &s.cfg, s.log)
+}
+
+// checkTopic checks that the topic setting names a topic that exists, when the sink may not have it
+// created; without a topic setting (every record routed) it checks that the brokers answer.
+func (s *Sink) checkTopic(ctx context.Context, cl *kgo.Client) error {
+	if s.cfg.Topic == "" || s.cfg.AutoCreateTopics {
+		if err := cl.Ping(ctx); err != nil {
+			return fmt.Errorf("kafka: reaching brokers %s: %w", s.cfg.brokerList(), err)
+		}
+		return nil
 	}
-	return nil
+	infos, err := lookupTopics(ctx, cl, []string{s.cfg.Topic})
+	if err == nil {
+		err = confirmMissing(ctx, cl, infos, func(string) bool { return true })
+	}
+	if err != nil {
+		return fmt.Errorf("kafka: looking up topic %q at %s: %w", s.cfg.Topic, s.cfg.brokerList(), err)
+	}
+	s.topics.update(infos, time.Now())
+	switch err := infos[s.cfg.Topic].err; {
+	case err == nil:
+		return nil
+	case errors.Is(err, kerr.UnknownTopicOrPartition):
+		return sdk.Permanent(s.cfg.missingTopicError(s.cfg.Topic))
+	default:
+		return fmt.Errorf("kafka: topic %q: %w", s.cfg.Topic, err)
+	}
 }
 
 // client returns the producer, creating it (and, when transactional, not yet initialising it) if needed.
@@ -179,40 +210,128 @@ func (s *Sink) Checkpoint(ctx context.Context) (record.Position, error) {
 	}
 	pos, err := readProgress(ctx, cl, &s.cfg, s.log, s.progressPart, s.progressKey)
 	if err != nil {
-		return nil, s.describe(err)
+		return nil, s.classify(err)
 	}
 	return pos, nil
 }
 
 // Write writes the batch's records and, when transactional, batch.Position to the progress topic, in one
-// transaction. Records larger than max_message_bytes, or routed to an impossible topic name, are
-// rejected (returned in a *sdk.RejectError after everything else is committed) when the pipeline has a
-// dead-letter sink, and fail the write, writing nothing, when it has none. Any other failure returns an
-// error with nothing committed; the host then restarts the sink, which resumes from Checkpoint.
+// transaction. Records that can never be written — larger than max_message_bytes, routed to a name Kafka
+// does not allow as a topic or (auto_create_topics false) to a topic that does not exist, or without a
+// topic at all — are rejected (returned in a *sdk.RejectError after everything else is committed) when
+// the pipeline has a dead-letter sink, and fail the write with a permanent error naming the first such
+// record, writing nothing, when it has none. Any other failure returns an error with nothing committed
+// (permanent when no retry can heal it, see classify); the host then restarts the sink, which resumes
+// from Checkpoint.
 func (s *Sink) Write(ctx context.Context, batch record.Batch) error {
-	msgs, rejects, err := s.messages(batch)
-	if err != nil {
-		return err
-	}
-	if len(rejects) > 0 && !s.deadLetter {
-		r := rejects[0]
-		return fmt.Errorf("kafka: record at position %x cannot be written: %s (the pipeline has no dead-letter sink, so the batch is not written)",
-			[]byte(batch.Records[r.Index].Position), r.Reason)
-	}
 	cl, err := s.enter(ctx)
 	if err != nil {
 		return err
 	}
 	defer s.leave(ctx)
+	if err := s.checkRoutes(ctx, cl, batch); err != nil {
+		return s.classify(err)
+	}
+	msgs, rejects := s.messages(batch)
+	if len(rejects) > 0 && !s.deadLetter {
+		return unwritable(batch, rejects)
+	}
 	if err := s.write(ctx, cl, msgs, batch.Position); err != nil {
-		// Whatever the client still holds refers to the batch's memory, and a failed transaction leaves
-		// the producer in a state only a new one fixes: close it; the host restarts the stage.
+		// Abort the transaction, so that it does not hold read_committed consumers back until the
+		// restarted sink (or, if the pipeline stops, transaction_timeout) ends it. Whatever the client
+		// still holds refers to the batch's memory, and a failed transaction leaves the producer in a
+		// state only a new one fixes: close it; the host restarts the stage. A topic may have been
+		// deleted: look topics up again.
+		s.abort(ctx, cl)
 		s.release()
 		s.pending.Wait()
-		return s.describe(err)
+		s.topics.forgetKnown()
+		return s.classify(err)
 	}
 	if len(rejects) > 0 {
 		return &sdk.RejectError{Rejections: rejects}
+	}
+	return nil
+}
+
+// abortTimeout bounds the abort of a failed transaction: when the brokers do not answer, the restarted
+// sink aborts it when it fences this one.
+const abortTimeout = 5 * time.Second
+
+// abort drops what the producer still buffers and aborts the open transaction, if any, best effort.
+func (s *Sink) abort(ctx context.Context, cl *kgo.Client) {
+	if !s.cfg.Transactional {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
+	defer cancel()
+	if err := cl.AbortBufferedRecords(ctx); err != nil {
+		return
+	}
+	if err := cl.EndTransaction(ctx, kgo.TryAbort); err != nil {
+		s.log.Debug("kafka: aborting the failed transaction", "err", err)
+	}
+}
+
+// unwritable is the error of a Write that cannot write some records and has no dead-letter sink to send
+// them to: permanent, naming the first record by its position.
+func unwritable(batch record.Batch, rejects []sdk.Rejection) error {
+	r := rejects[0]
+	more := ""
+	switch n := len(rejects) - 1; {
+	case n == 1:
+		more = " (and 1 more record of the batch cannot be written)"
+	case n > 1:
+		more = fmt.Sprintf(" (and %d more records of the batch cannot be written)", n)
+	}
+	return sdk.Permanentf("kafka: record at position %x cannot be written: %s%s; the pipeline has no dead-letter sink (dlq:) to send it to, so the batch is not written",
+		[]byte(batch.Records[r.Index].Position), r.Reason, more)
+}
+
+// checkRoutes looks up the topics the batch's records are routed to that the sink does not know yet,
+// when auto_create_topics is false, and notes in s.unwritable the ones that do not exist (or that it may
+// not describe). A topic found missing for the first time is confirmed (confirmMissing); one found
+// missing less than missingRecheck ago is not asked about again.
+func (s *Sink) checkRoutes(ctx context.Context, cl *kgo.Client, batch record.Batch) error {
+	clear(s.unwritable)
+	if s.cfg.AutoCreateTopics {
+		return nil
+	}
+	var ask []string
+	now := time.Now()
+	for i := range batch.Records {
+		r := &batch.Records[i]
+		route, ok := r.Meta.Get(record.MetaRoute)
+		if !ok || r.Op == record.OpHeartbeat || s.topics.isKnown(route) || slices.Contains(ask, route) {
+			continue
+		}
+		if _, noted := s.unwritable[route]; noted || checkTopic(route) != nil { // messages rejects bad names
+			continue
+		}
+		if s.unwritable == nil {
+			s.unwritable = map[string]string{}
+		}
+		if s.topics.recentlyMissing(route, now) {
+			s.unwritable[route] = s.cfg.routeProblem(route, topicInfo{err: kerr.UnknownTopicOrPartition})
+			continue
+		}
+		ask = append(ask, route)
+	}
+	if len(ask) == 0 {
+		return nil
+	}
+	infos, err := lookupTopics(ctx, cl, ask)
+	if err == nil {
+		err = confirmMissing(ctx, cl, infos, func(t string) bool { _, before := s.topics.missing[t]; return !before })
+	}
+	if err != nil {
+		return fmt.Errorf("kafka: looking up the topics records are routed to (%s): %w", strings.Join(ask, ", "), err)
+	}
+	s.topics.update(infos, now)
+	for _, t := range ask {
+		if i := infos[t]; errors.Is(i.err, kerr.UnknownTopicOrPartition) || errors.Is(i.err, kerr.TopicAuthorizationFailed) {
+			s.unwritable[t] = s.cfg.routeProblem(t, i)
+		}
 	}
 	return nil
 }
@@ -264,19 +383,37 @@ func (s *Sink) produce(ctx context.Context, cl *kgo.Client, r *kgo.Record) {
 	})
 }
 
-// firstErrors keeps an error message readable when a thousand records failed the same way.
+// firstErrors keeps an error message readable when a thousand records failed: each distinct error once,
+// with the number of records it concerns, at most three of them.
 func firstErrors(errs []error) error {
-	if len(errs) <= 3 {
-		return errors.Join(errs...)
+	var distinct []error
+	count := map[string]int{}
+	for _, e := range errs {
+		if count[e.Error()] == 0 {
+			distinct = append(distinct, e)
+		}
+		count[e.Error()]++
 	}
-	return fmt.Errorf("%w (and %d more)", errors.Join(errs[:3]...), len(errs)-3)
+	shown := make([]error, 0, 3)
+	for _, e := range distinct[:min(3, len(distinct))] {
+		if n := count[e.Error()]; n > 1 {
+			e = fmt.Errorf("%w (%d records)", e, n)
+		}
+		shown = append(shown, e)
+	}
+	err := errors.Join(shown...)
+	if more := len(distinct) - len(shown); more > 0 {
+		err = fmt.Errorf("%w (and %d other errors)", err, more)
+	}
+	return err
 }
 
 // messages turns the batch's data records into Kafka messages (aliasing the batch's memory) and lists
 // the records that can never be written.
-func (s *Sink) messages(batch record.Batch) ([]kgo.Record, []sdk.Rejection, error) {
+func (s *Sink) messages(batch record.Batch) ([]kgo.Record, []sdk.Rejection) {
 	s.recs = s.recs[:0]
 	var rejects []sdk.Rejection
+	reject := func(i int, reason string) { rejects = append(rejects, sdk.Rejection{Index: i, Reason: reason}) }
 	allHeaders := slices.Contains(s.cfg.Headers, "*")
 	for i := range batch.Records {
 		r := &batch.Records[i]
@@ -286,13 +423,18 @@ func (s *Sink) messages(batch record.Batch) ([]kgo.Record, []sdk.Rejection, erro
 		topic := s.cfg.Topic
 		if route, ok := r.Meta.Get(record.MetaRoute); ok {
 			if err := checkTopic(route); err != nil {
-				rejects = append(rejects, sdk.Rejection{Index: i, Reason: "route: " + err.Error()})
+				reject(i, "route: "+err.Error())
+				continue
+			}
+			if problem, ok := s.unwritable[route]; ok {
+				reject(i, problem)
 				continue
 			}
 			topic = route
 		}
 		if topic == "" {
-			return nil, nil, fmt.Errorf("kafka: record at position %x has no route and the topic setting is empty", []byte(r.Position))
+			reject(i, "it has no route ("+record.MetaRoute+") and the topic setting is empty")
+			continue
 		}
 		m := kgo.Record{Topic: topic, Key: r.Key, Value: r.Payload}
 		if len(r.Key) == 0 {
@@ -310,22 +452,12 @@ func (s *Sink) messages(batch record.Batch) ([]kgo.Record, []sdk.Rejection, erro
 			size += len(f.Key) + len(f.Value)
 		}
 		if size > s.cfg.MaxMessageBytes {
-			rejects = append(rejects, sdk.Rejection{Index: i,
-				Reason: fmt.Sprintf("message of %d bytes (key + value + headers) is larger than max_message_bytes (%d)", size, s.cfg.MaxMessageBytes)})
+			reject(i, fmt.Sprintf("message of %d bytes (key + value + headers) is larger than max_message_bytes (%d)", size, s.cfg.MaxMessageBytes))
 			continue
 		}
 		s.recs = append(s.recs, m)
 	}
-	return s.recs, rejects, nil
-}
-
-// describe turns the errors a fenced producer gets into one that says what happened.
-func (s *Sink) describe(err error) error {
-	if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) {
-		return fmt.Errorf("kafka: fenced: another sink with transactional id %q (another instance of this pipeline) has started, so this one stops: %w",
-			s.cfg.TransactionalID, err)
-	}
-	return err
+	return s.recs, rejects
 }
 
 // Close closes the producer. An open transaction cannot exist here: Write commits or fails.
