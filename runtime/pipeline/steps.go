@@ -154,6 +154,12 @@ func (d *deadLetters) send(ctx context.Context, recs []record.Record) error {
 	d.waiting.Store(time.Now().UnixNano())
 	defer d.waiting.Store(0)
 	if err := d.out.Send(protocol.NewBatch(recs, nil)); err != nil {
+		if errors.Is(err, protocol.ErrStreamEnded) {
+			// The sink ended the stream: its reason is on the receiving side.
+			if _, rerr := d.out.RecvAck(); rerr != nil && rerr != io.EOF {
+				err = rerr
+			}
+		}
 		return d.st.fail("writing", err)
 	}
 	for {
