@@ -178,7 +178,7 @@ func (s *sender) post(p Payload) {
 		return
 	}
 	o := &s.n.opts
-	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(o.RetryInitial), backoff.WithMaxInterval(o.RetryMax),
+	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(o.RetryInitial), backoff.WithMultiplier(2), backoff.WithMaxInterval(o.RetryMax),
 		backoff.WithMaxElapsedTime(o.GiveUpAfter))
 	attempts := 0
 	err = backoff.RetryNotify(func() error {

@@ -180,7 +180,7 @@ func TestReload(t *testing.T) {
 	summary := syncString(stdout)
 	for _, want := range []string{
 		`pipeline keep: stopped — \d+ records read .*, at-least-once → keep.jsonl\n`,
-		`pipeline change: stopped — \d+ records read .*, at-least-once, restarted 1 times by reload → change.jsonl\n`,
+		`pipeline change: stopped — \d+ records read .*, at-least-once, restarted once by reload → change.jsonl\n`,
 		`pipeline remove: stopped \(removed by reload\) — \d+ records read .* → remove.jsonl\n`,
 		`pipeline add: stopped — \d+ records read .* → add.jsonl\n`,
 	} {
@@ -265,7 +265,7 @@ pipelines:
 		t.Fatal(err)
 	}
 	code, _ := waitExit(t, cmd, 60*time.Second, stdout, stderr)
-	if code != 0 || !regexp.MustCompile(`pipeline p: stopped — .*, restarted 1 times by reload`).MatchString(syncString(stdout)) {
+	if code != 0 || !regexp.MustCompile(`pipeline p: stopped — .*, restarted once by reload`).MatchString(syncString(stdout)) {
 		t.Fatalf("exit %d\n%s\n%s", code, syncString(stdout), syncString(stderr))
 	}
 }

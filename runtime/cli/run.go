@@ -381,7 +381,10 @@ func summary(e *entry) string {
 	if dead > 0 {
 		c += fmt.Sprintf(", %d dead letters", dead)
 	}
-	if n := len(e.runs) - 1; n > 0 {
+	switch n := len(e.runs) - 1; {
+	case n == 1:
+		c += ", restarted once by reload"
+	case n > 1:
 		c += fmt.Sprintf(", restarted %d times by reload", n)
 	}
 	if path, ok := cur.cfg.Sink.Settings["path"].(string); ok {
