@@ -26,6 +26,10 @@ var (
 	// ErrPermanent marks an error that no retry can fix although the settings are well formed. Use
 	// Permanent to mark an error without changing its message.
 	ErrPermanent = errors.New("permanent error")
+	// ErrHistoryLost marks a permanent error of a source whose stored position can no longer be read from
+	// (a MongoDB resume token that has left the oplog): records are lost unless someone acts. The host
+	// reports it as a history_lost alert. Use HistoryLost to mark an error.
+	ErrHistoryLost = errors.New("history lost")
 )
 
 // Permanent marks err as permanent: errors.Is(Permanent(err), ErrPermanent) is true and its message is
@@ -40,6 +44,15 @@ func Permanent(err error) error {
 // Permanentf is Permanent(fmt.Errorf(format, args...)).
 func Permanentf(format string, args ...any) error {
 	return Permanent(fmt.Errorf(format, args...))
+}
+
+// HistoryLost marks err as permanent and as history lost (ErrHistoryLost) without changing its message.
+// HistoryLost(nil) is nil.
+func HistoryLost(err error) error {
+	if err == nil {
+		return nil
+	}
+	return classified{Permanent(err), ErrHistoryLost}
 }
 
 // InvalidSettings marks err as a settings error (ErrInvalidSettings) without changing its message.

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -135,7 +136,7 @@ func (o *opened) close(ctx context.Context, closeFn func(context.Context) error)
 // toStatus turns a plugin error into a gRPC status the host maps back to the error's class (see
 // sluice.proto, "Errors"): ErrInvalidSettings → InvalidArgument, ErrPermanent → FailedPrecondition,
 // cancellation → Canceled or DeadlineExceeded, anything else → Unknown (transient). The message is the
-// error's own.
+// error's own. ErrHistoryLost adds an ErrorInfo detail with reason ReasonHistoryLost.
 func toStatus(err error) error {
 	if err == nil {
 		return nil
@@ -147,7 +148,13 @@ func toStatus(err error) error {
 	case errors.Is(err, ErrInvalidSettings):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, ErrPermanent):
-		return status.Error(codes.FailedPrecondition, err.Error())
+		st := status.New(codes.FailedPrecondition, err.Error())
+		if errors.Is(err, ErrHistoryLost) {
+			if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonHistoryLost, Domain: ErrorDomain}); derr == nil {
+				st = d
+			}
+		}
+		return st.Err()
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
@@ -155,6 +162,12 @@ func toStatus(err error) error {
 	}
 	return status.Error(codes.Unknown, err.Error())
 }
+
+// The ErrorInfo detail that marks a FAILED_PRECONDITION status as ErrHistoryLost on the wire.
+const (
+	ErrorDomain       = "sluice"
+	ReasonHistoryLost = "HISTORY_LOST"
+)
 
 // protocolError reports a breach of the protocol by the host or the plugin: a bug, which no retry fixes.
 func protocolError(format string, args ...any) error {

@@ -147,8 +147,8 @@ func TestHistoryLost(t *testing.T) {
 			s.lastEmitted = stored.token
 			err := s.historyLost(ctx, stored, lost)
 			if tc.wantErr != "" {
-				if !errors.Is(err, sdk.ErrPermanent) || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "shop.lost") {
-					t.Fatalf("err = %v, want a permanent error naming the collection and %q", err, tc.wantErr)
+				if !errors.Is(err, sdk.ErrPermanent) || !errors.Is(err, sdk.ErrHistoryLost) || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "shop.lost") {
+					t.Fatalf("err = %v, want a permanent, history-lost error naming the collection and %q", err, tc.wantErr)
 				}
 				return
 			}

@@ -427,16 +427,16 @@ func (s *Source) historyLost(ctx context.Context, from start, cause error) error
 			"scope", s.scope(), "lost_from", from.String(), "start_at", s.cfg.StartAt, "err", cause)
 		s.lastEmitted = nil
 		if from.at != nil && s.startAt.at != nil && *from.at == *s.startAt.at {
-			return sdk.Permanentf("mongodb: start_at %s is no longer in the oplog of %s either (%v); set a later start_at or on_history_lost: latest", s.cfg.StartAt, s.scope(), cause)
+			return sdk.HistoryLost(fmt.Errorf("mongodb: start_at %s is no longer in the oplog of %s either (%v); set a later start_at or on_history_lost: latest", s.cfg.StartAt, s.scope(), cause))
 		}
 		return s.watch(ctx, s.startAt, false)
 	}
-	return sdk.Permanentf("mongodb: the change stream on %s cannot resume %s: that point is no longer in the oplog (%v). "+
+	return sdk.HistoryLost(fmt.Errorf("mongodb: the change stream on %s cannot resume %s: that point is no longer in the oplog (%v). "+
 		"The changes made between it and the oldest oplog entry can no longer be read from a change stream, so the pipeline stopped instead of skipping them. To recover: "+
 		"(1) if those changes matter, re-copy the data: run `sluice reset PIPELINE` with snapshot: initial, or copy it another way; "+
 		"(2) to continue from now, run `sluice reset PIPELINE` (or set on_history_lost: latest), or from a time still in the oplog with start_at: TIME and on_history_lost: timestamp; "+
 		"(3) so it does not happen again, enlarge the oplog (replSetResizeOplog, or oplogMinRetentionHours), keep heartbeat_interval on, and alert on pipeline lag",
-		s.scope(), from, cause)
+		s.scope(), from, cause))
 }
 
 // Read returns the next change events, up to the batch size, or a heartbeat when the stream has been

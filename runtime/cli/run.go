@@ -12,24 +12,37 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluicehq/sluice/runtime/alert"
 	"github.com/sluicehq/sluice/runtime/config"
 	"github.com/sluicehq/sluice/runtime/pipeline"
+	"github.com/sluicehq/sluice/runtime/plugin"
 	"github.com/sluicehq/sluice/runtime/state"
 )
 
 // DefaultDataDir is where the host keeps its state store unless a file or --data-dir says otherwise.
 const DefaultDataDir = ".sluice"
 
+// runOptions are run's flags.
+type runOptions struct {
+	dataDir      string
+	drainTimeout time.Duration
+	watch        bool
+	instance     string
+}
+
 func runCmd(g *globals) *cobra.Command {
-	var dataDir string
-	var drainTimeout time.Duration
+	var o runOptions
 	cmd := &cobra.Command{
 		Use:   "run FILE...",
 		Short: "run the pipelines in the connector files",
 		Long: `run starts every pipeline in the files and runs them until their sources are done or a signal stops
 them. SIGINT or SIGTERM drains: reading stops, what is in flight is delivered and acknowledged, positions are
 stored and the plugins stop. A second signal stops at once (nothing is lost: unacknowledged records are read
-again next time).`,
+again next time).
+
+SIGHUP (and, with --watch, a change to one of the files) reloads the files: pipelines added start, pipelines
+removed drain and stop, pipelines whose configuration changed drain and start again from their stored
+positions, the others run on untouched. Files with a problem are rejected as a whole, and nothing changes.`,
 		Args: usage(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithCancel(cmd.Context())
@@ -42,7 +55,7 @@ again next time).`,
 			if err != nil {
 				return err
 			}
-			dir := dataDir
+			dir := o.dataDir
 			if dir == "" {
 				dir = files[0].DataDir
 			}
@@ -54,157 +67,350 @@ again next time).`,
 				return ExitError{ExitFailure, err}
 			}
 			defer store.Close()
-			return run(ctx, cancel, g, files, c, store, drainTimeout)
+			if o.instance == "" {
+				o.instance, _ = os.Hostname()
+			}
+			return run(ctx, cancel, g, args, files, c, store, o)
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", "", "directory for the host's state store (default: the file's data_dir, else .sluice)")
-	cmd.Flags().DurationVar(&drainTimeout, "drain-timeout", 30*time.Second, "how long a graceful stop waits for in-flight records before stopping hard")
+	cmd.Flags().StringVar(&o.dataDir, "data-dir", "", "directory for the host's state store (default: the file's data_dir, else .sluice)")
+	cmd.Flags().DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "how long a graceful stop waits for in-flight records before stopping hard")
+	cmd.Flags().BoolVar(&o.watch, "watch", false, "reload the connector files when they change (as SIGHUP does)")
+	cmd.Flags().StringVar(&o.instance, "instance", "", "the name of this sluice process in alerts (default: the host name)")
 	return cmd
-}
-
-type running struct {
-	file *config.File
-	cfg  pipeline.Config
-	p    *pipeline.Pipeline
-	err  error
-	// begun is when Run was called; the summary's duration counts from the pipeline's start instead when
-	// it started.
-	begun, ended time.Time
-	done         chan struct{}
 }
 
 // stopGrace is how long run waits, after stopping pipelines at once, for them to return before it gives
 // up on them: every call into a plugin is bounded, so this only fires on a bug, and sluice still exits.
 const stopGrace = 15 * time.Second
 
-func run(ctx context.Context, cancel context.CancelFunc, g *globals, files []*config.File, starter pipeline.Starter,
-	store pipeline.Store, drainTimeout time.Duration) error {
-	var all []*running
+// instance is one run of a pipeline. A reload that changes a pipeline stops its instance and starts
+// another; the summary adds them up.
+type instance struct {
+	cfg pipeline.Config
+	// fp is the fingerprint of the resolved configuration it runs (see fingerprint).
+	fp     string
+	p      *pipeline.Pipeline
+	cancel context.CancelFunc // stops it at once
+	// Set before Run, read after done is closed (or after the stop grace ran out).
+	begun time.Time
+	err   error
+	ended time.Time
+	done  chan struct{}
+	// The supervisor's loop alone reads and writes these.
+	finished bool // its end was handled
+	replaced bool // a reload changed it: the entry's next instance starts when it ends
+	removed  bool // a reload removed it
+}
+
+// entry is a pipeline id over the life of the process: the instances that ran it, the last one current.
+type entry struct {
+	id   string
+	runs []*instance
+	// next starts when the current instance has ended (a reload changed the pipeline); nil otherwise.
+	next *instance
+	// file is the file the pipeline is in now; nil after a reload removed it.
+	file *config.File
+}
+
+func (e *entry) current() *instance { return e.runs[len(e.runs)-1] }
+
+// supervisor runs the set of pipelines, which reloads change while it runs. Its loop (run) owns the set;
+// Statuses may be called from any goroutine.
+type supervisor struct {
+	g            *globals
+	catalog      *plugin.Catalog
+	store        pipeline.Store
+	paths        []string
+	drainTimeout time.Duration
+	alerts       *alert.Notifier
+	ctx          context.Context // cancelled to stop every pipeline at once
+	cancel       context.CancelFunc
+
+	mu      sync.Mutex // guards entries and order, for Statuses
+	entries map[string]*entry
+	order   []string // ids in the order they were first started
+
+	// Owned by the loop.
+	files    []*config.File
+	live     int // instances whose end has not been handled
+	draining bool
+	ended    chan *instance
+	quit     chan struct{} // closed when the loop returns
+}
+
+func run(ctx context.Context, cancel context.CancelFunc, g *globals, paths []string, files []*config.File, c *plugin.Catalog,
+	store pipeline.Store, o runOptions) error {
+	ua := "sluice"
+	if Version != "" {
+		ua += "/" + Version
+	}
+	s := &supervisor{g: g, catalog: c, store: store, paths: paths, drainTimeout: o.drainTimeout, ctx: ctx, cancel: cancel,
+		alerts:  alert.New(alert.Options{Instance: o.instance, UserAgent: ua, Logger: g.logger}),
+		entries: map[string]*entry{}, ended: make(chan *instance), quit: make(chan struct{})}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	s.files = files
+	s.alerts.Route(alertRoutes(files))
 	for _, f := range files {
 		for _, pc := range f.Pipelines {
-			cfg := pipelineConfig(pc)
-			all = append(all, &running{file: f, cfg: cfg, p: pipeline.New(cfg, starter, store, g.logger), done: make(chan struct{})})
+			s.add(pc, f)
 		}
 	}
-	drainAll := func() {
-		for _, r := range all {
-			r.p.Drain()
-		}
+	background, stopBackground := context.WithCancel(context.Background())
+	defer stopBackground()
+	go s.alerts.Watch(background, s.Statuses)
+	var changed chan string
+	if o.watch {
+		changed = make(chan string)
+		go watchFiles(background, paths, watchInterval, changed)
 	}
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	hardStop := make(chan struct{}) // closed when the pipelines are told to stop at once
-	go func() {
-		select {
-		case s := <-sigs:
-			g.logger.Info("stopping: draining pipelines (signal again to stop at once)", "signal", s.String(),
-				"drain_timeout", drainTimeout.String())
-			drainAll()
-		case <-ctx.Done():
-			return
-		}
-		select {
-		case <-sigs:
-			g.logger.Warn("stopping at once")
-		case <-time.After(drainTimeout):
-			g.logger.Warn("drain timed out; stopping at once", "timeout", drainTimeout.String())
-		case <-ctx.Done():
-			return
-		}
-		close(hardStop)
-		cancel()
-	}()
+	// ---- The lead wires the HTTP server (/metrics, /healthz, /readyz, /api/pipelines, the status page) and
+	// the progress line in here: they read s.Statuses, and stop with stopBackground. ----
 
-	allDone := make(chan struct{})
-	var wg sync.WaitGroup
-	for _, r := range all {
-		wg.Go(func() {
-			defer close(r.done)
-			r.begun = time.Now()
-			r.err = r.p.Run(ctx)
-			r.ended = time.Now()
-			if r.err != nil && !errors.Is(r.err, pipeline.ErrStopped) {
-				g.logger.Error("pipeline failed", "pipeline", r.cfg.ID, "err", r.err)
-				if r.file.FailFast {
-					g.logger.Warn("fail_fast is set: stopping the other pipelines", "failed", r.cfg.ID)
-					drainAll()
-				}
-			}
-		})
-	}
-	go func() {
-		wg.Wait()
-		close(allDone)
-	}()
-	select {
-	case <-allDone:
-	case <-hardStop:
-		select {
-		case <-allDone:
-		case <-time.After(stopGrace):
-			for _, r := range all {
-				select {
-				case <-r.done:
-				default:
-					g.logger.Error("pipeline did not stop in time; exiting anyway (its plugin processes die with sluice)",
-						"pipeline", r.cfg.ID, "grace", stopGrace.String())
-				}
+	s.loop(sigs, changed)
+	close(s.quit)
+	stopBackground()
+
+	failed, total := 0, 0
+	s.mu.Lock()
+	for _, id := range s.order {
+		e := s.entries[id]
+		for _, in := range e.runs {
+			select {
+			case <-in.done:
+			default:
+				in.err, in.ended = fmt.Errorf("did not stop within %s of being told to stop at once", stopGrace), time.Now()
 			}
 		}
-	}
-
-	failed := 0
-	for _, r := range all {
-		select {
-		case <-r.done:
-		default:
-			r.err, r.ended = fmt.Errorf("did not stop within %s of being told to stop at once", stopGrace), time.Now()
-		}
-		if r.err != nil && !errors.Is(r.err, pipeline.ErrStopped) {
+		total++
+		if cur := e.current(); !cur.removed && cur.err != nil && !errors.Is(cur.err, pipeline.ErrStopped) {
 			failed++
 		}
-		fmt.Fprintln(g.stdout, summary(r))
+		fmt.Fprintln(g.stdout, summary(e))
 	}
+	s.mu.Unlock()
+	flush, done := context.WithTimeout(context.Background(), alert.FlushTimeout)
+	s.alerts.Close(flush)
+	done()
 	if failed > 0 {
-		return ExitError{ExitFailure, fmt.Errorf("%d of %d pipelines failed", failed, len(all))}
+		return ExitError{ExitFailure, fmt.Errorf("%d of %d pipelines failed", failed, total)}
 	}
 	return nil
 }
 
-// summary is a pipeline's line in the run summary: done (completed), stopped (by a signal, while healthy)
-// or failed (with its error, also when it was failing when stopped), then its counts and rates.
-func summary(r *running) string {
-	st := &r.p.Stats
-	from := r.p.Started()
-	if from.IsZero() {
-		from = r.begun
+// Statuses returns a snapshot of every pipeline this process has run, in the order they first started:
+// the current instance of each, including pipelines that ended and pipelines a reload removed. Safe to
+// call from any goroutine.
+func (s *supervisor) Statuses() []pipeline.Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]pipeline.Status, 0, len(s.order))
+	for _, id := range s.order {
+		out = append(out, s.entries[id].current().p.Status())
 	}
-	took := r.ended.Sub(from)
+	return out
+}
+
+// add creates the entry of a pipeline not running yet (or removed by an earlier reload) and starts it.
+func (s *supervisor) add(pc *config.Pipeline, f *config.File) {
+	in := s.newInstance(pc)
+	s.mu.Lock()
+	e := s.entries[pc.ID]
+	if e == nil {
+		e = &entry{id: pc.ID}
+		s.entries[pc.ID] = e
+		s.order = append(s.order, pc.ID)
+	}
+	e.file = f
+	e.runs = append(e.runs, in)
+	s.mu.Unlock()
+	s.start(in)
+}
+
+func (s *supervisor) newInstance(pc *config.Pipeline) *instance {
+	cfg := pipelineConfig(pc)
+	cfg.Events = s.alerts.Notify
+	return &instance{cfg: cfg, fp: fingerprint(pc), p: pipeline.New(cfg, s.catalog, s.store, s.g.logger), done: make(chan struct{})}
+}
+
+// start runs in; the loop hears of its end on s.ended.
+func (s *supervisor) start(in *instance) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	in.cancel = cancel
+	in.begun = time.Now()
+	s.live++
+	go func() {
+		err := in.p.Run(ctx)
+		in.err, in.ended = err, time.Now()
+		cancel()
+		close(in.done)
+		select {
+		case s.ended <- in:
+		case <-s.quit:
+		}
+	}()
+}
+
+// loop runs until every pipeline has ended: it handles signals, reloads and the end of each instance.
+func (s *supervisor) loop(sigs <-chan os.Signal, changed <-chan string) {
+	log := s.g.logger
+	var drainTimer, graceTimer <-chan time.Time
+	hardStop := func() {
+		if graceTimer == nil {
+			s.cancel()
+			drainTimer, graceTimer = nil, time.After(stopGrace)
+		}
+	}
+	for s.live > 0 {
+		select {
+		case sig := <-sigs:
+			switch {
+			case sig == syscall.SIGHUP:
+				s.reload("SIGHUP")
+			case !s.draining:
+				log.Info("stopping: draining pipelines (signal again to stop at once)", "signal", sig.String(),
+					"drain_timeout", s.drainTimeout.String())
+				s.drainAll()
+				drainTimer = time.After(s.drainTimeout)
+			default:
+				log.Warn("stopping at once")
+				hardStop()
+			}
+		case why := <-changed:
+			s.reload(why)
+		case in := <-s.ended:
+			s.finished(in)
+		case <-drainTimer:
+			log.Warn("drain timed out; stopping at once", "timeout", s.drainTimeout.String())
+			hardStop()
+		case <-graceTimer:
+			s.mu.Lock()
+			for _, id := range s.order {
+				for _, in := range s.entries[id].runs {
+					if !in.finished {
+						log.Error("pipeline did not stop in time; exiting anyway (its plugin processes die with sluice)",
+							"pipeline", id, "grace", stopGrace.String())
+					}
+				}
+			}
+			s.mu.Unlock()
+			return
+		}
+	}
+}
+
+// drainAll drains every pipeline; pipelines waiting to start again after a reload do not.
+func (s *supervisor) drainAll() {
+	s.draining = true
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.entries {
+		e.next = nil
+		e.current().p.Drain()
+	}
+}
+
+// finished handles the end of an instance: it reports a failure (and applies fail_fast), and starts the
+// pipeline's next instance when a reload changed it.
+func (s *supervisor) finished(in *instance) {
+	s.live--
+	in.finished = true
+	id := in.cfg.ID
+	s.mu.Lock()
+	e := s.entries[id] // in is its current instance: the next one starts only now
+	s.mu.Unlock()
+	log := s.g.logger
+	switch {
+	case in.replaced || in.removed:
+		what := "pipeline stopped: a reload changed it"
+		if in.removed {
+			what = "pipeline stopped: a reload removed it"
+		}
+		log.Info(what, "pipeline", id, "summary", counts(in))
+	case in.err != nil && !errors.Is(in.err, pipeline.ErrStopped):
+		log.Error("pipeline failed", "pipeline", id, "err", in.err)
+		if e != nil && e.file != nil && e.file.FailFast && !s.draining {
+			log.Warn("fail_fast is set: stopping the other pipelines", "failed", id)
+			s.drainAll()
+		}
+	}
+	if e != nil && e.next != nil && !s.draining {
+		next := e.next
+		s.mu.Lock()
+		e.next = nil
+		e.runs = append(e.runs, next)
+		s.mu.Unlock()
+		s.start(next)
+	}
+}
+
+// summary is a pipeline's line in the run summary: done (completed), stopped (by a signal while healthy,
+// or removed by a reload) or failed (with its error, also when it was failing when stopped), then its
+// counts and rates over every instance that ran it.
+func summary(e *entry) string {
+	first, cur := e.runs[0], e.current()
+	from := first.p.Started()
+	if from.IsZero() {
+		from = first.begun
+	}
+	var read, delivered, restarts, redelivered, dead int64
+	for _, in := range e.runs {
+		st := &in.p.Stats
+		read += st.Read.Load()
+		delivered += st.Delivered.Load()
+		restarts += st.Restarts.Load()
+		redelivered += st.Redelivered.Load()
+		dead += st.DeadLetters.Load()
+	}
+	took := cur.ended.Sub(from)
 	rate := func(n int64) string {
 		return fmt.Sprintf("%.0f/s", float64(n)/max(took.Seconds(), 1e-9))
 	}
-	read, delivered := st.Read.Load(), st.Delivered.Load()
-	counts := fmt.Sprintf("%d records read (%s), %d delivered (%s) in %s, %s", read, rate(read), delivered, rate(delivered),
-		took.Round(time.Millisecond), pipeline.GuaranteeOf(&r.cfg))
-	if v := st.Restarts.Load(); v > 0 {
-		counts += fmt.Sprintf(", %d restarts", v)
+	c := fmt.Sprintf("%d records read (%s), %d delivered (%s) in %s, %s", read, rate(read), delivered, rate(delivered),
+		took.Round(time.Millisecond), pipeline.GuaranteeOf(&cur.cfg))
+	if restarts > 0 {
+		c += fmt.Sprintf(", %d restarts", restarts)
 	}
-	if v := st.Redelivered.Load(); v > 0 {
-		counts += fmt.Sprintf(", %d records redelivered (possible duplicates)", v)
+	if redelivered > 0 {
+		c += fmt.Sprintf(", %d records redelivered (possible duplicates)", redelivered)
 	}
-	if v := st.DeadLetters.Load(); v > 0 {
-		counts += fmt.Sprintf(", %d dead letters", v)
+	if dead > 0 {
+		c += fmt.Sprintf(", %d dead letters", dead)
 	}
-	if path, ok := r.cfg.Sink.Settings["path"].(string); ok {
-		counts += " → " + path
+	switch n := len(e.runs) - 1; {
+	case n == 1:
+		c += ", restarted once by reload"
+	case n > 1:
+		c += fmt.Sprintf(", restarted %d times by reload", n)
+	}
+	if path, ok := cur.cfg.Sink.Settings["path"].(string); ok {
+		c += " → " + path
 	}
 	switch {
-	case r.err == nil:
-		return fmt.Sprintf("pipeline %s: done — %s", r.cfg.ID, counts)
-	case errors.Is(r.err, pipeline.ErrStopped):
-		return fmt.Sprintf("pipeline %s: stopped — %s", r.cfg.ID, counts)
+	case cur.removed:
+		return fmt.Sprintf("pipeline %s: stopped (removed by reload) — %s", e.id, c)
+	case cur.err == nil:
+		return fmt.Sprintf("pipeline %s: done — %s", e.id, c)
+	case errors.Is(cur.err, pipeline.ErrStopped):
+		return fmt.Sprintf("pipeline %s: stopped — %s", e.id, c)
 	}
-	return fmt.Sprintf("pipeline %s: failed: %v\n  %s", r.cfg.ID, r.err, counts)
+	return fmt.Sprintf("pipeline %s: failed: %v\n  %s", e.id, cur.err, c)
+}
+
+// counts is one instance's counts, for the log line of a pipeline a reload stopped.
+func counts(in *instance) string {
+	from := in.p.Started()
+	if from.IsZero() {
+		from = in.begun
+	}
+	st := &in.p.Stats
+	s := fmt.Sprintf("%d records read, %d delivered in %s", st.Read.Load(), st.Delivered.Load(), in.ended.Sub(from).Round(time.Millisecond))
+	if in.err != nil && !errors.Is(in.err, pipeline.ErrStopped) {
+		s += fmt.Sprintf("; it was failing: %v", in.err)
+	}
+	return s
 }

@@ -139,7 +139,9 @@ type File struct {
 	FailFast bool
 	// DataDir is where the host keeps its state store, as written (not made absolute); "" means the
 	// default chosen by the CLI.
-	DataDir   string
+	DataDir string
+	// Alerts are the webhooks the file's pipelines' events are posted to (key alerts).
+	Alerts    []*Alert
 	Pipelines []*Pipeline
 	// Tests are the file's inline transform tests as written (for Print); TestCases is them checked.
 	Tests     []Raw

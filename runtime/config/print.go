@@ -15,6 +15,7 @@ type (
 		Version   int             `yaml:"version"`
 		FailFast  bool            `yaml:"fail_fast"`
 		DataDir   string          `yaml:"data_dir,omitempty"`
+		Alerts    []printAlert    `yaml:"alerts,omitempty"`
 		Pipelines []printPipeline `yaml:"pipelines"`
 		Tests     []any           `yaml:"tests,omitempty"`
 	}
@@ -48,11 +49,13 @@ type (
 
 // Print writes the resolved file as YAML, for `sluice validate --print`: every key with its default
 // applied, settings sorted by name, and the value of every secret setting and of every setting value that
-// came from a ${env:…} or ${file:…} reference replaced by "<redacted>". It shows the file as Load
+// came from a ${env:…} or ${file:…} reference replaced by "<redacted>"; so are alerts' header values, and
+// their URLs when they hold a reference. It shows the file as Load
 // resolved it (changes made to Stage.Settings afterwards are not printed). A header comment names f.Path.
 // Print does not modify f; concurrent calls are safe. An error is w's.
 func (f *File) Print(w io.Writer) error {
-	out := printFile{Version: f.Version, FailFast: f.FailFast, DataDir: f.DataDir, Tests: rawValues(f.Tests)}
+	out := printFile{Version: f.Version, FailFast: f.FailFast, DataDir: f.DataDir, Alerts: printedAlerts(f.Alerts),
+		Tests: rawValues(f.Tests)}
 	for _, p := range f.Pipelines {
 		out.Pipelines = append(out.Pipelines, printPipeline{
 			ID:               p.ID,

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -18,6 +19,7 @@ import (
 //
 //	sdk.ErrInvalidSettings   the plugin says its settings are wrong
 //	sdk.ErrPermanent         the plugin says no retry can help (also: a breach of the protocol)
+//	sdk.ErrHistoryLost       (with sdk.ErrPermanent) the source's stored position can no longer be read
 //	ErrConnectionLost        the connection broke: the plugin process exited or stopped answering
 //	ErrMessageTooLarge       a message exceeded the gRPC limit (a permanent error)
 //	context.Canceled,
@@ -69,6 +71,11 @@ func fromWire(err error) error {
 	case codes.InvalidArgument:
 		return &remoteError{msg: msg, class: sdk.ErrInvalidSettings}
 	case codes.FailedPrecondition:
+		for _, d := range st.Details() {
+			if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == sdk.ErrorDomain && info.Reason == sdk.ReasonHistoryLost {
+				return &remoteError{msg: msg, class: errors.Join(sdk.ErrHistoryLost, sdk.ErrPermanent)}
+			}
+		}
 		return &remoteError{msg: msg, class: sdk.ErrPermanent}
 	case codes.Canceled:
 		return context.Canceled

@@ -97,3 +97,35 @@ func TestRejectWithoutDeadLetterIsPermanent(t *testing.T) {
 		t.Fatalf("RecvAck = %v, want a permanent error naming the reason and the missing dead-letter sink", err)
 	}
 }
+
+// A source's error marked sdk.HistoryLost reaches the host permanent and history-lost, with its message.
+func TestHistoryLostCrossesTheWire(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		lost bool
+	}{
+		{sdk.HistoryLost(errors.New("mongodb: resume point no longer in the oplog")), true},
+		{fmt.Errorf("opening: %w", sdk.HistoryLost(errors.New("mongodb: resume point no longer in the oplog"))), true},
+		{sdk.Permanentf("mongodb: resume point no longer in the oplog"), false},
+	} {
+		conn, err := Local(sdk.Plugin{
+			Spec:    sdk.Spec{Name: "fail", Version: "1", Summary: "fails", Sink: &sdk.Stage{Summary: "fails"}},
+			NewSink: func() sdk.Sink { return &failSink{open: tc.err} },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = conn.Sink().Open(context.Background(), OpenRequest{Pipeline: "p"})
+		conn.Kill()
+		if err == nil || err.Error() != tc.err.Error() {
+			t.Fatalf("Open: %v, want %q", err, tc.err)
+		}
+		if !errors.Is(err, sdk.ErrPermanent) || errors.Is(err, sdk.ErrHistoryLost) != tc.lost {
+			t.Errorf("%q: permanent %v, history lost %v, want true, %v", err, errors.Is(err, sdk.ErrPermanent),
+				errors.Is(err, sdk.ErrHistoryLost), tc.lost)
+		}
+	}
+	if sdk.HistoryLost(nil) != nil {
+		t.Error("HistoryLost(nil) is not nil")
+	}
+}

@@ -9,7 +9,9 @@
 // the user as it is (say what failed and where; no transport details):
 //   INVALID_ARGUMENT     the stage's settings are wrong: the pipeline fails at once
 //   FAILED_PRECONDITION  permanent: no retry can help (wrong credentials, a missing topic, a record that can
-//                        never be written and no dead-letter sink): the pipeline fails at once
+//                        never be written and no dead-letter sink): the pipeline fails at once; a
+//                        google.rpc.ErrorInfo detail {domain "sluice", reason "HISTORY_LOST"} says a
+//                        source's stored position can no longer be read (sdk.ErrHistoryLost)
 //   CANCELLED            the host cancelled the call (it is stopping the stage)
 //   any other code       transient: the host restarts the stage from stored positions, with backoff
 // Go plugins return sdk.ErrInvalidSettings, sdk.ErrPermanent or any other error; the SDK maps them.

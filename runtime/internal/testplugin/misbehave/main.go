@@ -34,11 +34,11 @@ import (
 )
 
 // Behaviours, the values of the open, read and write settings.
-var behaviours = []string{"", "error", "permanent", "invalid", "panic", "exit", "block", "slow", "stdout"}
+var behaviours = []string{"", "error", "permanent", "invalid", "history_lost", "panic", "exit", "block", "slow", "stdout"}
 
 func settings(data string) []sdk.Setting {
 	return []sdk.Setting{
-		{Name: "open", Type: sdk.TypeString, Enum: behaviours, Doc: "What Open does: fail (error, permanent, invalid), panic, exit, block, slow (sleep delay first) or stdout (print a line to stdout)."},
+		{Name: "open", Type: sdk.TypeString, Enum: behaviours, Doc: "What Open does: fail (error, permanent, invalid, history_lost), panic, exit, block, slow (sleep delay first) or stdout (print a line to stdout)."},
 		{Name: data, Type: sdk.TypeString, Enum: behaviours, Doc: "What " + data + " does once after records have passed."},
 		{Name: "after", Type: sdk.TypeInt, Default: "0", Min: "0", Doc: "Records that pass before the " + data + " behaviour starts."},
 		{Name: "once_marker", Type: sdk.TypeString, Doc: "When set, a behaviour happens only while this file does not exist, and creates it: the failure heals after a restart."},
@@ -123,6 +123,8 @@ func (c *config) act(ctx context.Context, b, where string) error {
 		return sdk.Permanentf("misbehave: %s failed for good", where)
 	case "invalid":
 		return fmt.Errorf("%w: misbehave: %s refuses these settings", sdk.ErrInvalidSettings, where)
+	case "history_lost":
+		return sdk.HistoryLost(fmt.Errorf("misbehave: %s: the stored position is no longer available", where))
 	case "panic":
 		panic("misbehave: panic in " + where)
 	case "exit":
