@@ -98,7 +98,12 @@ func (p *Pipeline) call(ctx context.Context, s *stage, doing string, fn func(con
 	for {
 		select {
 		case err := <-done:
-			if err != nil && ctx.Err() == nil && cctx.Err() == context.DeadlineExceeded {
+			// The plugin's side of the call has the same deadline and may give up a moment before this
+			// side notices: a failure at the deadline is the timeout, whatever the transport called it.
+			deadline, _ := cctx.Deadline()
+			timedOut := cctx.Err() == context.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded) ||
+				time.Until(deadline) < 100*time.Millisecond
+			if err != nil && ctx.Err() == nil && timedOut {
 				err = fmt.Errorf("no answer within open_timeout (%s): %w", p.cfg.OpenTimeout, err)
 			}
 			if err != nil && ctx.Err() != nil {
