@@ -38,10 +38,11 @@
     if (s < 1) return Math.round(s * 1000) + " ms";
     if (s < 60) return s.toFixed(s < 10 ? 1 : 0) + " s";
     const m = Math.floor(s / 60);
-    if (m < 60) return m + "m " + Math.floor(s % 60) + "s";
+    const two = (a, ua, b, ub) => a + ua + (b > 0 ? " " + b + ub : "");
+    if (m < 60) return two(m, "m", Math.floor(s % 60), "s");
     const h = Math.floor(m / 60);
-    if (h < 48) return h + "h " + (m % 60) + "m";
-    return Math.floor(h / 24) + "d " + (h % 24) + "h";
+    if (h < 48) return two(h, "h", m % 60, "m");
+    return two(Math.floor(h / 24), "d", h % 24, "h");
   }
 
   function bytes(b) {
@@ -129,7 +130,10 @@
     if (p.snapshot) f.push(figure("snapshot", snapshotText(p.snapshot)));
     card.figures.replaceChildren(...f);
 
-    const pos = Object.keys(p.positions).sort().map((k) => k + " " + p.positions[k]);
+    // Upstream stages in the order records flow.
+    const order = (k) => ["source", "buffer"].indexOf(k) >>> 0;
+    const pos = Object.keys(p.positions).sort((a, b) => order(a) - order(b) || a.localeCompare(b))
+      .map((k) => k + " " + p.positions[k]);
     card.positions.textContent = pos.length ? "positions: " + pos.join(" · ") : "";
     card.error.hidden = !p.last_error;
     card.error.textContent = p.last_error ? "last error: " + p.last_error : "";
