@@ -241,6 +241,9 @@ func progressLines(ps []api.Pipeline) []string {
 			if p.LastError != nil {
 				fmt.Fprintf(&b, ": %s", *p.LastError)
 			}
+		case p.State == pipeline.Completed.String() || p.State == pipeline.Stopped.String() || p.State == pipeline.Failed.String():
+			// Finished: a rate would only be the last seconds' average fading out.
+			fmt.Fprintf(&b, "%-10s  %s delivered", p.State, fmtCount(p.Delivered))
 		default:
 			fmt.Fprintf(&b, "%-10s  %7s  %s delivered  lag %s", p.State, fmtRate(p.DeliveredPerSecond), fmtCount(p.Delivered), fmtLag(p.LagSeconds))
 			if p.Buffer != nil {

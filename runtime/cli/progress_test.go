@@ -366,7 +366,7 @@ func TestProgressLines(t *testing.T) {
 		"snap     running      8.25/s  4,000 delivered  lag —  snapshot 4,000 of ~10,000 documents (40%)",
 		"billing  restarting (3 restarts so far): sink kafka (pid 7): connection refused",
 		"audit    failed: sink kafka (pid 7): connection refused",
-		"done     completed       0/s  100,000 delivered  lag —",
+		"done     completed   100,000 delivered",
 		"new      starting          —  0 delivered  lag —",
 	}
 	got := progressLines(ps)
