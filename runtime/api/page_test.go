@@ -80,7 +80,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-extensions", true), chromedp.Flag("disable-default-apps", true),
-		chromedp.Flag("no-pings", true), chromedp.Flag("disable-breakpad", true),
+		chromedp.Flag("no-pings", true), chromedp.Flag("disable-breakpad", true), chromedp.Flag("disable-dev-shm-usage", true),
 		// Any name the browser would look up fails: the page may reach only 127.0.0.1.
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"))
 	defer cancelAlloc()

@@ -112,7 +112,7 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 func TestOpsServeAndLogProgress(t *testing.T) {
 	statuses := runOrders(t, 1000)
-	o, g, stderr := opsFor(t, "--http", "127.0.0.1:0", "--progress", "log", "--progress-every", "300ms")
+	o, g, stderr := opsFor(t, "--http", "127.0.0.1:0", "--progress", "log", "--progress-every", "500ms")
 	if err := o.begin(g); err != nil {
 		t.Fatal(err)
 	}
@@ -156,10 +156,11 @@ func TestOpsServeAndLogProgress(t *testing.T) {
 		if !strings.Contains(line, "msg=progress") || !strings.Contains(line, "delivered_per_second=") {
 			continue
 		}
-		// The rate is measured between two reports; the source paces itself at 1000/s.
+		// The rate is measured between reports; the source paces itself at 1000/s (catching up at most
+		// 100 records after a stall).
 		_, after, _ := strings.Cut(line, "delivered_per_second=")
 		v, err := strconv.ParseFloat(strings.Fields(after)[0], 64)
-		if err != nil || v <= 0 || v > 1300 {
+		if err != nil || v <= 0 || v > 1400 {
 			t.Errorf("rate in %q: %v %v", line, v, err)
 		}
 		for _, unknown := range []string{"lag=", "buffer_", "snapshot_", "—"} {
