@@ -160,7 +160,7 @@ func view(now time.Time, st pipeline.Status) Pipeline {
 	for k, p := range st.Positions {
 		v.Positions[k] = RenderPosition(p)
 	}
-	if !st.LastEventTime.IsZero() && !Final(st.State) {
+	if !st.LastEventTime.IsZero() && !finished(st.State) {
 		lag := max(now.Sub(st.LastEventTime), 0).Seconds()
 		v.LagSeconds = &lag
 	}
@@ -181,8 +181,8 @@ func view(now time.Time, st pipeline.Status) Pipeline {
 	return v
 }
 
-// Final reports whether a pipeline in state s has finished: completed, stopped or failed.
-func Final(s pipeline.State) bool {
+// finished reports whether a pipeline in state s has finished: completed, stopped or failed.
+func finished(s pipeline.State) bool {
 	return s == pipeline.Completed || s == pipeline.Stopped || s == pipeline.Failed
 }
 
