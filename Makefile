@@ -13,7 +13,7 @@ PLUGIN_CMDS = $(wildcard plugins/*/cmd/*)
 PLUGINS  = $(notdir $(PLUGIN_CMDS))
 BENCHTIME ?= 3x
 
-.PHONY: all build plugins test test-short demo bench docs generate check-generated lint fmt clean
+.PHONY: all build plugins test test-short demo bench docs status-page generate check-generated lint fmt clean
 
 all: build
 
@@ -58,6 +58,10 @@ bench: ## throughput benchmarks: the pipeline end to end, the codec, transforms
 docs: build ## regenerate docs/plugins/*.md from the plugins' specs
 	@mkdir -p docs/plugins
 	@for p in $(PLUGINS); do $(BIN)/sluice plugins describe --markdown $$p > docs/plugins/$$p.md; done
+
+status-page: ## docs/status-page.png: the status page during a run, in headless chromium (apt-get install chromium)
+	@command -v chromium >/dev/null || { echo "status-page needs chromium (apt-get install chromium)" >&2; exit 1; }
+	cd runtime && SLUICE_STATUS_PAGE_PNG=$(CURDIR)/docs/status-page.png $(GO) test -count=1 -run 'TestStatusPageInChromium$$' -v ./api/ | grep -E '^(---|ok|FAIL)|wrote'
 
 generate: ## regenerate protobuf code (needs protoc, protoc-gen-go v1.36.12, protoc-gen-go-grpc v1.6.2; see .ci/run)
 	cd sdk && PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I proto \

@@ -92,7 +92,7 @@ func Execute(args []string, stdout, stderr io.Writer) error {
 	pf.IntVar(&g.maxMessage, "max-message-bytes", sdk.DefaultMaxMessageBytes,
 		"largest gRPC message between sluice and its plugins: a batch, or one record larger than batch_max_bytes (default fits a 16 MiB MongoDB document several times)")
 
-	root.AddCommand(runCmd(g), validateCmd(g), testCmd(g), pluginsCmd(g), resetCmd(g), versionCmd(g))
+	root.AddCommand(runCmd(g), validateCmd(g), testCmd(g), pluginsCmd(g), resetCmd(g), statusCmd(g), versionCmd(g))
 	err := root.Execute()
 	if err != nil && !errors.As(err, new(ExitError)) && strings.Contains(err.Error(), "unknown command") {
 		return ExitError{ExitInvalid, err}

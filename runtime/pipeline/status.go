@@ -31,6 +31,16 @@ type Status struct {
 	LastEventTime time.Time
 	// Buffer is the buffer's fill as its plugin last reported it; nil without a buffer or a report.
 	Buffer *BufferFill
+	// Snapshot is the source's initial copy while it runs, as the source last reported it; nil when the
+	// source copies nothing or does not report it.
+	Snapshot *SnapshotProgress
+}
+
+// SnapshotProgress is how far a source's initial copy (a snapshot) has got.
+type SnapshotProgress struct {
+	// Copied counts the documents copied so far; Estimated is the source's estimate of the total (0 when
+	// it has none).
+	Copied, Estimated int64
 }
 
 // BufferFill is how full a pipeline's buffer is.
