@@ -28,6 +28,7 @@ type runOptions struct {
 	drainTimeout time.Duration
 	watch        bool
 	instance     string
+	ops          *opsFlags // the HTTP server and the progress report
 }
 
 func runCmd(g *globals) *cobra.Command {
@@ -47,6 +48,11 @@ positions, the others run on untouched. Files with a problem are rejected as a w
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
+			// Before anything logs: a live progress line routes the log through itself.
+			if err := o.ops.begin(g); err != nil {
+				return err
+			}
+			defer o.ops.stop()
 			c, err := g.catalog(ctx)
 			if err != nil {
 				return err
@@ -77,6 +83,7 @@ positions, the others run on untouched. Files with a problem are rejected as a w
 	cmd.Flags().DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "how long a graceful stop waits for in-flight records before stopping hard")
 	cmd.Flags().BoolVar(&o.watch, "watch", false, "reload the connector files when they change (as SIGHUP does)")
 	cmd.Flags().StringVar(&o.instance, "instance", "", "the name of this sluice process in alerts (default: the host name)")
+	o.ops = addOpsFlags(cmd)
 	return cmd
 }
 
@@ -168,12 +175,13 @@ func run(ctx context.Context, cancel context.CancelFunc, g *globals, paths []str
 		go watchFiles(background, paths, watchInterval, changed)
 	}
 
-	// ---- The lead wires the HTTP server (/metrics, /healthz, /readyz, /api/pipelines, the status page) and
-	// the progress line in here: they read s.Statuses, and stop with stopBackground. ----
+	// The HTTP server (status page, API, /metrics, health) and the progress report read the live set.
+	o.ops.serve(s.Statuses, nil)
 
 	s.loop(sigs, changed)
 	close(s.quit)
 	stopBackground()
+	o.ops.stop() // before the summary: the progress line is erased
 
 	failed, total := 0, 0
 	s.mu.Lock()
