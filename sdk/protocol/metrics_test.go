@@ -217,7 +217,9 @@ func TestMetricsPanicIsAnErrorNotACrash(t *testing.T) {
 }
 
 // oldPlugin is the Plugin service of a plugin built before the Metrics call existed.
-type oldPlugin struct{ sluicev1.UnimplementedPluginServer }
+type oldPlugin struct {
+	sluicev1.UnimplementedPluginServer
+}
 
 func TestMetricsOfAPluginWithoutTheCall(t *testing.T) {
 	lis := bufconn.Listen(1 << 20)
