@@ -30,6 +30,7 @@ const (
 	batchCount    = 2
 	batchPosition = 3
 	batchData     = 4
+	batchTime     = 5
 )
 
 func (batchCodec) Marshal(v any) (mem.BufferSlice, error) {
@@ -50,11 +51,22 @@ func (batchCodec) Marshal(v any) (mem.BufferSlice, error) {
 		head = protowire.AppendTag(head, batchPosition, protowire.BytesType)
 		head = protowire.AppendBytes(head, b.Position)
 	}
+	// Fields in number order, as protobuf writes them: the time, field 5, follows the data.
+	appendTime := func(buf []byte) []byte {
+		buf = protowire.AppendTag(buf, batchTime, protowire.VarintType)
+		return protowire.AppendVarint(buf, uint64(b.EventTimeUnixNano))
+	}
 	if len(b.Data) == 0 {
+		if b.EventTimeUnixNano != 0 {
+			head = appendTime(head)
+		}
 		return mem.BufferSlice{mem.SliceBuffer(head)}, nil
 	}
 	head = protowire.AppendTag(head, batchData, protowire.BytesType)
 	head = protowire.AppendVarint(head, uint64(len(b.Data)))
+	if b.EventTimeUnixNano != 0 {
+		return mem.BufferSlice{mem.SliceBuffer(head), mem.SliceBuffer(b.Data), mem.SliceBuffer(appendTime(nil))}, nil
+	}
 	return mem.BufferSlice{mem.SliceBuffer(head), mem.SliceBuffer(b.Data)}, nil
 }
 
@@ -82,6 +94,10 @@ func (batchCodec) Unmarshal(data mem.BufferSlice, v any) error {
 			b.Position, n = protowire.ConsumeBytes(buf)
 		case num == batchData && typ == protowire.BytesType:
 			b.Data, n = protowire.ConsumeBytes(buf)
+		case num == batchTime && typ == protowire.VarintType:
+			var t uint64
+			t, n = protowire.ConsumeVarint(buf)
+			b.EventTimeUnixNano = int64(t)
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, buf)
 		}

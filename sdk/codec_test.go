@@ -17,6 +17,8 @@ func TestBatchCodecMatchesProtobuf(t *testing.T) {
 		{Seq: 1},
 		{Seq: 7, Count: 3, Position: []byte("pos"), Data: bytes.Repeat([]byte{1, 2, 3}, 40000)},
 		{Count: 1, Data: []byte{0}},
+		{Seq: 2, Count: 1, Data: []byte{0}, EventTimeUnixNano: 1764500000123456789},
+		{Seq: 3, EventTimeUnixNano: -5},
 	} {
 		out, err := batchCodec{}.Marshal(b)
 		if err != nil {

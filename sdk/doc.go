@@ -50,6 +50,28 @@
 // `sluice plugins list` shows it. Test it with package sdktest, which drives it over real gRPC exactly as
 // the host does.
 //
+// # Metrics and event time
+//
+// A stage can count what it does: OpenRequest.Metrics registers counters, gauges and histograms, which the
+// host collects when its /metrics endpoint is scraped and shows as sluice_plugin_<plugin>_<name> with the
+// labels pipeline, stage and plugin. Register in Open and keep the result; updating never allocates.
+//
+//	func (s *sink) Open(_ context.Context, req sdk.OpenRequest) error {
+//		s.written = req.Metrics.Counter("bytes_written_total", "Bytes of payload written.")
+//		s.latency = req.Metrics.Histogram("request_seconds", "Time of one request to the server.", nil)
+//		return req.Settings.Decode(&s.cfg)
+//	}
+//
+// Metrics.GaugeFunc computes a value when the host asks for it (an age, a queue length); a buffer reports
+// how full it is with Metrics.BufferFill, which the host shows as its buffer fill. Plugins in other
+// languages answer the Plugin service's Metrics call with the Prometheus text format their own client
+// library writes, or leave it unimplemented.
+//
+// A source that knows when each change happened sets record.Record.Time (MongoDB: the event's time; a
+// heartbeat: its resume token's). The time travels with the record, through a buffer too, and the SDK
+// tells the host each batch's latest time, from which the host measures the pipeline's source lag and
+// end-to-end latency. Records without a time leave both unknown.
+//
 // # Rules a plugin must keep
 //
 //   - stdout belongs to the protocol handshake: log with OpenRequest.Logger (stderr), which the host forwards.

@@ -39,6 +39,9 @@ type OpenRequest struct {
 	DeadLetter bool
 	// Logger writes to the host's log, tagged with the plugin's name and the pipeline.
 	Logger *slog.Logger
+	// Metrics is where the stage registers metrics of its own, which the host collects and shows on its
+	// /metrics endpoint (see Metrics). A buffer also reports its fill here (Metrics.BufferFill).
+	Metrics *Metrics
 }
 
 // Source produces records. Embed UnimplementedSource so that methods added to this interface later have a

@@ -13,7 +13,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/experimental"
+	"google.golang.org/grpc/status"
 
 	"github.com/sluicehq/sluice/sdk/proto/sluicev1"
 )
@@ -226,22 +228,24 @@ func Register(s *grpc.Server, p Plugin, opts ...Option) error {
 }
 
 func pluginSet(p *Plugin, logger *slog.Logger) plugin.PluginSet {
+	// One set of metrics per plugin instance: the host opens one stage per instance.
+	metrics := NewMetrics()
 	set := plugin.PluginSet{PartSpec: &grpcPart{register: func(s *grpc.Server) {
-		sluicev1.RegisterPluginServer(s, &specServer{spec: p.Spec})
+		sluicev1.RegisterPluginServer(s, &pluginServer{spec: p.Spec, metrics: metrics})
 	}}}
 	if p.NewSource != nil {
 		set[PartSource] = &grpcPart{register: func(s *grpc.Server) {
-			sluicev1.RegisterSourceServer(s, &sourceServer{impl: p.NewSource(), opened: opened{logger: logger}})
+			sluicev1.RegisterSourceServer(s, &sourceServer{impl: p.NewSource(), opened: opened{logger: logger, metrics: metrics}})
 		}}
 	}
 	if p.NewBuffer != nil {
 		set[PartBuffer] = &grpcPart{register: func(s *grpc.Server) {
-			sluicev1.RegisterBufferServer(s, &bufferServer{impl: p.NewBuffer(), opened: opened{logger: logger}})
+			sluicev1.RegisterBufferServer(s, &bufferServer{impl: p.NewBuffer(), opened: opened{logger: logger, metrics: metrics}})
 		}}
 	}
 	if p.NewSink != nil {
 		set[PartSink] = &grpcPart{register: func(s *grpc.Server) {
-			sluicev1.RegisterSinkServer(s, &sinkServer{impl: p.NewSink(), opened: opened{logger: logger}})
+			sluicev1.RegisterSinkServer(s, &sinkServer{impl: p.NewSink(), opened: opened{logger: logger, metrics: metrics}})
 		}}
 	}
 	return set
@@ -263,15 +267,36 @@ func (g *grpcPart) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientC
 	return nil, fmt.Errorf("sdk: the plugin side has no client")
 }
 
-type specServer struct {
+// pluginServer serves the Plugin service: the spec, and the metrics of the stage the instance serves.
+type pluginServer struct {
 	sluicev1.UnimplementedPluginServer
-	spec Spec
+	spec    Spec
+	metrics *Metrics
 }
 
-func (s *specServer) Spec(context.Context, *sluicev1.Empty) (*sluicev1.SpecResponse, error) {
+func (s *pluginServer) Spec(context.Context, *sluicev1.Empty) (*sluicev1.SpecResponse, error) {
 	b, err := json.Marshal(s.spec)
 	if err != nil {
 		return nil, err
 	}
 	return &sluicev1.SpecResponse{SpecJson: b}, nil
+}
+
+// Metrics returns the stage's metrics. A panic in a plugin's GaugeFunc or BufferFill func is an error of
+// this call, not the end of the process.
+func (s *pluginServer) Metrics(context.Context, *sluicev1.MetricsRequest) (resp *sluicev1.MetricsResponse, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			resp, err = nil, status.Errorf(codes.Internal, "collecting metrics: panic: %v", r)
+		}
+	}()
+	text, fill, err := s.metrics.Text()
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	resp = &sluicev1.MetricsResponse{Text: text}
+	if fill != nil {
+		resp.BufferFill = &sluicev1.BufferFill{Entries: fill.Entries, Bytes: fill.Bytes, Fraction: fill.Fraction}
+	}
+	return resp, nil
 }

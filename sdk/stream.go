@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -29,6 +30,7 @@ const (
 // opened holds what every stage server keeps after Open, and the running streams that Close waits for.
 type opened struct {
 	logger          *slog.Logger // the base of OpenRequest.Logger
+	metrics         *Metrics     // OpenRequest.Metrics, shared with the plugin server's Metrics call
 	ok              atomic.Bool
 	maxBatchRecords int
 	maxBatchBytes   int
@@ -63,6 +65,7 @@ func (o *opened) open(ctx context.Context, req *sluicev1.OpenRequest, open func(
 		MaxBatchBytes:   o.maxBatchBytes,
 		DeadLetter:      req.GetDeadLetter(),
 		Logger:          o.logger, // the host tags forwarded lines with plugin, stage and pipeline
+		Metrics:         o.metrics,
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -346,20 +349,34 @@ func serveRead(ctx context.Context, stream grpc.BidiStreamingServer[sluicev1.Ack
 			}
 			chunk := recs[:n]
 			recs = recs[n:]
+			var latest time.Time // the batch's latest event time, for the host's lag and latency
 			for i := range chunk {
 				if len(chunk[i].Position) == 0 {
 					return protocolError("the plugin returned a record without a position (op %s)", chunk[i].Op)
+				}
+				if t := chunk[i].Time; t.After(latest) {
+					latest = t
 				}
 			}
 			seq++
 			last := chunk[len(chunk)-1].Position
 			acks.push(seq, last.Clone())
-			b := &sluicev1.Batch{Seq: seq, Count: uint32(n), Position: last, Data: record.Encode(make([]byte, 0, size), chunk)}
+			b := &sluicev1.Batch{Seq: seq, Count: uint32(n), Position: last, Data: record.Encode(make([]byte, 0, size), chunk),
+				EventTimeUnixNano: unixNano(latest)}
 			if err := stream.Send(b); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// unixNano returns t in nanoseconds since the Unix epoch, or 0 for the zero time and times an int64 of
+// nanoseconds cannot hold (before 1678, after 2262).
+func unixNano(t time.Time) int64 {
+	if t.IsZero() || t.Year() < 1678 || t.Year() > 2261 {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 // serveWrite runs a write stream: it hands the host's batches to write, coalescing batches that queue up

@@ -50,6 +50,9 @@ type Sink struct {
 	// beforeCommit, when set (by tests), runs after a transaction's records are flushed and before it is
 	// committed.
 	beforeCommit func()
+
+	commitSeconds *sdk.Histogram // metrics (sdk.Metrics)
+	producedBytes *sdk.Counter
 }
 
 // Open checks the settings, connects, checks that the topic setting names a topic that exists (unless
@@ -64,6 +67,8 @@ func (s *Sink) Open(ctx context.Context, req sdk.OpenRequest) error {
 		return err
 	}
 	s.cfg, s.log, s.deadLetter = cfg, req.Logger, req.DeadLetter
+	s.commitSeconds = req.Metrics.Histogram("transaction_commit_seconds", "Time to commit a write's transaction.", nil)
+	s.producedBytes = req.Metrics.Counter("produced_bytes_total", "Bytes (keys, values, headers) of the messages written and, when transactional, committed.")
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -248,6 +253,14 @@ func (s *Sink) Write(ctx context.Context, batch record.Batch) error {
 		s.topics.forgetKnown()
 		return s.classify(err)
 	}
+	n := 0
+	for _, m := range msgs {
+		n += len(m.Key) + len(m.Value)
+		for _, h := range m.Headers {
+			n += len(h.Key) + len(h.Value)
+		}
+	}
+	s.producedBytes.Add(float64(n))
 	if len(rejects) > 0 {
 		return &sdk.RejectError{Rejections: rejects}
 	}
@@ -365,9 +378,11 @@ func (s *Sink) write(ctx context.Context, cl *kgo.Client, msgs []kgo.Record, pos
 	if s.beforeCommit != nil {
 		s.beforeCommit()
 	}
+	start := time.Now()
 	if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		return fmt.Errorf("kafka: committing the transaction: %w", err)
 	}
+	s.commitSeconds.ObserveDuration(time.Since(start))
 	return nil
 }
 

@@ -1,6 +1,8 @@
 package mongodb
 
 import (
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -9,6 +11,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/record"
 )
 
@@ -19,6 +22,22 @@ const posToken = 1
 // tokenPosition returns the position for a resume token document.
 func tokenPosition(tok bson.Raw) record.Position {
 	return append(record.Position{posToken}, tok...)
+}
+
+// tokenTime returns the cluster time a resume token holds (its seconds), or the zero time when it holds
+// none this plugin can read. A token's _data is hex of MongoDB's KeyString encoding, which starts with the
+// event's cluster time: the type byte 0x82 (a Timestamp), then 4 bytes of seconds and 4 of increment, big
+// endian. Events and post-batch (high-water-mark) tokens of MongoDB 4.2 and later look like that.
+func tokenTime(tok bson.Raw) time.Time {
+	data, ok := tok.Lookup("_data").StringValueOK()
+	if !ok || len(data) < 18 || !strings.EqualFold(data[:2], "82") {
+		return time.Time{}
+	}
+	var ts [8]byte
+	if _, err := hex.Decode(ts[:], []byte(data[2:18])); err != nil {
+		return time.Time{}
+	}
+	return time.Unix(int64(binary.BigEndian.Uint32(ts[:4])), 0).UTC()
 }
 
 // positionToken returns the resume token in a position this plugin emitted.
@@ -51,9 +70,11 @@ type decoder struct {
 	deadLetter bool
 	// fragments of the split event being reassembled.
 	fragments []bson.Raw
-	// skipped counts the oversize events skipped (oversize: skip), for the log.
-	skipped int
-	log     func(msg string, args ...any)
+	// skipped counts the oversize events skipped (oversize: skip), for the log, and skippedTotal for the
+	// host's metrics (nil: not counted).
+	skipped      int
+	skippedTotal *sdk.Counter
+	log          func(msg string, args ...any)
 }
 
 // add takes one event from the stream. It returns the record to emit, or ok false when the event is a
@@ -87,12 +108,15 @@ func (d *decoder) add(ev bson.Raw) (r record.Record, ok bool, err error) {
 	switch d.oversize {
 	case "skip":
 		d.skipped++
+		if d.skippedTotal != nil {
+			d.skippedTotal.Inc()
+		}
 		db, _ := r.Meta.Get("mongodb.db")
 		coll, _ := r.Meta.Get("mongodb.coll")
 		ct, _ := r.Meta.Get("mongodb.cluster_time")
 		d.log("skipped a change event over 16 MB (oversize: skip)", "key", string(r.Key), "bytes", len(whole),
 			"ns", db+"."+coll, "cluster_time", ct, "skipped_total", d.skipped)
-		return record.Record{Position: r.Position, Op: record.OpHeartbeat}, true, nil
+		return record.Record{Position: r.Position, Op: record.OpHeartbeat, Time: r.Time}, true, nil
 	case "dlq":
 		if !d.deadLetter {
 			return r, false, errors.New("an event over 16 MB arrived and oversize is dlq, but the pipeline has no dead-letter sink (dlq:)")
@@ -169,11 +193,18 @@ func (d *decoder) record(ev bson.Raw, pos record.Position) (record.Record, error
 		r.Meta = r.Meta.Set("mongodb.coll", coll)
 	}
 	r.Meta = r.Meta.Set("mongodb.operation", opType)
+	// The event time: wallTime (milliseconds, MongoDB 6.0+), else clusterTime (seconds), else the time in
+	// the resume token; both come from the primary's clock when it made the change.
 	if t, i, ok := ev.Lookup("clusterTime").TimestampOK(); ok {
 		r.Meta = r.Meta.Set("mongodb.cluster_time", strconv.FormatUint(uint64(t), 10)+"."+strconv.FormatUint(uint64(i), 10))
+		r.Time = time.Unix(int64(t), 0).UTC()
 	}
 	if ms, ok := ev.Lookup("wallTime").DateTimeOK(); ok {
-		r.Meta = r.Meta.Set("mongodb.wall_time", time.UnixMilli(ms).UTC().Format(time.RFC3339Nano))
+		r.Time = time.UnixMilli(ms).UTC()
+		r.Meta = r.Meta.Set("mongodb.wall_time", r.Time.Format(time.RFC3339Nano))
+	}
+	if r.Time.IsZero() && pos == nil {
+		r.Time = tokenTime(bson.Raw(r.Position[1:]))
 	}
 	if v, err := ev.LookupErr("txnNumber"); err == nil {
 		if n, ok := v.AsInt64OK(); ok {

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -135,6 +136,10 @@ type Source struct {
 	out          []record.Record
 	lastEmitted  bson.Raw // the resume token of the last record emitted
 	lastActivity time.Time
+	// tokenAt is the latest time (Unix nanoseconds) among the resume tokens the source has seen: those
+	// of the records it emitted and the stream's post-batch tokens; 0 while none had one. The host's
+	// metrics read it from another goroutine (resume_token_age_seconds).
+	tokenAt atomic.Int64
 }
 
 // start is where a change stream begins: after a token (startAfter), at a cluster time
@@ -206,7 +211,12 @@ func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.dec = decoder{encoding: cfg.Encoding, db: cfg.Database, coll: cfg.Collection, oversize: cfg.Oversize,
-		deadLetter: req.DeadLetter, log: s.log.Warn}
+		deadLetter: req.DeadLetter, log: s.log.Warn,
+		skippedTotal: req.Metrics.Counter("oversize_events_skipped_total",
+			"Change events over 16 MB skipped with oversize: skip (only their position was emitted).")}
+	req.Metrics.GaugeFunc("resume_token_age_seconds",
+		"Now minus the cluster time of the latest resume token the source has seen, post-batch tokens of quiet streams included; absent until one was seen.",
+		s.tokenAge)
 	var after bson.Raw
 	if len(req.After) > 0 && req.After[0] == posToken {
 		if after, err = positionToken(req.After); err != nil {
@@ -444,6 +454,38 @@ func (s *Source) historyLost(ctx context.Context, from start, cause error) error
 // it has one of the two, or ctx is cancelled. During an initial snapshot it returns the next copied
 // documents instead.
 func (s *Source) Read(ctx context.Context) ([]record.Record, error) {
+	recs, err := s.read(ctx)
+	var latest time.Time
+	for i := range recs {
+		if recs[i].Time.After(latest) {
+			latest = recs[i].Time
+		}
+	}
+	s.noteToken(latest)
+	return recs, err
+}
+
+// noteToken records t as the time of a resume token the source has seen, if it is the latest.
+func (s *Source) noteToken(t time.Time) {
+	if t.IsZero() {
+		return
+	}
+	if ns := t.UnixNano(); ns > s.tokenAt.Load() {
+		s.tokenAt.Store(ns) // only Read's goroutine stores
+	}
+}
+
+// tokenAge is the resume_token_age_seconds gauge: now minus the latest token time seen.
+func (s *Source) tokenAge() (float64, bool) {
+	ns := s.tokenAt.Load()
+	if ns == 0 {
+		return 0, false
+	}
+	return max(0, time.Since(time.Unix(0, ns)).Seconds()), true
+}
+
+// read is Read without keeping the token time.
+func (s *Source) read(ctx context.Context) ([]record.Record, error) {
 	if s.replay != nil {
 		return s.replay.read(&s.dec, s.max)
 	}
@@ -477,6 +519,7 @@ func (s *Source) Read(ctx context.Context) ([]record.Record, error) {
 				s.reopen = true
 			}
 		}
+		s.noteToken(tokenTime(s.stream.ResumeToken())) // a quiet stream's post-batch token moves too
 		if err := s.stream.Err(); err != nil && !s.reopen {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -576,7 +619,7 @@ func (s *Source) heartbeatAt(tok bson.Raw) (record.Record, bool) {
 		return record.Record{}, false
 	}
 	s.lastEmitted, s.lastActivity = append(bson.Raw(nil), tok...), time.Now()
-	return record.Record{Position: tokenPosition(tok), Op: record.OpHeartbeat}, true
+	return record.Record{Position: tokenPosition(tok), Op: record.OpHeartbeat, Time: tokenTime(tok)}, true
 }
 
 // Close closes the stream (or the snapshot's cursor) and the connection. It may be called after a

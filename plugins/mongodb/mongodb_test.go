@@ -82,10 +82,14 @@ func render(recs []record.Record) []byte {
 		for _, f := range r.Meta {
 			meta[f.Key] = f.Value
 		}
-		line, _ := json.Marshal(map[string]any{
+		m := map[string]any{
 			"position": hex.EncodeToString(r.Position), "op": r.Op.String(), "key": string(r.Key), "meta": meta,
 			"encoding": r.Encoding.String(), "payload": json.RawMessage(r.Payload),
-		})
+		}
+		if !r.Time.IsZero() {
+			m["time"] = r.Time.Format(time.RFC3339Nano)
+		}
+		line, _ := json.Marshal(m)
 		b.Write(line)
 		b.WriteByte('\n')
 	}
@@ -142,6 +146,50 @@ func TestReplayCanonicalAndResume(t *testing.T) {
 		if v := ev.Lookup("fullDocument", "views").Int64(); v != 9007199254740993 {
 			t.Fatalf("%s: views = %d", enc, v)
 		}
+	}
+}
+
+// TestMetrics: the source counts the events it skips and reports the age of the latest resume token.
+func TestMetrics(t *testing.T) {
+	m := sdk.NewMetrics()
+	s := &mongodb.Source{}
+	err := s.Open(context.Background(), sdk.OpenRequest{Settings: sdk.Settings{"replay_file": "testdata/events.jsonl", "oversize": "skip"},
+		MaxBatchRecords: 100, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	text, _, _ := m.Text()
+	if strings.Contains(string(text), "resume_token_age_seconds ") {
+		t.Fatalf("a token age before any event:\n%s", text)
+	}
+	recs := readAll(t, s)
+	text, _, _ = m.Text()
+	if !strings.Contains(string(text), "oversize_events_skipped_total 1\n") {
+		t.Errorf("skipped events not counted:\n%s", text)
+	}
+	// The latest event time among the events is the token's: its age is now minus that.
+	var latest time.Time
+	for _, r := range recs {
+		if r.Time.After(latest) {
+			latest = r.Time
+		}
+	}
+	if latest.IsZero() {
+		t.Fatal("no record has an event time")
+	}
+	var age float64
+	for _, line := range strings.Split(string(text), "\n") {
+		if v, ok := strings.CutPrefix(line, "resume_token_age_seconds "); ok {
+			fmt.Sscan(v, &age)
+		}
+	}
+	if want := time.Since(latest).Seconds(); age < want-60 || age > want+60 {
+		t.Errorf("resume_token_age_seconds %v, want about %v", age, want)
+	}
+	// The skipped event's position still travels, with its time.
+	if recs[9].Op != record.OpHeartbeat || recs[9].Time.IsZero() {
+		t.Errorf("skipped event = %v at %v", recs[9].Op, recs[9].Time)
 	}
 }
 

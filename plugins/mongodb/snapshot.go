@@ -155,7 +155,11 @@ func (s *Source) readSnapshot(ctx context.Context) ([]record.Record, error) {
 		}
 		s.snap = nil
 		s.log.Info("initial snapshot copied; streaming the changes made since it began", "collection", s.scope(), "documents", sn.copied)
-		return []record.Record{{Position: pos, Op: record.OpHeartbeat}}, nil
+		hb := record.Record{Position: pos, Op: record.OpHeartbeat, Time: tokenTime(sn.from.token)}
+		if sn.from.at != nil {
+			hb.Time = time.Unix(int64(sn.from.at.T), 0).UTC()
+		}
+		return []record.Record{hb}, nil
 	}
 	if sn.cur == nil {
 		filter := bson.D{}

@@ -157,6 +157,7 @@ func (b *Buffer) Open(ctx context.Context, req sdk.OpenRequest) error {
 	b.batch = int64(max(req.MaxBatchRecords, 1))
 	b.changed = make(chan struct{})
 	b.lastRead = "0-0"
+	req.Metrics.BufferFill(b.fill)
 	if len(req.After) > 0 {
 		if _, _, err := parseID(string(req.After)); err != nil {
 			return invalid("the position to resume after, %q, is not a stream ID: %v", req.After, err)
@@ -368,14 +369,28 @@ func (b *Buffer) waitRoom(ctx context.Context, entries [][]byte) (int, error) {
 
 // fillLevel describes how full the buffer is, as a percentage of its tightest bound. b.mu must be held.
 func (b *Buffer) fillLevel() string {
-	pct := 0.0
+	return strconv.FormatFloat(100*b.fraction(), 'f', 1, 64) + "%"
+}
+
+// fraction is how full the buffer is against its tightest bound, 0 to 1 (0 without bounds). b.mu must be
+// held.
+func (b *Buffer) fraction() float64 {
+	f := 0.0
 	if b.cfg.MaxEntries > 0 {
-		pct = float64(b.entries) / float64(b.cfg.MaxEntries)
+		f = float64(b.entries) / float64(b.cfg.MaxEntries)
 	}
 	if b.cfg.MaxBytes > 0 {
-		pct = max(pct, float64(b.bytes)/float64(b.cfg.MaxBytes))
+		f = max(f, float64(b.bytes)/float64(b.cfg.MaxBytes))
 	}
-	return strconv.FormatFloat(100*pct, 'f', 1, 64) + "%"
+	return f
+}
+
+// fill tells the host how full the buffer is (sdk.Metrics.BufferFill): as this instance last saw it,
+// after its last Append, Ack or poll.
+func (b *Buffer) fill() sdk.Fill {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return sdk.Fill{Entries: b.entries, Bytes: b.bytes, Fraction: b.fraction()}
 }
 
 // setFill records the fill level and wakes a waiting Append when it dropped.

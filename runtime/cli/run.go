@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluicehq/sluice/runtime/alert"
 	"github.com/sluicehq/sluice/runtime/config"
+	"github.com/sluicehq/sluice/runtime/metrics"
 	"github.com/sluicehq/sluice/runtime/pipeline"
 	"github.com/sluicehq/sluice/runtime/plugin"
 	"github.com/sluicehq/sluice/runtime/state"
@@ -131,6 +132,7 @@ type supervisor struct {
 	paths        []string
 	drainTimeout time.Duration
 	alerts       *alert.Notifier
+	metrics      *metrics.Registry
 	ctx          context.Context // cancelled to stop every pipeline at once
 	cancel       context.CancelFunc
 
@@ -154,6 +156,7 @@ func run(ctx context.Context, cancel context.CancelFunc, g *globals, paths []str
 	}
 	s := &supervisor{g: g, catalog: c, store: store, paths: paths, drainTimeout: o.drainTimeout, ctx: ctx, cancel: cancel,
 		alerts:  alert.New(alert.Options{Instance: o.instance, UserAgent: ua, Logger: g.logger}),
+		metrics: metrics.New(metrics.Options{Logger: g.logger}),
 		entries: map[string]*entry{}, ended: make(chan *instance), quit: make(chan struct{})}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -176,7 +179,7 @@ func run(ctx context.Context, cancel context.CancelFunc, g *globals, paths []str
 	}
 
 	// The HTTP server (status page, API, /metrics, health) and the progress report read the live set.
-	o.ops.serve(s.Statuses, nil)
+	o.ops.serve(s.Statuses, s.metrics.Handler())
 
 	s.loop(sigs, changed)
 	close(s.quit)
@@ -242,7 +245,10 @@ func (s *supervisor) add(pc *config.Pipeline, f *config.File) {
 func (s *supervisor) newInstance(pc *config.Pipeline) *instance {
 	cfg := pipelineConfig(pc)
 	cfg.Events = s.alerts.Notify
-	return &instance{cfg: cfg, fp: fingerprint(pc), p: pipeline.New(cfg, s.catalog, s.store, s.g.logger), done: make(chan struct{})}
+	cfg.Meter = s.metrics.Meter(cfg.ID)
+	p := pipeline.New(cfg, s.catalog, s.store, s.g.logger)
+	s.metrics.Track(p) // replaces the instance a reload changed
+	return &instance{cfg: cfg, fp: fingerprint(pc), p: p, done: make(chan struct{})}
 }
 
 // start runs in; the loop hears of its end on s.ended.
@@ -337,6 +343,7 @@ func (s *supervisor) finished(in *instance) {
 		what := "pipeline stopped: a reload changed it"
 		if in.removed {
 			what = "pipeline stopped: a reload removed it"
+			s.metrics.Forget(id)
 		}
 		log.Info(what, "pipeline", id, "summary", counts(in))
 	case in.err != nil && !errors.Is(in.err, pipeline.ErrStopped):

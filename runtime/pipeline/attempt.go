@@ -45,6 +45,7 @@ func (p *Pipeline) start(ctx context.Context, cancel context.CancelCauseFunc, st
 	st.all = append(st.all, s)
 	p.mu.Lock()
 	p.stages = append(p.stages, StageStatus{Role: role, Plugin: cfg.Plugin, Pid: conn.Pid()})
+	p.running = append(p.running, s)
 	p.mu.Unlock()
 	go func() {
 		select {
@@ -104,7 +105,7 @@ func (p *Pipeline) call(ctx context.Context, s *stage, doing string, fn func(con
 			timedOut := cctx.Err() == context.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded) ||
 				time.Until(deadline) < 100*time.Millisecond
 			if err != nil && ctx.Err() == nil && timedOut {
-				err = fmt.Errorf("no answer within open_timeout (%s): %w", p.cfg.OpenTimeout, err)
+				err = fmt.Errorf("%w (%s): %w", errOpenTimeout, p.cfg.OpenTimeout, err)
 			}
 			if err != nil && ctx.Err() != nil {
 				return context.Cause(ctx)
@@ -137,7 +138,7 @@ func (p *Pipeline) attempt(ctx context.Context) error {
 	defer func() {
 		st.stop()
 		p.mu.Lock()
-		p.stages = nil
+		p.stages, p.running = nil, nil
 		p.mu.Unlock()
 	}()
 	err := p.run(ctx, cancel, st)
@@ -165,7 +166,7 @@ func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *
 		if err != nil {
 			return s.fail("writing", err)
 		}
-		dead = &deadLetters{st: s, out: out, log: p.log, sent: func(n int) { p.Stats.DeadLetters.Add(int64(n)) }}
+		dead = &deadLetters{st: s, out: out, log: p.log, sent: func(n int) { p.Stats.DeadLetters.Add(int64(n)) }, meter: p.cfg.Meter}
 	}
 
 	// Downstream first: the sink says where everything upstream resumes.
@@ -201,6 +202,7 @@ func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *
 			return err
 		}
 		st.closes = append(st.closes, buf.Close)
+		go p.watchFill(ctx, bufSt)
 		if srcAfter, err = p.resumePoint(ctx, bufSt, *p.cfg.Buffer, buf, stateSource); err != nil {
 			return err
 		}
@@ -215,7 +217,7 @@ func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *
 		last := p.segment("buffer → sink", in, out, bufSt, sinkSt, p.cfg.Sink, stateBuffer, true)
 		if p.cfg.SinkSteps != nil {
 			last.steps = &steps{pipeline: p.cfg.ID, runner: p.cfg.SinkSteps.NewRunner(), list: "sink_transforms",
-				onError: p.cfg.OnError, dead: dead}
+				onError: p.cfg.OnError, dead: dead, filtered: p.filtered("sink_transforms")}
 		}
 		last.rejects = dead
 		segs = append(segs, last)
@@ -250,7 +252,8 @@ func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *
 	}
 	first.read = func(n int) { p.Stats.Read.Add(int64(n)) }
 	if p.cfg.Steps != nil || hasDLQ {
-		first.steps = &steps{pipeline: p.cfg.ID, list: "transforms", onError: p.cfg.OnError, scan: hasDLQ, dead: dead}
+		first.steps = &steps{pipeline: p.cfg.ID, list: "transforms", onError: p.cfg.OnError, scan: hasDLQ, dead: dead,
+			filtered: p.filtered("transforms")}
 		if p.cfg.Steps != nil {
 			first.steps.runner = p.cfg.Steps.NewRunner()
 		}
@@ -295,6 +298,9 @@ func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *
 		last := segs[len(segs)-1]
 		if n := last.unacked(); n > 0 && !p.cfg.Sink.Atomic {
 			p.Stats.Redelivered.Add(int64(n))
+			if p.cfg.Meter != nil {
+				p.cfg.Meter.Redelivered(n)
+			}
 			p.log.Warn("records sent to the sink were not acknowledged; they will be delivered again and may be duplicates",
 				"records", n)
 		}
@@ -356,9 +362,9 @@ func (p *Pipeline) watchStalls(ctx context.Context, cancel context.CancelCauseFu
 
 // stall reports a stalled stage and returns the error that restarts the pipeline.
 func (p *Pipeline) stall(s *stage, held time.Duration, records int, bytes int64) error {
-	err := &StageError{Stage: s.String(), Doing: "writing",
-		Err: fmt.Errorf("stalled: %d records (%d bytes) unacknowledged for %s, past stall_timeout (%s)",
-			records, bytes, held.Round(time.Second), p.cfg.StallTimeout)}
+	err := &StageError{Stage: s.String(), Role: s.roleName(), Doing: "writing",
+		Err: fmt.Errorf("%w: %d records (%d bytes) unacknowledged for %s, past stall_timeout (%s)",
+			errStalled, records, bytes, held.Round(time.Second), p.cfg.StallTimeout)}
 	p.log.Error("stage stalled; restarting the pipeline", "stage", s.String(), "pending_records", records,
 		"pending_bytes", bytes, "for", held.Round(time.Second).String(), "stall_timeout", p.cfg.StallTimeout.String())
 	return err
@@ -411,7 +417,25 @@ func (p *Pipeline) segment(name string, in *protocol.ReadStream, out *protocol.W
 	if toSink {
 		s.delivered = func(n int) { p.Stats.Delivered.Add(int64(n)) }
 	}
+	if stateName == stateSource {
+		s.eventTime = func(ns int64) { p.lastEvent.Store(ns) }
+	}
+	if m := p.cfg.Meter; m != nil {
+		s.upMeter, s.downMeter = m.Stage(up.role), m.Stage(down.role)
+		if toSink {
+			s.latency = m.Latency
+		}
+	}
 	return s
+}
+
+// filtered returns what counts the records the steps named list drop, or nil without a Meter.
+func (p *Pipeline) filtered(list string) func(int) {
+	m := p.cfg.Meter
+	if m == nil {
+		return nil
+	}
+	return func(n int) { m.Filtered(list, n) }
 }
 
 func (p *Pipeline) flushState(s *segment) {

@@ -55,6 +55,8 @@ type Config struct {
 	// Events, when set, is told what happens to the pipeline (restarts, failures, crashes). It is called
 	// from the pipeline's goroutines and must not block.
 	Events func(Event)
+	// Meter, when set, is told what moves through the pipeline, per batch, for metrics.
+	Meter Meter
 }
 
 // Stage configures one stage.
@@ -166,7 +168,12 @@ type Pipeline struct {
 	started   time.Time // when the stages were first open; zero until then
 	lastErr   error     // the last failure, nil after progress
 	stages    []StageStatus
+	running   []*stage // the plugins of the current attempt, in the order stages lists them
 	positions map[string]record.Position
+	fill      *BufferFill // the buffer's fill as last reported
+	// lastEvent is the latest event time (Unix nanoseconds) of the batches the source's downstream
+	// acknowledged last; 0 while none had one.
+	lastEvent atomic.Int64
 }
 
 // New returns a pipeline for cfg that starts plugins with starter and keeps host-side positions in store.
@@ -277,6 +284,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		p.lastErr = err
 		p.mu.Unlock()
 		p.Stats.Restarts.Add(1)
+		if p.cfg.Meter != nil {
+			p.cfg.Meter.Restarted(roleOf(err), Cause(err))
+		}
 		p.setState(Restarting)
 		msg := err.Error()
 		if r.repeats > 1 {

@@ -42,6 +42,14 @@ type segment struct {
 	read func(records int)
 	// progress is called on every acknowledgement from downstream.
 	progress func()
+	// upMeter and downMeter measure the two stages for metrics (nil: not measured).
+	upMeter, downMeter StageMeter
+	// latency observes, for each batch downstream acknowledged that has an event time, the time since it
+	// (nil: not observed).
+	latency func(time.Duration)
+	// eventTime is told the latest event time (Unix nanoseconds) among the batches downstream
+	// acknowledged, when one of them has one (nil: not kept).
+	eventTime func(int64)
 	// persist stores acked positions in the host's state store (nil when downstream stores them itself).
 	persist   *persister
 	window    *semaphore.Weighted
@@ -59,7 +67,9 @@ type segment struct {
 type inFlight struct {
 	outSeq, inSeq uint64
 	pos           record.Position
-	size          int64
+	size          int64 // bytes held against the in-flight window
+	bytes         int64 // the batch's encoded size
+	event         int64 // the batch's latest event time, Unix nanoseconds; 0: none
 	records       int
 	// batch is kept until acked when the sink may reject its records.
 	batch *protocol.Batch
@@ -175,6 +185,9 @@ func (s *segment) forward(ctx context.Context) (drained bool, err error) {
 		if s.read != nil {
 			s.read(b.Len())
 		}
+		if s.upMeter != nil {
+			s.upMeter.Read(b.Len(), b.Size())
+		}
 		if s.steps != nil {
 			if err := s.steps.apply(ctx, b); err != nil {
 				return false, err
@@ -185,7 +198,12 @@ func (s *segment) forward(ctx context.Context) (drained bool, err error) {
 		if s.rejects != nil {
 			keep = b
 		}
-		size := min(int64(b.Size()), s.maxWindow)
+		bytes := int64(b.Size())
+		size := min(bytes, s.maxWindow)
+		var event int64
+		if !b.EventTime.IsZero() {
+			event = b.EventTime.UnixNano()
+		}
 		if err := s.window.Acquire(ctx, size); err != nil {
 			return false, context.Cause(ctx)
 		}
@@ -194,7 +212,7 @@ func (s *segment) forward(ctx context.Context) (drained bool, err error) {
 		if len(s.pending) == 0 {
 			s.waiting = time.Now()
 		}
-		s.pending = append(s.pending, inFlight{outSeq: s.out.NextSeq(), inSeq: inSeq, pos: pos, size: size, records: n, batch: keep})
+		s.pending = append(s.pending, inFlight{outSeq: s.out.NextSeq(), inSeq: inSeq, pos: pos, size: size, bytes: bytes, event: event, records: n, batch: keep})
 		s.mu.Unlock()
 		if err := s.out.Send(b); err != nil {
 			return false, s.down.fail("writing", err)
@@ -255,7 +273,38 @@ func (s *segment) acks(ctx context.Context) error {
 		if s.delivered != nil {
 			s.delivered(records)
 		}
+		s.measure(acked, records)
 		s.window.Release(size)
+	}
+}
+
+// measure reports batches downstream acknowledged (records of them) to the meters and keeps their latest
+// event time.
+func (s *segment) measure(acked []inFlight, records int) {
+	if s.downMeter == nil && s.latency == nil && s.eventTime == nil {
+		return
+	}
+	var bytes, latest int64
+	for i := range acked {
+		bytes += acked[i].bytes
+		latest = max(latest, acked[i].event)
+	}
+	if s.downMeter != nil {
+		s.downMeter.Written(records, int(bytes))
+	}
+	if latest == 0 {
+		return
+	}
+	if s.eventTime != nil {
+		s.eventTime(latest)
+	}
+	if s.latency != nil {
+		now := time.Now()
+		for i := range acked {
+			if acked[i].event != 0 {
+				s.latency(max(0, now.Sub(time.Unix(0, acked[i].event))))
+			}
+		}
 	}
 }
 

@@ -32,6 +32,8 @@ func (s *stage) String() string {
 type StageError struct {
 	// Stage names the stage: "sink kafka (pid 4242)".
 	Stage string
+	// Role is the stage's role: "source", "buffer", "sink" or "dead-letter sink".
+	Role string
 	// Doing is what the host was doing: "opening", "writing", "reading"…
 	Doing string
 	// Exit is how the plugin's process ended, when it did; nil otherwise.
@@ -62,7 +64,7 @@ func (s *stage) fail(doing string, err error) error {
 	if errors.As(err, &se) {
 		return err
 	}
-	e := &StageError{Stage: s.String(), Doing: doing, Err: err}
+	e := &StageError{Stage: s.String(), Role: s.roleName(), Doing: doing, Err: err}
 	if s != nil && (errors.Is(err, protocol.ErrConnectionLost) || errors.Is(err, protocol.ErrStreamEnded)) {
 		e.Exit = s.conn.WaitExit(exitWait)
 	}
@@ -71,11 +73,19 @@ func (s *stage) fail(doing string, err error) error {
 
 // exited is the error for a plugin process that ended while its stage ran.
 func (s *stage) exited(exit *protocol.Exit) error {
-	return &StageError{Stage: s.String(), Doing: "running", Exit: exit, Err: protocol.ErrConnectionLost}
+	return &StageError{Stage: s.String(), Role: s.roleName(), Doing: "running", Exit: exit, Err: protocol.ErrConnectionLost}
 }
 
 // unresponsive is the error for a plugin process that stopped answering health checks.
 func (s *stage) unresponsive(d time.Duration, err error) error {
-	return &StageError{Stage: s.String(), Doing: "checking its health",
-		Err: fmt.Errorf("the plugin process has not answered for %s (stopped or hung): %w", d.Round(time.Second), err)}
+	return &StageError{Stage: s.String(), Role: s.roleName(), Doing: "checking its health",
+		Err: fmt.Errorf("%w for %s (stopped or hung): %w", errUnresponsive, d.Round(time.Second), err)}
+}
+
+// roleName is s's role, or "" for no stage.
+func (s *stage) roleName() string {
+	if s == nil {
+		return ""
+	}
+	return s.role
 }

@@ -77,6 +77,13 @@ func (p *Pipeline) Status() Status {
 	for k, v := range p.positions {
 		st.Positions[k] = v
 	}
+	if ns := p.lastEvent.Load(); ns != 0 {
+		st.LastEventTime = time.Unix(0, ns)
+	}
+	if p.fill != nil {
+		fill := *p.fill
+		st.Buffer = &fill
+	}
 	return st
 }
 
@@ -103,6 +110,8 @@ type Event struct {
 	Err error
 	// Stage names the stage concerned, when one is: "sink kafka (pid 4242)".
 	Stage string
+	// Cause says what kind of failure Err is: one of the Cause constants (CauseCrash, CauseStall, …).
+	Cause string
 	// Attempt counts the failed attempts in a row; Wait is the delay before the next (restarting only).
 	Attempt int
 	Wait    time.Duration
@@ -113,7 +122,7 @@ func (p *Pipeline) emit(kind EventKind, err error, attempt int, wait time.Durati
 	if p.cfg.Events == nil {
 		return
 	}
-	e := Event{Pipeline: p.cfg.ID, Kind: kind, Time: time.Now(), Err: err, Attempt: attempt, Wait: wait}
+	e := Event{Pipeline: p.cfg.ID, Kind: kind, Time: time.Now(), Err: err, Cause: Cause(err), Attempt: attempt, Wait: wait}
 	var se *StageError
 	if errors.As(err, &se) {
 		e.Stage = se.Stage

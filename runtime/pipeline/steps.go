@@ -34,6 +34,8 @@ type steps struct {
 	// scan: look for dead-letter records the source marked (record.MetaError).
 	scan bool
 	dead *deadLetters
+	// filtered counts the records the steps dropped (nil: not counted).
+	filtered func(records int)
 }
 
 // apply rewrites b: records that pass the steps stay, changed; records a step failed on and records the
@@ -71,6 +73,9 @@ func (s *steps) apply(ctx context.Context, b *protocol.Batch) error {
 	}
 	if s.runner != nil {
 		out, failed := s.runner.Run(recs)
+		if n := len(recs) - len(out) - len(failed); n > 0 && s.filtered != nil {
+			s.filtered(n)
+		}
 		for i := range failed {
 			f := &failed[i]
 			if s.onError != OnErrorDLQ || s.dead == nil {
@@ -124,6 +129,8 @@ type deadLetters struct {
 	log *slog.Logger
 	// sent counts dead letters written.
 	sent func(n int)
+	// meter counts dead letters by origin (nil: not counted).
+	meter Meter
 	// waiting is since when a batch of dead letters has been waiting for its acknowledgement; zero when
 	// none is.
 	waiting atomic.Int64
@@ -176,6 +183,12 @@ func (d *deadLetters) send(ctx context.Context, recs []record.Record) error {
 	}
 	if d.sent != nil {
 		d.sent(len(recs))
+	}
+	if d.meter != nil {
+		for _, r := range recs {
+			stage, _ := r.Meta.Get(record.MetaErrorStage)
+			d.meter.DeadLettered(originOf(stage), 1)
+		}
 	}
 	return nil
 }

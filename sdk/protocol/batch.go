@@ -4,6 +4,8 @@
 package protocol
 
 import (
+	"time"
+
 	"github.com/sluicehq/sluice/sdk/proto/sluicev1"
 	"github.com/sluicehq/sluice/sdk/record"
 )
@@ -18,6 +20,10 @@ type Batch struct {
 	Seq uint64
 	// Position is the upstream position the batch accounts through (record.Batch.Position).
 	Position record.Position
+	// EventTime is the latest event time among the batch's records (record.Record.Time), as the stage that
+	// sent it computed it; zero when none has one. Transform steps do not change it: records they drop
+	// still count, as their positions do.
+	EventTime time.Time
 
 	count   int
 	data    []byte // wire form; valid when encoded
@@ -32,7 +38,11 @@ func NewBatch(recs []record.Record, pos record.Position) *Batch {
 }
 
 func batchFromWire(b *sluicev1.Batch) *Batch {
-	return &Batch{Seq: b.GetSeq(), Position: b.GetPosition(), count: int(b.GetCount()), data: b.GetData(), encoded: true}
+	out := &Batch{Seq: b.GetSeq(), Position: b.GetPosition(), count: int(b.GetCount()), data: b.GetData(), encoded: true}
+	if ns := b.GetEventTimeUnixNano(); ns != 0 {
+		out.EventTime = time.Unix(0, ns)
+	}
+	return out
 }
 
 // Len returns the number of records in the batch.
@@ -79,5 +89,9 @@ func (b *Batch) Size() int {
 }
 
 func (b *Batch) wire(seq uint64) *sluicev1.Batch {
-	return &sluicev1.Batch{Seq: seq, Count: uint32(b.count), Position: b.Position, Data: b.Encoded()}
+	w := &sluicev1.Batch{Seq: seq, Count: uint32(b.count), Position: b.Position, Data: b.Encoded()}
+	if !b.EventTime.IsZero() {
+		w.EventTimeUnixNano = b.EventTime.UnixNano()
+	}
+	return w
 }

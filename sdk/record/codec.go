@@ -4,7 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
+	"time"
 )
 
 // The record wire encoding, version 1. A batch crosses a process boundary as one byte string holding its
@@ -19,14 +22,25 @@ import (
 //	payload   uvarint length, bytes
 //
 // The layout is fixed for protocol version 1; a change to it is a new protocol version.
+//
+// A record's Time travels as the first metadata entry, MetaTime ("sluice.time"), whose value is the time in
+// nanoseconds since the Unix epoch, in decimal. Decode takes that entry out of Meta and into Time. So the
+// layout did not change: a plugin built before Time existed reads such a record with one more metadata
+// entry, and records it writes carry no time. See docs/decisions/2026-11-30-event-time.md.
 
 // ErrCorrupt is returned (wrapped) by Decode when data is not a valid encoding.
 var ErrCorrupt = errors.New("record: corrupt batch encoding")
 
 // EncodedSize returns the number of bytes Append will add for r.
 func EncodedSize(r *Record) int {
+	fields := len(r.Meta)
 	n := 2 + uvarintLen(len(r.Position)) + len(r.Position) + uvarintLen(len(r.Key)) + len(r.Key) +
-		uvarintLen(len(r.Meta)) + uvarintLen(len(r.Payload)) + len(r.Payload)
+		uvarintLen(len(r.Payload)) + len(r.Payload)
+	if ns, ok := timeNanos(r.Time); ok {
+		fields++
+		n += 1 + len(MetaTime) + 1 + decimalLen(ns)
+	}
+	n += uvarintLen(fields)
 	for _, f := range r.Meta {
 		n += uvarintLen(len(f.Key)) + len(f.Key) + uvarintLen(len(f.Value)) + len(f.Value)
 	}
@@ -38,7 +52,15 @@ func Append(dst []byte, r *Record) []byte {
 	dst = append(dst, byte(r.Op), byte(r.Encoding))
 	dst = appendBytes(dst, r.Position)
 	dst = appendBytes(dst, r.Key)
-	dst = binary.AppendUvarint(dst, uint64(len(r.Meta)))
+	if ns, ok := timeNanos(r.Time); ok {
+		dst = binary.AppendUvarint(dst, uint64(len(r.Meta)+1))
+		dst = append(dst, byte(len(MetaTime)))
+		dst = append(dst, MetaTime...)
+		dst = append(dst, byte(decimalLen(ns)))
+		dst = strconv.AppendInt(dst, ns, 10)
+	} else {
+		dst = binary.AppendUvarint(dst, uint64(len(r.Meta)))
+	}
 	for _, f := range r.Meta {
 		dst = binary.AppendUvarint(dst, uint64(len(f.Key)))
 		dst = append(dst, f.Key...)
@@ -98,9 +120,17 @@ func Decode(dst []Record, data []byte, count int) ([]Record, error) {
 			for j := uint64(0); j < n; j++ {
 				k := d.bytes()
 				v := d.bytes()
+				if len(k) == len(MetaTime) && string(k) == MetaTime {
+					if ns, ok := parseNanos(v); ok {
+						r.Time = time.Unix(0, ns).UTC()
+						continue
+					}
+				}
 				meta = append(meta, Field{Key: internKey(k), Value: string(v)})
 			}
-			r.Meta = meta[start:len(meta):len(meta)]
+			if len(meta) > start {
+				r.Meta = meta[start:len(meta):len(meta)]
+			}
 		}
 		r.Payload = d.bytes()
 		if d.err != "" {
@@ -167,6 +197,58 @@ func (d *decoder) fail(i int, msg string) error {
 func appendBytes(dst, b []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(b)))
 	return append(dst, b...)
+}
+
+// The times that nanoseconds since the Unix epoch in an int64 can hold.
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
+// timeNanos returns t in nanoseconds since the Unix epoch, and whether t is carried: set, and in range.
+func timeNanos(t time.Time) (int64, bool) {
+	if t.IsZero() || t.Before(minTime) || t.After(maxTime) {
+		return 0, false
+	}
+	return t.UnixNano(), true
+}
+
+// decimalLen returns the length of n written in decimal.
+func decimalLen(n int64) int {
+	l, u := 1, uint64(n)
+	if n < 0 {
+		l, u = 2, uint64(-(n+1))+1
+	}
+	for u >= 10 {
+		u /= 10
+		l++
+	}
+	return l
+}
+
+// parseNanos reads a decimal int64 without allocating; ok is false for anything else.
+func parseNanos(b []byte) (int64, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 19 {
+		return 0, false
+	}
+	var u uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		u = u*10 + uint64(c-'0')
+	}
+	switch {
+	case neg && u <= 1<<63:
+		return int64(-u), true
+	case !neg && u < 1<<63:
+		return int64(u), true
+	}
+	return 0, false
 }
 
 func uvarintLen(n int) int {

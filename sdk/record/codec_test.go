@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func sample() []Record {
@@ -111,6 +113,115 @@ func TestDecodeInternsCommonKeys(t *testing.T) {
 	}
 }
 
+func TestTimeRoundTrip(t *testing.T) {
+	now := time.Now()
+	recs := []Record{
+		{Position: Position("p1"), Op: OpInsert, Time: now, Meta: Meta{{"mongodb.db", "shop"}}},
+		{Position: Position("p2"), Op: OpHeartbeat, Time: time.Unix(1700000000, 0)},
+		{Position: Position("p3"), Time: time.Date(1900, 1, 2, 3, 4, 5, 6, time.UTC)}, // before 1970: negative
+		{Position: Position("p4"), Time: time.Unix(0, 0)},
+		{Position: Position("p5")}, // no time
+	}
+	data := Encode(nil, recs)
+	size := 0
+	for i := range recs {
+		size += EncodedSize(&recs[i])
+	}
+	if len(data) != size {
+		t.Fatalf("encoded %d bytes, EncodedSize says %d", len(data), size)
+	}
+	got, err := Decode(nil, data, len(recs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range recs {
+		if !got[i].Time.Equal(recs[i].Time) || got[i].Time.IsZero() != recs[i].Time.IsZero() {
+			t.Errorf("record %d: time %v, want %v", i, got[i].Time, recs[i].Time)
+		}
+		if _, ok := got[i].Meta.Get(MetaTime); ok {
+			t.Errorf("record %d: %s left in Meta: %v", i, MetaTime, got[i].Meta)
+		}
+		if len(got[i].Meta) != len(recs[i].Meta) {
+			t.Errorf("record %d: meta %v, want %v", i, got[i].Meta, recs[i].Meta)
+		}
+	}
+}
+
+func TestTimeOutOfRangeIsDropped(t *testing.T) {
+	for _, tm := range []time.Time{time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)} {
+		r := Record{Position: Position("p"), Time: tm}
+		plain := Record{Position: Position("p")}
+		if !bytes.Equal(Encode(nil, []Record{r}), Encode(nil, []Record{plain})) {
+			t.Errorf("%v: encoded, want it dropped", tm)
+		}
+	}
+}
+
+// A record's time is, on the wire, a metadata entry that a decoder built before Time existed reads as
+// such: the bytes are exactly those of the record with that entry first in Meta.
+func TestTimeIsMetadataOnTheWire(t *testing.T) {
+	tm := time.Date(2026, 11, 30, 12, 0, 0, 123456789, time.UTC)
+	withTime := Record{Position: Position("p"), Op: OpUpdate, Key: []byte("k"), Time: tm, Meta: Meta{{"a", "b"}}, Payload: []byte("{}")}
+	asMeta := withTime
+	asMeta.Time = time.Time{}
+	asMeta.Meta = Meta{{MetaTime, strconv.FormatInt(tm.UnixNano(), 10)}, {"a", "b"}}
+	if a, b := Encode(nil, []Record{withTime}), Encode(nil, []Record{asMeta}); !bytes.Equal(a, b) {
+		t.Fatalf("the time is not encoded as a metadata entry:\n%q\n%q", a, b)
+	}
+	// And the other way: a record an older plugin passed on with the entry in Meta decodes to Time.
+	got, err := Decode(nil, Encode(nil, []Record{asMeta}), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got[0].Time.Equal(tm) || len(got[0].Meta) != 1 {
+		t.Fatalf("decoded time %v meta %v", got[0].Time, got[0].Meta)
+	}
+	// An entry that is not a time stays metadata.
+	odd := Record{Position: Position("p"), Meta: Meta{{MetaTime, "yesterday"}}}
+	if got, err = Decode(nil, Encode(nil, []Record{odd}), 1); err != nil || !got[0].Time.IsZero() || len(got[0].Meta) != 1 {
+		t.Fatalf("decoded %+v, %v", got, err)
+	}
+}
+
+func TestDecodeTimeAllocatesNothingMore(t *testing.T) {
+	data := Encode(nil, []Record{{Position: Position("p"), Time: time.Now(), Meta: Meta{{"mongodb.db", "shop"}}}})
+	allocs := testing.AllocsPerRun(100, func() {
+		var dst [1]Record
+		if _, err := Decode(dst[:0], data, 1); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// As without a time: the metadata slice and the value string.
+	if allocs > 2 {
+		t.Fatalf("Decode allocated %v times per run, want at most 2", allocs)
+	}
+}
+
+func TestParseNanos(t *testing.T) {
+	for _, tt := range []struct {
+		in string
+		ok bool
+	}{
+		{"0", true}, {"-1", true}, {"9223372036854775807", true}, {"-9223372036854775808", true},
+		{"9223372036854775808", false}, {"-9223372036854775809", false}, {"", false}, {"-", false},
+		{"12a", false}, {"+5", false}, {"12345678901234567890", false},
+	} {
+		n, ok := parseNanos([]byte(tt.in))
+		if ok != tt.ok {
+			t.Errorf("parseNanos(%q) ok = %v, want %v", tt.in, ok, tt.ok)
+			continue
+		}
+		if ok {
+			if want, _ := strconv.ParseInt(tt.in, 10, 64); n != want {
+				t.Errorf("parseNanos(%q) = %d, want %d", tt.in, n, want)
+			}
+			if decimalLen(n) != len(strconv.FormatInt(n, 10)) {
+				t.Errorf("decimalLen(%d) = %d", n, decimalLen(n))
+			}
+		}
+	}
+}
+
 func TestMeta(t *testing.T) {
 	var m Meta
 	m = m.Set("a", "1").Set("b", "2").Set("a", "3")
@@ -138,6 +249,7 @@ func TestOpNames(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	f.Add(Encode(nil, sample()), 4)
 	f.Add([]byte{}, 0)
+	f.Add(Encode(nil, []Record{{Position: Position("p"), Time: time.Unix(1, 2), Meta: Meta{{MetaTime, "x"}}}}), 1)
 	f.Add([]byte{1, 0, 0, 0, 0, 0}, 1)
 	f.Fuzz(func(t *testing.T, data []byte, count int) {
 		recs, err := Decode(nil, data, count)

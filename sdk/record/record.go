@@ -7,6 +7,7 @@ package record
 import (
 	"bytes"
 	"strconv"
+	"time"
 )
 
 // Position is an opaque, stage-specific marker of where a record came from: a MongoDB resume token, a Redis
@@ -143,6 +144,9 @@ const (
 	MetaErrorStage = "sluice.error.stage"
 	// MetaPipeline is the pipeline id, set on dead-letter records.
 	MetaPipeline = "sluice.pipeline"
+	// MetaTime is the metadata entry that carries Record.Time in the wire encoding (see codec.go). Decode
+	// moves it into Time, so it never shows in Meta; do not set it yourself.
+	MetaTime = "sluice.time"
 )
 
 // Record is one unit of data moving through a pipeline.
@@ -159,6 +163,11 @@ type Record struct {
 	// Payload is the record's data, read according to Encoding. Empty for heartbeats and most deletes.
 	Payload  []byte
 	Encoding Encoding
+	// Time is when the change the record describes happened at its origin (for MongoDB, the event's wall or
+	// cluster time; for a heartbeat, its resume token's time); zero when the source does not know. Optional.
+	// It survives a buffer, and the host measures source lag and end-to-end latency with it. It is carried
+	// with nanosecond precision for times between the years 1678 and 2262 and dropped outside them.
+	Time time.Time
 }
 
 // Batch is a run of records together with the upstream position it accounts for.

@@ -266,9 +266,14 @@ type Batch struct {
 	// The upstream position the batch accounts through (see record.Batch).
 	Position []byte `protobuf:"bytes,3,opt,name=position,proto3" json:"position,omitempty"`
 	// count records in the record wire encoding.
-	Data          []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Data []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	// The latest event time among the batch's records (record.Record.Time), in nanoseconds since the Unix
+	// epoch; 0 when none has one. The SDK fills it in on batches a source or buffer reads, so the host learns
+	// a batch's time without decoding it. Added in protocol version 1 without a version change: peers that
+	// predate it send 0 and ignore it.
+	EventTimeUnixNano int64 `protobuf:"varint,5,opt,name=event_time_unix_nano,json=eventTimeUnixNano,proto3" json:"event_time_unix_nano,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Batch) Reset() {
@@ -327,6 +332,13 @@ func (x *Batch) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *Batch) GetEventTimeUnixNano() int64 {
+	if x != nil {
+		return x.EventTimeUnixNano
+	}
+	return 0
 }
 
 type Ack struct {
@@ -446,6 +458,160 @@ func (x *Reject) GetReason() string {
 	return ""
 }
 
+type MetricsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricsRequest) Reset() {
+	*x = MetricsRequest{}
+	mi := &file_sluice_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricsRequest) ProtoMessage() {}
+
+func (x *MetricsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricsRequest.ProtoReflect.Descriptor instead.
+func (*MetricsRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{7}
+}
+
+type MetricsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stage's own metrics in the Prometheus text exposition format, version 0.0.4 (what every Prometheus
+	// client library writes). Names are the plugin's own: the host prefixes them with sluice_plugin_<plugin>_
+	// and adds the labels pipeline, stage and plugin, which the plugin must not use itself.
+	Text []byte `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	// How full a buffer is; unset for other stages and for buffers that do not say.
+	BufferFill    *BufferFill `protobuf:"bytes,2,opt,name=buffer_fill,json=bufferFill,proto3" json:"buffer_fill,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricsResponse) Reset() {
+	*x = MetricsResponse{}
+	mi := &file_sluice_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricsResponse) ProtoMessage() {}
+
+func (x *MetricsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricsResponse.ProtoReflect.Descriptor instead.
+func (*MetricsResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *MetricsResponse) GetText() []byte {
+	if x != nil {
+		return x.Text
+	}
+	return nil
+}
+
+func (x *MetricsResponse) GetBufferFill() *BufferFill {
+	if x != nil {
+		return x.BufferFill
+	}
+	return nil
+}
+
+type BufferFill struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Records and bytes held (appended and not yet acknowledged by the sink).
+	Entries int64 `protobuf:"varint,1,opt,name=entries,proto3" json:"entries,omitempty"`
+	Bytes   int64 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// The fill against the buffer's bound, 0..1 (the fuller of its bounds); 0 when it has none.
+	Fraction      float64 `protobuf:"fixed64,3,opt,name=fraction,proto3" json:"fraction,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BufferFill) Reset() {
+	*x = BufferFill{}
+	mi := &file_sluice_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BufferFill) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BufferFill) ProtoMessage() {}
+
+func (x *BufferFill) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BufferFill.ProtoReflect.Descriptor instead.
+func (*BufferFill) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *BufferFill) GetEntries() int64 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+func (x *BufferFill) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *BufferFill) GetFraction() float64 {
+	if x != nil {
+		return x.Fraction
+	}
+	return 0
+}
+
 var File_sluice_proto protoreflect.FileDescriptor
 
 const file_sluice_proto_rawDesc = "" +
@@ -463,21 +629,33 @@ const file_sluice_proto_rawDesc = "" +
 	"\vdead_letter\x18\x06 \x01(\bR\n" +
 	"deadLetter\"0\n" +
 	"\x12CheckpointResponse\x12\x1a\n" +
-	"\bposition\x18\x01 \x01(\fR\bposition\"_\n" +
+	"\bposition\x18\x01 \x01(\fR\bposition\"\x90\x01\n" +
 	"\x05Batch\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\rR\x05count\x12\x1a\n" +
 	"\bposition\x18\x03 \x01(\fR\bposition\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"D\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12/\n" +
+	"\x14event_time_unix_nano\x18\x05 \x01(\x03R\x11eventTimeUnixNano\"D\n" +
 	"\x03Ack\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12+\n" +
 	"\arejects\x18\x02 \x03(\v2\x11.sluice.v1.RejectR\arejects\"H\n" +
 	"\x06Reject\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason2;\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x10\n" +
+	"\x0eMetricsRequest\"]\n" +
+	"\x0fMetricsResponse\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\fR\x04text\x126\n" +
+	"\vbuffer_fill\x18\x02 \x01(\v2\x15.sluice.v1.BufferFillR\n" +
+	"bufferFill\"X\n" +
+	"\n" +
+	"BufferFill\x12\x18\n" +
+	"\aentries\x18\x01 \x01(\x03R\aentries\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\x12\x1a\n" +
+	"\bfraction\x18\x03 \x01(\x01R\bfraction2}\n" +
 	"\x06Plugin\x121\n" +
-	"\x04Spec\x12\x10.sluice.v1.Empty\x1a\x17.sluice.v1.SpecResponse2\x95\x01\n" +
+	"\x04Spec\x12\x10.sluice.v1.Empty\x1a\x17.sluice.v1.SpecResponse\x12@\n" +
+	"\aMetrics\x12\x19.sluice.v1.MetricsRequest\x1a\x1a.sluice.v1.MetricsResponse2\x95\x01\n" +
 	"\x06Source\x120\n" +
 	"\x04Open\x12\x16.sluice.v1.OpenRequest\x1a\x10.sluice.v1.Empty\x12,\n" +
 	"\x04Read\x12\x0e.sluice.v1.Ack\x1a\x10.sluice.v1.Batch(\x010\x01\x12+\n" +
@@ -508,7 +686,7 @@ func file_sluice_proto_rawDescGZIP() []byte {
 	return file_sluice_proto_rawDescData
 }
 
-var file_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_sluice_proto_goTypes = []any{
 	(*Empty)(nil),              // 0: sluice.v1.Empty
 	(*SpecResponse)(nil),       // 1: sluice.v1.SpecResponse
@@ -517,40 +695,46 @@ var file_sluice_proto_goTypes = []any{
 	(*Batch)(nil),              // 4: sluice.v1.Batch
 	(*Ack)(nil),                // 5: sluice.v1.Ack
 	(*Reject)(nil),             // 6: sluice.v1.Reject
+	(*MetricsRequest)(nil),     // 7: sluice.v1.MetricsRequest
+	(*MetricsResponse)(nil),    // 8: sluice.v1.MetricsResponse
+	(*BufferFill)(nil),         // 9: sluice.v1.BufferFill
 }
 var file_sluice_proto_depIdxs = []int32{
 	6,  // 0: sluice.v1.Ack.rejects:type_name -> sluice.v1.Reject
-	0,  // 1: sluice.v1.Plugin.Spec:input_type -> sluice.v1.Empty
-	2,  // 2: sluice.v1.Source.Open:input_type -> sluice.v1.OpenRequest
-	5,  // 3: sluice.v1.Source.Read:input_type -> sluice.v1.Ack
-	0,  // 4: sluice.v1.Source.Close:input_type -> sluice.v1.Empty
-	2,  // 5: sluice.v1.Buffer.Open:input_type -> sluice.v1.OpenRequest
-	0,  // 6: sluice.v1.Buffer.Checkpoint:input_type -> sluice.v1.Empty
-	4,  // 7: sluice.v1.Buffer.Append:input_type -> sluice.v1.Batch
-	5,  // 8: sluice.v1.Buffer.Read:input_type -> sluice.v1.Ack
-	0,  // 9: sluice.v1.Buffer.Close:input_type -> sluice.v1.Empty
-	2,  // 10: sluice.v1.Sink.Open:input_type -> sluice.v1.OpenRequest
-	0,  // 11: sluice.v1.Sink.Checkpoint:input_type -> sluice.v1.Empty
-	4,  // 12: sluice.v1.Sink.Write:input_type -> sluice.v1.Batch
-	0,  // 13: sluice.v1.Sink.Close:input_type -> sluice.v1.Empty
-	1,  // 14: sluice.v1.Plugin.Spec:output_type -> sluice.v1.SpecResponse
-	0,  // 15: sluice.v1.Source.Open:output_type -> sluice.v1.Empty
-	4,  // 16: sluice.v1.Source.Read:output_type -> sluice.v1.Batch
-	0,  // 17: sluice.v1.Source.Close:output_type -> sluice.v1.Empty
-	0,  // 18: sluice.v1.Buffer.Open:output_type -> sluice.v1.Empty
-	3,  // 19: sluice.v1.Buffer.Checkpoint:output_type -> sluice.v1.CheckpointResponse
-	5,  // 20: sluice.v1.Buffer.Append:output_type -> sluice.v1.Ack
-	4,  // 21: sluice.v1.Buffer.Read:output_type -> sluice.v1.Batch
-	0,  // 22: sluice.v1.Buffer.Close:output_type -> sluice.v1.Empty
-	0,  // 23: sluice.v1.Sink.Open:output_type -> sluice.v1.Empty
-	3,  // 24: sluice.v1.Sink.Checkpoint:output_type -> sluice.v1.CheckpointResponse
-	5,  // 25: sluice.v1.Sink.Write:output_type -> sluice.v1.Ack
-	0,  // 26: sluice.v1.Sink.Close:output_type -> sluice.v1.Empty
-	14, // [14:27] is the sub-list for method output_type
-	1,  // [1:14] is the sub-list for method input_type
-	1,  // [1:1] is the sub-list for extension type_name
-	1,  // [1:1] is the sub-list for extension extendee
-	0,  // [0:1] is the sub-list for field type_name
+	9,  // 1: sluice.v1.MetricsResponse.buffer_fill:type_name -> sluice.v1.BufferFill
+	0,  // 2: sluice.v1.Plugin.Spec:input_type -> sluice.v1.Empty
+	7,  // 3: sluice.v1.Plugin.Metrics:input_type -> sluice.v1.MetricsRequest
+	2,  // 4: sluice.v1.Source.Open:input_type -> sluice.v1.OpenRequest
+	5,  // 5: sluice.v1.Source.Read:input_type -> sluice.v1.Ack
+	0,  // 6: sluice.v1.Source.Close:input_type -> sluice.v1.Empty
+	2,  // 7: sluice.v1.Buffer.Open:input_type -> sluice.v1.OpenRequest
+	0,  // 8: sluice.v1.Buffer.Checkpoint:input_type -> sluice.v1.Empty
+	4,  // 9: sluice.v1.Buffer.Append:input_type -> sluice.v1.Batch
+	5,  // 10: sluice.v1.Buffer.Read:input_type -> sluice.v1.Ack
+	0,  // 11: sluice.v1.Buffer.Close:input_type -> sluice.v1.Empty
+	2,  // 12: sluice.v1.Sink.Open:input_type -> sluice.v1.OpenRequest
+	0,  // 13: sluice.v1.Sink.Checkpoint:input_type -> sluice.v1.Empty
+	4,  // 14: sluice.v1.Sink.Write:input_type -> sluice.v1.Batch
+	0,  // 15: sluice.v1.Sink.Close:input_type -> sluice.v1.Empty
+	1,  // 16: sluice.v1.Plugin.Spec:output_type -> sluice.v1.SpecResponse
+	8,  // 17: sluice.v1.Plugin.Metrics:output_type -> sluice.v1.MetricsResponse
+	0,  // 18: sluice.v1.Source.Open:output_type -> sluice.v1.Empty
+	4,  // 19: sluice.v1.Source.Read:output_type -> sluice.v1.Batch
+	0,  // 20: sluice.v1.Source.Close:output_type -> sluice.v1.Empty
+	0,  // 21: sluice.v1.Buffer.Open:output_type -> sluice.v1.Empty
+	3,  // 22: sluice.v1.Buffer.Checkpoint:output_type -> sluice.v1.CheckpointResponse
+	5,  // 23: sluice.v1.Buffer.Append:output_type -> sluice.v1.Ack
+	4,  // 24: sluice.v1.Buffer.Read:output_type -> sluice.v1.Batch
+	0,  // 25: sluice.v1.Buffer.Close:output_type -> sluice.v1.Empty
+	0,  // 26: sluice.v1.Sink.Open:output_type -> sluice.v1.Empty
+	3,  // 27: sluice.v1.Sink.Checkpoint:output_type -> sluice.v1.CheckpointResponse
+	5,  // 28: sluice.v1.Sink.Write:output_type -> sluice.v1.Ack
+	0,  // 29: sluice.v1.Sink.Close:output_type -> sluice.v1.Empty
+	16, // [16:30] is the sub-list for method output_type
+	2,  // [2:16] is the sub-list for method input_type
+	2,  // [2:2] is the sub-list for extension type_name
+	2,  // [2:2] is the sub-list for extension extendee
+	0,  // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_sluice_proto_init() }
@@ -564,7 +748,7 @@ func file_sluice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_proto_rawDesc), len(file_sluice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

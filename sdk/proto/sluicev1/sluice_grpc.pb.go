@@ -37,7 +37,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Plugin_Spec_FullMethodName = "/sluice.v1.Plugin/Spec"
+	Plugin_Spec_FullMethodName    = "/sluice.v1.Plugin/Spec"
+	Plugin_Metrics_FullMethodName = "/sluice.v1.Plugin/Metrics"
 )
 
 // PluginClient is the client API for Plugin service.
@@ -45,6 +46,10 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type PluginClient interface {
 	Spec(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*SpecResponse, error)
+	// The stage's metrics, asked for when the host's /metrics is scraped and every few seconds for a
+	// buffer's fill, each time within a short deadline. Added in protocol version 1 without a version
+	// change: a plugin that does not implement it (Unimplemented) simply reports none.
+	Metrics(ctx context.Context, in *MetricsRequest, opts ...grpc.CallOption) (*MetricsResponse, error)
 }
 
 type pluginClient struct {
@@ -65,11 +70,25 @@ func (c *pluginClient) Spec(ctx context.Context, in *Empty, opts ...grpc.CallOpt
 	return out, nil
 }
 
+func (c *pluginClient) Metrics(ctx context.Context, in *MetricsRequest, opts ...grpc.CallOption) (*MetricsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MetricsResponse)
+	err := c.cc.Invoke(ctx, Plugin_Metrics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PluginServer is the server API for Plugin service.
 // All implementations must embed UnimplementedPluginServer
 // for forward compatibility.
 type PluginServer interface {
 	Spec(context.Context, *Empty) (*SpecResponse, error)
+	// The stage's metrics, asked for when the host's /metrics is scraped and every few seconds for a
+	// buffer's fill, each time within a short deadline. Added in protocol version 1 without a version
+	// change: a plugin that does not implement it (Unimplemented) simply reports none.
+	Metrics(context.Context, *MetricsRequest) (*MetricsResponse, error)
 	mustEmbedUnimplementedPluginServer()
 }
 
@@ -82,6 +101,9 @@ type UnimplementedPluginServer struct{}
 
 func (UnimplementedPluginServer) Spec(context.Context, *Empty) (*SpecResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Spec not implemented")
+}
+func (UnimplementedPluginServer) Metrics(context.Context, *MetricsRequest) (*MetricsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Metrics not implemented")
 }
 func (UnimplementedPluginServer) mustEmbedUnimplementedPluginServer() {}
 func (UnimplementedPluginServer) testEmbeddedByValue()                {}
@@ -122,6 +144,24 @@ func _Plugin_Spec_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Plugin_Metrics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MetricsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginServer).Metrics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Plugin_Metrics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginServer).Metrics(ctx, req.(*MetricsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Plugin_ServiceDesc is the grpc.ServiceDesc for Plugin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -132,6 +172,10 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Spec",
 			Handler:    _Plugin_Spec_Handler,
+		},
+		{
+			MethodName: "Metrics",
+			Handler:    _Plugin_Metrics_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
