@@ -14,7 +14,7 @@ import (
 )
 
 // TestRunServesStatus runs the real binary with --http on a free port and reads what it serves while a
-// pipeline runs: /healthz, /readyz, /api/pipelines (the pipeline, its stages with their pids), the status
+// pipeline runs: /healthz, /readyz, /metrics, /api/pipelines (the pipeline, its stages with their pids), the status
 // page, and `sluice status` against it.
 func TestRunServesStatus(t *testing.T) {
 	dir := t.TempDir()
@@ -53,6 +53,10 @@ pipelines:
 	}
 	if code, body := get("/readyz"); code != 200 {
 		t.Errorf("/readyz %d: %s", code, body)
+	}
+	if code, body := get("/metrics"); code != 200 || !regexp.MustCompile(`sluice_records_read_total\{pipeline="slow",stage="source"\} [1-9]`).MatchString(body) ||
+		!strings.Contains(body, `sluice_pipeline_state{pipeline="slow",state="running"} 1`) {
+		t.Errorf("/metrics %d:\n%.3000s", code, body)
 	}
 	if code, body := get("/"); code != 200 || !strings.Contains(body, "<title>sluice</title>") {
 		t.Errorf("/ %d: %.200s", code, body)
