@@ -91,6 +91,7 @@ func (b *Buffer) Open(_ context.Context, req sdk.OpenRequest) error {
 		}
 		after = binary.BigEndian.Uint64(req.After)
 	}
+	req.Metrics.BufferFill(b.fill)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.max = cfg.MaxRecords
@@ -98,6 +99,18 @@ func (b *Buffer) Open(_ context.Context, req sdk.OpenRequest) error {
 	b.nextSeq, b.readSeq = after+1, after
 	b.changed = make(chan struct{})
 	return nil
+}
+
+// fill tells the host how full the buffer is (sdk.Metrics.BufferFill): records held against max_records.
+func (b *Buffer) fill() sdk.Fill {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var bytes int64
+	for _, e := range b.queue[b.head:] {
+		bytes += int64(8 + len(e.rec.Key) + len(e.rec.Payload))
+	}
+	n := int64(b.len())
+	return sdk.Fill{Entries: n, Bytes: bytes, Fraction: float64(n) / float64(max(b.max, 1))}
 }
 
 // notify wakes every waiter. b.mu must be held.

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -228,5 +229,75 @@ pipelines:
 	}
 	if want := "alerts:\n  - url: <redacted>\n    events:\n      - pipeline_failed\n    min_interval: 1m0s\n    headers:\n      X-Api-Key: <redacted>\n      X-Plain: <redacted>\n"; !strings.Contains(out, want) {
 		t.Errorf("validate --print:\n%s\nwant it to contain\n%s", out, want)
+	}
+}
+
+// TestAlertsBufferHigh fills a memory buffer behind a sink that stopped writing: the buffer's plugin
+// reports its fill, and one buffer_high alert is posted with the fill and the threshold.
+func TestAlertsBufferHigh(t *testing.T) {
+	h := newHook(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "p.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`version: 1
+alerts:
+  - url: %s
+    events: [buffer_high]
+    buffer_high: 0.5
+pipelines:
+  - id: full
+    source: { plugin: generate, settings: { rate: 5000 } }
+    buffer: { plugin: memory, settings: { max_records: 2000 } }
+    sink:   { plugin: misbehave, settings: { path: out.jsonl, write: block } }
+`, h.URL))
+	cmd, stdout, stderr := startSluice(t, dir, cfg, "--http", "off", "--drain-timeout", "1s")
+	deadline := time.Now().Add(30 * time.Second)
+	for count(h.events(), "buffer_high") == 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	waitExit(t, cmd, 30*time.Second, stdout, stderr)
+	if n := count(h.events(), "buffer_high"); n != 1 {
+		t.Fatalf("%d buffer_high posts, want 1: %v\n%s", n, h.events(), stderr)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p := h.posts[0]
+	if p["pipeline"] != "full" || p["buffer_high"] != 0.5 || p["buffer_fill"].(float64) < 0.5 {
+		t.Fatalf("post %v", p)
+	}
+}
+
+// TestAlertsLagHigh replays MongoDB change events from 2023 into a slow sink: the source lag, now minus the
+// events' time, is far above lag_high, and one lag_high alert is posted while the pipeline runs.
+func TestAlertsLagHigh(t *testing.T) {
+	h := newHook(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "p.yaml")
+	events := filepath.Join(repoRoot(), "plugins", "mongodb", "testdata", "events.jsonl")
+	writeFile(t, cfg, fmt.Sprintf(`version: 1
+alerts:
+  - url: %s
+    events: [lag_high]
+    lag_high: 1h
+pipelines:
+  - id: behind
+    source: { plugin: mongodb, settings: { replay_file: %q } }
+    sink:   { plugin: misbehave, settings: { path: out.jsonl, write: slow, delay: 3s } }
+    batch_max_records: 1
+`, h.URL, events))
+	cmd, stdout, stderr := startSluice(t, dir, cfg, "--http", "off", "--drain-timeout", "1s")
+	deadline := time.Now().Add(30 * time.Second)
+	for count(h.events(), "lag_high") == 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	waitExit(t, cmd, 30*time.Second, stdout, stderr)
+	if n := count(h.events(), "lag_high"); n != 1 {
+		t.Fatalf("%d lag_high posts, want 1: %v\n%s", n, h.events(), stderr)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if p := h.posts[0]; p["pipeline"] != "behind" || p["lag_high_seconds"] != 3600.0 || p["lag_seconds"].(float64) < 365*24*3600 {
+		t.Fatalf("post %v", p)
 	}
 }
