@@ -230,6 +230,7 @@ func (v *validator) alertHeaders(c *node) map[string]string {
 			v.errorf(f.pos, "header %s: the value holds a line break or another control character", quote(name))
 		default:
 			out[canon] = r.out
+			v.secrets = append(v.secrets, r.out)
 		}
 	}
 	return out

@@ -36,6 +36,8 @@ type expander struct {
 	lookupEnv func(string) (string, bool)
 	// keep: references are recognised (and their syntax checked) but not resolved.
 	keep bool
+	// secrets collects what each reference resolved stood for: values never to be printed (File.Secrets).
+	secrets []string
 }
 
 // scan is the result of expanding one string.
@@ -218,6 +220,9 @@ func (x *expander) reference(s string, i int, b *strings.Builder, r *scan, secre
 	if err != nil {
 		problem("%s: %v", ref, err)
 		return after
+	}
+	if !x.keep {
+		x.secrets = append(x.secrets, val)
 	}
 	b.WriteString(val)
 	return after

@@ -64,6 +64,7 @@ func (v *validator) settings(s *Stage, st *sdk.Stage, n *node, at, pluginAt Pos)
 		}
 		if d.Secret {
 			shown = redacted
+			v.secrets = appendStrings(v.secrets, val)
 		}
 		s.Settings[d.Name], s.printed[d.Name] = val, shown
 	}
@@ -308,6 +309,23 @@ func (v *validator) expandAll(n *node, what string, secret bool) (val, shown any
 		ok = false
 	}
 	return val, shown, ok
+}
+
+// appendStrings appends the strings in v (a string, or strings at any depth of a list or object) to out.
+func appendStrings(out []string, v any) []string {
+	switch x := v.(type) {
+	case string:
+		out = append(out, x)
+	case []any:
+		for _, e := range x {
+			out = appendStrings(out, e)
+		}
+	case map[string]any:
+		for _, e := range x {
+			out = appendStrings(out, e)
+		}
+	}
+	return out
 }
 
 // jsonSize is the size of v as compact JSON, strings counted without escapes.

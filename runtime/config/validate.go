@@ -43,6 +43,7 @@ func (l *Loader) parse(path string, data []byte) (*File, error) {
 		v.errs.sort()
 		return nil, v.errs
 	}
+	f.secrets = append(v.secrets, v.x.secrets...)
 	return f, nil
 }
 
@@ -54,6 +55,9 @@ type validator struct {
 	errs Errors
 	// lines are the file's lines, to point inside expressions.
 	lines []string
+	// secrets are the values of secret settings and alert headers (File.Secrets); the expander collects
+	// those of references.
+	secrets []string
 }
 
 func (v *validator) errorf(pos Pos, format string, args ...any) {
