@@ -13,8 +13,11 @@ import (
 // Attributes given to WithAttrs are redacted with the values the set holds at that moment.
 //
 // Records below next's level cost nothing more; the others cost one pass of the set's replacer over
-// their message and each attribute's text.
+// their message and each attribute's text. A nil Set returns next.
 func (s *Set) Handler(next slog.Handler) slog.Handler {
+	if s == nil {
+		return next
+	}
 	return &handler{set: s, next: next}
 }
 
