@@ -155,8 +155,10 @@ type File struct {
 
 // Secrets returns the values of the file that sluice must never print: the values of settings their
 // plugin marks secret (every string in a secret list or object), what each ${env:…} and ${file:…}
-// reference stood for when the file was loaded (in settings and alerts), and alerts' header values. Each
-// may occur more than once. Print already hides them; the caller hides them in everything else it
+// reference stood for when the file was loaded — in settings of type string, list or object, and in
+// alerts — and alerts' header values. A reference in an int, float, bool or duration setting is not
+// among them: a number is no credential, and hiding "9092" everywhere would hide ports and counts. A
+// value may occur more than once. Print already hides them; the caller hides them in everything else it
 // prints (package redact).
 func (f *File) Secrets() []string { return slices.Clone(f.secrets) }
 

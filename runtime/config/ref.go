@@ -36,8 +36,6 @@ type expander struct {
 	lookupEnv func(string) (string, bool)
 	// keep: references are recognised (and their syntax checked) but not resolved.
 	keep bool
-	// secrets collects what each reference resolved stood for: values never to be printed (File.Secrets).
-	secrets []string
 }
 
 // scan is the result of expanding one string.
@@ -45,6 +43,8 @@ type scan struct {
 	out string
 	// refs: the string held a reference (its value is not to be shown).
 	refs bool
+	// values are what each reference stood for.
+	values []string
 	// problems are messages about references that could not be resolved and about text that is not
 	// allowed ("${vault:x}", "$HOME"); they never contain what a reference stands for.
 	problems []string
@@ -222,7 +222,7 @@ func (x *expander) reference(s string, i int, b *strings.Builder, r *scan, secre
 		return after
 	}
 	if !x.keep {
-		x.secrets = append(x.secrets, val)
+		r.values = append(r.values, val)
 	}
 	b.WriteString(val)
 	return after

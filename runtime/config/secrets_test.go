@@ -5,9 +5,9 @@ import (
 	"testing"
 )
 
-// TestSecrets checks what File.Secrets holds: what every reference stood for (in settings at any depth and
-// in alerts), the values of secret settings written inline (every string of a secret list or object too),
-// and alert header values; and nothing else.
+// TestSecrets checks what File.Secrets holds: what every reference stood for (in string, list and object
+// settings at any depth, and in alerts), the values of secret settings written inline (every string of a
+// secret list or object too), and alert header values; and nothing else.
 func TestSecrets(t *testing.T) {
 	for _, name := range []string{"full.yaml", "full.json", "full.toml"} {
 		f, err := testLoader().Load("testdata/valid/" + name)
@@ -16,9 +16,9 @@ func TestSecrets(t *testing.T) {
 		}
 		got := f.Secrets()
 		slices.Sort(got)
-		// payload_bytes: ${env:COUNT}; labels.region and path: ${env:OUT_DIR}; password: ${file:secret.txt}
-		// and token: ${env:TOKEN}, each as a reference and as a secret setting.
-		want := []string{"/var/out", "/var/out", "500", "hunter2", "hunter2", "s3cr3t-token", "s3cr3t-token"}
+		// labels.region and path: ${env:OUT_DIR}; password: ${file:secret.txt} and token: ${env:TOKEN}, each
+		// as a reference and as a secret setting. Not payload_bytes: ${env:COUNT}, an int.
+		want := []string{"/var/out", "/var/out", "hunter2", "hunter2", "s3cr3t-token", "s3cr3t-token"}
 		if !slices.Equal(got, want) {
 			t.Errorf("%s: Secrets() = %q, want %q", name, got, want)
 		}

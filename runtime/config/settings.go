@@ -96,7 +96,13 @@ func (v *validator) setting(d *sdk.Setting, c *node, what, where string) (val, s
 			v.errorf(c.pos, "%s: the value is longer than %s, the limit for a setting value", what, sizeText(MaxValueBytes))
 			return nil, nil, false
 		case r.refs:
-			return v.referenced(d, c.pos, s, r.out, what, where)
+			val, shown, ok = v.referenced(d, c.pos, s, r.out, what, where)
+			if ok && (d.Type == sdk.TypeString || d.Type == sdk.TypeList || d.Type == sdk.TypeObject) {
+				// A number, a boolean or a duration is no credential, and hiding "9092" or "true" from
+				// every line would hide ports and counts.
+				v.secrets = append(v.secrets, r.values...)
+			}
+			return val, shown, ok
 		}
 		// No reference: an ordinary string, its escapes ($${, \$NAME) undone.
 		c = &node{kind: kindScalar, pos: c.pos, key: c.key, scalar: r.out}
@@ -299,6 +305,7 @@ func (v *validator) expandAll(n *node, what string, secret bool) (val, shown any
 			size = MaxValueBytes + 1
 		}
 		if r.refs {
+			v.secrets = append(v.secrets, r.values...)
 			return r.out, redacted
 		}
 		return r.out, r.out

@@ -43,7 +43,7 @@ func (l *Loader) parse(path string, data []byte) (*File, error) {
 		v.errs.sort()
 		return nil, v.errs
 	}
-	f.secrets = append(v.secrets, v.x.secrets...)
+	f.secrets = v.secrets
 	return f, nil
 }
 
@@ -55,8 +55,7 @@ type validator struct {
 	errs Errors
 	// lines are the file's lines, to point inside expressions.
 	lines []string
-	// secrets are the values of secret settings and alert headers (File.Secrets); the expander collects
-	// those of references.
+	// secrets are the values never to be printed (File.Secrets).
 	secrets []string
 }
 
