@@ -59,16 +59,16 @@ pipelines:
 	const dsn = "postgres://app:<redacted>@db.internal:5432/app?token=<redacted>"
 	failure := "misbehave: open failed: cannot connect to " + dsn + " with password <redacted> (transient)"
 
-	cmd, stdout, stderr := startSluice(t, dir, cfg, "--http", "127.0.0.1:0", "--data-dir", "state", "--log-level", "debug",
+	cmd, stdout, stderr := startLockedSluice(t, dir, cfg, "--http", "127.0.0.1:0", "--data-dir", "state", "--log-level", "debug",
 		"--progress", "log", "--progress-every", "1s")
 	outputs := map[string]string{}
 	var addr string
 	re := regexp.MustCompile(`serving the status page and HTTP API" url=http://(127\.0\.0\.1:\d+)/`)
 	waitUntil(t, 30*time.Second, "the plugin's leaks, a progress line and two alerts", func() bool {
-		if m := re.FindStringSubmatch(stderr.String()); m != nil {
+		log := syncString(stderr)
+		if m := re.FindStringSubmatch(log); m != nil {
 			addr = m[1]
 		}
-		log := stderr.String()
 		return addr != "" && len(hook.events()) >= 2 && strings.Contains(log, "a raw stderr line") &&
 			strings.Contains(log, "plugin wrote to stdout") && strings.Contains(log, `msg="misbehave: connecting"`) &&
 			strings.Contains(log, "msg=progress pipeline=leaky state=restarting")
