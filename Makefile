@@ -12,8 +12,10 @@ MODULES  = $(shell $(GO) list -m -f '{{.Dir}}')
 PLUGIN_CMDS = $(wildcard plugins/*/cmd/*)
 PLUGINS  = $(notdir $(PLUGIN_CMDS))
 BENCHTIME ?= 3x
+# How long `make fuzz` runs each fuzz target.
+FUZZTIME ?= 20s
 
-.PHONY: all build plugins test test-short demo bench docs status-page generate check-generated lint fmt clean
+.PHONY: all build plugins test test-short fuzz demo bench docs status-page generate check-generated lint fmt clean
 
 all: build
 
@@ -39,6 +41,17 @@ test: ## every module's tests, with the race detector
 
 test-short: ## every module's tests without -race (quick local loop)
 	@for m in $(MODULES); do (cd $$m && $(GO) test -count=1 ./...); done
+
+fuzz: ## every fuzz target (func FuzzX in *_test.go), FUZZTIME each; a crasher fails it and stays in testdata/fuzz/FuzzX/
+	@failed=""; \
+	for f in $$(grep -rl --include='*_test.go' --exclude-dir=.git --exclude-dir=bin --exclude-dir=out '^func Fuzz' . | sort); do \
+	  dir=$$(dirname $$f); \
+	  for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+	    echo "== fuzz $${dir#./} $$t ($(FUZZTIME))"; \
+	    (cd $$dir && $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) .) || failed="$$failed $${dir#./}:$$t"; \
+	  done; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed (the inputs are in each package's testdata/fuzz/; commit them as seed corpus once fixed)"; exit 1; fi
 
 demo: build ## run configs/quickstart.yaml (generate → file), then MongoDB → Redis → Kafka (services/demo.sh)
 	@rm -rf out/quickstart && mkdir -p out/quickstart

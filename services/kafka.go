@@ -25,6 +25,9 @@ type KafkaOption func(*kafkaConfig)
 type kafkaConfig struct {
 	port, scramPort   int
 	scramUser, scramP string
+	tlsCert, tlsKey   []byte
+	tlsPort           int
+	scramTLSPort      int
 	heap              string
 	props             map[string]string
 }
@@ -37,6 +40,15 @@ func KafkaPort(port int) KafkaOption { return func(c *kafkaConfig) { c.port = po
 // --add-scram). The PLAINTEXT listener stays open and unauthenticated. Default: no SASL listener.
 func KafkaSCRAM(user, password string) KafkaOption {
 	return func(c *kafkaConfig) { c.scramUser, c.scramP = user, password }
+}
+
+// KafkaTLS adds an SSL listener (on a free port: Kafka.TLSBrokers) that serves the certificate chain
+// certPEM (the node's certificate first, for 127.0.0.1) with its private key keyPEM (PEM, PKCS#8,
+// unencrypted: x509.MarshalPKCS8PrivateKey), and asks clients for no certificate. With KafkaSCRAM it also
+// adds a SASL_SSL listener (Kafka.SCRAMTLSBrokers): SCRAM-SHA-512 over the same TLS. The PLAINTEXT
+// listener stays open. Default: no TLS listener.
+func KafkaTLS(certPEM, keyPEM []byte) KafkaOption {
+	return func(c *kafkaConfig) { c.tlsCert, c.tlsKey = certPEM, keyPEM }
 }
 
 // KafkaHeap sets the JVM's maximum heap (-Xmx), such as "1g". Default "512m", enough for tests and the
@@ -61,6 +73,11 @@ type Kafka struct {
 	SCRAMBrokers []string
 	// User and Password are the SCRAM user's credentials, with KafkaSCRAM only.
 	User, Password string
+	// TLSBrokers are the SSL bootstrap addresses, with KafkaTLS only.
+	TLSBrokers []string
+	// SCRAMTLSBrokers are the SASL_SSL (SCRAM-SHA-512 over TLS) bootstrap addresses, with KafkaTLS and
+	// KafkaSCRAM only.
+	SCRAMTLSBrokers []string
 
 	logStart int64 // size of the log when the current run started: readiness looks only after it
 }
@@ -95,6 +112,12 @@ func NewKafka(dir string, opts ...KafkaOption) (*Kafka, error) {
 	if cfg.scramUser != "" {
 		ports = append(ports, &cfg.scramPort)
 	}
+	if cfg.tlsCert != nil {
+		ports = append(ports, &cfg.tlsPort)
+		if cfg.scramUser != "" {
+			ports = append(ports, &cfg.scramTLSPort)
+		}
+	}
 	for _, p := range ports {
 		if *p == 0 {
 			if *p, err = FreePort(); err != nil {
@@ -110,7 +133,7 @@ func NewKafka(dir string, opts ...KafkaOption) (*Kafka, error) {
 		"inter.broker.listener.name":                       "PLAINTEXT",
 		"listeners":                                        "PLAINTEXT://" + Addr(cfg.port) + ",CONTROLLER://" + Addr(controller),
 		"advertised.listeners":                             "PLAINTEXT://" + Addr(cfg.port),
-		"listener.security.protocol.map":                   "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+		"listener.security.protocol.map":                   "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL",
 		"log.dirs":                                         filepath.Join(dir, "data"),
 		"num.partitions":                                   "1",
 		"offsets.topic.replication.factor":                 "1",
@@ -131,6 +154,27 @@ func NewKafka(dir string, opts ...KafkaOption) (*Kafka, error) {
 		props["sasl.enabled.mechanisms"] = "SCRAM-SHA-512"
 		props["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"] = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
 		k.SCRAMBrokers, k.User, k.Password = []string{Addr(cfg.scramPort)}, cfg.scramUser, cfg.scramP
+	}
+	if cfg.tlsCert != nil {
+		// One PEM file holds the key and the chain: Kafka's PEM key store (KIP-651).
+		store := filepath.Join(dir, "tls-keystore.pem")
+		if err := os.WriteFile(store, append(append([]byte(nil), cfg.tlsKey...), cfg.tlsCert...), 0o600); err != nil {
+			return nil, err
+		}
+		props["ssl.keystore.type"] = "PEM"
+		props["ssl.keystore.location"] = store
+		props["ssl.client.auth"] = "none"
+		tls := "SSL://" + Addr(cfg.tlsPort)
+		props["listeners"] += "," + tls
+		props["advertised.listeners"] += "," + tls
+		k.TLSBrokers = []string{Addr(cfg.tlsPort)}
+		if cfg.scramUser != "" {
+			scramTLS := "SASL_SSL://" + Addr(cfg.scramTLSPort)
+			props["listeners"] += "," + scramTLS
+			props["advertised.listeners"] += "," + scramTLS
+			props["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"] = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+			k.SCRAMTLSBrokers = []string{Addr(cfg.scramTLSPort)}
+		}
 	}
 	for key, v := range cfg.props {
 		props[key] = v

@@ -156,9 +156,10 @@ var functions = func() []expr.Option {
 		}
 	}
 	for name, f := range own {
-		opts = append(opts, expr.Function(name, f.fn))
+		opts = append(opts, expr.Function(name, clipArgs(f.fn)))
 	}
 	for name, f := range internal {
+		f = clipArgs(f)
 		switch {
 		case name == "__bool":
 			opts = append(opts, expr.Function(name, f, new(func(any) bool)))
@@ -171,6 +172,26 @@ var functions = func() []expr.Option {
 	}
 	return opts
 }()
+
+// clipArgs wraps a function so that its errors never quote a long argument whole (clipValues); an
+// argError, which shows its value shortened already, is returned as it is.
+func clipArgs(f func(args ...any) (any, error)) func(args ...any) (any, error) {
+	return func(args ...any) (any, error) {
+		v, err := f(args...)
+		if err == nil {
+			return v, nil
+		}
+		var ae *argError
+		if errors.As(err, &ae) {
+			return v, err
+		}
+		msg := err.Error()
+		if cut := clipValues(msg, args...); cut != msg {
+			return v, &clipped{msg: cut, err: err}
+		}
+		return v, err
+	}
+}
 
 // isFunction reports whether name is a function sluice declares (every expr builtin it wraps included).
 func isFunction(name string) bool {
@@ -320,10 +341,10 @@ func wrap(name string, b *builtin.Function, w wrapped) func(args ...any) (any, e
 			return callErr{fmt.Errorf("%s() cannot be called this way", name)}
 		})
 		if err != nil {
-			return nil, fmt.Errorf("%s(): %s", name, cleanMessage(err.Error()))
+			return nil, fmt.Errorf("%s(): %s", name, clipValues(cleanMessage(err.Error()), args...))
 		}
 		if ce, ok := v.(callErr); ok {
-			return nil, fmt.Errorf("%s(): %s", name, cleanMessage(ce.err.Error()))
+			return nil, fmt.Errorf("%s(): %s", name, clipValues(cleanMessage(ce.err.Error()), args...))
 		}
 		return v, nil
 	}

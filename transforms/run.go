@@ -15,7 +15,8 @@ import (
 )
 
 // Failure is a record a step could not process. Records are never dropped because of an error: the host
-// stops the pipeline or sends the record to the dead-letter sink (on_error).
+// stops the pipeline or sends the record to the dead-letter sink (on_error). Its message never carries a
+// field's whole value: values are cut after 60 bytes and the message after 1 KiB, each cut marked "…".
 type Failure struct {
 	// Record is the record as it entered the steps, unchanged. It aliases the batch passed to Run.
 	Record record.Record
@@ -140,6 +141,7 @@ func (r *Runner) Run(recs []record.Record) (out []record.Record, failed []Failur
 		switch {
 		case f != nil:
 			f.Record = recs[i]
+			f.Err = clipError(f.Err)
 			r.failed = append(r.failed, *f)
 		case keep:
 			r.out = append(r.out, rec)

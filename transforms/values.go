@@ -7,9 +7,11 @@ import (
 	"math"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/expr-lang/expr/vm/runtime"
 
@@ -121,11 +123,100 @@ func show(v any) string {
 	return truncate(text, 60) + " (" + typeName(v) + ")"
 }
 
+// maxShown is how many bytes of a value from a record a message shows; a longer value is cut and marked
+// with "…". Messages reach logs, alerts and dead-letter metadata: they never carry a field's whole value.
+const maxShown = 60
+
+// maxMessage bounds a failure's message (Failure.Err); a longer one is cut and marked.
+const maxMessage = 1024
+
+// truncate cuts s to at most n bytes, at a character boundary, and marks the cut with "…".
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
 	return s[:n] + "…"
+}
+
+// clipValues returns msg, a message from code that quotes its arguments whole (Go's strconv and time
+// errors, a regexp's syntax error), with each string among args (at any depth of an array or object)
+// longer than maxShown cut to maxShown and marked, as written or quoted as Go's strconv and time packages
+// quote.
+func clipValues(msg string, args ...any) string {
+	seen := 0 // values looked at: a message is about a few of them, an array may hold millions
+	var walk func(v any)
+	walk = func(v any) {
+		if seen++; seen > 10000 {
+			return
+		}
+		switch x := v.(type) {
+		case string:
+			if len(x) <= maxShown {
+				return
+			}
+			cut := truncate(x, maxShown)
+			kept := strings.TrimSuffix(cut, "…")
+			for _, quote := range []func(string) string{strconv.Quote, strconv.QuoteToASCII, timeQuote} {
+				if q := quote(x); strings.Contains(msg, q) {
+					k := quote(kept)
+					msg = strings.ReplaceAll(msg, q, k[:len(k)-1]+`…"`)
+				}
+			}
+			msg = strings.ReplaceAll(msg, x, cut)
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		case map[string]any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	for _, a := range args {
+		walk(a)
+	}
+	return msg
+}
+
+// timeQuote quotes s as the time package's errors do: in double quotes, each byte of a character that is
+// not printable ASCII as \xNN.
+func timeQuote(s string) string {
+	const hex = "0123456789abcdef"
+	b := []byte{'"'}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= utf8.RuneSelf || c < ' ':
+			b = append(b, '\\', 'x', hex[c>>4], hex[c&0xF])
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(append(b, '"'))
+}
+
+// clipped is an error whose message was cut to maxMessage; it wraps the original.
+type clipped struct {
+	msg string
+	err error
+}
+
+func (e *clipped) Error() string { return e.msg }
+func (e *clipped) Unwrap() error { return e.err }
+
+// clipError returns err, or when its message is longer than maxMessage, an error wrapping it whose
+// message is cut there and says how much was cut.
+func clipError(err error) error {
+	msg := err.Error()
+	if len(msg) <= maxMessage {
+		return err
+	}
+	return &clipped{msg: fmt.Sprintf("%s (message cut: %d bytes more)", truncate(msg, maxMessage), len(msg)-maxMessage), err: err}
 }
 
 func opEq(args ...any) (any, error) { return equal(args[0], args[1]), nil }
@@ -561,7 +652,7 @@ func opMatches(args ...any) (any, error) {
 	if re == nil {
 		var err error
 		if re, err = regexp.Compile(p); err != nil {
-			return nil, fmt.Errorf("matches: %v", err)
+			return nil, fmt.Errorf("matches: %s", clipValues(err.Error(), p))
 		}
 		regexps.Lock()
 		if regexps.m == nil || len(regexps.m) > 1000 {

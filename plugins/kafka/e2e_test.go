@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -229,6 +230,78 @@ pipelines:
 	}
 	if topicExists(t, k.Brokers, missing) {
 		t.Fatalf("the run created %s", missing)
+	}
+	t.Logf("output:\n%s", out)
+}
+
+// TestSCRAMOverTLSRun runs the real host as users do: a connector file whose Kafka sink speaks
+// SCRAM-SHA-512 over TLS to the real broker, the password from ${env:…} and the CA from a PEM file, and a
+// second pipeline whose tls_ca_file holds another CA. The first delivers every record; the second fails
+// at once, permanently, saying that the broker's certificate does not verify. Nothing printed shows the
+// password.
+func TestSCRAMOverTLSRun(t *testing.T) {
+	k := realKafka(t)
+	bin := services.Binaries(t, "generate", "kafka")
+	dir := t.TempDir()
+	topic := newTopic(t, k.Brokers, 1)
+	other, _ := newCert(t, nil, nil, "another CA")
+	if err := os.WriteFile(filepath.Join(dir, "other-ca.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := fmt.Sprintf(`version: 1
+pipelines:
+  - id: scram-tls
+    source: { plugin: generate, settings: { count: 500 } }
+    sink:
+      plugin: kafka
+      settings:
+        brokers: [%[1]q]
+        topic: %[2]q
+        progress_topic: "%[2]s-progress"
+        sasl_mechanism: SCRAM-SHA-512
+        sasl_username: %[3]q
+        sasl_password: ${env:SLUICE_TEST_KAFKA_PASSWORD}
+        tls_ca_file: %[4]q
+  - id: wrong-ca
+    source: { plugin: generate, settings: { count: 500 } }
+    sink:
+      plugin: kafka
+      settings: { brokers: [%[1]q], topic: %[2]q, progress_topic: "%[2]s-wrong", tls_ca_file: other-ca.pem }
+`, k.SCRAMTLSBrokers[0], topic, scramUser, realCAFile)
+	if err := os.WriteFile(filepath.Join(dir, "tls.yaml"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "sluice"), "run", "--data-dir", "state", "--http", "off", "tls.yaml")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "SLUICE_TEST_KAFKA_PASSWORD="+scramPassword)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("sluice run: %v, want exit status 1 (one pipeline failed); output:\n%s", err, out)
+	}
+	for _, want := range []string{
+		"pipeline scram-tls: done — 500 records read",
+		"pipeline wrong-ca: failed: sink kafka (pid ",
+		"kafka: the certificate of a broker at " + k.SCRAMTLSBrokers[0] + " does not verify",
+		"1 of 2 pipelines failed",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("the output does not say %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "restarting") || strings.Contains(string(out), scramPassword) {
+		t.Fatalf("a permanent failure was retried, or the password shows:\n%s", out)
+	}
+	got := consume(t, k.Brokers, topic)
+	if len(got) != 500 {
+		t.Fatalf("topic %s holds %d messages, want 500", topic, len(got))
+	}
+	for i, m := range got {
+		if string(m.Key) != fmt.Sprint(i) {
+			t.Fatalf("message %d has key %q, want %q", i, m.Key, fmt.Sprint(i))
+		}
 	}
 	t.Logf("output:\n%s", out)
 }

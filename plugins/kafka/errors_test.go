@@ -338,9 +338,60 @@ func TestTLS(t *testing.T) {
 		"kafka: a broker at "+mutual[0]+" refused the TLS handshake", "remote error: tls")
 }
 
+// TestTLSRealBroker writes through a real broker's TLS listener, and through its SASL_SSL listener
+// (SCRAM-SHA-512 over TLS), with the settings users give: tls_ca_file, SASL credentials. Open fails
+// permanently, saying why, when the broker's certificate does not verify — another CA in tls_ca_file, the
+// system roots (tls: true), a tls_server_name the certificate does not hold — and on a wrong SCRAM
+// password over TLS, without showing it.
+func TestTLSRealBroker(t *testing.T) {
+	k := realKafka(t)
+	topic := newTopic(t, k.Brokers, 1)
+	sasl := map[string]any{"sasl_mechanism": "SCRAM-SHA-512", "sasl_username": scramUser, "sasl_password": scramPassword}
+	settings := func(brokers []string, pipeline string, extra map[string]any) map[string]any {
+		return settingsFor(backend{brokers: brokers}, topic, merged(map[string]any{"progress_topic": topic + "-" + pipeline}, extra))
+	}
+	tlsOnly := settings(k.TLSBrokers, "tls", map[string]any{"tls_ca_file": realCAFile})
+	s := openSink(t, "tls", tlsOnly, false)
+	if err := s.Write(context.Background(), makeBatch(0, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if got := checkpoint(t, s); !got.Equal(pos(9)) {
+		t.Fatalf("Checkpoint over TLS = %q, want %q", got, pos(9))
+	}
+	scramTLS := settings(k.SCRAMTLSBrokers, "scram-tls", merged(sasl, map[string]any{"tls_ca_file": realCAFile}))
+	s = openSink(t, "scram-tls", scramTLS, false)
+	if err := s.Write(context.Background(), makeBatch(10, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if got := checkpoint(t, s); !got.Equal(pos(19)) {
+		t.Fatalf("Checkpoint over SASL_SSL = %q, want %q", got, pos(19))
+	}
+	verify(t, k.Brokers, topic, makeBatch(0, 20).Records)
+
+	other, _ := newCert(t, nil, nil, "another CA")
+	otherFile := filepath.Join(t.TempDir(), "other-ca.pem")
+	if err := os.WriteFile(otherFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := k.TLSBrokers[0]
+	wantClass(t, openErr(t, "tls-bad", settings(k.TLSBrokers, "bad", map[string]any{"tls_ca_file": otherFile})), sdk.ErrPermanent,
+		"kafka: the certificate of a broker at "+addr+" does not verify", "certificate signed by unknown authority")
+	wantClass(t, openErr(t, "tls-bad", settings(k.TLSBrokers, "bad", map[string]any{"tls": true})), sdk.ErrPermanent,
+		"kafka: the certificate of a broker at "+addr+" does not verify", "certificate signed by unknown authority")
+	wantClass(t, openErr(t, "tls-bad", settings(k.TLSBrokers, "bad", map[string]any{"tls_ca_file": realCAFile, "tls_server_name": "kafka.example"})),
+		sdk.ErrPermanent, "kafka: the certificate of a broker at "+addr+" does not verify", `tls_server_name "kafka.example"`, "kafka.example")
+	wantClass(t, openErr(t, "tls-bad", settings(k.SCRAMTLSBrokers, "bad", map[string]any{"tls_ca_file": otherFile})), sdk.ErrPermanent,
+		"kafka: the certificate of a broker at "+k.SCRAMTLSBrokers[0]+" does not verify")
+	err := openErr(t, "tls-bad", settings(k.SCRAMTLSBrokers, "bad", merged(sasl, map[string]any{"tls_ca_file": realCAFile, "sasl_password": "wrong-password-tls"})))
+	wantClass(t, err, sdk.ErrPermanent, "kafka: authentication failed at "+k.SCRAMTLSBrokers[0], "SASL_AUTHENTICATION_FAILED")
+	if strings.Contains(err.Error(), "wrong-password-tls") {
+		t.Fatalf("the error shows the password: %v", err)
+	}
+}
+
 // newCert returns a certificate for name (an IP address, or a CA's name when parent is nil, self-signed)
 // and its key.
-func newCert(t *testing.T, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
+func newCert(t testing.TB, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -2,6 +2,8 @@ package kafka
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -29,6 +31,8 @@ var (
 	realNode *services.Kafka
 	realErr  error
 	realDir  string
+	// realCAFile is the CA (PEM) that signed the real node's TLS certificate, for 127.0.0.1.
+	realCAFile string
 )
 
 const (
@@ -63,7 +67,21 @@ func realKafka(t testing.TB) *services.Kafka {
 		if realDir, realErr = os.MkdirTemp("", "sluice-kafka-test-"); realErr != nil {
 			return
 		}
+		// TLS listeners (SSL, and SASL_SSL for SCRAM over TLS) with a certificate from a CA of the test's.
+		ca, caKey := newCert(t, nil, nil, "sluice test CA")
+		srv, srvKey := newCert(t, ca, caKey, "127.0.0.1")
+		realCAFile = filepath.Join(realDir, "ca.pem")
+		if realErr = os.WriteFile(realCAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}), 0o600); realErr != nil {
+			return
+		}
+		key, err := x509.MarshalPKCS8PrivateKey(srvKey)
+		if err != nil {
+			realErr = err
+			return
+		}
 		if realNode, realErr = services.NewKafka(filepath.Join(realDir, "kafka"), services.KafkaSCRAM(scramUser, scramPassword),
+			services.KafkaTLS(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Raw}),
+				pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key})),
 			// ACLs, for the authorization tests: the PLAINTEXT listeners' principal (ANONYMOUS) may do
 			// anything, and so may everyone on a resource without ACLs; those tests deny the SCRAM user
 			// some resources of their own.

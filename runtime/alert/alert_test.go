@@ -509,3 +509,21 @@ func TestClose(t *testing.T) {
 		t.Errorf("logs:\n%s", l)
 	}
 }
+
+// Options.Redact is applied to every event's error before it is posted, history_lost included.
+func TestRedact(t *testing.T) {
+	r := newReceiver(t)
+	n := New(Options{Instance: "host-1", Redact: func(s string) string { return strings.ReplaceAll(s, "hunter2", "<redacted>") }})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		n.Close(ctx)
+	})
+	n.Route(map[string][]Target{"orders": {target(r.URL, PipelineFailed, HistoryLost)}})
+	n.Notify(failed("orders", sdk.HistoryLost(errors.New("auth as app with hunter2 failed"))))
+	for _, p := range r.wait(t, 2) {
+		if p.Error != "auth as app with <redacted> failed" {
+			t.Errorf("%s posted with error %q", p.Event, p.Error)
+		}
+	}
+}

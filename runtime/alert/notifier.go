@@ -23,6 +23,9 @@ type Options struct {
 	Client *http.Client
 	// RetryInitial, RetryMax and GiveUpAfter override the package's retry constants (for tests).
 	RetryInitial, RetryMax, GiveUpAfter time.Duration
+	// Redact, when set, is applied to the error of every event before it is posted: it hides the secret
+	// values a plugin's error may quote (a password in a connection error).
+	Redact func(string) string
 }
 
 // Notifier routes pipelines' events to their targets. Create it with New; it is safe for concurrent use.
@@ -127,6 +130,9 @@ func (n *Notifier) Route(routes map[string][]Target) {
 // whose error is sdk.ErrHistoryLost). It never blocks: use it as pipeline.Config.Events.
 func (n *Notifier) Notify(e pipeline.Event) {
 	for _, p := range fromEvent(e, n.opts.Instance) {
+		if n.opts.Redact != nil {
+			p.Error = n.opts.Redact(p.Error)
+		}
 		for _, s := range n.targets(p.Pipeline) {
 			if s.t.Wants(p.Event) {
 				s.offer(p, n.now())

@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/plugins/memory"
 	"github.com/sluicehq/sluice/plugins/stdout"
 	"github.com/sluicehq/sluice/runtime/plugin"
+	"github.com/sluicehq/sluice/runtime/redact"
 	"github.com/sluicehq/sluice/sdk"
 )
 
@@ -61,18 +62,21 @@ type globals struct {
 	stdout     io.Writer
 	stderr     io.Writer
 	logger     *slog.Logger
+	// secrets are the secret values of the connector files loaded so far (loadFiles adds them). The log,
+	// the run summary, the HTTP API's errors, alerts and the error Execute returns are redacted with it.
+	secrets *redact.Set
 }
 
 // Execute runs the command line args (without the program name), writing to stdout and stderr.
 func Execute(args []string, stdout, stderr io.Writer) error {
-	g := &globals{stdout: stdout, stderr: stderr}
+	g := &globals{stdout: stdout, stderr: stderr, secrets: new(redact.Set)}
 	root := &cobra.Command{
 		Use:           "sluice",
 		Short:         "sluice runs connector pipelines: source → transforms → buffer → sink, each stage a plugin",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			l, err := newLogger(stderr, g.logLevel, g.logFormat)
+			l, err := newLogger(stderr, g.logLevel, g.logFormat, g.secrets)
 			if err != nil {
 				return ExitError{ExitInvalid, err}
 			}
@@ -97,7 +101,12 @@ func Execute(args []string, stdout, stderr io.Writer) error {
 	if err != nil && !errors.As(err, new(ExitError)) && strings.Contains(err.Error(), "unknown command") {
 		return ExitError{ExitInvalid, err}
 	}
-	return err
+	var ex ExitError
+	if errors.As(err, &ex) {
+		ex.Err = g.secrets.Error(ex.Err)
+		return ex
+	}
+	return g.secrets.Error(err)
 }
 
 // usage makes a wrong number of arguments a usage error (exit 2), like an unknown flag.
@@ -110,19 +119,24 @@ func usage(check cobra.PositionalArgs) cobra.PositionalArgs {
 	}
 }
 
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+// newLogger returns the logger writing to w, which hides the values of secrets in every line: the host's
+// own and those it forwards from plugins.
+func newLogger(w io.Writer, level, format string, secrets *redact.Set) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level: %w", err)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		h = slog.NewTextHandler(w, opts)
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		h = slog.NewJSONHandler(w, opts)
+	default:
+		return nil, fmt.Errorf("--log-format: want text or json, got %q", format)
 	}
-	return nil, fmt.Errorf("--log-format: want text or json, got %q", format)
+	return slog.New(secrets.Handler(h)), nil
 }
 
 // dirs returns the plugin directories in search order: flags, $SLUICE_PLUGINS_DIR, then plugins/ beside

@@ -77,6 +77,16 @@ func load(w io.Writer, c *plugin.Catalog, paths []string) ([]*config.File, error
 	return files, nil
 }
 
+// loadFiles is load, and adds the secret values of the files to g.secrets, so that nothing sluice prints
+// from now on shows them.
+func (g *globals) loadFiles(w io.Writer, c *plugin.Catalog, paths []string) ([]*config.File, error) {
+	files, err := load(w, c, paths)
+	for _, f := range files {
+		g.secrets.Add(f.Secrets()...)
+	}
+	return files, err
+}
+
 func plural(n int) string {
 	if n == 1 {
 		return ""

@@ -25,12 +25,12 @@ pipelines:
     source: { plugin: generate, settings: { rate: 2000 } }
     sink:   { plugin: file, settings: { path: out.jsonl } }
 `)
-	cmd, stdout, stderr := startSluice(t, dir, cfg, "--http", "127.0.0.1:0", "--progress", "off")
+	cmd, stdout, stderr := startLockedSluice(t, dir, cfg, "--http", "127.0.0.1:0", "--progress", "off")
 	var addr string
 	deadline := time.Now().Add(20 * time.Second)
 	re := regexp.MustCompile(`serving the status page and HTTP API" url=http://(127\.0\.0\.1:\d+)/`)
 	for addr == "" && time.Now().Before(deadline) {
-		if m := re.FindStringSubmatch(stderr.String()); m != nil {
+		if m := re.FindStringSubmatch(syncString(stderr)); m != nil {
 			addr = m[1]
 		}
 		time.Sleep(50 * time.Millisecond)

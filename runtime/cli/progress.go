@@ -113,7 +113,7 @@ func (o *opsFlags) begin(g *globals) error {
 	}
 	if o.mode == progressLine {
 		o.live = &liveWriter{out: g.stderr, width: termWidth(g.stderr)}
-		l, err := newLogger(o.live, g.logLevel, g.logFormat)
+		l, err := newLogger(o.live, g.logLevel, g.logFormat, g.secrets)
 		if err != nil {
 			return ExitError{ExitInvalid, err}
 		}

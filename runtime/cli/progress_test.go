@@ -91,7 +91,7 @@ func opsFor(t *testing.T, args ...string) (*opsFlags, *globals, *syncBuffer) {
 	}
 	stderr := &syncBuffer{}
 	g := &globals{stdout: io.Discard, stderr: stderr, logLevel: "info", logFormat: "text"}
-	l, err := newLogger(stderr, g.logLevel, g.logFormat)
+	l, err := newLogger(stderr, g.logLevel, g.logFormat, g.secrets)
 	if err != nil {
 		t.Fatal(err)
 	}

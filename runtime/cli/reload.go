@@ -76,7 +76,7 @@ func (s *supervisor) reload(why string) {
 		return
 	}
 	var problems bytes.Buffer
-	files, err := load(&problems, s.catalog, s.paths)
+	files, err := s.g.loadFiles(&problems, s.catalog, s.paths)
 	if err != nil {
 		for _, line := range strings.Split(strings.TrimSpace(problems.String()), "\n") {
 			log.Error("reload rejected", "problem", line)

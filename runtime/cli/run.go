@@ -58,7 +58,7 @@ positions, the others run on untouched. Files with a problem are rejected as a w
 			if err != nil {
 				return err
 			}
-			files, err := load(g.stderr, c, args)
+			files, err := g.loadFiles(g.stderr, c, args)
 			if err != nil {
 				return err
 			}
@@ -155,7 +155,7 @@ func run(ctx context.Context, cancel context.CancelFunc, g *globals, paths []str
 		ua += "/" + Version
 	}
 	s := &supervisor{g: g, catalog: c, store: store, paths: paths, drainTimeout: o.drainTimeout, ctx: ctx, cancel: cancel,
-		alerts:  alert.New(alert.Options{Instance: o.instance, UserAgent: ua, Logger: g.logger}),
+		alerts:  alert.New(alert.Options{Instance: o.instance, UserAgent: ua, Logger: g.logger, Redact: g.secrets.String}),
 		metrics: metrics.New(metrics.Options{Logger: g.logger}),
 		entries: map[string]*entry{}, ended: make(chan *instance), quit: make(chan struct{})}
 	sigs := make(chan os.Signal, 4)
@@ -201,7 +201,7 @@ func run(ctx context.Context, cancel context.CancelFunc, g *globals, paths []str
 		if cur := e.current(); !cur.removed && cur.err != nil && !errors.Is(cur.err, pipeline.ErrStopped) {
 			failed++
 		}
-		fmt.Fprintln(g.stdout, summary(e))
+		fmt.Fprintln(g.stdout, g.secrets.String(summary(e)))
 	}
 	s.mu.Unlock()
 	flush, done := context.WithTimeout(context.Background(), alert.FlushTimeout)
@@ -214,14 +214,17 @@ func run(ctx context.Context, cancel context.CancelFunc, g *globals, paths []str
 }
 
 // Statuses returns a snapshot of every pipeline this process has run, in the order they first started:
-// the current instance of each, including pipelines that ended and pipelines a reload removed. Safe to
-// call from any goroutine.
+// the current instance of each, including pipelines that ended and pipelines a reload removed. Their
+// errors are redacted: the HTTP API, the status page and the progress report show what it returns. Safe
+// to call from any goroutine.
 func (s *supervisor) Statuses() []pipeline.Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]pipeline.Status, 0, len(s.order))
 	for _, id := range s.order {
-		out = append(out, s.entries[id].current().p.Status())
+		st := s.entries[id].current().p.Status()
+		st.LastError = s.g.secrets.String(st.LastError)
+		out = append(out, st)
 	}
 	return out
 }

@@ -38,7 +38,7 @@ when every test passes, 1 when one fails, and 2 when a file is invalid.`,
 			if err != nil {
 				return err
 			}
-			files, err := load(g.stderr, c, args)
+			files, err := g.loadFiles(g.stderr, c, args)
 			if err != nil {
 				return err
 			}

@@ -41,7 +41,7 @@ are never true and the steps that fail on a sample. Warnings do not change the e
 					return ExitError{Code: ExitInvalid, Err: err}
 				}
 			}
-			files, err := load(g.stderr, c, args)
+			files, err := g.loadFiles(g.stderr, c, args)
 			if err != nil {
 				return err
 			}

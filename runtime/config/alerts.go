@@ -131,6 +131,7 @@ func (v *validator) alertURL(c *node) (string, bool) {
 		return "", false
 	}
 	r := v.x.expand(s, true, MaxValueBytes)
+	v.secrets = append(v.secrets, r.values...)
 	for _, p := range r.problems {
 		v.errorf(c.pos, "url: %s", p)
 	}
@@ -230,6 +231,7 @@ func (v *validator) alertHeaders(c *node) map[string]string {
 			v.errorf(f.pos, "header %s: the value holds a line break or another control character", quote(name))
 		default:
 			out[canon] = r.out
+			v.secrets = append(append(v.secrets, r.out), r.values...)
 		}
 	}
 	return out

@@ -31,7 +31,8 @@
 //     "pa$word" are plain text and "pa$WORD" must be written "pa\$WORD".
 //
 // Values that held a reference, and secret settings, are redacted by Print and never quoted in errors
-// (messages about a secret setting quote none of its text). Other keys (id, plugin) and the raw
+// (messages about a secret setting quote none of its text); File.Secrets lists them, so that the host can
+// hide them in everything else it prints. Other keys (id, plugin) and the raw
 // transforms and tests are neither expanded nor checked; data_dir is checked the same way (no ${NAME},
 // no $HOME) but references are not expanded there.
 //
@@ -57,6 +58,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -146,7 +148,19 @@ type File struct {
 	// Tests are the file's inline transform tests as written (for Print); TestCases is them checked.
 	Tests     []Raw
 	TestCases []*Test
+
+	// secrets are the values never to be printed (Secrets).
+	secrets []string
 }
+
+// Secrets returns the values of the file that sluice must never print: the values of settings their
+// plugin marks secret (every string in a secret list or object), what each ${env:…} and ${file:…}
+// reference stood for when the file was loaded — in settings of type string, list or object, and in
+// alerts — and alerts' header values. A reference in an int, float, bool or duration setting is not
+// among them: a number is no credential, and hiding "9092" everywhere would hide ports and counts. A
+// value may occur more than once. Print already hides them; the caller hides them in everything else it
+// prints (package redact).
+func (f *File) Secrets() []string { return slices.Clone(f.secrets) }
 
 // Defaults and limits of a pipeline's batching keys.
 const (

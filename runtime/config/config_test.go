@@ -18,7 +18,7 @@ import (
 // redacted copy of the settings.
 func strip(f *File) *File {
 	g := *f
-	g.Path = ""
+	g.Path, g.secrets = "", nil
 	g.Tests = stripRaws(f.Tests)
 	g.TestCases = nil
 	for _, t := range f.TestCases {

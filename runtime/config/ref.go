@@ -43,6 +43,8 @@ type scan struct {
 	out string
 	// refs: the string held a reference (its value is not to be shown).
 	refs bool
+	// values are what each reference stood for.
+	values []string
 	// problems are messages about references that could not be resolved and about text that is not
 	// allowed ("${vault:x}", "$HOME"); they never contain what a reference stands for.
 	problems []string
@@ -218,6 +220,9 @@ func (x *expander) reference(s string, i int, b *strings.Builder, r *scan, secre
 	if err != nil {
 		problem("%s: %v", ref, err)
 		return after
+	}
+	if !x.keep {
+		r.values = append(r.values, val)
 	}
 	b.WriteString(val)
 	return after

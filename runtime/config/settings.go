@@ -64,6 +64,7 @@ func (v *validator) settings(s *Stage, st *sdk.Stage, n *node, at, pluginAt Pos)
 		}
 		if d.Secret {
 			shown = redacted
+			v.secrets = appendStrings(v.secrets, val)
 		}
 		s.Settings[d.Name], s.printed[d.Name] = val, shown
 	}
@@ -95,7 +96,13 @@ func (v *validator) setting(d *sdk.Setting, c *node, what, where string) (val, s
 			v.errorf(c.pos, "%s: the value is longer than %s, the limit for a setting value", what, sizeText(MaxValueBytes))
 			return nil, nil, false
 		case r.refs:
-			return v.referenced(d, c.pos, s, r.out, what, where)
+			val, shown, ok = v.referenced(d, c.pos, s, r.out, what, where)
+			if ok && (d.Type == sdk.TypeString || d.Type == sdk.TypeList || d.Type == sdk.TypeObject) {
+				// A number, a boolean or a duration is no credential, and hiding "9092" or "true" from
+				// every line would hide ports and counts.
+				v.secrets = append(v.secrets, r.values...)
+			}
+			return val, shown, ok
 		}
 		// No reference: an ordinary string, its escapes ($${, \$NAME) undone.
 		c = &node{kind: kindScalar, pos: c.pos, key: c.key, scalar: r.out}
@@ -298,6 +305,7 @@ func (v *validator) expandAll(n *node, what string, secret bool) (val, shown any
 			size = MaxValueBytes + 1
 		}
 		if r.refs {
+			v.secrets = append(v.secrets, r.values...)
 			return r.out, redacted
 		}
 		return r.out, r.out
@@ -308,6 +316,23 @@ func (v *validator) expandAll(n *node, what string, secret bool) (val, shown any
 		ok = false
 	}
 	return val, shown, ok
+}
+
+// appendStrings appends the strings in v (a string, or strings at any depth of a list or object) to out.
+func appendStrings(out []string, v any) []string {
+	switch x := v.(type) {
+	case string:
+		out = append(out, x)
+	case []any:
+		for _, e := range x {
+			out = appendStrings(out, e)
+		}
+	case map[string]any:
+		for _, e := range x {
+			out = appendStrings(out, e)
+		}
+	}
+	return out
 }
 
 // jsonSize is the size of v as compact JSON, strings counted without escapes.

@@ -43,6 +43,7 @@ func (l *Loader) parse(path string, data []byte) (*File, error) {
 		v.errs.sort()
 		return nil, v.errs
 	}
+	f.secrets = v.secrets
 	return f, nil
 }
 
@@ -54,6 +55,8 @@ type validator struct {
 	errs Errors
 	// lines are the file's lines, to point inside expressions.
 	lines []string
+	// secrets are the values never to be printed (File.Secrets).
+	secrets []string
 }
 
 func (v *validator) errorf(pos Pos, format string, args ...any) {

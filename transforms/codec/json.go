@@ -406,7 +406,7 @@ func (d *jsonDecoder) number() (any, error) {
 	}
 	f, err := strconv.ParseFloat(string(text), 64)
 	if err != nil && !math.IsInf(f, 0) {
-		return nil, d.errorf("bad number %s", text)
+		return nil, d.errorf("bad number %s", truncate(string(text), 40))
 	}
 	return f, nil
 }

@@ -1,5 +1,8 @@
 // Command misbehave is a sluice plugin that fails on purpose, for the host's tests of failures: it can
 // fail, panic, exit, block or print to stdout in Open, Read or Write, block in Close and ignore SIGTERM.
+// It can also leak its secrets: "leak" logs its password and dsn settings verbatim (through the SDK's
+// logger, as a raw stderr line and on stdout) and fails with an error quoting them, for the host's test
+// that nothing it prints shows them.
 // It is never installed; tests build it into a plugins directory of their own.
 //
 // Built with -ldflags "-X main.protocolVersion=N" it serves plugin protocol version N instead of the SDK's
@@ -17,6 +20,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/rpc"
 	"os"
 	"os/signal"
@@ -34,7 +38,7 @@ import (
 )
 
 // Behaviours, the values of the open, read and write settings.
-var behaviours = []string{"", "error", "permanent", "invalid", "history_lost", "panic", "exit", "block", "slow", "stdout"}
+var behaviours = []string{"", "error", "permanent", "invalid", "history_lost", "panic", "exit", "block", "slow", "stdout", "leak"}
 
 func settings(data string) []sdk.Setting {
 	return []sdk.Setting{
@@ -45,6 +49,8 @@ func settings(data string) []sdk.Setting {
 		{Name: "close", Type: sdk.TypeString, Enum: []string{"", "block"}, Doc: "block: Close never returns."},
 		{Name: "ignore_sigterm", Type: sdk.TypeBool, Default: "false", Doc: "Ignore SIGTERM and SIGINT."},
 		{Name: "delay", Type: sdk.TypeDuration, Default: "2s", Doc: "How long slow sleeps."},
+		{Name: "password", Type: sdk.TypeString, Secret: true, Doc: "A secret that leak prints."},
+		{Name: "dsn", Type: sdk.TypeString, Doc: "A connection string that leak prints."},
 	}
 }
 
@@ -91,12 +97,17 @@ type config struct {
 	Delay         time.Duration `setting:"delay"`
 	Count         int64         `setting:"count"`
 	Path          string        `setting:"path"`
+	Password      string        `setting:"password"`
+	DSN           string        `setting:"dsn"`
+
+	log *slog.Logger
 }
 
 func (c *config) load(req sdk.OpenRequest) error {
 	if err := req.Settings.Decode(c); err != nil {
 		return err
 	}
+	c.log = req.Logger
 	if c.IgnoreSIGTERM {
 		signal.Ignore(syscall.SIGTERM, syscall.SIGINT)
 	}
@@ -140,6 +151,11 @@ func (c *config) act(ctx context.Context, b, where string) error {
 		}
 	case "stdout":
 		fmt.Println("misbehave: a line on stdout in " + where)
+	case "leak":
+		c.log.Error("misbehave: connecting", "password", c.Password, "dsn", c.DSN)
+		fmt.Fprintf(stderr, "misbehave: a raw stderr line: password=%s dsn=%s\n", c.Password, c.DSN)
+		fmt.Printf("misbehave: a line on stdout: password=%s dsn=%s\n", c.Password, c.DSN)
+		return fmt.Errorf("misbehave: %s failed: cannot connect to %s with password %s (transient)", where, c.DSN, c.Password)
 	}
 	return nil
 }
