@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+)
+
+// writer makes changes in a MongoDB collection — inserts of new documents, updates and deletes of live
+// ones — at a steady rate, and remembers, per document, the sequence of versions its change events must
+// arrive in: "0" for the insert, "1", "2", … for each update, "del" for the delete. Every document holds
+// its own key in k and its version in v, and updates $set both, so that a change event carries them even
+// on a server that reports updates without the document's _id (mongo-java-server).
+type writer struct {
+	coll    *mongo.Collection
+	rng     *rand.Rand
+	total   int
+	rate    float64
+	written atomic.Int64
+
+	// versions is, per key, the versions in the order they were written. Read it only after run returned.
+	versions map[string][]string
+	live     []string
+	next     int
+}
+
+func newWriter(coll *mongo.Collection, seed uint64, total int, rate float64) *writer {
+	return &writer{coll: coll, rng: rand.New(rand.NewPCG(seed, 0x6d6f6e676f)), total: total, rate: rate,
+		versions: map[string][]string{}}
+}
+
+// run makes total changes, one every 1/rate seconds (as fast as the server answers when it falls behind).
+// Half are inserts, a third updates, the rest deletes, each picked at random; a write that fails ends the
+// run, since the harness never kills the MongoDB server and cannot tell whether such a write happened.
+func (w *writer) run(ctx context.Context) error {
+	start := time.Now()
+	for i := range w.total {
+		if d := time.Until(start.Add(time.Duration(float64(i) / w.rate * float64(time.Second)))); d > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(d):
+			}
+		}
+		if err := w.change(ctx); err != nil {
+			return fmt.Errorf("mongodb writer, change %d of %d: %w", i+1, w.total, err)
+		}
+		w.written.Add(1)
+	}
+	return nil
+}
+
+// change makes one change and records the version it wrote.
+func (w *writer) change(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	r := w.rng.Float64()
+	switch {
+	case len(w.live) == 0 || r < 0.5:
+		k := fmt.Sprintf("m%07d", w.next)
+		w.next++
+		if _, err := w.coll.InsertOne(ctx, bson.D{{Key: "_id", Value: k}, {Key: "k", Value: k}, {Key: "v", Value: 0}}); err != nil {
+			return fmt.Errorf("inserting %s: %w", k, err)
+		}
+		w.versions[k] = []string{"0"}
+		w.live = append(w.live, k)
+	case r < 0.85:
+		k := w.live[w.rng.IntN(len(w.live))]
+		v := len(w.versions[k])
+		if _, err := w.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: k}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "k", Value: k}, {Key: "v", Value: v}}}}); err != nil {
+			return fmt.Errorf("updating %s: %w", k, err)
+		}
+		w.versions[k] = append(w.versions[k], fmt.Sprint(v))
+	default:
+		i := w.rng.IntN(len(w.live))
+		k := w.live[i]
+		if _, err := w.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: k}}); err != nil {
+			return fmt.Errorf("deleting %s: %w", k, err)
+		}
+		w.versions[k] = append(w.versions[k], "del")
+		w.live[i] = w.live[len(w.live)-1]
+		w.live = w.live[:len(w.live)-1]
+	}
+	return nil
+}
