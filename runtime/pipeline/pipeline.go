@@ -77,6 +77,17 @@ type Store interface {
 	Put(pipeline, stage string, pos record.Position) error
 }
 
+// InFlightStore is a Store that also keeps in-flight counts that survive the host being killed;
+// *state.Store is one. For a sink that keeps no positions itself the host stores there, before each send,
+// how many records it sent beyond the stored position: the next host process reports them as
+// redelivered. With a Store that is not an InFlightStore, records redelivered after a host crash are not
+// counted.
+type InFlightStore interface {
+	Store
+	LoadInFlight(pipeline, stage string) (int64, error)
+	StoreInFlight(pipeline, stage string, n int64) error
+}
+
 // Guarantee is the delivery guarantee a pipeline gives across crashes.
 type Guarantee string
 
@@ -167,6 +178,9 @@ type Pipeline struct {
 	lastErr   error     // the last failure, nil after progress
 	stages    []StageStatus
 	positions map[string]record.Position
+	// leftoverRead is set once the in-flight count a previous host process left behind was read (by the
+	// first attempt).
+	leftoverRead bool
 }
 
 // New returns a pipeline for cfg that starts plugins with starter and keeps host-side positions in store.
