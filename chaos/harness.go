@@ -139,7 +139,7 @@ type result struct {
 	seed        uint64
 	verdict     verdict
 	kills       map[string]int
-	redelivered int64
+	redelivered redeliveries
 	hostRuns    int
 	took        time.Duration
 	dir         string
@@ -167,7 +167,7 @@ func (r *result) Line() string {
 		name, r.seed, v.records, r.killsTotal(), r.kills[killHost], r.kills[killPlugin], r.kills[killRedis], r.kills[killBroker],
 		v.lost, v.duplicated, v.reordered)
 	if r.mode == atLeastOnce {
-		s += fmt.Sprintf(" redelivered=%d", r.redelivered)
+		s += fmt.Sprintf(" redelivered=%d", r.redelivered.total())
 	}
 	if v.unexpected > 0 {
 		s += fmt.Sprintf(" unexpected=%d", v.unexpected)
@@ -193,8 +193,8 @@ func (r *result) Failures() []string {
 	switch {
 	case r.mode == exactlyOnce && v.duplicated > 0:
 		f = append(f, fmt.Sprintf("%d duplicates", v.duplicated))
-	case r.mode == atLeastOnce && int64(v.duplicated) > r.redelivered:
-		f = append(f, fmt.Sprintf("%d duplicates, more than the %d records sluice reported as redelivered", v.duplicated, r.redelivered))
+	case r.mode == atLeastOnce && int64(v.duplicated) > r.redelivered.total():
+		f = append(f, fmt.Sprintf("%d duplicates, more than the %d records sluice reported as redelivered", v.duplicated, r.redelivered.total()))
 	}
 	return f
 }
@@ -534,18 +534,28 @@ func createTopics(ctx context.Context, brokers, topics []string, partitions int3
 	return nil
 }
 
-// redeliveryWarning is what the host logs, with a "records" count, when records it sent to a sink that
-// keeps no positions itself will be delivered again.
+// redeliveryWarning is in what the host logs, with a "records" count, when records it sent to a sink that
+// keeps no positions itself will be delivered again: after a stage failed (the records not acknowledged),
+// or, in the next process, after the host was killed (the in-flight count it left in the data directory).
 const redeliveryWarning = "delivered again"
 
-// redelivered sums the records the host reported as redelivered over the JSON logs of all its runs
+// hostCrashWarning tells the second kind of redelivery warning from the first.
+const hostCrashWarning = "previous sluice process"
+
+// redeliveries are the records the host reported as redelivered, summed over the JSON logs of all its runs
 // (a run that was killed printed no summary, but logged each warning as it happened).
-func redelivered(logs []string) (int64, error) {
-	var total int64
+type redeliveries struct {
+	afterFailures, afterCrashes int64
+}
+
+func (r redeliveries) total() int64 { return r.afterFailures + r.afterCrashes }
+
+func redelivered(logs []string) (redeliveries, error) {
+	var total redeliveries
 	for _, path := range logs {
 		f, err := os.Open(path)
 		if err != nil {
-			return 0, err
+			return total, err
 		}
 		sc := bufio.NewScanner(f)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -554,14 +564,19 @@ func redelivered(logs []string) (int64, error) {
 				Msg     string `json:"msg"`
 				Records *int64 `json:"records"`
 			}
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Records != nil && strings.Contains(line.Msg, redeliveryWarning) {
-				total += *line.Records
+			if json.Unmarshal(sc.Bytes(), &line) != nil || line.Records == nil || !strings.Contains(line.Msg, redeliveryWarning) {
+				continue
+			}
+			if strings.Contains(line.Msg, hostCrashWarning) {
+				total.afterCrashes += *line.Records
+			} else {
+				total.afterFailures += *line.Records
 			}
 		}
 		err = sc.Err()
 		f.Close()
 		if err != nil {
-			return 0, fmt.Errorf("reading %s: %w", path, err)
+			return total, fmt.Errorf("reading %s: %w", path, err)
 		}
 	}
 	return total, nil

@@ -140,6 +140,10 @@ func run(ctx context.Context, opts options, modes []mode) ([]*result, error) {
 			return results, fmt.Errorf("%s: %w", m, err)
 		}
 		fmt.Fprintf(opts.progress, "chaos %s: done in %s (%d host processes): %s\n", m, r.took.Round(time.Second), r.hostRuns, r.Line())
+		if m == atLeastOnce {
+			fmt.Fprintf(opts.progress, "chaos %s: %d duplicates; sluice reported %d records redelivered: %d after a stage failed, %d after the host was killed\n",
+				m, r.verdict.duplicated, r.redelivered.total(), r.redelivered.afterFailures, r.redelivered.afterCrashes)
+		}
 		results = append(results, r)
 	}
 	return results, nil
