@@ -27,9 +27,11 @@ type host struct {
 
 // proc is one host process.
 type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when it exited
-	err  error         // how it exited, once done is closed
+	cmd     *exec.Cmd
+	log     string
+	done    chan struct{} // closed when it exited
+	err     error         // how it exited, once done is closed
+	started bool          // its log says a pipeline started: plugin discovery is over
 }
 
 func newHost(bin, dir string) *host { return &host{bin: bin, dir: dir} }
@@ -50,7 +52,7 @@ func (h *host) start() error {
 		f.Close()
 		return fmt.Errorf("starting %s: %w", cmd.Path, err)
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
+	p := &proc{cmd: cmd, log: path, done: make(chan struct{})}
 	h.proc, h.intended = p, false
 	h.logs = append(h.logs, path)
 	go func() {
@@ -143,9 +145,23 @@ func (h *host) Logs() []string {
 }
 
 // Plugins returns the running plugin processes of the host by plugin name (the binary's name in
-// bin/plugins): the host's children whose executable is there.
+// bin/plugins): the host's children whose executable is there. It returns none until the host has started
+// a pipeline: before that its children are the plugins it starts briefly to read their specs (discovery).
+// Killing one of those makes sluice skip the plugin and exit 2, "plugin has no binary", which is not what
+// this harness tests; see README "Reliability".
 func (h *host) Plugins() map[string][]int {
-	pid := h.Pid()
+	h.mu.Lock()
+	p := h.proc
+	if !p.started {
+		b, _ := os.ReadFile(p.log)
+		p.started = bytes.Contains(b, []byte(`"msg":"pipeline started"`))
+	}
+	started := p.started
+	h.mu.Unlock()
+	if !started {
+		return nil
+	}
+	pid := p.cmd.Process.Pid
 	dir := filepath.Join(h.bin, "plugins")
 	out := map[string][]int{}
 	for _, c := range children(pid) {
