@@ -57,7 +57,7 @@ func (w *writer) run(ctx context.Context) error {
 
 // change makes one change and records the version it wrote.
 func (w *writer) change(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	r := w.rng.Float64()
 	switch {
