@@ -507,8 +507,12 @@ func (r *modeRun) supervise(ctx context.Context) {
 			r.mu.Lock()
 			k := fmt.Sprintf("host=%d plugin=%d redis=%d broker=%d", r.kills[killHost], r.kills[killPlugin], r.kills[killRedis], r.kills[killBroker])
 			r.mu.Unlock()
-			r.say("MongoDB changes made %d/%d; records in Kafka %d/%d; kills %s",
-				r.writer.written.Load(), r.writer.total, r.consumer.Distinct(), r.writer.total+r.nGen, k)
+			retried := ""
+			if n := r.writer.retried.Load(); n > 0 {
+				retried = fmt.Sprintf(" (%d retried: the server stalled)", n)
+			}
+			r.say("MongoDB changes made %d/%d%s; records in Kafka %d/%d; kills %s",
+				r.writer.written.Load(), r.writer.total, retried, r.consumer.Distinct(), r.writer.total+r.nGen, k)
 		}
 	}
 }
