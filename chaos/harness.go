@@ -222,6 +222,7 @@ type modeRun struct {
 	mu       sync.Mutex
 	kills    map[string]int
 	problems []string
+	topics   []string // the pipelines' Kafka topics
 	plugins  []string // pluginNames in the order plugin kills take them
 	nextPlug int
 }
@@ -245,6 +246,7 @@ func runMode(ctx context.Context, opts options, srv *servers, m mode) (*result, 
 	secs := opts.duration.Seconds()
 	mongoTopic, genTopic := "chaos."+m.short()+".mongo", "chaos."+m.short()+".generate"
 	topics := []string{mongoTopic, genTopic}
+	r.topics = topics
 	if err := createTopics(ctx, srv.kafka.Brokers, topics, 4); err != nil {
 		return nil, err
 	}
@@ -325,6 +327,7 @@ func runMode(ctx context.Context, opts options, srv *servers, m mode) (*result, 
 	r.say("writer done; waiting for all %d records to arrive in Kafka", want)
 	if err := r.waitFor(ctx, want); err != nil {
 		r.problem("%v", err)
+		r.diagnose(ctx)
 	}
 	scancel()
 	<-supervised
@@ -393,6 +396,7 @@ func (r *modeRun) killLoop(ctx context.Context, writerDone <-chan struct{}, writ
 		// Each kill lands on a running pipeline: wait until something arrived since the previous one.
 		if err := r.waitFor(ctx, last+1); err != nil {
 			r.problem("before kill %d: %v", i+1, err)
+			r.diagnose(ctx)
 			return nil
 		}
 		last = r.consumer.Distinct()
@@ -476,6 +480,14 @@ func (r *modeRun) pickPlugin() (string, int, bool) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	return "", 0, false
+}
+
+// diagnose adds what Kafka shows about a hang to the problems.
+func (r *modeRun) diagnose(ctx context.Context) {
+	for _, d := range diagnoseKafka(ctx, r.srv.kafka.Brokers, r.topics) {
+		r.problem("%s", d)
+		r.say("%s", d)
+	}
 }
 
 func (r *modeRun) count(kind string) {
