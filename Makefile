@@ -15,7 +15,7 @@ BENCHTIME ?= 3x
 # How long `make fuzz` runs each fuzz target.
 FUZZTIME ?= 20s
 
-.PHONY: all build plugins test test-short fuzz demo bench docs status-page generate check-generated lint fmt clean
+.PHONY: all build plugins test test-short fuzz demo chaos bench docs status-page generate check-generated lint fmt clean
 
 all: build
 
@@ -59,6 +59,10 @@ demo: build ## run configs/quickstart.yaml (generate → file), then MongoDB →
 	@echo "output: out/quickstart/orders.jsonl ($$(wc -l < out/quickstart/orders.jsonl) lines); first line:"
 	@head -c 300 out/quickstart/orders.jsonl | head -1
 	bash services/demo.sh
+
+CHAOS_FLAGS ?=
+chaos: build ## SIGKILL the host, plugins, redis-server and Kafka under load; check every record once, in order (chaos/; CHAOS_FLAGS="-seed N -records N -kills N")
+	cd chaos && $(GO) run . -bin $(BIN) $(CHAOS_FLAGS)
 
 bench: ## throughput benchmarks: the pipeline end to end, the codec, transforms
 	cd runtime && $(GO) test -run '^$$' -bench 'Pipeline' -benchtime $(BENCHTIME) -benchmem ./pipeline/

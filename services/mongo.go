@@ -22,9 +22,22 @@ type Mongo struct {
 	Addr, URI string
 }
 
+// MongoOption configures a server made by NewMongo.
+type MongoOption func(*mongoConfig)
+
+type mongoConfig struct{ heap string }
+
+// MongoHeap sets the JVM's maximum heap (-Xmx), such as "1g". Default "512m": enough for tests; the server
+// keeps every document and its oplog in memory, so long runs with many changes need more.
+func MongoHeap(size string) MongoOption { return func(c *mongoConfig) { c.heap = size } }
+
 // NewMongo describes a mongo-java-server with its log in dir, on port (0: a free one). Resolving its
 // Java dependencies (first use only) needs Maven and network access to Maven Central.
-func NewMongo(dir string, port int) (*Mongo, error) {
+func NewMongo(dir string, port int, opts ...MongoOption) (*Mongo, error) {
+	cfg := mongoConfig{heap: "512m"}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	java, err := LookPath("java", "install a Java 17 runtime (apt-get install openjdk-17-jdk-headless)")
 	if err != nil {
 		return nil, err
@@ -39,7 +52,7 @@ func NewMongo(dir string, port int) (*Mongo, error) {
 			return nil, err
 		}
 	}
-	args := []string{java, "-Xmx512m", "-XX:+UseSerialGC", "-cp", cp, filepath.Join(src, "Launcher.java"), strconv.Itoa(port)}
+	args := []string{java, "-Xmx" + cfg.heap, "-XX:+UseSerialGC", "-cp", cp, filepath.Join(src, "Launcher.java"), strconv.Itoa(port)}
 	addr := Addr(port)
 	return &Mongo{Process: NewProcess("mongo", dir, args), Addr: addr,
 		URI: "mongodb://" + addr + "/?directConnection=true"}, nil

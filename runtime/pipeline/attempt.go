@@ -304,6 +304,9 @@ func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *
 			p.log.Warn("records sent to the sink were not acknowledged; they will be delivered again and may be duplicates",
 				"records", n)
 		}
+		if last.inflight != nil {
+			last.inflight.reset() // counted just now: a crash before the next attempt must not count them again
+		}
 		return firstCause(errs)
 	}
 	p.log.Info("pipeline completed", "delivered", p.Stats.Delivered.Load())
@@ -406,12 +409,17 @@ func (p *Pipeline) resumePoint(ctx context.Context, s *stage, cfg Stage, c check
 func (p *Pipeline) segment(name string, in *protocol.ReadStream, out *protocol.WriteStream, up, down *stage, downCfg Stage, stateName string, toSink bool) *segment {
 	s := newSegment(name, in, out, p.cfg.MaxInFlightBytes, p.drain)
 	s.pipeline, s.up, s.down = p.cfg.ID, up, down
-	s.acked = func(pos record.Position) { p.setPosition(stateName, pos) }
+	s.acked = func(pos record.Position, _ int64) { p.setPosition(stateName, pos) }
 	if !downCfg.Atomic {
 		s.persist = newPersister(p.store, p.cfg.ID, stateName, p.log)
-		s.acked = func(pos record.Position) {
+		s.acked = func(pos record.Position, through int64) {
 			p.setPosition(stateName, pos)
-			s.persist.set(pos)
+			s.persist.set(pos, through)
+		}
+		if store, ok := p.store.(InFlightStore); ok && toSink {
+			p.countLeftover(store, stateName)
+			s.inflight = newInflight(store, p.cfg.ID, stateName, p.log)
+			s.persist.stored = s.inflight.storedThrough
 		}
 	}
 	if toSink {
@@ -436,6 +444,25 @@ func (p *Pipeline) filtered(list string) func(int) {
 		return nil
 	}
 	return func(n int) { m.Filtered(list, n) }
+}
+
+// countLeftover counts, once per process, the records a previous host process had sent to the sink beyond
+// the stored position when it was killed: the pipeline sends them again.
+func (p *Pipeline) countLeftover(store InFlightStore, stage string) {
+	if p.leftoverRead {
+		return
+	}
+	p.leftoverRead = true
+	n, err := store.LoadInFlight(p.cfg.ID, stage)
+	if err != nil {
+		p.log.Warn("could not read the in-flight count; records delivered again after a crash of sluice are not counted", "err", err)
+		return
+	}
+	if n > 0 {
+		p.Stats.Redelivered.Add(n)
+		p.log.Warn("the previous sluice process ended without storing the position of records it had sent to the sink; they will be delivered again and may be duplicates",
+			"records", n)
+	}
 }
 
 func (p *Pipeline) flushState(s *segment) {

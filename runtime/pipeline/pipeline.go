@@ -79,6 +79,17 @@ type Store interface {
 	Put(pipeline, stage string, pos record.Position) error
 }
 
+// InFlightStore is a Store that also keeps in-flight counts that survive the host being killed;
+// *state.Store is one. For a sink that keeps no positions itself the host stores there, before each send,
+// how many records it sent beyond the stored position: the next host process reports them as
+// redelivered. With a Store that is not an InFlightStore, records redelivered after a host crash are not
+// counted.
+type InFlightStore interface {
+	Store
+	LoadInFlight(pipeline, stage string) (int64, error)
+	StoreInFlight(pipeline, stage string, n int64) error
+}
+
 // Guarantee is the delivery guarantee a pipeline gives across crashes.
 type Guarantee string
 
@@ -174,6 +185,9 @@ type Pipeline struct {
 	// lastEvent is the latest event time (Unix nanoseconds) of the batches the source's downstream
 	// acknowledged last; 0 while none had one.
 	lastEvent atomic.Int64
+	// leftoverRead is set once the in-flight count a previous host process left behind was read (by the
+	// first attempt).
+	leftoverRead bool
 }
 
 // New returns a pipeline for cfg that starts plugins with starter and keeps host-side positions in store.

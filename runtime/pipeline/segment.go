@@ -34,8 +34,9 @@ type segment struct {
 	// (the SDK then fails a sink that rejects).
 	rejects  *deadLetters
 	pipeline string
-	// acked is called, in order, with the upstream position through which downstream holds everything.
-	acked func(record.Position)
+	// acked is called, in order, with the upstream position through which downstream holds everything and
+	// the number of records sent through it.
+	acked func(pos record.Position, through int64)
 	// delivered counts records the downstream acknowledged (nil: not counted).
 	delivered func(records int)
 	// read counts records received from upstream, before any step (nil: not counted).
@@ -51,7 +52,11 @@ type segment struct {
 	// acknowledged, when one of them has one (nil: not kept).
 	eventTime func(int64)
 	// persist stores acked positions in the host's state store (nil when downstream stores them itself).
-	persist   *persister
+	persist *persister
+	// inflight keeps the records sent beyond the stored position where a killed host leaves it for the next
+	// one (nil: not kept).
+	inflight  *inflight
+	sent      int64 // records sent downstream by this segment
 	window    *semaphore.Weighted
 	maxWindow int64
 	drain     <-chan struct{}
@@ -71,6 +76,7 @@ type inFlight struct {
 	bytes         int64 // the batch's encoded size
 	event         int64 // the batch's latest event time, Unix nanoseconds; 0: none
 	records       int
+	through       int64 // records the segment sent up to and including this batch
 	// batch is kept until acked when the sink may reject its records.
 	batch *protocol.Batch
 }
@@ -212,8 +218,13 @@ func (s *segment) forward(ctx context.Context) (drained bool, err error) {
 		if len(s.pending) == 0 {
 			s.waiting = time.Now()
 		}
-		s.pending = append(s.pending, inFlight{outSeq: s.out.NextSeq(), inSeq: inSeq, pos: pos, size: size, bytes: bytes, event: event, records: n, batch: keep})
+		s.sent += int64(n)
+		s.pending = append(s.pending, inFlight{outSeq: s.out.NextSeq(), inSeq: inSeq, pos: pos, size: size, bytes: bytes, event: event,
+			records: n, through: s.sent, batch: keep})
 		s.mu.Unlock()
+		if s.inflight != nil {
+			s.inflight.sending(n)
+		}
 		if err := s.out.Send(b); err != nil {
 			return false, s.down.fail("writing", err)
 		}
@@ -268,7 +279,7 @@ func (s *segment) acks(ctx context.Context) error {
 			return s.up.fail("acknowledging", err)
 		}
 		if s.acked != nil {
-			s.acked(last.pos)
+			s.acked(last.pos, last.through)
 		}
 		if s.delivered != nil {
 			s.delivered(records)

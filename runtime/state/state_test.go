@@ -76,3 +76,52 @@ func TestStore(t *testing.T) {
 		t.Errorf("Delete touched another pipeline: %q", got)
 	}
 }
+
+// TestInFlight checks the in-flight counts: 0 until stored, kept per pipeline and stage, still there when
+// the store is reopened (as after a crash), and forgotten by Delete.
+func TestInFlight(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.LoadInFlight("p", "buffer"); n != 0 || err != nil {
+		t.Fatalf("never stored: LoadInFlight = %d, %v; want 0", n, err)
+	}
+	for _, n := range []int64{5, 1 << 40, 7} {
+		if err := s.StoreInFlight("p", "buffer", n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.StoreInFlight("p", "source", 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StoreInFlight("q", "buffer", 11); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, tt := range []struct {
+		pipeline, stage string
+		want            int64
+	}{{"p", "buffer", 7}, {"p", "source", 3}, {"q", "buffer", 11}} {
+		if n, err := s.LoadInFlight(tt.pipeline, tt.stage); n != tt.want || err != nil {
+			t.Errorf("LoadInFlight(%s, %s) = %d, %v; want %d", tt.pipeline, tt.stage, n, err, tt.want)
+		}
+	}
+	if err := s.Delete("p"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.LoadInFlight("p", "buffer"); n != 0 || err != nil {
+		t.Errorf("after Delete: LoadInFlight = %d, %v; want 0", n, err)
+	}
+	if n, _ := s.LoadInFlight("q", "buffer"); n != 11 {
+		t.Errorf("Delete touched another pipeline's count: %d", n)
+	}
+}
