@@ -517,10 +517,11 @@ func TestBackpressureBoundsMemory(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	// Let the pipeline fill every buffer it has, then check the source stopped being read.
+	// Let the pipeline fill every buffer it has: wait until the count has not moved for a whole second
+	// (a loaded machine can take seconds to get there), then check the source stopped being read.
 	var last int64
-	for i := 0; i < 20; i++ {
-		time.Sleep(100 * time.Millisecond)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(time.Second)
 		if n := emitted.Load(); n == last && n > 0 {
 			break
 		} else {
@@ -533,7 +534,7 @@ func TestBackpressureBoundsMemory(t *testing.T) {
 		t.Fatalf("source emitted %d records while the sink accepted none", n)
 	}
 	t.Logf("source emitted %d records (%d MiB) before backpressure stopped it", last, last*230>>20)
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(time.Second)
 	if n := emitted.Load(); n != last {
 		t.Fatalf("source still being read while the sink is blocked: %d then %d records", last, n)
 	}
