@@ -53,8 +53,8 @@ func TestWrite(t *testing.T) {
 		want   string
 	}{
 		{"payload", "{\"x\":1}\nraw\n"},
-		{"record", `{"position":"AQ==","op":"insert","key":"YQ==","encoding":"json","payload":{"x":1}}` + "\n" +
-			`{"position":"Aw==","op":"delete","key":"Yg==","encoding":"json"}` + "\n" +
+		{"record", `{"position":"AQ==","op":"insert","key":"a","encoding":"json","payload":{"x":1}}` + "\n" +
+			`{"position":"Aw==","op":"delete","key":"b","encoding":"json"}` + "\n" +
 			`{"position":"BA==","op":"insert","encoding":"raw","payload":"cmF3"}` + "\n"},
 	} {
 		t.Run(tc.format, func(t *testing.T) {
