@@ -1,5 +1,10 @@
 // Package plugin finds plugin binaries, identifies them by their spec, and starts plugin instances for
 // pipeline stages, as subprocesses or, for first-party plugins linked into the host, in-process.
+//
+// Discovery runs only executables no other user could have replaced (trust_unix.go), takes specs from a
+// cache while the binaries are unchanged (cache.go), and a binary pinned to a SHA-256 is checked before
+// each start (pin.go). Plugin processes put their sockets in a directory of the host process's own, which
+// the next host removes if this one was killed (sockets_unix.go).
 package plugin
 
 import (
