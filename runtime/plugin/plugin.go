@@ -282,8 +282,16 @@ func (c *Catalog) specOf(ctx context.Context, path string) (spec sdk.Spec, reaso
 	if spec, ok := c.cache.lookup(real, id); ok {
 		return spec, "", nil
 	}
-	digest, derr := FileDigest(real)
+	// Hashed while the probe waits for the plugin to start.
+	var digest string
+	var derr error
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		digest, derr = FileDigest(real)
+	}()
 	spec, reason, stderr = c.probe(ctx, path)
+	<-hashed
 	if reason == "" && derr == nil {
 		// Cached only when the binary probed is the one hashed.
 		if after, err := identify(real); err == nil && after == id {
