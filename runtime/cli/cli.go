@@ -65,6 +65,7 @@ type globals struct {
 	// secrets are the secret values of the connector files loaded so far (loadFiles adds them). The log,
 	// the run summary, the HTTP API's errors, alerts and the error Execute returns are redacted with it.
 	secrets *redact.Set
+	catalogs   []*plugin.Catalog // closed when the command ends
 }
 
 // Execute runs the command line args (without the program name), writing to stdout and stderr.
@@ -98,6 +99,9 @@ func Execute(args []string, stdout, stderr io.Writer) error {
 
 	root.AddCommand(runCmd(g), validateCmd(g), testCmd(g), pluginsCmd(g), resetCmd(g), statusCmd(g), versionCmd(g))
 	err := root.Execute()
+	for _, c := range g.catalogs {
+		c.Close()
+	}
 	if err != nil && !errors.As(err, new(ExitError)) && strings.Contains(err.Error(), "unknown command") {
 		return ExitError{ExitInvalid, err}
 	}
@@ -157,10 +161,11 @@ func (g *globals) dirs() []string {
 
 func (g *globals) catalog(ctx context.Context) (*plugin.Catalog, error) {
 	c, err := plugin.Discover(ctx, plugin.Options{Dirs: g.dirs(), Linked: linked, Logger: g.logger, Stdout: g.stdout,
-		MaxMessageBytes: g.maxMessage})
+		MaxMessageBytes: g.maxMessage, CacheDir: specCacheDir(g.logger)})
 	if err != nil {
 		return nil, ExitError{ExitFailure, fmt.Errorf("discovering plugins: %w", err)}
 	}
+	g.catalogs = append(g.catalogs, c)
 	return c, nil
 }
 

@@ -12,8 +12,14 @@ import (
 )
 
 // load reads and validates every file, reporting all problems of all files at once (each as
-// file:line:col: message on stderr). A problem makes the result an ExitError with ExitInvalid.
+// file:line:col: message on stderr), and checks the plugin binaries against their pins (see pin). A
+// problem makes the result an ExitError with ExitInvalid.
 func load(w io.Writer, c *plugin.Catalog, paths []string) ([]*config.File, error) {
+	return loadFiles(w, c, paths, true)
+}
+
+// loadFiles is load; withLocks false leaves the sluice.lock files unread (plugins lock writes them).
+func loadFiles(w io.Writer, c *plugin.Catalog, paths []string, withLocks bool) ([]*config.File, error) {
 	var files []*config.File
 	var problems config.Errors
 	var other []error
@@ -65,6 +71,8 @@ func load(w io.Writer, c *plugin.Catalog, paths []string) ([]*config.File, error
 		}
 		files = append(files, f)
 	}
+	pinProblems, pinErrs := pin(c, files, withLocks)
+	problems, other = append(problems, pinProblems...), append(other, pinErrs...)
 	for _, e := range problems {
 		fmt.Fprintln(w, e)
 	}

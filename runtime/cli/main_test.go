@@ -29,6 +29,8 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binDir = dir
+	// Every sluice the tests run caches plugin specs here, not in the user's cache.
+	os.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
 	code := func() int {
 		defer os.RemoveAll(dir)
 		if err := build(dir); err != nil {

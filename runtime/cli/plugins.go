@@ -12,7 +12,7 @@ import (
 )
 
 func pluginsCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "plugins", Short: "list and describe plugins"}
+	cmd := &cobra.Command{Use: "plugins", Short: "list, describe and pin plugins"}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "list",
 		Short: "list the plugins sluice can run",
@@ -62,11 +62,18 @@ that docs/plugins/NAME.md holds for first-party plugins (make docs regenerates t
 				return nil
 			}
 			describe(g, &p.Spec)
+			if p.Path != "" {
+				_, sum, err := c.Digest(p.Spec.Name)
+				if err != nil {
+					return ExitError{ExitFailure, err}
+				}
+				fmt.Fprintf(g.stdout, "\nbinary: %s\nsha256: %s\n", p.Path, sum)
+			}
 			return nil
 		},
 	}
 	describeCmd.Flags().BoolVar(&markdown, "markdown", false, "print the plugin's reference page in Markdown")
-	cmd.AddCommand(describeCmd)
+	cmd.AddCommand(describeCmd, lockCmd(g))
 	return cmd
 }
 

@@ -225,6 +225,11 @@ type Stage struct {
 	Settings map[string]any
 	// InProcess runs a first-party plugin linked into the host instead of as a subprocess.
 	InProcess bool
+	// SHA256 pins the plugin's binary (key sha256): its SHA-256 in lower-case hex, "" when not pinned.
+	// Load checks only how it is written; the caller checks it against the binary. SHA256Pos is where
+	// it was written.
+	SHA256    string
+	SHA256Pos Pos
 	// Pos is where the stage's value starts.
 	Pos Pos
 

@@ -42,6 +42,7 @@ type (
 	}
 	printStage struct {
 		Plugin    string         `yaml:"plugin"`
+		SHA256    string         `yaml:"sha256,omitempty"`
 		InProcess bool           `yaml:"in_process,omitempty"`
 		Settings  map[string]any `yaml:"settings,omitempty"`
 	}
@@ -100,7 +101,7 @@ func printed(s *Stage) *printStage {
 			settings[k] = redacted
 		}
 	}
-	return &printStage{Plugin: s.Plugin, InProcess: s.InProcess, Settings: settings}
+	return &printStage{Plugin: s.Plugin, SHA256: s.SHA256, InProcess: s.InProcess, Settings: settings}
 }
 
 func rawValues(rs []Raw) []any {

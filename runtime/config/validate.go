@@ -18,7 +18,7 @@ var (
 	topKeys      = []string{"version", "fail_fast", "data_dir", "alerts", "pipelines", "tests"}
 	pipelineKeys = []string{"id", "source", "transforms", "buffer", "sink_transforms", "sink", "on_error", "dlq",
 		"batch_max_records", "batch_max_bytes", "max_in_flight_bytes", "retry", "open_timeout", "stall_timeout"}
-	stageKeys = []string{"plugin", "settings", "in_process"}
+	stageKeys = []string{"plugin", "sha256", "settings", "in_process"}
 )
 
 var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -390,6 +390,9 @@ func (v *validator) stage(n *node, k sdk.Kind) *Stage {
 	typos := v.unknownKeys(n, "in "+string(k), stageKeys)
 	if c := n.fields["in_process"]; c != nil {
 		s.InProcess = v.boolKey(c, "in_process")
+	}
+	if c := n.fields["sha256"]; c != nil {
+		v.sha256(c, s)
 	}
 	settings := n.fields["settings"]
 	if settings != nil && !isNull(settings) && settings.kind != kindMap {

@@ -1,5 +1,10 @@
 // Package plugin finds plugin binaries, identifies them by their spec, and starts plugin instances for
 // pipeline stages, as subprocesses or, for first-party plugins linked into the host, in-process.
+//
+// Discovery runs only executables no other user could have replaced (trust_unix.go), takes specs from a
+// cache while the binaries are unchanged (cache.go), and a binary pinned to a SHA-256 is checked before
+// each start (pin.go). Plugin processes put their sockets in a directory of the host process's own, which
+// the next host removes if this one was killed (sockets_unix.go).
 package plugin
 
 import (
@@ -37,13 +42,23 @@ type Plugin struct {
 	Linked func() sdk.Plugin
 }
 
-// Catalog is the set of plugins the host knows, by spec name, and what discovery passed over. It is
-// read-only after Discover.
+// Catalog is the set of plugins the host knows, by spec name, and what discovery passed over. Its
+// plugins are read-only after Discover; Pin and Start are safe for concurrent use.
 type Catalog struct {
 	opts    Options
 	byName  map[string]*Plugin
 	dirs    []string // searched, in order, each once; a note in parentheses when it could not be read
 	skipped []Skipped
+	cache   *specCache
+
+	// sockBase is TMPDIR/sluice-UID, where sock is made when the first plugin process starts; "" when
+	// plugins put their sockets where go-plugin does by default.
+	sockBase string
+	sockOnce sync.Once
+	sock     *socketDir
+
+	mu   sync.Mutex
+	pins map[string][]Pin // by plugin name
 }
 
 // Skipped is an executable in a plugins directory that discovery passed over, and why.
@@ -75,16 +90,23 @@ type Options struct {
 	// StartTimeout bounds a plugin's handshake, at discovery and at start (default
 	// protocol.DefaultStartTimeout).
 	StartTimeout time.Duration
+	// CacheDir holds the spec cache: discovery takes a binary's spec from there instead of starting the
+	// binary while the binary is unchanged (see cache.go). It is created if needed and left unused when
+	// another user could write to it; "" caches nothing.
+	CacheDir string
 }
 
 // specTimeout bounds the Spec call of a probe or a start.
 const specTimeout = 10 * time.Second
 
 // Discover builds the catalog: it starts every executable in opts.Dirs (following symlinks), reads its
-// spec and stops it, several at a time, each bounded in time. An executable that fails in any way (it
-// prints something else than the handshake, exits, crashes, hangs, speaks another protocol version,
-// returns a broken spec) is skipped with one warning naming the file, the reason and its last stderr
-// lines; the Catalog remembers it (Skipped). Two binaries with the same plugin name are an error.
+// spec and stops it, several at a time, each bounded in time — unless opts.CacheDir holds the spec of
+// the unchanged binary. An executable that others could replace (see distrust) is not started, and one
+// that fails in any way (it prints something else than the handshake, exits, crashes, hangs, speaks
+// another protocol version, returns a broken spec) is skipped: each with one warning naming the file,
+// the reason and its last stderr lines; the Catalog remembers them (Skipped). Two binaries with the same
+// plugin name are an error. Discover also removes the socket directories of sluice processes that died
+// without removing them (see sockets_unix.go). Call Close when done with the Catalog.
 func Discover(ctx context.Context, opts Options) (*Catalog, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -95,7 +117,15 @@ func Discover(ctx context.Context, opts Options) (*Catalog, error) {
 	if opts.StartTimeout <= 0 {
 		opts.StartTimeout = protocol.DefaultStartTimeout
 	}
-	c := &Catalog{opts: opts, byName: map[string]*Plugin{}}
+	c := &Catalog{opts: opts, byName: map[string]*Plugin{}, cache: openCache(opts.CacheDir, opts.Logger)}
+	switch base, err := socketBase(); {
+	case errors.Is(err, errNoSockets):
+	case err != nil:
+		opts.Logger.Warn("plugins put their sockets in the temporary directory, where a killed plugin's socket is not cleaned up", "error", err)
+	default:
+		cleanSockets(base, opts.Logger)
+		c.sockBase = base
+	}
 	for _, l := range opts.Linked {
 		p := l()
 		if err := p.Spec.Validate(); err != nil {
@@ -118,7 +148,7 @@ func Discover(ctx context.Context, opts Options) (*Catalog, error) {
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			r := &results[i]
-			r.spec, r.reason, r.stderr = c.probe(ctx, path)
+			r.spec, r.reason, r.stderr = c.specOf(ctx, path)
 		})
 	}
 	wg.Wait()
@@ -191,6 +221,10 @@ func (c *Catalog) scan() []string {
 				continue
 			}
 			real := realPath(path)
+			if reason := distrust(path, real); reason != "" {
+				c.skip(path, reason, nil)
+				continue
+			}
 			if seenFile[real] {
 				c.opts.Logger.Debug("ignoring a second path to a plugin binary already found", "path", path, "binary", real)
 				continue
@@ -232,6 +266,39 @@ func (c *Catalog) skip(path, reason string, stderr []string) {
 		args = append(args, "stderr", strings.Join(stderr, " | "))
 	}
 	c.opts.Logger.Warn("skipping plugin file", args...)
+}
+
+// specOf returns the spec of the binary at path, from the cache when it holds the unchanged binary's,
+// else by probing the binary (and then caching its spec), or why the file is not a usable plugin.
+func (c *Catalog) specOf(ctx context.Context, path string) (spec sdk.Spec, reason string, stderr []string) {
+	if c.cache == nil {
+		return c.probe(ctx, path)
+	}
+	real := realPath(path)
+	id, err := identify(real)
+	if err != nil {
+		return c.probe(ctx, path)
+	}
+	if spec, ok := c.cache.lookup(real, id); ok {
+		return spec, "", nil
+	}
+	// Hashed while the probe waits for the plugin to start.
+	var digest string
+	var derr error
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		digest, derr = FileDigest(real)
+	}()
+	spec, reason, stderr = c.probe(ctx, path)
+	<-hashed
+	if reason == "" && derr == nil {
+		// Cached only when the binary probed is the one hashed.
+		if after, err := identify(real); err == nil && after == id {
+			c.cache.store(real, id, digest, spec)
+		}
+	}
+	return spec, reason, stderr
 }
 
 // warnStderrLines is how many of a skipped file's last stderr lines its warning shows.
@@ -303,9 +370,12 @@ func debugLine(l string) bool {
 func (c *Catalog) launch(path string, logger hclog.Logger, stdout io.Writer) (*protocol.Conn, error) {
 	var env []string
 	for _, name := range c.opts.Env {
-		if v, ok := os.LookupEnv(name); ok {
+		if v, ok := os.LookupEnv(name); ok && name != envSocketDir {
 			env = append(env, name+"="+v)
 		}
+	}
+	if dir := c.socketDir(); dir != "" {
+		env = append(env, envSocketDir+"="+dir)
 	}
 	return protocol.Launch(protocol.LaunchConfig{
 		Path:            path,
@@ -316,6 +386,41 @@ func (c *Catalog) launch(path string, logger hclog.Logger, stdout io.Writer) (*p
 		PlainText:       c.opts.PlainText,
 		Stdout:          stdout,
 	})
+}
+
+// socketDir returns the directory this process's plugins put their sockets in, made the first time it is
+// needed; "" leaves them where go-plugin puts them by default.
+func (c *Catalog) socketDir() string {
+	c.sockOnce.Do(func() {
+		if c.sockBase == "" {
+			return
+		}
+		d, err := newSocketDir(c.sockBase)
+		if err != nil {
+			c.opts.Logger.Warn("plugins put their sockets in the temporary directory, where a killed plugin's socket is not cleaned up", "error", err)
+			return
+		}
+		c.sock = d
+	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sock == nil {
+		return ""
+	}
+	return c.sock.path
+}
+
+// Close removes the directory the catalog's plugin processes put their sockets in, with any socket a
+// killed plugin left there. Call it once no plugin started from the catalog is running; it is safe to call
+// more than once.
+func (c *Catalog) Close() {
+	c.sockOnce.Do(func() {})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sock != nil {
+		c.sock.close()
+		c.sock = nil
+	}
 }
 
 // Skipped returns the files discovery passed over, in the order found.
@@ -384,6 +489,9 @@ func (c *Catalog) Start(ctx context.Context, name string, kind sdk.Kind, inProce
 	}
 	if p.Path == "" {
 		return nil, fmt.Errorf("plugin %q has no binary (%s); build it (make plugins) or set in_process: true", name, c.Searched())
+	}
+	if err := c.checkPins(name, p.Path); err != nil {
+		return nil, err
 	}
 	var stdout io.Writer = &stdoutLog{log: logger, level: slog.LevelWarn}
 	if stage.Capabilities.WritesStdout {
