@@ -1254,3 +1254,32 @@ func (s *corpusServices) stop() {
 		s.stops[i]()
 	}
 }
+
+// TestCorpusMatching checks the two things every golden relies on: how .lines patterns match and what
+// normalise replaces.
+func TestCorpusMatching(t *testing.T) {
+	out := "a start\npipeline p: done — 12 records read (<rate>)\nlevel=ERROR msg=x\nend"
+	for _, tt := range []struct {
+		patterns []string
+		ok       bool
+	}{
+		{[]string{"pipeline p: done — … records read (<rate>)", "end"}, true},
+		{[]string{"a start", "", "level=ERROR …"}, true},
+		{[]string{"end", "a start"}, false},                         // order counts
+		{[]string{"pipeline p: done"}, false},                       // a whole line, not a prefix
+		{[]string{"level=ERROR msg=x", "level=ERROR msg=x"}, false}, // each line matches once
+	} {
+		if err := matchLines(tt.patterns, out); (err == nil) != tt.ok {
+			t.Errorf("matchLines(%q) = %v, want ok %v", tt.patterns, err, tt.ok)
+		}
+	}
+	r := &corpusRun{env: map[string]string{"WORK": "/tmp/x/work", "REDIS_ADDR": "127.0.0.1:41234", "CASE": "c"}}
+	got := r.normalise("time=2026-11-30T15:18:38.722Z level=WARN msg=m stage=\"sink file (pid 4242)\" pid=77 in=1.5s " +
+		"/tmp/x/work/out 127.0.0.1:41234 127.0.0.1:38001 127.0.0.1:9092 at=2026-11-30T15:18:38.722Z 1979-05-27T07:32:00Z " +
+		"(1234/s) in 428ms main.go:92 lookup h.invalid on 10.0.0.53:53: no such host")
+	want := "level=WARN msg=m stage=\"sink file (pid <pid>)\" pid=<pid> in=<dur> $WORK/out $REDIS_ADDR 127.0.0.1:<port> " +
+		"127.0.0.1:9092 at=<time> 1979-05-27T07:32:00Z (<rate>) in <dur> main.go:<line> lookup h.invalid on <resolver>: no such host"
+	if got != want {
+		t.Errorf("normalise:\n got %s\nwant %s", got, want)
+	}
+}
