@@ -33,10 +33,10 @@ plugins:
 	  (cd $$(dirname $$(dirname $$c)) && $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/$$p ./tools/$$p); \
 	done
 
-test: ## every module's tests, with the race detector
+test: ## every module's tests, with the race detector (runtime/cli runs the bad-input corpus: minutes, hence the timeout)
 	@for m in $(MODULES); do \
 	  echo "== $${m#$(CURDIR)/}"; \
-	  (cd $$m && $(GO) vet ./... && $(GO) test -race -count=1 ./...); \
+	  (cd $$m && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 30m ./...); \
 	done
 
 test-short: ## every module's tests without -race (quick local loop)

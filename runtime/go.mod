@@ -60,6 +60,7 @@ require (
 	github.com/sluicehq/sluice/plugins/generate v0.0.0
 	github.com/sluicehq/sluice/plugins/memory v0.0.0
 	github.com/sluicehq/sluice/plugins/stdout v0.0.0
+	github.com/sluicehq/sluice/services v0.0.0-00010101000000-000000000000
 	github.com/spf13/pflag v1.0.10 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/sync v0.23.0
@@ -79,3 +80,5 @@ replace github.com/sluicehq/sluice/plugins/discard => ../plugins/discard
 replace github.com/sluicehq/sluice/plugins/memory => ../plugins/memory
 
 replace github.com/sluicehq/sluice/transforms => ../transforms
+
+replace github.com/sluicehq/sluice/services => ../services

@@ -3,6 +3,7 @@ package transforms
 import (
 	"fmt"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -324,8 +325,15 @@ func (e *checkError) Error() string { return e.msg }
 type checks struct{ err error }
 
 func (c *checks) Visit(node *ast.Node) {
+	if c.err != nil {
+		return
+	}
+	if b, ok := (*node).(*ast.BinaryNode); ok {
+		c.pattern(b)
+		return
+	}
 	n, ok := (*node).(*ast.CallNode)
-	if !ok || c.err != nil {
+	if !ok {
 		return
 	}
 	if id, ok := n.Callee.(*ast.IdentifierNode); ok {
@@ -353,6 +361,18 @@ func (c *checks) Visit(node *ast.Node) {
 		msg += didYouMean(name.Value, methods)
 	}
 	c.err = &checkError{col: m.Location().From + 1, msg: msg}
+}
+
+// pattern checks the regular expression of a matches operator when it is written in the expression: one
+// that does not compile would fail every record.
+func (c *checks) pattern(b *ast.BinaryNode) {
+	s, ok := b.Right.(*ast.StringNode)
+	if b.Operator != "matches" || !ok {
+		return
+	}
+	if _, err := regexp.Compile(s.Value); err != nil {
+		c.err = &checkError{col: b.Right.Location().From + 1, msg: fmt.Sprintf("matches: %v", err)}
+	}
 }
 
 // notBoolean reports a filter or when whose expression cannot give true or false: arithmetic, or a

@@ -381,9 +381,17 @@ func TestCompileErrors(t *testing.T) {
 		{drop("meta"), `names the whole meta`, 0},
 		{rename("a", "a"), "to itself", 0},
 		{Step{Kind: "map"}, `unknown step kind "map"`, 0},
+		{filter(`name matches "("`), "matches: error parsing regexp: missing closing ): `(`", 14},
+		{filter(`name matches ("a" + "(")`), "", -1}, // computed: checked when it runs
 	}
 	for _, tt := range tests {
 		_, err := Compile([]Step{filter(`true`), tt.step})
+		if tt.col < 0 {
+			if err != nil {
+				t.Errorf("%+v: %v, want no compile error", tt.step, err)
+			}
+			continue
+		}
 		var errs Errors
 		if !errorsAs(err, &errs) || len(errs) != 1 {
 			t.Fatalf("%+v: err = %v, want one compile error", tt.step, err)

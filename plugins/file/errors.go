@@ -3,6 +3,7 @@ package file
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 
 	"github.com/sluicehq/sluice/sdk"
@@ -19,4 +20,16 @@ func fsErr(err error) error {
 		}
 	}
 	return err
+}
+
+// checkPath refuses, as invalid settings, a path no file can have: an empty one, or one holding a NUL
+// byte (the system would refuse every open of it, and retrying cannot help).
+func checkPath(path string) error {
+	switch {
+	case path == "":
+		return sdk.InvalidSettings(errors.New("file: path is required"))
+	case strings.ContainsRune(path, 0):
+		return sdk.InvalidSettings(fmt.Errorf("file: path %q holds a NUL byte, which no file name can", path))
+	}
+	return nil
 }

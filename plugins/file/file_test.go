@@ -339,6 +339,7 @@ func TestSourceOpenErrors(t *testing.T) {
 		{"foreign position", sdk.Settings{"path": path}, record.Position("1-0"), false},
 		{"no path", sdk.Settings{}, nil, true},
 		{"zero poll_interval", sdk.Settings{"path": path, "poll_interval": "0s"}, nil, true},
+		{"a NUL byte in the path", sdk.Settings{"path": path + "\x00"}, nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &file.Source{}
@@ -354,7 +355,8 @@ func TestSourceOpenErrors(t *testing.T) {
 }
 
 func TestSinkOpenInvalidSettings(t *testing.T) {
-	for _, settings := range []sdk.Settings{{}, {"path": filepath.Join(t.TempDir(), "out.jsonl"), "format": "csv"}} {
+	dir := t.TempDir()
+	for _, settings := range []sdk.Settings{{}, {"path": filepath.Join(dir, "out.jsonl"), "format": "csv"}, {"path": filepath.Join(dir, "out\x00.jsonl")}} {
 		err := (&file.Sink{}).Open(context.Background(), sdk.OpenRequest{Settings: settings})
 		if !errors.Is(err, sdk.ErrInvalidSettings) {
 			t.Errorf("Open(%v) = %v, want an ErrInvalidSettings", settings, err)

@@ -42,8 +42,8 @@ func (s *Sink) Open(_ context.Context, req sdk.OpenRequest) error {
 	if err := req.Settings.Decode(&cfg); err != nil {
 		return err
 	}
-	if cfg.Path == "" {
-		return sdk.InvalidSettings(errors.New("file: path is required"))
+	if err := checkPath(cfg.Path); err != nil {
+		return err
 	}
 	format, err := ParseFormat(cfg.Format)
 	if err != nil {

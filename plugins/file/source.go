@@ -47,8 +47,8 @@ func (s *Source) Open(_ context.Context, req sdk.OpenRequest) error {
 	if err := req.Settings.Decode(&cfg); err != nil {
 		return err
 	}
-	if cfg.Path == "" {
-		return sdk.InvalidSettings(errors.New("file: path is required"))
+	if err := checkPath(cfg.Path); err != nil {
+		return err
 	}
 	if cfg.PollInterval <= 0 {
 		return fmt.Errorf("file: %w: poll_interval must be positive, got %v", sdk.ErrInvalidSettings, cfg.PollInterval)

@@ -64,8 +64,8 @@ type globals struct {
 	logger     *slog.Logger
 	// secrets are the secret values of the connector files loaded so far (loadFiles adds them). The log,
 	// the run summary, the HTTP API's errors, alerts and the error Execute returns are redacted with it.
-	secrets *redact.Set
-	catalogs   []*plugin.Catalog // closed when the command ends
+	secrets  *redact.Set
+	catalogs []*plugin.Catalog // closed when the command ends
 }
 
 // Execute runs the command line args (without the program name), writing to stdout and stderr.

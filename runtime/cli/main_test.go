@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -31,6 +32,9 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	// Every sluice the tests run caches plugin specs here, not in the user's cache.
 	os.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
+	// TestCorpus's cases mostly wait (on timeouts, retries, servers), so unless -test.parallel says
+	// otherwise, run at least 4 at a time rather than GOMAXPROCS.
+	_ = flag.Set("test.parallel", strconv.Itoa(max(4, runtime.GOMAXPROCS(0))))
 	code := func() int {
 		defer os.RemoveAll(dir)
 		if err := build(dir); err != nil {

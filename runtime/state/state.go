@@ -49,11 +49,21 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("state: creating data dir: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
+	_, statErr := os.Stat(path)
+	created := errors.Is(statErr, fs.ErrNotExist)
+	// A file this call created and could not initialise (a full disk) holds no position: remove it, or
+	// every later start would fail on it ("file size too small") even once there is room.
+	discard := func() {
+		if created {
+			_ = os.Remove(path)
+		}
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("state: %s is in use by another sluice process (one data dir per process; set --data-dir)", path)
 	}
 	if err != nil {
+		discard()
 		return nil, fmt.Errorf("state: opening %s: %w", path, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
@@ -61,6 +71,7 @@ func Open(dir string) (*Store, error) {
 		return err
 	}); err != nil {
 		db.Close()
+		discard()
 		return nil, fmt.Errorf("state: %w", err)
 	}
 	return &Store{db: db, dir: dir, counts: map[string]*os.File{}}, nil
