@@ -18,7 +18,9 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.0
+	github.com/redis/go-redis/v9 v9.23.0
 	github.com/sluicehq/sluice/sdk v0.0.0
+	github.com/sluicehq/sluice/services v0.0.0-00010101000000-000000000000
 	github.com/sluicehq/sluice/transforms v0.0.0
 	github.com/spf13/cobra v1.10.2
 	go.etcd.io/bbolt v1.5.0
@@ -40,6 +42,7 @@ require (
 	github.com/oklog/run v1.1.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	go.mongodb.org/mongo-driver/v2 v2.8.2 // indirect
+	go.uber.org/atomic v1.12.0 // indirect
 	go.uber.org/goleak v1.3.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
@@ -79,3 +82,7 @@ replace github.com/sluicehq/sluice/plugins/discard => ../plugins/discard
 replace github.com/sluicehq/sluice/plugins/memory => ../plugins/memory
 
 replace github.com/sluicehq/sluice/transforms => ../transforms
+
+replace github.com/sluicehq/sluice/plugins/redis => ../plugins/redis
+
+replace github.com/sluicehq/sluice/services => ../services
