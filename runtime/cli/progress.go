@@ -241,6 +241,8 @@ func progressLines(ps []api.Pipeline) []string {
 			if p.LastError != nil {
 				fmt.Fprintf(&b, ": %s", *p.LastError)
 			}
+		case p.State == pipeline.Standby.String():
+			fmt.Fprintf(&b, "%-10s  on %s", p.State, holder(p.Lease))
 		case p.State == pipeline.Completed.String() || p.State == pipeline.Stopped.String() || p.State == pipeline.Failed.String():
 			// Finished: a rate would only be the last seconds' average fading out.
 			fmt.Fprintf(&b, "%-10s  %s delivered", p.State, fmtCount(p.Delivered))

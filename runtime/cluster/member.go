@@ -594,20 +594,23 @@ func (m *Member) Leave() {
 	m.mu.Unlock()
 }
 
-// Close releases every lease still held and removes this instance's registration. Call it after Run has
-// returned and every pipeline has stopped.
+// Close stops taking leases and removes this instance's registration. Leases still held are not
+// released — release those whose pipelines have stopped first: the others expire after the TTL, by when
+// the process has ended. Call it after Run has returned.
 func (m *Member) Close(ctx context.Context) {
 	m.Leave()
-	m.mu.Lock()
-	var held []*Lease
-	for _, l := range m.held {
-		held = append(held, l)
-	}
-	m.mu.Unlock()
-	for _, l := range held {
-		m.Release(l)
-	}
 	if err := m.client.ZRem(ctx, m.keys.instances(), m.id).Err(); err != nil {
 		m.log.Warn("cluster: removing this instance's registration failed; it expires after the lease TTL", "redis", m.where, "err", err)
 	}
+}
+
+// Held returns the leases this instance holds (lost ones included until they are released).
+func (m *Member) Held() []*Lease {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Lease, 0, len(m.held))
+	for _, l := range m.held {
+		out = append(out, l)
+	}
+	return out
 }

@@ -97,6 +97,9 @@ func (n *node) stop(graceful bool) {
 	n.cancel()
 	<-n.done
 	if graceful {
+		for _, l := range n.m.Held() {
+			n.m.Release(l)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		n.m.Close(ctx)
@@ -146,7 +149,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) t
 func TestLeaseHandover(t *testing.T) {
 	srv := services.StartRedis(t, services.RedisOptions{})
 	a := startNode(t, srv.Addr, "a", "orders")
-	waitFor(t, 5*time.Second, "a holds orders", func() bool { return len(a.held()) == 1 })
+	waitFor(t, 5*time.Second, "a holds orders", func() bool { return a.acquired("orders") != nil })
 	first := a.acquired("orders")
 	if first.Previous != "" || first.TakenOver || first.Lease.Token() <= 0 {
 		t.Fatalf("first acquisition: %+v", first)
@@ -162,7 +165,7 @@ func TestLeaseHandover(t *testing.T) {
 
 	// Graceful: a releases, b takes it within a poll or two.
 	a.stop(true)
-	took := waitFor(t, testTTL, "b holds orders after a released it", func() bool { return len(b.held()) == 1 })
+	took := waitFor(t, testTTL, "b holds orders after a released it", func() bool { return b.acquired("orders") != nil })
 	second := b.acquired("orders")
 	if second.Previous != "a" || second.TakenOver || second.Lease.Token() <= first.Lease.Token() {
 		t.Fatalf("after a release: %+v (token before %d)", second, first.Lease.Token())
@@ -173,7 +176,7 @@ func TestLeaseHandover(t *testing.T) {
 	c := startNode(t, srv.Addr, "c", "orders")
 	b.stop(false)
 	crashed := time.Now()
-	waitFor(t, 5*testTTL, "c holds orders after b died", func() bool { return len(c.held()) == 1 })
+	waitFor(t, 5*testTTL, "c holds orders after b died", func() bool { return c.acquired("orders") != nil })
 	took = time.Since(crashed)
 	third := c.acquired("orders")
 	if third.Previous != "b" || !third.TakenOver || third.Lease.Token() <= second.Lease.Token() {
@@ -249,7 +252,7 @@ func TestFairShare(t *testing.T) {
 func TestRenewalFailureLosesTheLeaseBeforeItExpires(t *testing.T) {
 	srv := services.StartRedis(t, services.RedisOptions{})
 	a := startNode(t, srv.Addr, "a", "orders")
-	waitFor(t, 5*time.Second, "a holds orders", func() bool { return len(a.held()) == 1 })
+	waitFor(t, 5*time.Second, "a holds orders", func() bool { return a.acquired("orders") != nil })
 	l := a.acquired("orders").Lease
 	time.Sleep(2 * testTTL) // renewals go on
 	if err := l.Valid(); err != nil {

@@ -23,7 +23,7 @@ func TestStoreFencing(t *testing.T) {
 		t.Fatalf("Get of nothing = %q, %v", pos, err)
 	}
 	a := startNode(t, srv.Addr, "a", "orders")
-	waitFor(t, 5*time.Second, "a holds orders", func() bool { return len(a.held()) == 1 })
+	waitFor(t, 5*time.Second, "a holds orders", func() bool { return a.acquired("orders") != nil })
 	la := a.acquired("orders").Lease
 	old := store.Fenced("orders", la.Token())
 	if err := old.Put("orders", "source", record.Position("\x00\x01a")); err != nil {
@@ -38,7 +38,7 @@ func TestStoreFencing(t *testing.T) {
 
 	b := startNode(t, srv.Addr, "b", "orders")
 	a.stop(false) // frozen, say: it stops renewing but still holds its token
-	waitFor(t, 5*testTTL, "b takes orders over", func() bool { return len(b.held()) == 1 })
+	waitFor(t, 5*testTTL, "b takes orders over", func() bool { return b.acquired("orders") != nil })
 	lb := b.acquired("orders").Lease
 	err := old.Put("orders", "source", record.Position("zombie"))
 	if !errors.Is(err, ErrFenced) || !errors.Is(err, pipeline.ErrLeaseLost) {
@@ -68,7 +68,7 @@ func TestStoreListAndDelete(t *testing.T) {
 	store := NewStore(client, "")
 	ctx := context.Background()
 	a := startNode(t, srv.Addr, "a", "orders", "audit")
-	waitFor(t, 5*time.Second, "a holds both", func() bool { return len(a.held()) == 2 })
+	waitFor(t, 5*time.Second, "a holds both", func() bool { return a.acquired("orders") != nil && a.acquired("audit") != nil })
 	for _, id := range []string{"orders", "audit"} {
 		if err := store.Fenced(id, a.acquired(id).Lease.Token()).Put(id, "buffer", record.Position("1-0")); err != nil {
 			t.Fatal(err)
