@@ -246,6 +246,8 @@ func progressLines(ps []api.Pipeline) []string {
 			if p.LastError != nil {
 				fmt.Fprintf(&b, ": %s", *p.LastError)
 			}
+		case p.State == pipeline.Standby.String() && holder(p.Lease) == unknown:
+			fmt.Fprintf(&b, "%-10s  no instance holds it", p.State)
 		case p.State == pipeline.Standby.String():
 			fmt.Fprintf(&b, "%-10s  on %s", p.State, holder(p.Lease))
 		case p.State == pipeline.Completed.String() || p.State == pipeline.Stopped.String() || p.State == pipeline.Failed.String():
