@@ -468,7 +468,6 @@ func (s *supervisor) finished(in *instance) {
 		what := "pipeline stopped: a reload changed it"
 		if in.removed {
 			what = "pipeline stopped: a reload removed it"
-			s.metrics.Forget(id)
 		}
 		log.Info(what, "pipeline", id, "summary", counts(in))
 	case in.handover:
@@ -484,8 +483,13 @@ func (s *supervisor) finished(in *instance) {
 		// The pipeline no longer runs here under this lease: let another instance have it at once.
 		s.releaseLease(e)
 	}
+	if in.removed {
+		s.metrics.Forget(id)
+	}
 	if e != nil && e.next != nil && e.next.lease != nil && e.next.lease != e.lease {
+		s.mu.Lock()
 		e.next = nil // its lease is gone: it starts again when this sluice holds the pipeline's lease
+		s.mu.Unlock()
 	}
 	if e != nil && e.next != nil && !s.draining {
 		next := e.next

@@ -371,12 +371,85 @@ func (w *writer) finish(t *testing.T) int {
 //     them over; the first is let go on (SIGCONT). It stops its pipelines at once, and nothing it does
 //     reaches Redis (the buffer's fencing token and the state store's positions stay the new holder's),
 //     Kafka (every change exactly once) or the state store.
+//   - renewal: Redis is frozen under an instance: it kills its pipeline's plugins before the lease can
+//     expire, and runs the pipeline again once Redis is back.
 func TestSeveralInstances(t *testing.T) {
 	kafkaNode := services.StartKafka(t)
 	mongoSrv := services.StartMongo(t)
 	bin := services.Binaries(t, "mongodb", "redis", "kafka", "generate", "file", "file-atomic")
 	t.Run("failover", func(t *testing.T) { failover(t, bin, kafkaNode.Brokers, mongoSrv.URI) })
 	t.Run("zombie", func(t *testing.T) { zombie(t, bin, kafkaNode.Brokers, mongoSrv.URI) })
+	t.Run("renewal", func(t *testing.T) { renewal(t, bin) })
+}
+
+// renewal freezes Redis (SIGSTOP) under an instance running a pipeline: the instance cannot renew the
+// lease, and kills the pipeline's plugin processes before Redis could expire the lease (by the lease's
+// last renewal that Redis applied, plus the TTL). With Redis back, it takes the lease again, with a new
+// token, and the pipeline goes on where its stored position says.
+func renewal(t *testing.T, bin string) {
+	redisSrv := services.StartRedis(t, services.RedisOptions{})
+	rdb := goredis.NewClient(&goredis.Options{Addr: redisSrv.Addr})
+	defer rdb.Close()
+	dir := t.TempDir()
+	conf := fmt.Sprintf(`version: 1
+cluster: { redis: { addr: %q }, lease_ttl: %s }
+pipelines:
+  - id: gen
+    source: { plugin: generate, settings: { rate: 500 } }
+    sink: { plugin: file, settings: { path: out/gen.jsonl } }
+`, redisSrv.Addr, e2eTTL)
+	if err := os.WriteFile(filepath.Join(dir, "gen.yaml"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := startHost(t, bin, dir, "gen.yaml", "renew-a")
+	var before api.Pipeline
+	waitUntil(t, 60*time.Second, "a running gen", func() bool {
+		var ok bool
+		before, ok = a.runs("gen")
+		return ok && len(before.Stages) == 2
+	})
+	time.Sleep(time.Second)
+	// The last renewal Redis applied before it froze: the lease expires a TTL after it. (Read after the
+	// freeze, the field would show a renewal that was sent before and applied after it: Redis runs what
+	// was waiting in its sockets when it wakes up.)
+	renewed, err := rdb.HGet(context.Background(), "sluice:lease:{gen}:info", "renewed").Int64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(redisSrv.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	gone := func() bool {
+		for _, st := range before.Stages {
+			if syscall.Kill(*st.Pid, 0) == nil {
+				return false
+			}
+		}
+		return true
+	}
+	waitUntil(t, 4*e2eTTL, "the pipeline's plugin processes gone while Redis is frozen", gone)
+	dead := time.Now()
+	if err := syscall.Kill(redisSrv.Pid(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	expiry := time.UnixMilli(renewed).Add(e2eTTL)
+	if !dead.Before(expiry) {
+		t.Fatalf("the plugins were gone %s after the lease could expire", dead.Sub(expiry))
+	}
+	t.Logf("Redis frozen %s after the last renewal it applied; the pipeline's plugins were gone %s later, %s before the lease could expire",
+		frozen.Sub(time.UnixMilli(renewed)).Round(time.Millisecond), dead.Sub(frozen).Round(time.Millisecond), expiry.Sub(dead).Round(time.Millisecond))
+	waitUntil(t, 10*e2eTTL, "a running gen again under a new lease", func() bool {
+		p, ok := a.runs("gen")
+		return ok && *p.Lease.Token > *before.Lease.Token
+	})
+	if !strings.Contains(a.out.String(), `msg="cluster: lease lost; stopping the pipeline at once" pipeline=gen`) {
+		t.Error("a did not log that it lost the lease")
+	}
+	time.Sleep(time.Second)
+	a.stop()
+	n, dups := checkSeqs(t, filepath.Join(dir, "out", "gen.jsonl"), false)
+	t.Logf("gen: %d records, none missing, %d delivered twice", n, dups)
 }
 
 func failover(t *testing.T, bin string, brokers []string, mongoURI string) {
