@@ -310,7 +310,11 @@ pipelines:
 `, redisAddr, mongoURI, collection, brokers[0], topic, e2eTTL, time.Now().Add(-time.Minute).UTC().Format(time.RFC3339))
 }
 
-// writer inserts documents into a collection until stopped, and counts them.
+// writerMax bounds what a writer inserts (200 documents a second), so that Kafka's catching up after a
+// slow phase stays bounded too.
+const writerMax = 10000
+
+// writer inserts documents into a collection until stopped (or writerMax), and counts them.
 type writer struct {
 	n    atomic.Int64
 	stop chan struct{}
@@ -333,6 +337,10 @@ func startWriter(t *testing.T, uri, collection string) *writer {
 				w.done <- nil
 				return
 			default:
+			}
+			if i >= writerMax {
+				time.Sleep(100 * time.Millisecond)
+				continue
 			}
 			docs := make([]any, 20)
 			for j := range docs {
