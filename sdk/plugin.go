@@ -37,6 +37,14 @@ type OpenRequest struct {
 	// records (records with record.MetaError set) and a Sink's Write return a *RejectError; without one a
 	// record that cannot be delivered must fail the stage instead, so that nothing is dropped silently.
 	DeadLetter bool
+	// Fence is the fencing token of the lease under which the host runs the pipeline when several hosts
+	// share pipelines (a connector file's cluster:), 0 otherwise. Each new holder of a pipeline's lease
+	// gets a greater token than every earlier one. A stage that writes to a shared system should store
+	// the largest token it has seen there, atomically with its writes, and refuse (sdk.Permanent) writes
+	// carrying a smaller one: a host that lost the lease while frozen can then no longer write, even
+	// before it notices. The Redis buffer does; a stage with its own fencing (Kafka's transactional id)
+	// may ignore it.
+	Fence int64
 	// Logger writes to the host's log, tagged with the plugin's name and the pipeline.
 	Logger *slog.Logger
 	// Metrics is where the stage registers metrics of its own, which the host collects and shows on its

@@ -64,6 +64,7 @@ func (o *opened) open(ctx context.Context, req *sluicev1.OpenRequest, open func(
 		MaxBatchRecords: o.maxBatchRecords,
 		MaxBatchBytes:   o.maxBatchBytes,
 		DeadLetter:      req.GetDeadLetter(),
+		Fence:           req.GetFence(),
 		Logger:          o.logger, // the host tags forwarded lines with plugin, stage and pipeline
 		Metrics:         o.metrics,
 	})

@@ -2,11 +2,9 @@ package redis
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,20 +13,14 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/sluicehq/sluice/plugins/redis/redisconn"
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/record"
 )
 
-// Fence is the fencing token every Append carries. The append script refuses a token lower than the one
-// the buffer's meta hash holds and stores the one it accepts, so once pipelines hold leases (a later
-// issue: the token becomes the lease's epoch, which only grows) an instance that lost its lease can no
-// longer append. Until then every instance carries this same constant and the check always passes; the
-// script's compare-and-set on the checkpoint (see appendScript) still refuses an instance whose view of
-// the buffer is stale.
-const Fence = 0
-
-// ErrFenced is returned (wrapped, and marked permanent) by Append when the buffer holds a newer fencing
-// token than this instance's: another instance has taken the pipeline over, and retrying would not help.
+// ErrFenced is returned (wrapped, and marked permanent) by Open, Append and Ack when the buffer holds a
+// newer fencing token than this instance's (sdk.OpenRequest.Fence): another host holds the pipeline's
+// lease now, and retrying would not help.
 var ErrFenced = errors.New("redis: fenced: another instance has taken this buffer over")
 
 // ErrConflict is returned (wrapped) by Append when the buffer's checkpoint is not the one this instance
@@ -47,8 +39,8 @@ const fullWarnEvery = 30 * time.Second
 
 // appendScript appends entries and stores the checkpoint in one step.
 //
-// KEYS: stream, meta. ARGV: fencing token, the checkpoint the caller believes is stored ("" for none), the
-// new checkpoint, then one encoded record per entry. Each entry has the fields r (the record) and c (the
+// KEYS: stream, meta. ARGV: fencing token (refused when below the one meta holds, see fenceScript), the
+// checkpoint the caller believes is stored ("" for none), the new checkpoint, then one encoded record per entry. Each entry has the fields r (the record) and c (the
 // total bytes of records appended to the stream up to and including this one, used to count the bytes
 // held after a trim). Returns {entries, bytes} held after the append.
 //
@@ -59,7 +51,7 @@ var appendScript = goredis.NewScript(`
 local token = tonumber(ARGV[1])
 local held = tonumber(redis.call('HGET', KEYS[2], 'fence') or '-1')
 if token < held then
-  return redis.error_reply('FENCED token ' .. ARGV[1] .. ' is older than the buffer holder ' .. held)
+  return redis.error_reply('FENCED ' .. string.format('%d', held))
 end
 local cur = redis.call('HGET', KEYS[2], 'pos') or ''
 if cur ~= ARGV[2] then
@@ -80,9 +72,13 @@ return {redis.call('XLEN', KEYS[1]), total - acked}
 
 // ackScript trims the stream through an entry and records the bytes that leaves.
 //
-// KEYS: stream, meta. ARGV: the acknowledged entry's ID, the smallest ID after it. Returns {entries,
-// bytes} held after the trim.
+// KEYS: stream, meta. ARGV: the acknowledged entry's ID, the smallest ID after it, the fencing token
+// (refused when below the one meta holds). Returns {entries, bytes} held after the trim.
 var ackScript = goredis.NewScript(`
+local held = tonumber(redis.call('HGET', KEYS[2], 'fence') or '-1')
+if tonumber(ARGV[3]) < held then
+  return redis.error_reply('FENCED ' .. string.format('%d', held))
+end
 local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #e > 0 then
   local f = e[1][2]
@@ -93,6 +89,23 @@ end
 redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2])
 local m = redis.call('HMGET', KEYS[2], 'appended', 'acked_bytes')
 return {redis.call('XLEN', KEYS[1]), tonumber(m[1] or '0') - tonumber(m[2] or '0')}
+`)
+
+// fenceScript raises the buffer's fencing token to this instance's, so that every instance holding an
+// older one (a host that lost the pipeline's lease while frozen) is refused from now on, or refuses this
+// instance when it holds an older token itself. A token of 0 (no lease) is never stored.
+//
+// KEYS: meta. ARGV: the fencing token. Returns the token meta held before (-1: none).
+var fenceScript = goredis.NewScript(`
+local token = tonumber(ARGV[1])
+local held = tonumber(redis.call('HGET', KEYS[1], 'fence') or '-1')
+if token < held then
+  return redis.error_reply('FENCED ' .. string.format('%d', held))
+end
+if token > held and token > 0 then
+  redis.call('HSET', KEYS[1], 'fence', ARGV[1])
+end
+return held
 `)
 
 // fillScript returns {entries, bytes} held. KEYS: stream, meta.
@@ -115,6 +128,7 @@ type Buffer struct {
 	stream string
 	meta   string
 	batch  int64
+	fence  int64 // the fencing token of the host's lease (0: none)
 
 	// Append's state (one goroutine; stored and checked are set under mu by the first Checkpoint).
 	stored  string   // the checkpoint this instance last stored or read ("" for none)
@@ -155,6 +169,7 @@ func (b *Buffer) Open(ctx context.Context, req sdk.OpenRequest) error {
 	}
 	b.stream, b.meta = keys(cfg.Key, req.Pipeline)
 	b.batch = int64(max(req.MaxBatchRecords, 1))
+	b.fence = req.Fence
 	b.changed = make(chan struct{})
 	b.lastRead = "0-0"
 	req.Metrics.BufferFill(b.fill)
@@ -168,6 +183,9 @@ func (b *Buffer) Open(ctx context.Context, req sdk.OpenRequest) error {
 		return err
 	}
 	checkPersistence(ctx, client, b.log)
+	if err := b.raiseFence(ctx); err != nil {
+		return err
+	}
 	if len(req.After) > 0 {
 		if err := b.Ack(ctx, req.After); err != nil {
 			return err
@@ -178,6 +196,39 @@ func (b *Buffer) Open(ctx context.Context, req sdk.OpenRequest) error {
 	b.log.Info("redis: buffer open", slog.String("stream", b.stream), slog.Int64("entries", b.entries),
 		slog.Int64("bytes", b.bytes), slog.String("after", b.lastRead))
 	return nil
+}
+
+// raiseFence stores this instance's fencing token in the buffer (see fenceScript).
+func (b *Buffer) raiseFence(ctx context.Context) error {
+	var held int64
+	err := b.retry(ctx, "store the fencing token", func() error {
+		var err error
+		held, err = fenceScript.Run(ctx, b.client, []string{b.meta}, b.fence).Int64()
+		return err
+	})
+	var rerr goredis.Error
+	if errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "FENCED") {
+		return b.fenced(rerr.Error())
+	}
+	if err != nil {
+		return err
+	}
+	if b.fence > held && held > 0 {
+		b.log.Info("redis: this instance's lease fences the buffer's earlier holder", slog.Int64("fence", b.fence),
+			slog.Int64("earlier", held))
+	}
+	return nil
+}
+
+// fenced is the error for a script's "FENCED <token>" reply: the buffer holds a newer token than b's.
+func (b *Buffer) fenced(reply string) error {
+	held := strings.TrimSpace(strings.TrimPrefix(reply, "FENCED"))
+	if b.fence == 0 {
+		return sdk.Permanent(fmt.Errorf("%w: %s holds fencing token %s, written by a sluice running the pipeline under a lease (cluster:), and this sluice runs it without one: run it with the same cluster: settings, or, if no instance runs it any more, remove the token (HDEL %s fence)",
+			ErrFenced, b.meta, held, b.meta))
+	}
+	return sdk.Permanent(fmt.Errorf("%w: this instance's fencing token %d is older than %s, which %s holds: another host holds the pipeline's lease now",
+		ErrFenced, b.fence, held, b.meta))
 }
 
 // Checkpoint returns the source position stored with the last append, or nil for a new buffer.
@@ -267,7 +318,7 @@ func (b *Buffer) Append(ctx context.Context, batch record.Batch) error {
 
 // appendPart runs the append script for entries and the checkpoint pos.
 func (b *Buffer) appendPart(ctx context.Context, entries [][]byte, pos record.Position) error {
-	b.args = append(b.args[:0], Fence, b.stored, string(pos))
+	b.args = append(b.args[:0], b.fence, b.stored, string(pos))
 	for _, e := range entries {
 		b.args = append(b.args, e)
 	}
@@ -283,7 +334,7 @@ func (b *Buffer) appendPart(ctx context.Context, entries [][]byte, pos record.Po
 		if errors.As(err, &rerr) {
 			switch msg := rerr.Error(); {
 			case strings.HasPrefix(msg, "FENCED"):
-				return sdk.Permanent(fmt.Errorf("%w (%s)", ErrFenced, msg))
+				return b.fenced(msg)
 			case strings.HasPrefix(msg, "CONFLICT"):
 				return fmt.Errorf("%w: expected checkpoint %q", ErrConflict, b.stored)
 			}
@@ -497,9 +548,13 @@ func (b *Buffer) Ack(ctx context.Context, pos record.Position) error {
 	var held []int64
 	err = b.retry(ctx, "trim", func() error {
 		var err error
-		held, err = ackScript.Run(ctx, b.client, []string{b.stream, b.meta}, string(pos), next).Int64Slice()
+		held, err = ackScript.Run(ctx, b.client, []string{b.stream, b.meta}, string(pos), next, b.fence).Int64Slice()
 		return err
 	})
+	var rerr goredis.Error
+	if errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "FENCED") {
+		return b.fenced(rerr.Error())
+	}
 	if err != nil {
 		return err
 	}
@@ -563,7 +618,7 @@ func (b *Buffer) retry(ctx context.Context, what string, op func() error) error 
 		if ctx.Err() != nil {
 			return backoff.Permanent(ctx.Err())
 		}
-		if !transient(err) {
+		if !redisconn.Transient(err) {
 			return backoff.Permanent(sdk.Permanent(err))
 		}
 		return err
@@ -588,29 +643,4 @@ func (b *Buffer) retry(ctx context.Context, what string, op func() error) error 
 		return fmt.Errorf("redis: %s: %w (gave up after %d attempts)", what, err, attempts)
 	}
 	return fmt.Errorf("redis: %s: %w", what, err)
-}
-
-// transient reports whether err is worth retrying: a connection problem, a timeout, or a server reply
-// saying it is loading, busy or failing over.
-func transient(err error) bool {
-	var verr *tls.CertificateVerificationError
-	if errors.Is(err, goredis.ErrClosed) || errors.As(err, &verr) {
-		return false // retrying cannot make a certificate valid
-	}
-	var rerr goredis.Error
-	if errors.As(err, &rerr) {
-		msg := rerr.Error()
-		// OOM (maxmemory reached) heals as the sink drains the buffer; the rest are failovers and
-		// resharding in progress. Anything else Redis refuses (WRONGPASS, NOAUTH, NOPERM, an unknown
-		// command) will be refused again.
-		for _, p := range []string{"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "MOVED", "ASK", "OOM"} {
-			if strings.HasPrefix(msg, p) {
-				return true
-			}
-		}
-		// go-redis reports some connection failures as redis.Error too.
-		var nerr net.Error
-		return errors.As(err, &nerr)
-	}
-	return true // network errors, EOF, timeouts
 }

@@ -40,6 +40,17 @@ func TestAcceptance(t *testing.T) {
 
 func open(t *testing.T, settings map[string]any, after record.Position) (*redis.Buffer, *sdktest.Output) {
 	t.Helper()
+	b, logs, err := openFenced(t, settings, after, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, logs
+}
+
+// openFenced opens a buffer as a host holding a lease with fencing token fence does (0: no lease), and
+// reads its checkpoint; the buffer is closed when the test ends.
+func openFenced(t *testing.T, settings map[string]any, after record.Position, fence int64) (*redis.Buffer, *sdktest.Output, error) {
+	t.Helper()
 	logs := &sdktest.Output{}
 	b := &redis.Buffer{}
 	s := sdk.Settings{}
@@ -49,16 +60,16 @@ func open(t *testing.T, settings map[string]any, after record.Position) (*redis.
 		}
 		s[k] = v
 	}
-	err := b.Open(context.Background(), sdk.OpenRequest{Pipeline: "test", Settings: s, After: after, MaxBatchRecords: 100,
-		Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() { _ = b.Close(context.Background()) })
-	if _, err := b.Checkpoint(context.Background()); err != nil {
-		t.Fatal(err)
+	err := b.Open(context.Background(), sdk.OpenRequest{Pipeline: "test", Settings: s, After: after, MaxBatchRecords: 100,
+		Logger: slog.New(slog.NewTextHandler(logs, nil)), Fence: fence})
+	if err != nil {
+		return nil, logs, err
 	}
-	return b, logs
+	if _, err := b.Checkpoint(context.Background()); err != nil {
+		return nil, logs, err
+	}
+	return b, logs, nil
 }
 
 // batch returns n records with payloads first..first+n-1 and the source position of the last one.
@@ -245,35 +256,82 @@ func TestReopen(t *testing.T) {
 	}
 }
 
-// TestFencing: an instance whose fencing token is older than the buffer's, or whose view of the
-// checkpoint is stale (another instance appended), cannot append.
+// TestFencing: a buffer opened under a lease stores the lease's fencing token, and from then on an
+// instance holding an older token (a host that lost the lease while frozen) cannot append, trim or even
+// open it; nor can a host without a lease. Two instances under the same token are kept apart by the
+// checkpoint compare-and-set. Nothing a refused instance does changes the stream or the checkpoint.
 func TestFencing(t *testing.T) {
 	srv := services.StartRedis(t, services.RedisOptions{})
 	key := freshKey()
 	ctx := context.Background()
 	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
 	defer client.Close()
+	settings := map[string]any{"addr": srv.Addr, "key": key}
 
-	a, _ := open(t, map[string]any{"addr": srv.Addr, "key": key}, nil)
-	b, _ := open(t, map[string]any{"addr": srv.Addr, "key": key}, nil)
-	if err := a.Append(ctx, batch(0, 2)); err != nil {
+	old, _, err := openFenced(t, settings, nil, 100)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Append(ctx, batch(2, 2)); !errors.Is(err, redis.ErrConflict) {
-		t.Fatalf("Append of a second instance = %v, want ErrConflict", err)
-	}
-	// A newer holder's token (a lease taken over) fences a.
-	if err := client.HSet(ctx, key+":meta", "fence", 7).Err(); err != nil {
+	if err := old.Append(ctx, batch(0, 2)); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Append(ctx, batch(2, 2)); !errors.Is(err, redis.ErrFenced) || !errors.Is(err, sdk.ErrPermanent) {
-		t.Fatalf("Append = %v, want ErrFenced, permanent", err)
+	same, _, err := openFenced(t, settings, nil, 100)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if cp, _ := a.Checkpoint(ctx); string(cp) != "1" {
-		t.Fatalf("a refused append moved the checkpoint to %q", cp)
+	if err := old.Append(ctx, batch(2, 2)); err != nil {
+		t.Fatal(err)
 	}
-	if n, _ := client.XLen(ctx, key).Result(); n != 2 {
-		t.Fatalf("refused appends added entries: %d", n)
+	if err := same.Append(ctx, batch(4, 2)); !errors.Is(err, redis.ErrConflict) {
+		t.Fatalf("Append of a second instance with the same token = %v, want ErrConflict", err)
+	}
+
+	// A new holder of the lease opens the buffer: its token fences the old one at once, before it
+	// appends anything.
+	cur, logs, err := openFenced(t, settings, nil, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "fences the buffer's earlier holder") {
+		t.Errorf("the new holder did not log that it fenced the old one:\n%s", logs)
+	}
+	read, err := cur.Read(ctx)
+	if err != nil || len(read) != 4 {
+		t.Fatalf("Read = %d records, %v; want 4", len(read), err)
+	}
+	first := read[0].Position.Clone()
+	for what, err := range map[string]error{
+		"Append": old.Append(ctx, batch(4, 2)),
+		"Ack":    old.Ack(ctx, first),
+	} {
+		if !errors.Is(err, redis.ErrFenced) || !errors.Is(err, sdk.ErrPermanent) || !strings.Contains(err.Error(), "older than") {
+			t.Fatalf("%s of the fenced instance = %v, want ErrFenced, permanent", what, err)
+		}
+	}
+	if _, _, err := openFenced(t, settings, nil, 150); !errors.Is(err, redis.ErrFenced) || !errors.Is(err, sdk.ErrPermanent) {
+		t.Fatalf("Open with an older token = %v, want ErrFenced, permanent", err)
+	}
+	if _, _, err := openFenced(t, settings, nil, 0); !errors.Is(err, redis.ErrFenced) || !strings.Contains(err.Error(), "HDEL "+key+":meta fence") {
+		t.Fatalf("Open without a lease = %v, want ErrFenced saying how to remove the token", err)
+	}
+	if cp, _ := cur.Checkpoint(ctx); string(cp) != "3" {
+		t.Fatalf("refused calls moved the checkpoint to %q", cp)
+	}
+	if n, _ := client.XLen(ctx, key).Result(); n != 4 {
+		t.Fatalf("refused calls changed the stream: %d entries, want 4", n)
+	}
+	if f, _ := client.HGet(ctx, key+":meta", "fence").Result(); f != "200" {
+		t.Fatalf("the buffer holds fencing token %q, want 200", f)
+	}
+	// The holder works on.
+	if err := cur.Append(ctx, batch(4, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := cur.Ack(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := client.XLen(ctx, key).Result(); n != 5 {
+		t.Fatalf("%d entries after the holder's append and ack, want 5", n)
 	}
 }
 

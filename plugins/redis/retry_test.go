@@ -17,7 +17,7 @@ func TestAppendScriptIdempotent(t *testing.T) {
 	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
 	defer client.Close()
 	keys := []string{"{t}", "{t}:meta"}
-	args := []any{Fence, "", "pos1", []byte("a"), []byte("bb")}
+	args := []any{0, "", "pos1", []byte("a"), []byte("bb")}
 	for i, want := range [][]int64{{2, 3}, {2, -1}} {
 		got, err := appendScript.Run(ctx, client, keys, args...).Int64Slice()
 		if err != nil {

@@ -40,12 +40,16 @@ const (
 	// HistoryLost: a pipeline failed because its source's stored position can no longer be read
 	// (sdk.ErrHistoryLost); a PipelineFailed alert is posted too.
 	HistoryLost Event = "history_lost"
-	// LeaseLost: another instance took over a pipeline. Accepted in configuration; nothing reports it yet.
-	LeaseLost Event = "lease_lost"
+	// LeaseLost: this instance lost a pipeline's lease (it could not renew it in time, or found it taken)
+	// and stopped the pipeline; another instance may run it now (cluster:).
+	LeaseLost = Event(pipeline.EventLeaseLost)
+	// LeaseTakeover: this instance took a pipeline over from an instance that had not released its lease
+	// (it died, froze, or lost Redis); Payload.PreviousInstance names it (cluster:).
+	LeaseTakeover = Event(pipeline.EventLeaseTakeover)
 )
 
 // Events lists every event, in the order the documentation lists them.
-var Events = []Event{PipelineFailed, PipelineRestarting, PluginCrashed, BufferHigh, LagHigh, HistoryLost, LeaseLost}
+var Events = []Event{PipelineFailed, PipelineRestarting, PluginCrashed, BufferHigh, LagHigh, HistoryLost, LeaseLost, LeaseTakeover}
 
 // Defaults of a target's settings.
 const (
@@ -136,6 +140,10 @@ type Payload struct {
 	// Suppressed counts posts of this event of this pipeline that MinInterval held back since the last
 	// one.
 	Suppressed int `json:"suppressed,omitempty"`
+	// PreviousInstance is the instance that held the pipeline's lease before this one took it over, and
+	// UnrenewedSeconds how long that lease had gone without a renewal (lease_takeover).
+	PreviousInstance string   `json:"previous_instance,omitempty"`
+	UnrenewedSeconds *float64 `json:"unrenewed_seconds,omitempty"`
 }
 
 // fromEvent turns a pipeline's event into the payloads it is alerted as: the event itself, and
@@ -148,6 +156,10 @@ func fromEvent(e pipeline.Event, instance string) []Payload {
 	}
 	if e.Kind != pipeline.EventRestarting {
 		p.Attempt, p.RetryInSeconds = 0, 0
+	}
+	if e.Kind == pipeline.EventLeaseTakeover {
+		secs := e.Wait.Seconds()
+		p.PreviousInstance, p.UnrenewedSeconds = e.Previous, &secs
 	}
 	out := []Payload{p}
 	if e.Kind == pipeline.EventFailed && errors.Is(e.Err, sdk.ErrHistoryLost) {

@@ -190,6 +190,30 @@ func TestPayloadJSON(t *testing.T) {
 	}
 }
 
+// lease_lost and lease_takeover are posted to the targets that subscribe to them; a takeover names the
+// instance it took over from and how long that instance's lease had gone unrenewed.
+func TestLeaseEvents(t *testing.T) {
+	r := newReceiver(t)
+	n := newNotifier(t, &logs{})
+	n.Route(map[string][]Target{"orders": {target(r.URL, LeaseLost, LeaseTakeover)}})
+	at := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	n.Notify(pipeline.Event{Pipeline: "orders", Kind: pipeline.EventLeaseLost, Time: at,
+		Err: fmt.Errorf("%w: the lease on pipeline orders could not be renewed for 7.5s", pipeline.ErrLeaseLost)})
+	n.Notify(pipeline.Event{Pipeline: "orders", Kind: pipeline.EventLeaseTakeover, Time: at,
+		Err: errors.New("took pipeline orders over from etl-2, whose lease went unrenewed for 10.4s"), Previous: "etl-2", Wait: 10400 * time.Millisecond})
+	n.Notify(restarting("orders", 1)) // not subscribed
+	posts := r.wait(t, 2)
+	r.quiet(t, 2)
+	b, _ := json.Marshal(posts[0])
+	if want := `{"pipeline":"orders","event":"lease_lost","error":"lease lost: the lease on pipeline orders could not be renewed for 7.5s","time":"2026-11-30T12:00:00Z","instance":"host-1"}`; string(b) != want {
+		t.Errorf("JSON %s\nwant %s", b, want)
+	}
+	b, _ = json.Marshal(posts[1])
+	if want := `{"pipeline":"orders","event":"lease_takeover","error":"took pipeline orders over from etl-2, whose lease went unrenewed for 10.4s","time":"2026-11-30T12:00:00Z","instance":"host-1","previous_instance":"etl-2","unrenewed_seconds":10.4}`; string(b) != want {
+		t.Errorf("JSON %s\nwant %s", b, want)
+	}
+}
+
 // A failure whose error is sdk.ErrHistoryLost is posted as pipeline_failed and as history_lost, to the
 // targets subscribing to each; other failures are not history_lost.
 func TestHistoryLost(t *testing.T) {

@@ -33,6 +33,10 @@ type Options struct {
 	Pipelines func() []pipeline.Status
 	// Metrics serves /metrics; nil answers 404.
 	Metrics http.Handler
+	// Instance names this sluice in /api/pipelines.
+	Instance string
+	// Instances, when set, returns the live instances sharing the pipelines (cluster:).
+	Instances func() []string
 	// Logger receives the server's errors; nil discards them.
 	Logger *slog.Logger
 	// SampleEvery is how often Serve samples the pipelines' counters for rates (default 1s).
@@ -151,14 +155,14 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintln(w, "ok")
 }
 
-// readyz answers 200 when every pipeline is running or completed (also when there is none), else 503
-// with a line for each pipeline that is not.
+// readyz answers 200 when every pipeline is running, completed or on standby (another instance holds it)
+// — also when there is none — else 503 with a line for each pipeline that is not.
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	var not []string
 	for _, st := range s.opts.Pipelines() {
-		if st.State == pipeline.Running || st.State == pipeline.Completed {
+		if st.State == pipeline.Running || st.State == pipeline.Completed || st.State == pipeline.Standby {
 			continue
 		}
 		line := fmt.Sprintf("pipeline %s: %s", st.ID, st.State)
@@ -180,7 +184,11 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) pipelines(w http.ResponseWriter, _ *http.Request) {
 	now := time.Now()
-	body := List{Time: now, RateWindowSeconds: RateWindow.Seconds(), Pipelines: s.sampler.Observe(now, s.opts.Pipelines())}
+	body := List{Time: now, Instance: s.opts.Instance, RateWindowSeconds: RateWindow.Seconds(),
+		Pipelines: s.sampler.Observe(now, s.opts.Pipelines())}
+	if s.opts.Instances != nil {
+		body.Instances = s.opts.Instances()
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	enc := json.NewEncoder(w)

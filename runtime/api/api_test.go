@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -132,6 +133,7 @@ func TestReadyz(t *testing.T) {
 	}{
 		{"no pipelines", nil, 200, "ready\n"},
 		{"running and completed", []pipeline.Status{st("a", pipeline.Running, ""), st("b", pipeline.Completed, "")}, 200, "ready\n"},
+		{"standby", []pipeline.Status{st("a", pipeline.Running, ""), st("b", pipeline.Standby, "")}, 200, "ready\n"},
 		{"starting", []pipeline.Status{st("a", pipeline.Running, ""), st("b", pipeline.Starting, "")}, 503,
 			"not ready\npipeline b: starting\n"},
 		{"restarting and stopped", []pipeline.Status{st("a", pipeline.Restarting, "sink kafka (pid 7): connection refused"),
@@ -324,6 +326,54 @@ func TestViewLagBufferSnapshot(t *testing.T) {
 	v = view(now, st)
 	if v.LagSeconds != nil || v.Buffer.Fraction != nil || v.Snapshot.Estimated != nil {
 		t.Errorf("lag %v, fraction %v, estimated %v; want null", deref(v.LagSeconds), deref(v.Buffer.Fraction), deref(v.Snapshot.Estimated))
+	}
+}
+
+// TestLease: /api/pipelines says which instance holds each pipeline's lease, since when and with which
+// token, whether it is the instance answering, and which instances are live; without cluster: the lease
+// and the instances are null.
+func TestLease(t *testing.T) {
+	since := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	sts := []pipeline.Status{
+		{ID: "orders", State: pipeline.Running, Lease: &pipeline.LeaseStatus{Instance: "etl-1", Since: since, Token: 1764504000123, Here: true}},
+		{ID: "audit", State: pipeline.Standby, Lease: &pipeline.LeaseStatus{Instance: "etl-2", Since: since, Token: 17}},
+		{ID: "billing", State: pipeline.Standby, Lease: &pipeline.LeaseStatus{}},
+	}
+	srv := New(Options{Pipelines: func() []pipeline.Status { return sts }, Instance: "etl-1",
+		Instances: func() []string { return []string{"etl-1", "etl-2"} }})
+	code, _, body := get(t, srv, "/api/pipelines")
+	if code != 200 {
+		t.Fatalf("GET /api/pipelines = %d %s", code, body)
+	}
+	var l struct {
+		Instance  string            `json:"instance"`
+		Instances []string          `json:"instances"`
+		Pipelines []json.RawMessage `json:"pipelines"`
+	}
+	if err := json.Unmarshal([]byte(body), &l); err != nil {
+		t.Fatal(err)
+	}
+	if l.Instance != "etl-1" || strings.Join(l.Instances, ",") != "etl-1,etl-2" {
+		t.Errorf("instance %q, instances %v", l.Instance, l.Instances)
+	}
+	for i, want := range []string{
+		`"lease":{"instance":"etl-1","since":"2026-11-30T12:00:00Z","token":1764504000123,"here":true}`,
+		`"lease":{"instance":"etl-2","since":"2026-11-30T12:00:00Z","token":17,"here":false}`,
+		`"lease":{"instance":null,"since":null,"token":null,"here":false}`,
+	} {
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, l.Pipelines[i]); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(compact.String(), want) {
+			t.Errorf("pipeline %d: %s\nwant %s", i, compact.String(), want)
+		}
+	}
+	srv = New(Options{Pipelines: func() []pipeline.Status { return sts[:1:1] }})
+	sts[0].Lease = nil
+	_, _, body = get(t, srv, "/api/pipelines")
+	if !strings.Contains(body, `"instances": null`) || !strings.Contains(body, `"lease": null`) {
+		t.Errorf("without cluster:\n%s", body)
 	}
 }
 

@@ -15,6 +15,10 @@ import (
 type List struct {
 	// Time is when the snapshot was taken.
 	Time time.Time `json:"time"`
+	// Instance names the sluice that answers (run --instance, or cluster.instance_id).
+	Instance string `json:"instance"`
+	// Instances are the live instances sharing the pipelines (cluster:), sorted; null without cluster:.
+	Instances []string `json:"instances"`
 	// RateWindowSeconds is the span rates are measured over (RateWindow).
 	RateWindowSeconds float64    `json:"rate_window_seconds"`
 	Pipelines         []Pipeline `json:"pipelines"`
@@ -49,6 +53,19 @@ type Pipeline struct {
 	LastEventTime *time.Time `json:"last_event_time"`
 	Buffer        *Buffer    `json:"buffer"`
 	Snapshot      *Snapshot  `json:"snapshot"`
+	// Lease is who holds the pipeline's lease, and so runs it (cluster:); null without cluster:.
+	Lease *Lease `json:"lease"`
+}
+
+// Lease says which instance holds a pipeline's lease.
+type Lease struct {
+	// Instance is the holder; null when no instance holds the lease.
+	Instance *string `json:"instance"`
+	// Since is when the holder acquired the lease, Token its fencing token; null when none holds it.
+	Since *time.Time `json:"since"`
+	Token *int64     `json:"token"`
+	// Here is true when the instance answering holds it.
+	Here bool `json:"here"`
 }
 
 // Stage is one running plugin instance.
@@ -169,6 +186,13 @@ func view(now time.Time, st pipeline.Status) Pipeline {
 		if b.Fraction > 0 {
 			f := b.Fraction
 			v.Buffer.Fraction = &f
+		}
+	}
+	if l := st.Lease; l != nil {
+		v.Lease = &Lease{Here: l.Here, Since: timeOrNil(l.Since)}
+		if l.Instance != "" {
+			inst, tok := l.Instance, l.Token
+			v.Lease.Instance, v.Lease.Token = &inst, &tok
 		}
 	}
 	if sn := st.Snapshot; sn != nil {

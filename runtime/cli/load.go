@@ -73,6 +73,19 @@ func loadFiles(w io.Writer, c *plugin.Catalog, paths []string, withLocks bool) (
 	}
 	pinProblems, pinErrs := pin(c, files, withLocks)
 	problems, other = append(problems, pinProblems...), append(other, pinErrs...)
+	// cluster: belongs to the process: files that set it must agree.
+	var first *config.File
+	for _, f := range files {
+		switch {
+		case f.Cluster == nil:
+		case first == nil:
+			first = f
+		case !f.Cluster.Same(first.Cluster):
+			problems = append(problems, &config.Error{Pos: f.Cluster.Pos, Msg: fmt.Sprintf(
+				"cluster differs from the one at %s; the files a sluice runs share one cluster: write the same settings in each, or in one file only",
+				first.Cluster.Pos)})
+		}
+	}
 	for _, e := range problems {
 		fmt.Fprintln(w, e)
 	}

@@ -56,6 +56,10 @@ type opsFlags struct {
 	ln   net.Listener // nil: no server
 	mode string       // progressLine, progressLog or progressOff, after begin
 	live *liveWriter  // progressLine: stderr, which the logs share
+	// instance names this sluice in /api/pipelines; instances, when set, lists the live instances
+	// sharing the pipelines (cluster:). run sets them before serve.
+	instance  string
+	instances func() []string
 
 	once sync.Once
 	halt func() // stops what serve started
@@ -128,7 +132,8 @@ func (o *opsFlags) serve(pipelines func() []pipeline.Status, metrics http.Handle
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	if o.ln != nil {
-		srv := api.New(api.Options{Pipelines: pipelines, Metrics: metrics, Logger: o.g.logger})
+		srv := api.New(api.Options{Pipelines: pipelines, Metrics: metrics, Logger: o.g.logger, Instance: o.instance,
+			Instances: o.instances})
 		ln := o.ln
 		o.g.logger.Info("serving the status page and HTTP API", "url", "http://"+ln.Addr().String()+"/")
 		wg.Go(func() {
@@ -241,6 +246,10 @@ func progressLines(ps []api.Pipeline) []string {
 			if p.LastError != nil {
 				fmt.Fprintf(&b, ": %s", *p.LastError)
 			}
+		case p.State == pipeline.Standby.String() && holder(p.Lease) == unknown:
+			fmt.Fprintf(&b, "%-10s  no instance holds it", p.State)
+		case p.State == pipeline.Standby.String():
+			fmt.Fprintf(&b, "%-10s  on %s", p.State, holder(p.Lease))
 		case p.State == pipeline.Completed.String() || p.State == pipeline.Stopped.String() || p.State == pipeline.Failed.String():
 			// Finished: a rate would only be the last seconds' average fading out.
 			fmt.Fprintf(&b, "%-10s  %s delivered", p.State, fmtCount(p.Delivered))

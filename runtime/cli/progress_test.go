@@ -353,6 +353,7 @@ func TestProgressLines(t *testing.T) {
 	f := func(v float64) *float64 { return &v }
 	errText := "sink kafka (pid 7): connection refused"
 	est := int64(10000)
+	etl2 := "etl-2"
 	ps := []api.Pipeline{
 		{ID: "orders", State: "running", Delivered: 34474, DeliveredPerSecond: f(1523.4), LagSeconds: f(1.234),
 			Buffer: &api.Buffer{Entries: 1024, Bytes: 1 << 20, Fraction: f(0.12)}},
@@ -361,6 +362,8 @@ func TestProgressLines(t *testing.T) {
 		{ID: "audit", State: "failed", LastError: &errText},
 		{ID: "done", State: "completed", Delivered: 100000, DeliveredPerSecond: f(0)},
 		{ID: "new", State: "starting"},
+		{ID: "other", State: "standby", Lease: &api.Lease{Instance: &etl2}},
+		{ID: "free", State: "standby", Lease: &api.Lease{}},
 	}
 	want := []string{
 		"orders   running     1.52k/s  34,474 delivered  lag 1.2s  buffer 12%",
@@ -369,6 +372,8 @@ func TestProgressLines(t *testing.T) {
 		"audit    failed: sink kafka (pid 7): connection refused",
 		"done     completed   100,000 delivered",
 		"new      starting          —  0 delivered  lag —",
+		"other    standby     on etl-2",
+		"free     standby     no instance holds it",
 	}
 	got := progressLines(ps)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {

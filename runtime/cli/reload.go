@@ -88,6 +88,9 @@ func (s *supervisor) reload(why string) {
 		log.Warn("data_dir changed; the state store is chosen at start, so the change takes effect when sluice starts again",
 			"data_dir", files[0].DataDir)
 	}
+	if cl := clusterOf(files); !cl.Same(clusterOf(s.files)) {
+		log.Warn("cluster: changed; it is read at start, so the change takes effect when sluice starts again")
+	}
 	s.files = files
 	s.alerts.Route(alertRoutes(files))
 
@@ -101,17 +104,17 @@ func (s *supervisor) reload(why string) {
 			e := s.entries[pc.ID]
 			s.mu.Unlock()
 			switch {
-			case e == nil || e.file == nil && e.current().finished:
+			case e == nil || e.file == nil && (e.current() == nil || e.current().finished):
 				added = append(added, pc.ID)
 				s.add(pc, f)
 			case e.file == nil:
 				// Removed by an earlier reload and still stopping: it starts again once it has stopped.
 				added = append(added, pc.ID)
 				s.replace(e, pc, f)
-			case (e.next == nil && e.current().fp == fingerprint(pc)) || (e.next != nil && e.next.fp == fingerprint(pc)):
+			case fingerprint(e.pc) == fingerprint(pc):
 				unchanged++
 				s.mu.Lock()
-				e.file = f
+				e.file, e.pc = f, pc
 				s.mu.Unlock()
 			default:
 				changed = append(changed, pc.ID)
@@ -133,8 +136,16 @@ func (s *supervisor) reload(why string) {
 		e.file, e.next = nil, nil
 		s.mu.Unlock()
 		cur := e.current()
-		cur.removed, cur.replaced = true, false
-		s.stopForReload(cur)
+		if cur != nil {
+			cur.removed, cur.replaced = true, false
+			s.stopForReload(cur)
+		}
+		if s.cluster != nil && e.lease != nil && (cur == nil || cur.finished) {
+			s.releaseLease(e) // nothing runs under it
+		}
+	}
+	if s.cluster != nil {
+		s.want()
 	}
 	log.Info("reloaded the connector files", "trigger", why, "added", strings.Join(added, ","), "removed",
 		strings.Join(removed, ","), "changed", strings.Join(changed, ","), "unchanged", unchanged)
@@ -142,23 +153,37 @@ func (s *supervisor) reload(why string) {
 
 // replace starts pc, now in f, instead of e's current instance: at once when that has ended, else once it
 // has drained.
+// With cluster:, a pipeline this sluice does not hold only takes the new configuration, which runs when it
+// gets the lease; one it holds runs it under the same lease.
 func (s *supervisor) replace(e *entry, pc *config.Pipeline, f *config.File) {
 	cur := e.current()
-	if cur.finished {
+	s.mu.Lock()
+	e.pc = pc
+	s.mu.Unlock()
+	if s.cluster != nil && e.lease == nil {
 		s.mu.Lock()
 		e.file, e.next = f, nil
 		s.mu.Unlock()
-		in := s.newInstance(pc)
+		return
+	}
+	if cur == nil || cur.finished {
+		s.mu.Lock()
+		e.file, e.next = f, nil
+		s.mu.Unlock()
+		in := s.newInstance(pc, e.lease)
+		in.byReload = true
 		s.mu.Lock()
 		e.runs = append(e.runs, in)
 		s.mu.Unlock()
 		s.start(in)
 		return
 	}
+	next := s.newInstance(pc, e.lease)
+	next.byReload = true
 	s.mu.Lock()
-	e.file, e.next = f, s.newInstance(pc)
+	e.file, e.next = f, next
 	s.mu.Unlock()
-	cur.replaced, cur.removed = true, false
+	cur.replaced, cur.removed, cur.handover = true, false, false
 	s.stopForReload(cur)
 }
 

@@ -22,8 +22,8 @@ func TestFingerprintCoversPipeline(t *testing.T) {
 			"SinkTransforms", "SinkSteps", "OnError", "DeadLetter", "BatchMaxRecords", "BatchMaxBytes", "MaxInFlightBytes",
 			"Retry", "OpenTimeout", "StallTimeout"}},
 		// Kind follows from where the stage is; Spec is the plugin's, fixed while sluice runs; printed is
-		// Settings redacted.
-		{reflect.TypeFor[config.Stage](), []string{"Kind", "Plugin", "Spec", "Settings", "InProcess", "Pos", "printed"}},
+		// Settings redacted; where names settings in messages (cluster.redis, never a pipeline's stage).
+		{reflect.TypeFor[config.Stage](), []string{"Kind", "Plugin", "Spec", "Settings", "InProcess", "Pos", "printed", "where"}},
 	} {
 		var fields []string
 		for f := range tc.typ.Fields() {

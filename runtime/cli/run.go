@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluicehq/sluice/runtime/alert"
+	"github.com/sluicehq/sluice/runtime/cluster"
 	"github.com/sluicehq/sluice/runtime/config"
 	"github.com/sluicehq/sluice/runtime/metrics"
 	"github.com/sluicehq/sluice/runtime/pipeline"
@@ -62,28 +63,47 @@ positions, the others run on untouched. Files with a problem are rejected as a w
 			if err != nil {
 				return err
 			}
-			dir := o.dataDir
-			if dir == "" {
-				dir = files[0].DataDir
+			var (
+				store pipeline.Store
+				cr    *clusterRun
+			)
+			if cl := clusterOf(files); cl != nil {
+				// The pipelines are shared with other instances: positions live in Redis, not in a data dir.
+				if o.instance == "" {
+					o.instance = cl.InstanceID
+				}
+				if o.instance == "" {
+					o.instance = defaultInstanceID()
+				}
+				if cr, err = joinCluster(ctx, cl, o.instance, g.logger); err != nil {
+					return ExitError{ExitFailure, err}
+				}
+				defer cr.client.Close()
+			} else {
+				dir := o.dataDir
+				if dir == "" {
+					dir = files[0].DataDir
+				}
+				if dir == "" {
+					dir = DefaultDataDir
+				}
+				bolt, err := state.Open(dir)
+				if err != nil {
+					return ExitError{ExitFailure, err}
+				}
+				defer bolt.Close()
+				store = bolt
+				if o.instance == "" {
+					o.instance, _ = os.Hostname()
+				}
 			}
-			if dir == "" {
-				dir = DefaultDataDir
-			}
-			store, err := state.Open(dir)
-			if err != nil {
-				return ExitError{ExitFailure, err}
-			}
-			defer store.Close()
-			if o.instance == "" {
-				o.instance, _ = os.Hostname()
-			}
-			return run(ctx, cancel, g, args, files, c, store, o)
+			return run(ctx, cancel, g, args, files, c, store, cr, o)
 		},
 	}
 	cmd.Flags().StringVar(&o.dataDir, "data-dir", "", "directory for the host's state store (default: the file's data_dir, else .sluice)")
 	cmd.Flags().DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "how long a graceful stop waits for in-flight records before stopping hard")
 	cmd.Flags().BoolVar(&o.watch, "watch", false, "reload the connector files when they change (as SIGHUP does)")
-	cmd.Flags().StringVar(&o.instance, "instance", "", "the name of this sluice process in alerts (default: the host name)")
+	cmd.Flags().StringVar(&o.instance, "instance", "", "the name of this sluice process in alerts, the API and, with cluster:, among the instances sharing the pipelines (default: cluster.instance_id, else the host name, and with cluster: the process id too)")
 	o.ops = addOpsFlags(cmd)
 	return cmd
 }
@@ -93,13 +113,17 @@ positions, the others run on untouched. Files with a problem are rejected as a w
 const stopGrace = 15 * time.Second
 
 // instance is one run of a pipeline. A reload that changes a pipeline stops its instance and starts
-// another; the summary adds them up.
+// another; with cluster:, so does each lease this sluice acquires on it. The summary adds them up.
 type instance struct {
 	cfg pipeline.Config
 	// fp is the fingerprint of the resolved configuration it runs (see fingerprint).
 	fp     string
 	p      *pipeline.Pipeline
 	cancel context.CancelFunc // stops it at once
+	// lease is the lease it runs under (cluster:), nil otherwise; unwatch stops the watch that aborts it
+	// when the lease is lost.
+	lease   *cluster.Lease
+	unwatch func() bool
 	// Set before Run, read after done is closed (or after the stop grace ran out).
 	begun time.Time
 	err   error
@@ -109,6 +133,8 @@ type instance struct {
 	finished bool // its end was handled
 	replaced bool // a reload changed it: the entry's next instance starts when it ends
 	removed  bool // a reload removed it
+	byReload bool // a reload started it
+	handover bool // drained to hand its lease to an instance holding fewer (cluster:)
 }
 
 // entry is a pipeline id over the life of the process: the instances that ran it, the last one current.
@@ -119,16 +145,30 @@ type entry struct {
 	next *instance
 	// file is the file the pipeline is in now; nil after a reload removed it.
 	file *config.File
+	// pc is the pipeline as the files say now: with cluster:, what runs when the lease is acquired.
+	pc *config.Pipeline
+	// lease is the lease this sluice holds on the pipeline (cluster:), nil when it holds none; standby
+	// is when it last stopped holding one (or was first seen).
+	lease   *cluster.Lease
+	standby time.Time
 }
 
-func (e *entry) current() *instance { return e.runs[len(e.runs)-1] }
+// current returns the instance that runs (or last ran) the pipeline; nil when none ever did here.
+func (e *entry) current() *instance {
+	if len(e.runs) == 0 {
+		return nil
+	}
+	return e.runs[len(e.runs)-1]
+}
 
 // supervisor runs the set of pipelines, which reloads change while it runs. Its loop (run) owns the set;
 // Statuses may be called from any goroutine.
 type supervisor struct {
 	g            *globals
 	catalog      *plugin.Catalog
-	store        pipeline.Store
+	store        pipeline.Store // nil with cluster:
+	cluster      *clusterRun    // nil: this sluice runs every pipeline of the files itself
+	instance     string
 	paths        []string
 	drainTimeout time.Duration
 	alerts       *alert.Notifier
@@ -149,12 +189,13 @@ type supervisor struct {
 }
 
 func run(ctx context.Context, cancel context.CancelFunc, g *globals, paths []string, files []*config.File, c *plugin.Catalog,
-	store pipeline.Store, o runOptions) error {
+	store pipeline.Store, cr *clusterRun, o runOptions) error {
 	ua := "sluice"
 	if Version != "" {
 		ua += "/" + Version
 	}
-	s := &supervisor{g: g, catalog: c, store: store, paths: paths, drainTimeout: o.drainTimeout, ctx: ctx, cancel: cancel,
+	s := &supervisor{g: g, catalog: c, store: store, cluster: cr, instance: o.instance, paths: paths, drainTimeout: o.drainTimeout,
+		ctx: ctx, cancel: cancel,
 		alerts:  alert.New(alert.Options{Instance: o.instance, UserAgent: ua, Logger: g.logger, Redact: g.secrets.String}),
 		metrics: metrics.New(metrics.Options{Logger: g.logger}),
 		entries: map[string]*entry{}, ended: make(chan *instance), quit: make(chan struct{})}
@@ -179,11 +220,28 @@ func run(ctx context.Context, cancel context.CancelFunc, g *globals, paths []str
 	}
 
 	// The HTTP server (status page, API, /metrics, health) and the progress report read the live set.
+	o.ops.instance = o.instance
+	var memberDone chan struct{}
+	if cr != nil {
+		o.ops.instances = cr.member.Instances
+		s.metrics.Statuses(s.Statuses)
+		s.want()
+		memberDone = make(chan struct{})
+		go func() {
+			defer close(memberDone)
+			cr.member.Run(background)
+		}()
+		go s.countInstances(background)
+	}
 	o.ops.serve(s.Statuses, s.metrics.Handler())
 
 	s.loop(sigs, changed)
 	close(s.quit)
 	stopBackground()
+	if cr != nil {
+		<-memberDone
+		s.leave()
+	}
 	o.ops.stop() // before the summary: the progress line is erased
 
 	failed, total := 0, 0
@@ -198,10 +256,10 @@ func run(ctx context.Context, cancel context.CancelFunc, g *globals, paths []str
 			}
 		}
 		total++
-		if cur := e.current(); !cur.removed && cur.err != nil && !errors.Is(cur.err, pipeline.ErrStopped) {
+		if cur := e.current(); cur != nil && !cur.removed && failure(cur.err) {
 			failed++
 		}
-		fmt.Fprintln(g.stdout, g.secrets.String(summary(e)))
+		fmt.Fprintln(g.stdout, g.secrets.String(s.summary(e)))
 	}
 	s.mu.Unlock()
 	flush, done := context.WithTimeout(context.Background(), alert.FlushTimeout)
@@ -214,51 +272,94 @@ func run(ctx context.Context, cancel context.CancelFunc, g *globals, paths []str
 }
 
 // Statuses returns a snapshot of every pipeline this process has run, in the order they first started:
-// the current instance of each, including pipelines that ended and pipelines a reload removed. Their
-// errors are redacted: the HTTP API, the status page and the progress report show what it returns. Safe
-// to call from any goroutine.
+// the current instance of each, including pipelines that ended and pipelines a reload removed. With
+// cluster:, every pipeline of the files, with who holds its lease; one this sluice does not hold is
+// standby. Their errors are redacted: the HTTP API, the status page and the progress report show what it
+// returns. Safe to call from any goroutine.
 func (s *supervisor) Statuses() []pipeline.Status {
+	var holders map[string]cluster.Holder
+	if s.cluster != nil {
+		holders = s.cluster.member.Holders()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]pipeline.Status, 0, len(s.order))
 	for _, id := range s.order {
-		st := s.entries[id].current().p.Status()
+		e := s.entries[id]
+		cur := e.current()
+		if s.cluster == nil {
+			st := cur.p.Status()
+			st.LastError = s.g.secrets.String(st.LastError)
+			out = append(out, st)
+			continue
+		}
+		var st pipeline.Status
+		switch {
+		case cur != nil && (!cur.finished || e.lease != nil && cur.lease == e.lease):
+			// Running here, or stopping, or finished (completed, failed) with the lease still held.
+			st = cur.p.Status()
+		default:
+			cfg := pipelineConfig(e.pc)
+			st = pipeline.Status{ID: id, State: pipeline.Standby, Guarantee: pipeline.GuaranteeOf(&cfg), Since: e.standby}
+		}
+		h := holders[id]
+		st.Lease = &pipeline.LeaseStatus{Instance: h.Instance, Since: h.Since, Token: h.Token}
+		if e.lease != nil && e.lease.Err() == nil {
+			st.Lease = &pipeline.LeaseStatus{Instance: s.instance, Since: e.lease.Since(), Token: e.lease.Token(), Here: true}
+		}
 		st.LastError = s.g.secrets.String(st.LastError)
 		out = append(out, st)
 	}
 	return out
 }
 
-// add creates the entry of a pipeline not running yet (or removed by an earlier reload) and starts it.
+// add creates the entry of a pipeline not running yet (or removed by an earlier reload) and starts it;
+// with cluster:, it starts once this sluice holds its lease.
 func (s *supervisor) add(pc *config.Pipeline, f *config.File) {
-	in := s.newInstance(pc)
 	s.mu.Lock()
 	e := s.entries[pc.ID]
 	if e == nil {
-		e = &entry{id: pc.ID}
+		e = &entry{id: pc.ID, standby: time.Now()}
 		s.entries[pc.ID] = e
 		s.order = append(s.order, pc.ID)
 	}
-	e.file = f
+	e.file, e.pc = f, pc
+	s.mu.Unlock()
+	if s.cluster != nil {
+		s.metrics.LeaseHeld(pc.ID, e.lease != nil)
+		return
+	}
+	in := s.newInstance(pc, nil)
+	s.mu.Lock()
 	e.runs = append(e.runs, in)
 	s.mu.Unlock()
 	s.start(in)
 }
 
-func (s *supervisor) newInstance(pc *config.Pipeline) *instance {
+// newInstance prepares a run of pc, under lease l with cluster: (nil otherwise).
+func (s *supervisor) newInstance(pc *config.Pipeline, l *cluster.Lease) *instance {
 	cfg := pipelineConfig(pc)
 	cfg.Events = s.alerts.Notify
 	cfg.Meter = s.metrics.Meter(cfg.ID)
-	p := pipeline.New(cfg, s.catalog, s.store, s.g.logger)
+	store := s.store
+	if l != nil {
+		cfg.Lease = l
+		store = s.cluster.store.Fenced(pc.ID, l.Token())
+	}
+	p := pipeline.New(cfg, s.catalog, store, s.g.logger)
 	s.metrics.Track(p) // replaces the instance a reload changed
-	return &instance{cfg: cfg, fp: fingerprint(pc), p: p, done: make(chan struct{})}
+	return &instance{cfg: cfg, fp: fingerprint(pc), p: p, lease: l, done: make(chan struct{})}
 }
 
-// start runs in; the loop hears of its end on s.ended.
+// start runs in; the loop hears of its end on s.ended. An instance run under a lease is aborted the moment
+// the lease is lost: its plugin processes are killed before they can write anything more.
 func (s *supervisor) start(in *instance) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	in.cancel = cancel
 	in.begun = time.Now()
+	if l := in.lease; l != nil {
+		in.unwatch = context.AfterFunc(l.Context(), func() { in.p.Abort(context.Cause(l.Context())) })
+	}
 	s.live++
 	go func() {
 		err := in.p.Run(ctx)
@@ -282,8 +383,15 @@ func (s *supervisor) loop(sigs <-chan os.Signal, changed <-chan string) {
 			drainTimer, graceTimer = nil, time.After(stopGrace)
 		}
 	}
-	for s.live > 0 {
+	var leases <-chan struct{}
+	if s.cluster != nil {
+		leases = s.cluster.member.Ready()
+	}
+	// With cluster:, this sluice stands by for pipelines other instances hold until it is told to stop.
+	for s.live > 0 || s.cluster != nil && !s.draining {
 		select {
+		case <-leases:
+			s.leaseEvents(s.cluster.member.Take())
 		case sig := <-sigs:
 			switch {
 			case sig == syscall.SIGHUP:
@@ -320,15 +428,26 @@ func (s *supervisor) loop(sigs <-chan os.Signal, changed <-chan string) {
 	}
 }
 
-// drainAll drains every pipeline; pipelines waiting to start again after a reload do not.
+// drainAll drains every pipeline; pipelines waiting to start again after a reload do not. With cluster:,
+// no lease is acquired any more.
 func (s *supervisor) drainAll() {
 	s.draining = true
+	if s.cluster != nil {
+		s.cluster.member.Leave()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range s.entries {
 		e.next = nil
-		e.current().p.Drain()
+		if cur := e.current(); cur != nil {
+			cur.p.Drain()
+		}
 	}
+}
+
+// failure reports whether err, an instance's end, is a failure: not a success, a stop, or a lost lease.
+func failure(err error) bool {
+	return err != nil && !errors.Is(err, pipeline.ErrStopped) && !errors.Is(err, pipeline.ErrLeaseLost)
 }
 
 // finished handles the end of an instance: it reports a failure (and applies fail_fast), and starts the
@@ -336,25 +455,45 @@ func (s *supervisor) drainAll() {
 func (s *supervisor) finished(in *instance) {
 	s.live--
 	in.finished = true
+	if in.unwatch != nil {
+		in.unwatch()
+	}
 	id := in.cfg.ID
 	s.mu.Lock()
 	e := s.entries[id] // in is its current instance: the next one starts only now
 	s.mu.Unlock()
 	log := s.g.logger
+	lost := in.lease != nil && in.lease.Err() != nil
 	switch {
+	case lost:
+		log.Warn("pipeline stopped: this instance lost its lease; another instance may run it now", "pipeline", id,
+			"summary", counts(in))
 	case in.replaced || in.removed:
 		what := "pipeline stopped: a reload changed it"
 		if in.removed {
 			what = "pipeline stopped: a reload removed it"
-			s.metrics.Forget(id)
 		}
 		log.Info(what, "pipeline", id, "summary", counts(in))
-	case in.err != nil && !errors.Is(in.err, pipeline.ErrStopped):
+	case in.handover:
+		log.Info("pipeline stopped: handed to an instance running fewer pipelines", "pipeline", id, "summary", counts(in))
+	case failure(in.err):
 		log.Error("pipeline failed", "pipeline", id, "err", in.err)
 		if e != nil && e.file != nil && e.file.FailFast && !s.draining {
 			log.Warn("fail_fast is set: stopping the other pipelines", "failed", id)
 			s.drainAll()
 		}
+	}
+	if in.lease != nil && e != nil && e.lease == in.lease && (lost || in.removed || in.handover || s.draining) {
+		// The pipeline no longer runs here under this lease: let another instance have it at once.
+		s.releaseLease(e)
+	}
+	if in.removed {
+		s.metrics.Forget(id)
+	}
+	if e != nil && e.next != nil && e.next.lease != nil && e.next.lease != e.lease {
+		s.mu.Lock()
+		e.next = nil // its lease is gone: it starts again when this sluice holds the pipeline's lease
+		s.mu.Unlock()
 	}
 	if e != nil && e.next != nil && !s.draining {
 		next := e.next
@@ -367,9 +506,13 @@ func (s *supervisor) finished(in *instance) {
 }
 
 // summary is a pipeline's line in the run summary: done (completed), stopped (by a signal while healthy,
-// or removed by a reload) or failed (with its error, also when it was failing when stopped), then its
-// counts and rates over every instance that ran it.
-func summary(e *entry) string {
+// or removed by a reload; with cluster:, also when its lease went to another instance) or failed (with its
+// error, also when it was failing when stopped), then its counts and rates over every instance that ran
+// it. With cluster:, a pipeline this sluice never ran is on standby.
+func (s *supervisor) summary(e *entry) string {
+	if len(e.runs) == 0 {
+		return fmt.Sprintf("pipeline %s: standby — not run by this instance (%s)", e.id, s.holderText(e.id))
+	}
 	first, cur := e.runs[0], e.current()
 	from := first.p.Started()
 	if from.IsZero() {
@@ -399,11 +542,23 @@ func summary(e *entry) string {
 	if dead > 0 {
 		c += fmt.Sprintf(", %d dead letters", dead)
 	}
-	switch n := len(e.runs) - 1; {
-	case n == 1:
+	reloads, leases := 0, 0
+	for _, in := range e.runs {
+		if in.byReload {
+			reloads++
+		}
+		if in.lease != nil && !in.byReload {
+			leases++
+		}
+	}
+	switch {
+	case reloads == 1:
 		c += ", restarted once by reload"
-	case n > 1:
-		c += fmt.Sprintf(", restarted %d times by reload", n)
+	case reloads > 1:
+		c += fmt.Sprintf(", restarted %d times by reload", reloads)
+	}
+	if leases > 1 {
+		c += fmt.Sprintf(", run here under %d leases", leases)
 	}
 	if path, ok := cur.cfg.Sink.Settings["path"].(string); ok {
 		c += " → " + path
@@ -411,9 +566,13 @@ func summary(e *entry) string {
 	switch {
 	case cur.removed:
 		return fmt.Sprintf("pipeline %s: stopped (removed by reload) — %s", e.id, c)
+	case cur.lease != nil && cur.lease.Err() != nil && e.lease == nil:
+		return fmt.Sprintf("pipeline %s: stopped (lease lost; %s) — %s", e.id, s.holderText(e.id), c)
+	case cur.handover && e.lease == nil:
+		return fmt.Sprintf("pipeline %s: stopped (handed to another instance; %s) — %s", e.id, s.holderText(e.id), c)
 	case cur.err == nil:
 		return fmt.Sprintf("pipeline %s: done — %s", e.id, c)
-	case errors.Is(cur.err, pipeline.ErrStopped):
+	case errors.Is(cur.err, pipeline.ErrStopped), errors.Is(cur.err, pipeline.ErrLeaseLost):
 		return fmt.Sprintf("pipeline %s: stopped — %s", e.id, c)
 	}
 	return fmt.Sprintf("pipeline %s: failed: %v\n  %s", e.id, cur.err, c)
@@ -427,7 +586,7 @@ func counts(in *instance) string {
 	}
 	st := &in.p.Stats
 	s := fmt.Sprintf("%d records read, %d delivered in %s", st.Read.Load(), st.Delivered.Load(), in.ended.Sub(from).Round(time.Millisecond))
-	if in.err != nil && !errors.Is(in.err, pipeline.ErrStopped) {
+	if failure(in.err) {
 		s += fmt.Sprintf("; it was failing: %v", in.err)
 	}
 	return s

@@ -104,15 +104,27 @@ func printStatus(w io.Writer, l *api.List) {
 		fmt.Fprintln(w, "no pipelines")
 		return
 	}
+	cluster := l.Instances != nil
+	if cluster {
+		fmt.Fprintf(w, "instance %s; live instances: %s\n\n", l.Instance, strings.Join(l.Instances, ", "))
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PIPELINE\tSTATE\tGUARANTEE\tREAD/S\tDELIVERED/S\tDELIVERED\tLAG\tBUFFER\tRESTARTS")
+	head := "PIPELINE\tSTATE\tGUARANTEE\tREAD/S\tDELIVERED/S\tDELIVERED\tLAG\tBUFFER\tRESTARTS"
+	if cluster {
+		head += "\tINSTANCE"
+	}
+	fmt.Fprintln(tw, head)
 	for _, p := range l.Pipelines {
 		buffer := "—"
 		if p.Buffer != nil {
 			buffer = fmtBuffer(p.Buffer, false)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", p.ID, p.State, p.Guarantee, fmtRate(p.ReadPerSecond),
+		row := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d", p.ID, p.State, p.Guarantee, fmtRate(p.ReadPerSecond),
 			fmtRate(p.DeliveredPerSecond), fmtCount(p.Delivered), fmtLag(p.LagSeconds), buffer, p.Restarts)
+		if cluster {
+			row += "\t" + holder(p.Lease)
+		}
+		fmt.Fprintln(tw, row)
 	}
 	tw.Flush()
 	for _, p := range l.Pipelines {
@@ -126,6 +138,9 @@ func printStatus(w io.Writer, l *api.List) {
 		stages := "none running"
 		if len(p.Stages) > 0 {
 			stages = fmtStages(p.Stages)
+		}
+		if p.Lease != nil {
+			fmt.Fprintf(dw, "  lease\t%s\n", fmtLease(p.Lease, l.Time))
 		}
 		fmt.Fprintf(dw, "  stages\t%s\n", stages)
 		fmt.Fprintf(dw, "  read\t%s (%s), %s delivered (%s)\n", fmtCount(p.Read), fmtRate(p.ReadPerSecond),
@@ -151,6 +166,33 @@ func printStatus(w io.Writer, l *api.List) {
 
 // The formatting below is shared by `sluice status` and the progress report of `sluice run`. An unknown
 // value is "—".
+
+// holder names the instance holding a lease: "—" when none does.
+func holder(l *api.Lease) string {
+	if l == nil || l.Instance == nil {
+		return unknown
+	}
+	return *l.Instance
+}
+
+// fmtLease says who holds a lease, since when and with which token: "on etl-2 since 14:58:06 (12s),
+// token 1764504000123".
+func fmtLease(l *api.Lease, now time.Time) string {
+	if l.Instance == nil {
+		return "not held by any instance"
+	}
+	s := "on " + *l.Instance
+	if l.Here {
+		s += " (this instance)"
+	}
+	if l.Since != nil {
+		s += fmt.Sprintf(" since %s (%s)", l.Since.Local().Format("2006-01-02 15:04:05"), fmtDuration(now.Sub(*l.Since)))
+	}
+	if l.Token != nil {
+		s += fmt.Sprintf(", token %d", *l.Token)
+	}
+	return s
+}
 
 const unknown = "—"
 

@@ -66,6 +66,51 @@ quickstart: completed for 5s
 	}
 }
 
+// TestPrintStatusCluster: with several instances, status says which instance answers and which are live,
+// and for each pipeline which instance holds it, since when and with which token.
+func TestPrintStatusCluster(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	since := now.Add(-75 * time.Second)
+	name := func(s string) *string { return &s }
+	token := func(n int64) *int64 { return &n }
+	l := &api.List{Time: now, Instance: "etl-1", Instances: []string{"etl-1", "etl-2"}, Pipelines: []api.Pipeline{
+		{ID: "orders", State: "running", Guarantee: "exactly-once", Since: &since, Stages: []api.Stage{}, Positions: map[string]string{},
+			Lease: &api.Lease{Instance: name("etl-1"), Since: &since, Token: token(1764504000123), Here: true}},
+		{ID: "audit", State: "standby", Guarantee: "at-least-once", Since: &since, Stages: []api.Stage{}, Positions: map[string]string{},
+			Lease: &api.Lease{Instance: name("etl-2"), Since: &since, Token: token(1764504000456)}},
+		{ID: "billing", State: "standby", Guarantee: "at-least-once", Stages: []api.Stage{}, Positions: map[string]string{},
+			Lease: &api.Lease{}},
+	}}
+	var b bytes.Buffer
+	printStatus(&b, l)
+	at := since.Local().Format("2006-01-02 15:04:05")
+	want := `instance etl-1; live instances: etl-1, etl-2
+
+PIPELINE  STATE    GUARANTEE      READ/S  DELIVERED/S  DELIVERED  LAG  BUFFER  RESTARTS  INSTANCE
+orders    running  exactly-once   —       —            0          —    —       0         etl-1
+audit     standby  at-least-once  —       —            0          —    —       0         etl-2
+billing   standby  at-least-once  —       —            0          —    —       0         —
+
+orders: running for 1m15s
+  lease   on etl-1 (this instance) since ` + at + ` (1m15s), token 1764504000123
+  stages  none running
+  read    0 (—), 0 delivered (—)
+
+audit: standby for 1m15s
+  lease   on etl-2 since ` + at + ` (1m15s), token 1764504000456
+  stages  none running
+  read    0 (—), 0 delivered (—)
+
+billing: standby
+  lease   not held by any instance
+  stages  none running
+  read    0 (—), 0 delivered (—)
+`
+	if b.String() != want {
+		t.Errorf("status:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
 func TestFormats(t *testing.T) {
 	for x, want := range map[float64]string{0: "0", 0.25: "0.25", 8.25: "8.25", 12.34: "12.3", 99.96: "100", 950: "950", 999.6: "1k",
 		1523.4: "1.52k", 12345: "12.3k", 999999: "1M", 1.25e6: "1.25M", 3.2e9: "3.2G", -1500: "-1.5k"} {

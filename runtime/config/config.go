@@ -143,7 +143,10 @@ type File struct {
 	// default chosen by the CLI.
 	DataDir string
 	// Alerts are the webhooks the file's pipelines' events are posted to (key alerts).
-	Alerts    []*Alert
+	Alerts []*Alert
+	// Cluster, when set (key cluster), makes several sluice instances share the pipelines, each running
+	// on the instance that holds its lease in Redis.
+	Cluster   *Cluster
 	Pipelines []*Pipeline
 	// Tests are the file's inline transform tests as written (for Print); TestCases is them checked.
 	Tests     []Raw
@@ -235,6 +238,16 @@ type Stage struct {
 
 	// printed is Settings with secrets and referenced values replaced by "<redacted>", for Print.
 	printed map[string]any
+	// where names the settings in messages instead of the plugin and kind (cluster.redis).
+	where string
+}
+
+// label names the stage's settings in messages: `plugin "redis" (buffer)`.
+func (s *Stage) label() string {
+	if s.where != "" {
+		return s.where
+	}
+	return fmt.Sprintf("plugin %q (%s)", s.Plugin, s.Kind)
 }
 
 // Raw is a value kept unparsed for a later stage, with where it was written. Value is JSON-ready, like

@@ -15,6 +15,7 @@ type (
 		Version   int             `yaml:"version"`
 		FailFast  bool            `yaml:"fail_fast"`
 		DataDir   string          `yaml:"data_dir,omitempty"`
+		Cluster   *printCluster   `yaml:"cluster,omitempty"`
 		Alerts    []printAlert    `yaml:"alerts,omitempty"`
 		Pipelines []printPipeline `yaml:"pipelines"`
 		Tests     []any           `yaml:"tests,omitempty"`
@@ -55,8 +56,9 @@ type (
 // resolved it (changes made to Stage.Settings afterwards are not printed). A header comment names f.Path.
 // Print does not modify f; concurrent calls are safe. An error is w's.
 func (f *File) Print(w io.Writer) error {
-	out := printFile{Version: f.Version, FailFast: f.FailFast, DataDir: f.DataDir, Alerts: printedAlerts(f.Alerts),
-		Tests: rawValues(f.Tests)}
+	out := printFile{Version: f.Version, FailFast: f.FailFast, DataDir: f.DataDir, Cluster: printedCluster(f.Cluster),
+		Alerts: printedAlerts(f.Alerts),
+		Tests:  rawValues(f.Tests)}
 	for _, p := range f.Pipelines {
 		out.Pipelines = append(out.Pipelines, printPipeline{
 			ID:               p.ID,

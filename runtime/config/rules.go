@@ -92,7 +92,7 @@ func (v *validator) rules(s *Stage, st *sdk.Stage, n *node, pluginAt Pos) {
 	if len(st.Rules) == 0 {
 		return
 	}
-	where := fmt.Sprintf("plugin %q (%s)", s.Plugin, s.Kind)
+	where := s.label()
 	compiled := v.compiled(st)
 	for _, f := range compiled.faults {
 		v.errorf(pluginAt, "%s declares a %s; this is the plugin's fault, not the file's: report it to the plugin's author", where, f)

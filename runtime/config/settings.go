@@ -18,7 +18,7 @@ import (
 // stage's rules, and fills s.Settings and s.printed; at is where missing settings are reported, pluginAt
 // where the plugin is named.
 func (v *validator) settings(s *Stage, st *sdk.Stage, n *node, at, pluginAt Pos) {
-	where := fmt.Sprintf("plugin %q (%s)", s.Plugin, s.Kind)
+	where := s.label()
 	errs := len(v.errs)
 	names := make([]string, len(st.Settings))
 	for i, d := range st.Settings {

@@ -15,7 +15,7 @@ import (
 
 // The keys each level of a connector file may hold, in the order they are documented.
 var (
-	topKeys      = []string{"version", "fail_fast", "data_dir", "alerts", "pipelines", "tests"}
+	topKeys      = []string{"version", "fail_fast", "data_dir", "cluster", "alerts", "pipelines", "tests"}
 	pipelineKeys = []string{"id", "source", "transforms", "buffer", "sink_transforms", "sink", "on_error", "dlq",
 		"batch_max_records", "batch_max_bytes", "max_in_flight_bytes", "retry", "open_timeout", "stall_timeout"}
 	stageKeys = []string{"plugin", "sha256", "settings", "in_process"}
@@ -237,6 +237,7 @@ func (v *validator) file(root *node) *File {
 	}
 	f.Tests = v.raws(root.fields["tests"], "tests")
 	f.Alerts = v.alerts(root.fields["alerts"])
+	f.Cluster = v.cluster(root.fields["cluster"])
 
 	switch n := root.fields["pipelines"]; {
 	case n == nil:

@@ -67,11 +67,16 @@ type Registry struct {
 	batchRecords, batchBytes     *prometheus.HistogramVec
 	latency                      *prometheus.HistogramVec
 	pluginErrors                 *prometheus.CounterVec
+	leaseHeld                    *prometheus.GaugeVec
+	leaseLost, takeovers         *prometheus.CounterVec
+	takeoverGap                  *prometheus.HistogramVec
+	instances                    prometheus.Gauge
 	vecs                         []*prometheus.MetricVec // every vec above, to forget a pipeline
 
 	mu        sync.Mutex
 	pipelines map[string]*pipeline.Pipeline
-	warned    map[string]bool // plugin metrics already warned about
+	statuses  func() []pipeline.Status // when set, what the state gauges show (see Statuses)
+	warned    map[string]bool          // plugin metrics already warned about
 }
 
 // New returns a registry with the host's metrics and Go's runtime and process metrics.
@@ -124,6 +129,20 @@ func New(opts Options) *Registry {
 	r.pluginErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_stage_metrics_errors_total",
 		Help: "Scrapes in which a stage's plugin did not report its metrics in time, or failed to."}, []string{"pipeline", "stage", "plugin"})
 	r.vecs = append(r.vecs, r.pluginErrors.MetricVec)
+	r.leaseHeld = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sluice_lease_held",
+		Help: "1 while this instance holds the pipeline's lease (cluster:), 0 otherwise."}, []string{"pipeline"})
+	r.reg.MustRegister(r.leaseHeld)
+	r.vecs = append(r.vecs, r.leaseHeld.MetricVec)
+	r.leaseLost = counter("sluice_lease_lost_total",
+		"Times this instance lost the pipeline's lease (could not renew it in time, or found it taken) and stopped the pipeline.", "pipeline")
+	r.takeovers = counter("sluice_lease_takeovers_total",
+		"Times this instance took the pipeline over from an instance that had not released its lease (it died, froze, or lost Redis).", "pipeline")
+	r.takeoverGap = histogram("sluice_lease_takeover_unrenewed_seconds",
+		"At each takeover: how long the previous holder's lease had gone without a renewal (Redis clock); the lease TTL plus the time to notice.",
+		latencyBuckets, "pipeline")
+	r.instances = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sluice_cluster_instances",
+		Help: "Live instances sharing the pipelines (cluster:), as this instance last saw them."})
+	r.reg.MustRegister(r.instances)
 	r.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&statusCollector{r: r}, &pluginCollector{r: r})
 	return r
@@ -153,6 +172,36 @@ func (r *Registry) Forget(id string) {
 		v.DeletePartialMatch(prometheus.Labels{"pipeline": id})
 	}
 }
+
+// Statuses makes the state, lag and buffer gauges show what statuses returns rather than the tracked
+// pipelines' own snapshots: a host sharing pipelines with others (cluster:) reports pipelines it does not
+// hold as standby.
+func (r *Registry) Statuses(statuses func() []pipeline.Status) {
+	r.mu.Lock()
+	r.statuses = statuses
+	r.mu.Unlock()
+}
+
+// LeaseHeld sets whether this instance holds pipeline id's lease.
+func (r *Registry) LeaseHeld(id string, held bool) {
+	v := 0.0
+	if held {
+		v = 1
+	}
+	r.leaseHeld.WithLabelValues(id).Set(v)
+}
+
+// LeaseLost counts a lease of pipeline id this instance lost.
+func (r *Registry) LeaseLost(id string) { r.leaseLost.WithLabelValues(id).Inc() }
+
+// LeaseTakeover counts a takeover of pipeline id from a holder whose lease went unrenewed for unrenewed.
+func (r *Registry) LeaseTakeover(id string, unrenewed time.Duration) {
+	r.takeovers.WithLabelValues(id).Inc()
+	r.takeoverGap.WithLabelValues(id).Observe(unrenewed.Seconds())
+}
+
+// Instances sets how many live instances share the pipelines.
+func (r *Registry) Instances(n int) { r.instances.Set(float64(n)) }
 
 // Handler serves the metrics in Prometheus's exposition formats, for /metrics. A plugin that cannot be
 // shown is left out of a scrape (and logged); the rest is served.
@@ -275,7 +324,7 @@ type statusCollector struct{ r *Registry }
 
 var (
 	stateDesc = prometheus.NewDesc("sluice_pipeline_state",
-		"The pipeline's state: 1 for the state it is in, 0 for the others (starting, running, restarting, completed, stopped, failed).",
+		"The pipeline's state: 1 for the state it is in, 0 for the others (starting, running, restarting, completed, stopped, failed, standby).",
 		[]string{"pipeline", "state"}, nil)
 	lagDesc = prometheus.NewDesc("sluice_source_lag_seconds",
 		"Now minus the event time of the last record the source's next stage acknowledged (heartbeats included); absent until a record with an event time was.",
@@ -295,7 +344,7 @@ var (
 
 // states are every pipeline state, for the state gauge.
 var states = []pipeline.State{pipeline.Starting, pipeline.Running, pipeline.Restarting, pipeline.Completed,
-	pipeline.Stopped, pipeline.Failed}
+	pipeline.Stopped, pipeline.Failed, pipeline.Standby}
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{stateDesc, lagDesc, lastEventDesc, bufferEntriesDesc, bufferBytesDesc, bufferFillDesc} {
@@ -305,8 +354,7 @@ func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
-	for _, p := range c.r.tracked() {
-		st := p.Status()
+	for _, st := range c.r.snapshots() {
 		for _, s := range states {
 			v := 0.0
 			if st.State == s {
@@ -325,6 +373,23 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(bufferFillDesc, prometheus.GaugeValue, b.Fraction, st.ID)
 		}
 	}
+}
+
+// snapshots returns what the state gauges show: Statuses' function's answer, else the tracked pipelines'
+// snapshots.
+func (r *Registry) snapshots() []pipeline.Status {
+	r.mu.Lock()
+	statuses := r.statuses
+	r.mu.Unlock()
+	if statuses != nil {
+		return statuses()
+	}
+	ps := r.tracked()
+	out := make([]pipeline.Status, len(ps))
+	for i, p := range ps {
+		out[i] = p.Status()
+	}
+	return out
 }
 
 // collectPlugins asks every tracked pipeline's plugins for their metrics, all at once.

@@ -440,3 +440,37 @@ func gauge(t *testing.T, reg *Registry, name string) float64 {
 	t.Fatalf("no single series of %s", name)
 	return 0
 }
+
+// TestLeaseMetrics: the lease gauges and counters of a host sharing pipelines, and the state gauges taken
+// from the statuses it reports (a pipeline held elsewhere is standby).
+func TestLeaseMetrics(t *testing.T) {
+	reg := New(Options{})
+	reg.Statuses(func() []pipeline.Status {
+		return []pipeline.Status{{ID: "orders", State: pipeline.Running}, {ID: "audit", State: pipeline.Standby}}
+	})
+	reg.LeaseHeld("orders", true)
+	reg.LeaseHeld("audit", false)
+	reg.LeaseLost("audit")
+	reg.LeaseTakeover("orders", 10400*time.Millisecond)
+	reg.Instances(3)
+	text := scrape(t, reg)
+	for _, want := range []string{
+		`sluice_lease_held{pipeline="orders"} 1`,
+		`sluice_lease_held{pipeline="audit"} 0`,
+		`sluice_lease_lost_total{pipeline="audit"} 1`,
+		`sluice_lease_takeovers_total{pipeline="orders"} 1`,
+		`sluice_lease_takeover_unrenewed_seconds_sum{pipeline="orders"} 10.4`,
+		`sluice_cluster_instances 3`,
+		`sluice_pipeline_state{pipeline="orders",state="running"} 1`,
+		`sluice_pipeline_state{pipeline="audit",state="standby"} 1`,
+		`sluice_pipeline_state{pipeline="audit",state="running"} 0`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("scrape lacks %q:\n%s", want, grep(text, "sluice_"))
+		}
+	}
+	reg.Forget("orders")
+	if text := scrape(t, reg); strings.Contains(text, `sluice_lease_held{pipeline="orders"}`) {
+		t.Errorf("Forget left the lease gauge of orders:\n%s", grep(text, "lease"))
+	}
+}

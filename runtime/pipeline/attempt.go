@@ -44,6 +44,11 @@ func (p *Pipeline) start(ctx context.Context, cancel context.CancelCauseFunc, st
 	s := &stage{role: role, plugin: cfg.Plugin, conn: conn}
 	st.all = append(st.all, s)
 	p.mu.Lock()
+	if p.aborted != nil {
+		p.mu.Unlock()
+		conn.Abort()
+		return nil, p.aborted
+	}
 	p.stages = append(p.stages, StageStatus{Role: role, Plugin: cfg.Plugin, Pid: conn.Pid()})
 	p.running = append(p.running, s)
 	p.mu.Unlock()
@@ -121,11 +126,17 @@ func (p *Pipeline) call(ctx context.Context, s *stage, doing string, fn func(con
 // open opens a stage; deadLetter tells it that the pipeline has a dead-letter sink it may use.
 func (p *Pipeline) open(ctx context.Context, s *stage, cfg Stage, open func(context.Context, protocol.OpenRequest) error,
 	after record.Position, deadLetter bool) error {
+	// A stage opened under a lease may write at once: the lease must be valid now. Should this host
+	// freeze after this check and lose the lease meanwhile, the token stops its writes where the stage
+	// checks it.
+	if err := p.leaseValid(); err != nil {
+		return err
+	}
 	return p.call(ctx, s, "opening", func(ctx context.Context) error {
 		return open(ctx, protocol.OpenRequest{
 			Pipeline: p.cfg.ID, Settings: cfg.Settings, After: after,
 			MaxBatchRecords: p.cfg.BatchMaxRecords, MaxBatchBytes: p.cfg.BatchMaxBytes,
-			DeadLetter: deadLetter,
+			DeadLetter: deadLetter, Fence: p.fence(),
 		})
 	})
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"errors"
 	"log/slog"
 	"sync"
 
@@ -73,6 +74,11 @@ func (p *persister) write() {
 		p.stored(through)
 	}
 	if err != nil {
+		if errors.Is(err, ErrLeaseLost) {
+			// Another host holds the pipeline now and resumes from what it stored under its own lease.
+			p.log.Warn("position not stored: the pipeline's lease was lost", "err", err)
+			return
+		}
 		// Nothing is lost: the position stays behind and records after it are delivered again.
 		p.log.Error("storing position failed; records after the last stored position will be delivered again", "err", err)
 		p.mu.Lock()

@@ -57,7 +57,25 @@ type Config struct {
 	Events func(Event)
 	// Meter, when set, is told what moves through the pipeline, per batch, for metrics.
 	Meter Meter
+	// Lease, when set, is the lease this host holds on the pipeline (several hosts share the pipelines of
+	// a connector file with cluster:). The pipeline opens no stage unless the lease is valid, and hands
+	// its fencing token to every stage (sdk.OpenRequest.Fence). Whoever keeps the lease aborts the
+	// pipeline (Abort) when it is lost.
+	Lease Lease
 }
+
+// Lease is a lease on a pipeline held by this host.
+type Lease interface {
+	// Token is the lease's fencing token: greater than the token of every earlier holder.
+	Token() int64
+	// Valid returns nil while the lease is held and has time left, and an error wrapping ErrLeaseLost
+	// once it has not. It never waits.
+	Valid() error
+}
+
+// ErrLeaseLost is wrapped by the error of a pipeline whose lease was lost (Config.Lease): it stopped, and
+// another host may run it now.
+var ErrLeaseLost = errors.New("lease lost")
 
 // Stage configures one stage.
 type Stage struct {
@@ -113,7 +131,8 @@ func GuaranteeOf(cfg *Config) Guarantee {
 // State is where a pipeline is in its life.
 type State int32
 
-// The states of a pipeline. Completed, Stopped and Failed are final.
+// The states of a pipeline. Completed, Stopped and Failed are final. Standby is never a Pipeline's own:
+// a host that shares pipelines with others (cluster:) reports it for a pipeline it does not hold.
 const (
 	Starting   State = iota // opening its stages
 	Running                 // records flow
@@ -121,6 +140,7 @@ const (
 	Completed               // its source is done and everything was delivered
 	Stopped                 // drained or stopped on request
 	Failed                  // failed for good
+	Standby                 // another host holds its lease, or none does yet: this host runs it once it gets the lease
 )
 
 func (s State) String() string {
@@ -137,6 +157,8 @@ func (s State) String() string {
 		return "stopped"
 	case Failed:
 		return "failed"
+	case Standby:
+		return "standby"
 	}
 	return fmt.Sprintf("State(%d)", int32(s))
 }
@@ -172,6 +194,9 @@ type Pipeline struct {
 
 	drainOnce sync.Once
 	drain     chan struct{}
+	// cancelRun stops Run at once (set while Run runs); aborted is Abort's cause. Both under mu.
+	cancelRun context.CancelFunc
+	aborted   error
 
 	state     atomic.Int32
 	mu        sync.Mutex
@@ -250,8 +275,17 @@ func (p *Pipeline) setState(s State) {
 // so do transient failures that go on with no progress for Retry.GiveUpAfter. A pipeline that was failing
 // when it was stopped returns its last failure.
 func (p *Pipeline) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p.mu.Lock()
+	p.cancelRun = cancel
+	p.mu.Unlock()
 	r := newRetrier(p.cfg.Retry)
 	finish := func(s State, err error) error {
+		if cause := p.abortCause(); cause != nil {
+			// Aborted (its lease was lost): stopped, whatever the attempt made of it.
+			s, err = Stopped, cause
+		}
 		if err != nil && r.failing() && (errors.Is(err, ErrStopped)) {
 			// Stopped while failing: the failure is the truth.
 			err = fmt.Errorf("%w (stopped while restarting)", p.LastError())
@@ -269,6 +303,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		return err
 	}
 	for {
+		if err := p.leaseValid(); err != nil {
+			return finish(Stopped, err)
+		}
 		p.setState(Starting)
 		begun, acks := time.Now(), p.Stats.acks.Load()
 		err := p.attempt(ctx)
@@ -282,6 +319,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		switch {
 		case err == nil:
 			return finish(Completed, nil)
+		case errors.Is(err, ErrLeaseLost):
+			return finish(Stopped, err)
 		case errors.Is(err, errDrained), ctx.Err() != nil:
 			return finish(Stopped, ErrStopped)
 		case errors.Is(err, protocol.ErrMessageTooLarge):
@@ -317,6 +356,54 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			return finish(Stopped, ErrStopped)
 		}
 	}
+}
+
+// Abort stops the pipeline at once and for good, because cause (which should wrap ErrLeaseLost): the
+// plugin processes of the current attempt are killed (protocol.Conn.Abort) before anything more is asked
+// of them, so that none writes anything more, and Run returns cause. A stage started after Abort is killed
+// as it starts. Abort returns once the processes are gone; safe to call more than once, from any
+// goroutine.
+func (p *Pipeline) Abort(cause error) {
+	p.mu.Lock()
+	if p.aborted == nil {
+		p.aborted = cause
+	}
+	running, cancel := append([]*stage(nil), p.running...), p.cancelRun
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range running {
+		wg.Go(s.conn.Abort)
+	}
+	if cancel != nil {
+		cancel()
+	}
+	wg.Wait()
+}
+
+// abortCause is Abort's cause, nil unless aborted.
+func (p *Pipeline) abortCause() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.aborted
+}
+
+// leaseValid returns nil when the pipeline has no lease or its lease is valid, else why not.
+func (p *Pipeline) leaseValid() error {
+	if cause := p.abortCause(); cause != nil {
+		return cause
+	}
+	if p.cfg.Lease == nil {
+		return nil
+	}
+	return p.cfg.Lease.Valid()
+}
+
+// fence is the fencing token handed to stages: the lease's, 0 without one.
+func (p *Pipeline) fence() int64 {
+	if p.cfg.Lease == nil {
+		return 0
+	}
+	return p.cfg.Lease.Token()
 }
 
 // permanentError marks failures a restart cannot fix.

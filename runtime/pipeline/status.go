@@ -34,6 +34,21 @@ type Status struct {
 	// Snapshot is the source's initial copy while it runs, as the source last reported it; nil when the
 	// source copies nothing or does not report it.
 	Snapshot *SnapshotProgress
+	// Lease is who holds the pipeline's lease when several hosts share pipelines (cluster:); nil
+	// otherwise. The host that reports the status fills it in.
+	Lease *LeaseStatus
+}
+
+// LeaseStatus says which host holds a pipeline's lease, and so runs it.
+type LeaseStatus struct {
+	// Instance is the holder's instance id; empty when no host holds the lease.
+	Instance string
+	// Since is when the holder acquired the lease; Token is the lease's fencing token (both zero when no
+	// host holds it).
+	Since time.Time
+	Token int64
+	// Here reports that the host reporting the status is the holder.
+	Here bool
 }
 
 // SnapshotProgress is how far a source's initial copy (a snapshot) has got.
@@ -99,6 +114,13 @@ const (
 	// EventPluginCrashed: a plugin process ended while its stage ran (Event.Stage names it). A restart
 	// or failure event follows.
 	EventPluginCrashed EventKind = "plugin_crashed"
+	// EventLeaseLost: this host lost the pipeline's lease (it could not renew it in time, or found it
+	// taken) and stopped the pipeline at once; another host may run it now.
+	EventLeaseLost EventKind = "lease_lost"
+	// EventLeaseTakeover: this host took over the pipeline from a holder that had not released its lease
+	// (it died, froze, or lost Redis): Event.Previous names it, Event.Wait is how long its lease had gone
+	// unrenewed.
+	EventLeaseTakeover EventKind = "lease_takeover"
 )
 
 // Event is something that happened to a pipeline.
@@ -106,7 +128,7 @@ type Event struct {
 	Pipeline string
 	Kind     EventKind
 	Time     time.Time
-	// Err is the failure (always set).
+	// Err is the failure, or what happened (always set).
 	Err error
 	// Stage names the stage concerned, when one is: "sink kafka (pid 4242)".
 	Stage string
@@ -115,6 +137,8 @@ type Event struct {
 	// Attempt counts the failed attempts in a row; Wait is the delay before the next (restarting only).
 	Attempt int
 	Wait    time.Duration
+	// Previous is the instance that held the pipeline's lease before (lease_takeover only).
+	Previous string
 }
 
 // emit reports e through Config.Events, when set.

@@ -378,6 +378,20 @@ func (c *Conn) WaitExit(d time.Duration) *Exit {
 // goroutines at once: every call returns when the first one is done.
 func (c *Conn) Kill() { c.kill.Do(c.stop) }
 
+// Abort ends the plugin at once, without asking it anything first: its process group is killed
+// (SIGKILL), so it does nothing more — no call in progress completes and no Close runs — then it is reaped
+// as Kill does (bounded by KillTimeout). An in-process plugin's server is stopped, which cancels its calls.
+// The host aborts the stages of a pipeline whose lease is lost. Safe to call more than once, and together
+// with Kill: the first call decides.
+func (c *Conn) Abort() {
+	c.kill.Do(func() {
+		if c.cmd != nil && c.cmd.Process != nil && !c.client.Exited() {
+			killGroup(c.cmd.Process)
+		}
+		c.stop()
+	})
+}
+
 // hostPart is the host side of the go-plugin GRPCPlugin: it hands back the raw connection.
 type hostPart struct {
 	plugin.NetRPCUnsupportedPlugin

@@ -152,6 +152,33 @@ func TestKillRunningPluginExitsCleanly(t *testing.T) {
 	}
 }
 
+// TestAbortKillsWithoutAsking checks that Abort kills a running plugin with SIGKILL rather than asking
+// it to exit (Kill lets it exit cleanly, see above), and that Kill afterwards returns at once.
+func TestAbortKillsWithoutAsking(t *testing.T) {
+	c, logs := launchCrash(t, "")
+	if _, err := c.Spec(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.Pid()
+	c.Abort()
+	e := c.Exit()
+	if e == nil || e.Signal != "SIGKILL" {
+		t.Fatalf("Exit = %+v, want killed by SIGKILL", e)
+	}
+	if alive(pid) {
+		t.Fatalf("plugin process %d still exists after Abort", pid)
+	}
+	if strings.Contains(logs.String(), "killing it") {
+		t.Errorf("Abort waited for the plugin to exit before killing it:\n%s", logs)
+	}
+	start := time.Now()
+	c.Kill()
+	c.Abort()
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Kill and Abort after Abort took %s", took)
+	}
+}
+
 func TestExitPanic(t *testing.T) {
 	c, logs := launchCrash(t, "panic")
 	err := c.Sink().Open(context.Background(), OpenRequest{Pipeline: "p"})

@@ -19,6 +19,7 @@ type OpenRequest struct {
 	MaxBatchRecords int
 	MaxBatchBytes   int
 	DeadLetter      bool
+	Fence           int64
 }
 
 func (r OpenRequest) wire() (*sluicev1.OpenRequest, error) {
@@ -33,6 +34,7 @@ func (r OpenRequest) wire() (*sluicev1.OpenRequest, error) {
 		MaxBatchRecords: uint32(max(r.MaxBatchRecords, 0)),
 		MaxBatchBytes:   uint64(max(r.MaxBatchBytes, 0)),
 		DeadLetter:      r.DeadLetter,
+		Fence:           r.Fence,
 	}, nil
 }
 

@@ -106,11 +106,17 @@
     let meta = p.guarantee;
     const since = p.since ? (Date.parse(serverNow) - Date.parse(p.since)) / 1000 : NaN;
     if (isFinite(since)) meta += " · " + p.state + " for " + duration(Math.max(0, since));
+    if (p.lease) {
+      // Several instances share the pipelines: say which one runs this one.
+      if (p.lease.instance == null) meta += " · no instance holds it";
+      else meta += " · on " + p.lease.instance + (p.lease.here ? " (here)" : "") +
+        (p.lease.since ? " since " + new Date(p.lease.since).toLocaleTimeString() : "");
+    }
     card.meta.textContent = meta;
 
     card.stages.replaceChildren();
     if (p.stages.length === 0) {
-      card.stages.append(el("span", "role", finished(p.state) ? "no stages running" : "stages not open"));
+      card.stages.append(el("span", "role", finished(p.state) || p.state === "standby" ? "no stages running" : "stages not open"));
     }
     p.stages.forEach((s, i) => {
       if (i > 0) card.stages.append(el("span", "arrow", "→"));

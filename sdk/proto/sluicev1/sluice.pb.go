@@ -135,7 +135,12 @@ type OpenRequest struct {
 	MaxBatchBytes   uint64 `protobuf:"varint,5,opt,name=max_batch_bytes,json=maxBatchBytes,proto3" json:"max_batch_bytes,omitempty"`
 	// The pipeline has a dead-letter sink: a source may emit dead-letter records (metadata "sluice.error")
 	// and a sink may reject records it can never write. Without one, both must fail instead.
-	DeadLetter    bool `protobuf:"varint,6,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"`
+	DeadLetter bool `protobuf:"varint,6,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"`
+	// The fencing token of the lease the host holds on the pipeline when several hosts share pipelines
+	// (a connector file's cluster:). It is greater than every token an earlier holder had, so a stage that
+	// writes to a shared system stores the largest token it has seen there and refuses writes that carry
+	// a smaller one (the Redis buffer does). 0: the host runs the pipeline without a lease.
+	Fence         int64 `protobuf:"varint,7,opt,name=fence,proto3" json:"fence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -210,6 +215,13 @@ func (x *OpenRequest) GetDeadLetter() bool {
 		return x.DeadLetter
 	}
 	return false
+}
+
+func (x *OpenRequest) GetFence() int64 {
+	if x != nil {
+		return x.Fence
+	}
+	return 0
 }
 
 type CheckpointResponse struct {
@@ -619,7 +631,7 @@ const file_sluice_proto_rawDesc = "" +
 	"\fsluice.proto\x12\tsluice.v1\"\a\n" +
 	"\x05Empty\"+\n" +
 	"\fSpecResponse\x12\x1b\n" +
-	"\tspec_json\x18\x01 \x01(\fR\bspecJson\"\xd9\x01\n" +
+	"\tspec_json\x18\x01 \x01(\fR\bspecJson\"\xef\x01\n" +
 	"\vOpenRequest\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12#\n" +
 	"\rsettings_json\x18\x02 \x01(\fR\fsettingsJson\x12\x14\n" +
@@ -627,7 +639,8 @@ const file_sluice_proto_rawDesc = "" +
 	"\x11max_batch_records\x18\x04 \x01(\rR\x0fmaxBatchRecords\x12&\n" +
 	"\x0fmax_batch_bytes\x18\x05 \x01(\x04R\rmaxBatchBytes\x12\x1f\n" +
 	"\vdead_letter\x18\x06 \x01(\bR\n" +
-	"deadLetter\"0\n" +
+	"deadLetter\x12\x14\n" +
+	"\x05fence\x18\a \x01(\x03R\x05fence\"0\n" +
 	"\x12CheckpointResponse\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\fR\bposition\"\x90\x01\n" +
 	"\x05Batch\x12\x10\n" +

@@ -1,0 +1,201 @@
+// Package redisconn is how sluice connects to Redis: the connection settings (address or URL, ACL user,
+// database, Redis Cluster, TLS, timeouts) with their spec, and the go-redis client options they describe.
+// The Redis buffer's settings start with these; the host uses the same settings, and this package, for
+// the leases and the shared state store of several instances (a connector file's cluster.redis), so both
+// connect alike and are documented once.
+package redisconn
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/sluicehq/sluice/sdk"
+)
+
+// Settings are the connection settings, as a plugin spec declares them (their defaults are Defaults').
+var Settings = []sdk.Setting{
+	{Name: "addr", Type: sdk.TypeString, Default: "127.0.0.1:6379",
+		Doc: "The Redis server, host:port (with cluster: any node of the cluster). Ignored when url is set."},
+	{Name: "url", Type: sdk.TypeString,
+		Doc: "A Redis URL instead of addr, username, password and db: redis://user:password@host:6379/0, or rediss:// for TLS."},
+	{Name: "username", Type: sdk.TypeString,
+		Doc: "The ACL user. Empty: the default user."},
+	{Name: "password", Type: sdk.TypeString, Secret: true,
+		Doc: "The ACL user's password (or requirepass). Write it as ${env:NAME} or ${file:PATH} rather than in the file."},
+	{Name: "db", Type: sdk.TypeInt, Default: "0", Min: "0",
+		Doc: "The database number (standalone servers only)."},
+	{Name: "cluster", Type: sdk.TypeBool, Default: "false",
+		Doc: "True: addr is a node of a Redis Cluster; the client follows the cluster's slots. The keys sluice keeps for one pipeline share a hash tag, so they live on one node."},
+	{Name: "tls", Type: sdk.TypeBool, Default: "false",
+		Doc: "Connect with TLS (also implied by a rediss:// url or any tls_* file). The server is verified against the system's CAs unless tls_ca_file is set."},
+	{Name: "tls_ca_file", Type: sdk.TypeString,
+		Doc: "A PEM file of CA certificates to verify the server with."},
+	{Name: "tls_cert_file", Type: sdk.TypeString,
+		Doc: "A PEM client certificate, for servers that require mutual TLS (with tls_key_file)."},
+	{Name: "tls_key_file", Type: sdk.TypeString,
+		Doc: "The PEM private key of tls_cert_file."},
+	{Name: "tls_server_name", Type: sdk.TypeString,
+		Doc: "The name the server's certificate must carry. Default: the host of addr."},
+	{Name: "dial_timeout", Type: sdk.TypeDuration, Default: "5s", Min: "1ms",
+		Doc: "How long to wait for a connection. Default 5s."},
+	{Name: "timeout", Type: sdk.TypeDuration, Default: "10s", Min: "1ms",
+		Doc: "How long one command may take before it counts as failed (a blocking read adds its wait). Default 10s; leave room for an append of many large records on a slow disk with appendfsync always."},
+}
+
+// Rules are the rules across the connection settings, as a plugin spec declares them.
+var Rules = []sdk.Rule{
+	{Expr: `((tls_cert_file ?? "") == "") == ((tls_key_file ?? "") == "")`, Settings: []string{"tls_cert_file", "tls_key_file"},
+		Message: "tls_cert_file and tls_key_file go together: set both, or neither"},
+}
+
+// Config holds the connection settings. Embed it in a stage's settings struct with the tag
+// `setting:",squash"` to decode them with sdk.Settings.Decode.
+type Config struct {
+	Addr          string        `setting:"addr"`
+	URL           string        `setting:"url"`
+	Username      string        `setting:"username"`
+	Password      string        `setting:"password"`
+	DB            int           `setting:"db"`
+	Cluster       bool          `setting:"cluster"`
+	TLS           bool          `setting:"tls"`
+	TLSCAFile     string        `setting:"tls_ca_file"`
+	TLSCertFile   string        `setting:"tls_cert_file"`
+	TLSKeyFile    string        `setting:"tls_key_file"`
+	TLSServerName string        `setting:"tls_server_name"`
+	DialTimeout   time.Duration `setting:"dial_timeout"`
+	Timeout       time.Duration `setting:"timeout"`
+}
+
+// Defaults returns the settings' defaults, as Settings declares them.
+func Defaults() Config {
+	return Config{Addr: "127.0.0.1:6379", DialTimeout: 5 * time.Second, Timeout: 10 * time.Second}
+}
+
+// invalid wraps a settings problem in sdk.ErrInvalidSettings.
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), sdk.ErrInvalidSettings)
+}
+
+// Options returns the go-redis options the settings describe: the server (a url replaces addr, username,
+// password and db), Redis Cluster, TLS (its files are read now) and the timeouts, with go-redis's own
+// retries off (MaxRetries -1: callers retry, with their own backoff), command deadlines taken from the
+// contexts callers pass, and no CLIENT SETINFO (older and managed servers refuse it). The caller sets the
+// pool size. Problems wrap sdk.ErrInvalidSettings and name the setting.
+func (c *Config) Options() (*goredis.UniversalOptions, error) {
+	switch {
+	case c.Timeout <= 0 || c.DialTimeout <= 0:
+		return nil, invalid("timeout and dial_timeout must be positive")
+	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
+		return nil, invalid("tls_cert_file and tls_key_file go together")
+	}
+	opts := &goredis.UniversalOptions{
+		Addrs:                 []string{c.Addr},
+		Username:              c.Username,
+		Password:              c.Password,
+		DB:                    c.DB,
+		IsClusterMode:         c.Cluster,
+		DialTimeout:           c.DialTimeout,
+		ReadTimeout:           c.Timeout,
+		WriteTimeout:          c.Timeout,
+		MaxRetries:            -1,
+		ContextTimeoutEnabled: true,
+		DisableIdentity:       true,
+	}
+	tlsOn, serverName := c.TLS, c.TLSServerName
+	if c.URL != "" {
+		u, err := goredis.ParseURL(c.URL)
+		if err != nil {
+			return nil, invalid("url: %v", err)
+		}
+		opts.Addrs, opts.Username, opts.Password, opts.DB = []string{u.Addr}, u.Username, u.Password, u.DB
+		if u.TLSConfig != nil {
+			tlsOn = true
+			if serverName == "" {
+				serverName = u.TLSConfig.ServerName
+			}
+		}
+	}
+	if tlsOn || c.TLSCAFile != "" || c.TLSCertFile != "" || serverName != "" {
+		tc, err := c.tlsConfig(opts.Addrs[0], serverName)
+		if err != nil {
+			return nil, err
+		}
+		opts.TLSConfig = tc
+	}
+	return opts, nil
+}
+
+// Where returns the server the settings name, for messages: the url's host:port, or addr. It never
+// includes credentials.
+func (c *Config) Where() string {
+	if c.URL != "" {
+		if u, err := goredis.ParseURL(c.URL); err == nil {
+			return u.Addr
+		}
+		return "(the url)"
+	}
+	return c.Addr
+}
+
+func (c *Config) tlsConfig(addr, serverName string) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if tc.ServerName == "" {
+		tc.ServerName = addr
+		if i := strings.LastIndexByte(addr, ':'); i >= 0 {
+			tc.ServerName = strings.Trim(addr[:i], "[]")
+		}
+	}
+	if c.TLSCAFile != "" {
+		pem, err := os.ReadFile(c.TLSCAFile)
+		if err != nil {
+			return nil, invalid("tls_ca_file: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, invalid("tls_ca_file %s holds no PEM certificate", c.TLSCAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if c.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
+		if err != nil {
+			return nil, invalid("tls_cert_file/tls_key_file: %v", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// Transient reports whether err is worth retrying: a connection problem, a timeout, or a server reply
+// saying it is loading, busy or failing over. Other replies (WRONGPASS, NOPERM, a script's
+// error) and certificate errors are not: they would be refused again.
+func Transient(err error) bool {
+	var verr *tls.CertificateVerificationError
+	if errors.Is(err, goredis.ErrClosed) || errors.As(err, &verr) {
+		return false // retrying cannot make a certificate valid
+	}
+	var rerr goredis.Error
+	if errors.As(err, &rerr) {
+		msg := rerr.Error()
+		// OOM (maxmemory reached) heals as the sink drains the buffer; the rest are failovers and
+		// resharding in progress. Anything else Redis refuses (WRONGPASS, NOAUTH, NOPERM, an unknown
+		// command) will be refused again.
+		for _, p := range []string{"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "MOVED", "ASK", "OOM"} {
+			if strings.HasPrefix(msg, p) {
+				return true
+			}
+		}
+		// go-redis reports some connection failures as redis.Error too.
+		var nerr net.Error
+		return errors.As(err, &nerr)
+	}
+	return true // network errors, EOF, timeouts
+}
