@@ -53,7 +53,7 @@ func TestPipelinesOfRealRuns(t *testing.T) {
 	waitFor(t, 10*time.Second, "orders running with records delivered and audit failed", func() bool {
 		sts := r.statuses()
 		o, a := find(sts, "orders"), find(sts, "audit")
-		return o.State == pipeline.Running && o.Delivered > 0 && a.State == pipeline.Failed
+		return o.State == pipeline.Running && o.Delivered > 0 && o.Buffer != nil && a.State == pipeline.Failed
 	})
 	first := list(t, srv)
 	time.Sleep(600 * time.Millisecond)
@@ -92,9 +92,13 @@ func TestPipelinesOfRealRuns(t *testing.T) {
 		o.ReadPerSecond == nil || *o.ReadPerSecond <= 0 {
 		t.Errorf("orders rates: read %v, delivered %v; want (0, 2600]", deref(o.ReadPerSecond), deref(o.DeliveredPerSecond))
 	}
-	// Neither the source's event times nor the buffer's fill are reported yet: unknown, not zero.
-	if o.LagSeconds != nil || o.LastEventTime != nil || o.Buffer != nil || o.Snapshot != nil {
-		t.Errorf("orders: lag %v, last event %v, buffer %+v, snapshot %+v; want null", deref(o.LagSeconds), o.LastEventTime, o.Buffer, o.Snapshot)
+	// The generate source reports no event times and no snapshot: unknown, not zero.
+	if o.LagSeconds != nil || o.LastEventTime != nil || o.Snapshot != nil {
+		t.Errorf("orders: lag %v, last event %v, snapshot %+v; want null", deref(o.LagSeconds), o.LastEventTime, o.Snapshot)
+	}
+	// The memory buffer reports its fill: a few records at most, behind a sink that keeps up.
+	if o.Buffer == nil || o.Buffer.Entries < 0 || o.Buffer.Entries > 2000 || o.Buffer.Bytes < 0 || (o.Buffer.Entries == 0) != (o.Buffer.Bytes == 0) {
+		t.Errorf("orders: buffer %+v, want the memory buffer's fill", o.Buffer)
 	}
 
 	a := byID(l, "audit")
