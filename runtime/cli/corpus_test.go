@@ -1027,6 +1027,7 @@ var normalisers = []struct {
 	{regexp.MustCompile(`127\.0\.0\.1:[1-6]\d{4}\b`), "127.0.0.1:<port>"},      // free ports not named by a variable
 	{regexp.MustCompile(`known plugins: [a-z0-9_, -]+`), "known plugins: …"},   // grows as plugins are added
 	{regexp.MustCompile(`lookup (\S+) on \S+: `), "lookup $1 on <resolver>: "}, // the machine's DNS server
+	{regexp.MustCompile(`script: [0-9a-f]{40}`), "script: <sha1>"},             // a Redis script's digest changes with its text
 }
 
 // normalise replaces the case's directories and the servers' addresses by their $NAME, then the

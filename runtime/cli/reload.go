@@ -27,7 +27,7 @@ func fingerprint(p *config.Pipeline) string {
 		if s == nil {
 			return nil
 		}
-		return map[string]any{"plugin": s.Plugin, "in_process": s.InProcess, "settings": s.Settings}
+		return map[string]any{"plugin": s.Plugin, "in_process": s.InProcess, "settings": s.Settings, "sha256": s.SHA256}
 	}
 	raws := func(rs []config.Raw) []any {
 		out := make([]any, len(rs))

@@ -3,6 +3,7 @@ package cli
 import (
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/sluicehq/sluice/runtime/config"
@@ -22,8 +23,9 @@ func TestFingerprintCoversPipeline(t *testing.T) {
 			"SinkTransforms", "SinkSteps", "OnError", "DeadLetter", "BatchMaxRecords", "BatchMaxBytes", "MaxInFlightBytes",
 			"Retry", "OpenTimeout", "StallTimeout"}},
 		// Kind follows from where the stage is; Spec is the plugin's, fixed while sluice runs; printed is
-		// Settings redacted; where names settings in messages (cluster.redis, never a pipeline's stage).
-		{reflect.TypeFor[config.Stage](), []string{"Kind", "Plugin", "Spec", "Settings", "InProcess", "Pos", "printed", "where"}},
+		// Settings redacted; where names settings in messages (cluster.redis, never a pipeline's stage);
+		// SHA256Pos says where the pin is written. A new pin (SHA256) restarts the stage's pipeline.
+		{reflect.TypeFor[config.Stage](), []string{"Kind", "Plugin", "Spec", "Settings", "InProcess", "SHA256", "SHA256Pos", "Pos", "printed", "where"}},
 	} {
 		var fields []string
 		for f := range tc.typ.Fields() {
@@ -54,6 +56,7 @@ func TestFingerprint(t *testing.T) {
 		"a nested value":  func(p *config.Pipeline) { p.Sink.Settings["labels"] = map[string]any{"a": "b"} },
 		"in_process":      func(p *config.Pipeline) { p.Sink.InProcess = true },
 		"the plugin":      func(p *config.Pipeline) { p.Sink.Plugin = "file-atomic" },
+		"a pin":           func(p *config.Pipeline) { p.Sink.SHA256 = strings.Repeat("ab", 32) },
 		"a buffer":        func(p *config.Pipeline) { p.Buffer = &config.Stage{Plugin: "memory"} },
 		"a step":          func(p *config.Pipeline) { p.Transforms = []config.Raw{{Value: map[string]any{"filter": "true"}}} },
 		"batching":        func(p *config.Pipeline) { p.BatchMaxRecords = 10 },
