@@ -528,3 +528,23 @@ func setTopicConfig(t *testing.T, brokers []string, topic, key, value string) {
 		t.Fatalf("setting %s=%s on %s: %v", key, value, topic, err)
 	}
 }
+
+// TestSilentBrokerFailsBeforeTheDeadline: brokers that accept connections and never answer keep Open
+// waiting; it fails with the sink's own words, naming the brokers, before the caller's deadline, so the
+// host hears why rather than cutting the call.
+func TestSilentBrokerFailsBeforeTheDeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s := &Sink{}
+	err = s.Open(ctx, sdk.OpenRequest{Pipeline: "p", Settings: sdk.Settings{"brokers": []any{ln.Addr().String()}, "topic": "t"}})
+	if ctx.Err() != nil {
+		t.Fatalf("Open returned %v after the deadline", err)
+	}
+	wantClass(t, err, nil, "kafka: brokers "+ln.Addr().String()+" gave no usable answer while Open could wait (the pipeline's open_timeout)",
+		"is brokers right?")
+}
