@@ -502,8 +502,13 @@ func TestTransientErrors(t *testing.T) {
 		defer ocancel()
 		opened := &Sink{}
 		err := opened.Open(octx, sdk.OpenRequest{Pipeline: "frozen-open", Settings: sdk.Settings(settingsFor(b, topic, nil))})
+		late := octx.Err() != nil
 		_ = opened.Close(octx)
-		wantClass(t, err, nil, "context deadline exceeded") // not the client's dial timeout, later
+		if late {
+			t.Fatalf("Open returned %v after its deadline", err)
+		}
+		// Before the deadline, in the sink's words, not the client's dial timeout, later.
+		wantClass(t, err, nil, "kafka: brokers "+b.brokers[0]+" gave no usable answer while Open could wait")
 	})
 }
 
@@ -527,4 +532,24 @@ func setTopicConfig(t *testing.T, brokers []string, topic, key, value string) {
 	if err != nil {
 		t.Fatalf("setting %s=%s on %s: %v", key, value, topic, err)
 	}
+}
+
+// TestSilentBrokerFailsBeforeTheDeadline: brokers that accept connections and never answer keep Open
+// waiting; it fails with the sink's own words, naming the brokers, before the caller's deadline, so the
+// host hears why rather than cutting the call.
+func TestSilentBrokerFailsBeforeTheDeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s := &Sink{}
+	err = s.Open(ctx, sdk.OpenRequest{Pipeline: "p", Settings: sdk.Settings{"brokers": []any{ln.Addr().String()}, "topic": "t"}})
+	if ctx.Err() != nil {
+		t.Fatalf("Open returned %v after the deadline", err)
+	}
+	wantClass(t, err, nil, "kafka: brokers "+ln.Addr().String()+" gave no usable answer while Open could wait (the pipeline's open_timeout)",
+		"is brokers right?")
 }

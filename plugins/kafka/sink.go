@@ -75,12 +75,34 @@ func (s *Sink) Open(ctx context.Context, req sdk.OpenRequest) error {
 	if _, err := cfg.connOpts(s.log); err != nil {
 		return fmt.Errorf("%w: %w", sdk.ErrInvalidSettings, err)
 	}
-	if err := s.open(ctx); err != nil {
+	octx, cancel := openContext(ctx)
+	defer cancel()
+	if err := s.open(octx); err != nil {
 		s.release() // the host may not call Close after a failed Open
+		if octx.Err() != nil && ctx.Err() == nil {
+			// The brokers kept the client waiting (a silent address, a server that is not Kafka, no
+			// leader): say so while the host still listens, rather than be cut without a word.
+			return fmt.Errorf("kafka: brokers %s gave no usable answer while Open could wait (the pipeline's open_timeout): are they Kafka brokers, reachable from here, and is brokers right? (a broker that expects TLS needs tls: true)",
+				s.cfg.brokerList())
+		}
 		return s.classify(err)
 	}
 	return nil
 }
+
+// openContext returns ctx ending a little before ctx's deadline (a tenth of the time left, at most
+// openMargin), so that an Open the brokers keep waiting fails with the sink's own words before the host
+// cuts the call.
+func openContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, dl.Add(-min(time.Until(dl)/10, openMargin)))
+}
+
+// openMargin is the most time openContext keeps back from the host's deadline for Open.
+const openMargin = time.Second
 
 func (s *Sink) open(ctx context.Context) error {
 	cl, err := s.client(ctx)

@@ -120,14 +120,16 @@ type Config struct {
 // positions are stored downstream), then Close. Cancelling Read's context makes it return ctx.Err().
 type Source struct {
 	sdk.UnimplementedSource
-	cfg    Config
-	log    *slog.Logger
-	dec    decoder
-	max    int
-	client *mongo.Client
-	stream *mongo.ChangeStream
-	replay *replay
-	snap   *snapshot // the initial snapshot while it is being copied
+	cfg Config
+	// selectTimeout is the uri's serverSelectionTimeoutMS, or the driver's default.
+	selectTimeout time.Duration
+	log           *slog.Logger
+	dec           decoder
+	max           int
+	client        *mongo.Client
+	stream        *mongo.ChangeStream
+	replay        *replay
+	snap          *snapshot // the initial snapshot while it is being copied
 
 	startAt      start // where a stream with no stored position begins (start_at)
 	from         start // where the current stream was opened
@@ -248,6 +250,10 @@ func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
 	}
 	if err := copts.Validate(); err != nil {
 		return invalid("uri: %v", err)
+	}
+	s.selectTimeout = defaultSelectionTimeout
+	if copts.ServerSelectionTimeout != nil {
+		s.selectTimeout = *copts.ServerSelectionTimeout
 	}
 	client, err := mongo.Connect(copts)
 	if err != nil {
@@ -386,7 +392,7 @@ func (s *Source) watch(ctx context.Context, from start, stored bool) error {
 		if historyLost(err) && (stored || from.at != nil) {
 			return s.historyLost(ctx, from, err)
 		}
-		return fmt.Errorf("mongodb: opening the change stream on %s %s: %w", s.scope(), from, err)
+		return fmt.Errorf("mongodb: opening the change stream on %s %s: %w", s.scope(), from, unreachable(ctx, err, s.selectTimeout))
 	}
 	s.stream, s.from = cs, from
 	s.log.Info("change stream open", "scope", s.scope(), "from", from.String())

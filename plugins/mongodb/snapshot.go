@@ -172,7 +172,7 @@ func (s *Source) readSnapshot(ctx context.Context) ([]record.Record, error) {
 		}
 		cur, err := sn.coll.Find(ctx, filter, o)
 		if err != nil {
-			return nil, fmt.Errorf("mongodb: snapshot of %s: %w", s.scope(), err)
+			return nil, fmt.Errorf("mongodb: snapshot of %s: %w", s.scope(), unreachable(ctx, err, s.selectTimeout))
 		}
 		sn.cur = cur
 	}

@@ -179,7 +179,7 @@ func (b *Buffer) Open(ctx context.Context, req sdk.OpenRequest) error {
 		}
 		b.lastRead = string(req.After)
 	}
-	if err := b.retry(ctx, "connect", func() error { return client.Ping(ctx).Err() }); err != nil {
+	if err := b.retry(ctx, "connect", func() error { return cfg.Explain(client.Ping(ctx).Err()) }); err != nil {
 		return err
 	}
 	checkPersistence(ctx, client, b.log)
@@ -639,8 +639,12 @@ func (b *Buffer) retry(ctx context.Context, what string, op func() error) error 
 			return ctx.Err()
 		}
 	}
-	if attempts > 1 {
-		return fmt.Errorf("redis: %s: %w (gave up after %d attempts)", what, err, attempts)
+	if !errors.Is(err, sdk.ErrPermanent) { // still failing when retry_timeout ran out
+		n := "attempts"
+		if attempts == 1 {
+			n = "attempt"
+		}
+		return fmt.Errorf("redis: %s: %w (gave up after %d %s over retry_timeout, %s)", what, err, attempts, n, b.cfg.RetryTimeout)
 	}
 	return fmt.Errorf("redis: %s: %w", what, err)
 }

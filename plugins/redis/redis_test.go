@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -457,5 +458,27 @@ func TestACL(t *testing.T) {
 				t.Fatalf("Open = %v: a wrong password must be a permanent error, not retried", err)
 			}
 		})
+	}
+}
+
+// TestOpenUnreachable: Open against a port nothing listens on retries for retry_timeout, then fails with
+// a transient error that names the server and the settings to check.
+func TestOpenUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	b := &redis.Buffer{}
+	defer b.Close(context.Background())
+	err = b.Open(context.Background(), sdk.OpenRequest{Pipeline: "p",
+		Settings: sdk.Settings{"addr": addr, "retry_timeout": "300ms"}})
+	want := "redis: connect: " + addr + " refused the connection: is Redis running there, and is addr right? (gave up after "
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.HasSuffix(err.Error(), "over retry_timeout, 300ms)") {
+		t.Fatalf("Open = %v, want %q… naming retry_timeout", err, want)
+	}
+	if errors.Is(err, sdk.ErrPermanent) {
+		t.Fatalf("Open = %v: an unreachable server must be a transient error", err)
 	}
 }

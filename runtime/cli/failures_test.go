@@ -168,7 +168,7 @@ func TestFailuresTellTheTruth(t *testing.T) {
 			`pipeline p: failed: gave up after \d+ attempts .*: sink misbehave \(pid \d+\) exited with status 7: misbehave: exiting with status 7 in write`, true},
 		{"blocked open times out", `open: block`, `open_timeout: 1s
     retry: { initial: 100ms, max: 200ms, give_up_after: 2s }`, 1,
-			`pipeline p: failed: gave up after \d+ attempts .*: sink misbehave \(pid \d+\): opening: no answer within open_timeout \(1s\)`, true},
+			`pipeline p: failed: gave up after \d+ attempts .*: sink misbehave \(pid \d+\) did not finish Open within open_timeout \(1s\)`, true},
 		{"transient once heals", `write: error, after: 3000, once_marker: marker`, ``, 0,
 			`pipeline p: done — \d+ records read \(\d+/s\), 10000 delivered \(\d+/s\) in .*, at-least-once, 1 restarts`, true},
 	} {

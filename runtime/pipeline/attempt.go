@@ -91,9 +91,10 @@ func (p *Pipeline) watchHealth(ctx context.Context, cancel context.CancelCauseFu
 	}
 }
 
-// call runs fn, a call into s that sets a stage up (Open, Checkpoint), within OpenTimeout, warning every
-// slowCallWarning while it runs.
-func (p *Pipeline) call(ctx context.Context, s *stage, doing string, fn func(context.Context) error) error {
+// call runs fn, the call named method into s that sets a stage up (Open, Checkpoint), within OpenTimeout,
+// warning every slowCallWarning while it runs. A call cut at OpenTimeout fails with an *OpenTimeoutError,
+// whatever words the transport found for the cut.
+func (p *Pipeline) call(ctx context.Context, s *stage, doing, method string, fn func(context.Context) error) error {
 	cctx, cancel := context.WithTimeout(ctx, p.cfg.OpenTimeout)
 	defer cancel()
 	done := make(chan error, 1)
@@ -106,11 +107,12 @@ func (p *Pipeline) call(ctx context.Context, s *stage, doing string, fn func(con
 		case err := <-done:
 			// The plugin's side of the call has the same deadline and may give up a moment before this
 			// side notices: a failure at the deadline is the timeout, whatever the transport called it.
+			// A failure well before it is the plugin's own, even when a timeout of its own (a driver's)
+			// fired: that one is not open_timeout.
 			deadline, _ := cctx.Deadline()
-			timedOut := cctx.Err() == context.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded) ||
-				time.Until(deadline) < 100*time.Millisecond
+			timedOut := cctx.Err() == context.DeadlineExceeded || time.Until(deadline) < 100*time.Millisecond
 			if err != nil && ctx.Err() == nil && timedOut {
-				err = fmt.Errorf("%w (%s): %w", errOpenTimeout, p.cfg.OpenTimeout, err)
+				err = &OpenTimeoutError{Method: method, Timeout: p.cfg.OpenTimeout, Err: err}
 			}
 			if err != nil && ctx.Err() != nil {
 				return context.Cause(ctx)
@@ -132,7 +134,7 @@ func (p *Pipeline) open(ctx context.Context, s *stage, cfg Stage, open func(cont
 	if err := p.leaseValid(); err != nil {
 		return err
 	}
-	return p.call(ctx, s, "opening", func(ctx context.Context) error {
+	return p.call(ctx, s, "opening", "Open", func(ctx context.Context) error {
 		return open(ctx, protocol.OpenRequest{
 			Pipeline: p.cfg.ID, Settings: cfg.Settings, After: after,
 			MaxBatchRecords: p.cfg.BatchMaxRecords, MaxBatchBytes: p.cfg.BatchMaxBytes,
@@ -406,7 +408,7 @@ type checkpointer interface {
 func (p *Pipeline) resumePoint(ctx context.Context, s *stage, cfg Stage, c checkpointer, name string) (record.Position, error) {
 	if cfg.Atomic {
 		var pos record.Position
-		err := p.call(ctx, s, "reading its checkpoint", func(ctx context.Context) (err error) {
+		err := p.call(ctx, s, "reading its checkpoint", "Checkpoint", func(ctx context.Context) (err error) {
 			pos, err = c.Checkpoint(ctx)
 			return err
 		})

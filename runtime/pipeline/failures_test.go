@@ -3,7 +3,9 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -228,8 +230,32 @@ func TestOpenTimeout(t *testing.T) {
 	})
 	run(t, p)
 	checkAll(t, f.w.seqs(), 500, true)
-	if !strings.Contains(log.String(), "no answer within open_timeout (200ms)") {
-		t.Fatalf("the open timeout is not reported:\n%s", log)
+	if !regexp.MustCompile(`err="sink \S+ did not finish Open within open_timeout \(200ms\)"`).MatchString(log.String()) {
+		t.Fatalf("the open timeout is not reported as one sentence:\n%s", log)
+	}
+}
+
+// TestOpenFailsWithItsOwnTimeout: an Open that fails well before open_timeout, with a timeout of the
+// plugin's own (a driver's context.DeadlineExceeded), is reported with the plugin's words: open_timeout
+// did not fire.
+func TestOpenFailsWithItsOwnTimeout(t *testing.T) {
+	f := newFixture(500)
+	var attempts atomic.Int64
+	cfg := config(true, false)
+	cfg.OpenTimeout = time.Minute
+	p, log := hookPipeline(f, cfg, func() *hookSink {
+		return &hookSink{worldSink: worldSink{w: f.w}, attempts: &attempts,
+			open: func(ctx context.Context, a int64) error {
+				if a == 1 {
+					return fmt.Errorf("server selection: %w", context.DeadlineExceeded)
+				}
+				return nil
+			}}
+	})
+	run(t, p)
+	checkAll(t, f.w.seqs(), 500, true)
+	if strings.Contains(log.String(), "open_timeout") || !strings.Contains(log.String(), "opening: server selection: context deadline exceeded") {
+		t.Fatalf("the plugin's own timeout is not reported as its own:\n%s", log)
 	}
 }
 

@@ -60,7 +60,6 @@ const (
 var (
 	errStalled      = errors.New("stalled")
 	errUnresponsive = errors.New("the plugin process has not answered")
-	errOpenTimeout  = errors.New("no answer within open_timeout")
 )
 
 // Cause names what a failure was, for metrics and alerts: CauseCrash, CauseStall, CauseUnresponsive,
@@ -74,7 +73,7 @@ func Cause(err error) string {
 		return CauseStall
 	case errors.Is(err, errUnresponsive):
 		return CauseUnresponsive
-	case errors.Is(err, errOpenTimeout):
+	case errors.As(err, new(*OpenTimeoutError)):
 		return CauseOpenTimeout
 	}
 	return CauseError

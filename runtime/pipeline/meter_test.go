@@ -366,7 +366,7 @@ func TestCause(t *testing.T) {
 		{&StageError{Stage: "sink k", Role: "sink", Exit: &protocol.Exit{}, Err: protocol.ErrConnectionLost}, CauseCrash},
 		{p.stall(s, 2*time.Minute, 5, 50), CauseStall},
 		{s.unresponsive(15*time.Second, context.DeadlineExceeded), CauseUnresponsive},
-		{fmt.Errorf("%w (2m0s): %w", errOpenTimeout, context.DeadlineExceeded), CauseOpenTimeout},
+		{s.fail("opening", &OpenTimeoutError{Method: "Open", Timeout: 2 * time.Minute, Err: context.DeadlineExceeded}), CauseOpenTimeout},
 		{s.fail("writing", errors.New("broker down")), CauseError},
 	} {
 		if got := Cause(tt.err); got != tt.want {

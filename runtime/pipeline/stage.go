@@ -48,10 +48,32 @@ func (e *StageError) Error() string {
 	case e.Exit != nil:
 		return fmt.Sprintf("%s %s (while %s)", e.Stage, e.Exit, e.Doing)
 	}
+	var ot *OpenTimeoutError
+	if errors.As(e.Err, &ot) {
+		return fmt.Sprintf("%s %s", e.Stage, ot) // "sink kafka (pid 4242) did not finish Open within open_timeout (2m0s)"
+	}
 	return fmt.Sprintf("%s: %s: %v", e.Stage, e.Doing, e.Err)
 }
 
 func (e *StageError) Unwrap() error { return e.Err }
+
+// OpenTimeoutError is a call that sets a stage up (Open, Checkpoint) cut at open_timeout. Its message is
+// what happened, once: the transport's words for the cut (a deadline, a reset stream) add nothing.
+type OpenTimeoutError struct {
+	// Method is the call: "Open" or "Checkpoint".
+	Method string
+	// Timeout is open_timeout.
+	Timeout time.Duration
+	// Err is what the call returned when it was cut.
+	Err error
+}
+
+func (e *OpenTimeoutError) Error() string {
+	return fmt.Sprintf("did not finish %s within open_timeout (%s)", e.Method, e.Timeout)
+}
+
+// Unwrap returns what the call returned.
+func (e *OpenTimeoutError) Unwrap() error { return e.Err }
 
 // fail attributes err, which a call into s returned while doing, to s. A broken connection is explained
 // by the fate of the plugin's process when it died. Cancellation passes through unchanged: its cause is

@@ -6,13 +6,16 @@
 package redisconn
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -143,6 +146,77 @@ func (c *Config) Where() string {
 		return "(the url)"
 	}
 	return c.Addr
+}
+
+// ConnectError is a failure to reach a Redis server, or to get a Redis reply from it, described for users
+// (see Config.Explain).
+type ConnectError struct {
+	// Where is the server (Config.Where).
+	Where string
+	// Problem says what happened, naming Where and the setting to check.
+	Problem string
+	// Err is the client's error.
+	Err error
+}
+
+// Error returns the problem.
+func (e *ConnectError) Error() string { return e.Problem }
+
+// Unwrap returns the client's error: errors.Is, errors.As and Transient see through a ConnectError, so
+// describing a failure never changes its class.
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// Explain describes err, the failure of the first command on a new connection (a PING), for users: it
+// names the server and the setting to check, and says which timeout fired, if one did. A reply of the
+// server's own (WRONGPASS, NOAUTH, …) is kept, after the server's address. err is returned unchanged
+// when it is nil or the caller's context ended (context.Canceled, or context.DeadlineExceeded without
+// TLS: only the TLS handshake runs under dial_timeout as a context deadline).
+func (c *Config) Explain(err error) error {
+	if err == nil {
+		return nil
+	}
+	where, setting := c.Where(), "addr"
+	if c.URL != "" {
+		setting = "url"
+	}
+	tlsOn := c.TLS || c.TLSCAFile != "" || c.TLSCertFile != "" || c.TLSServerName != "" || strings.HasPrefix(c.URL, "rediss:")
+	notRedis := "is it a Redis server"
+	if !tlsOn {
+		notRedis += " (one that expects TLS needs tls: true)"
+	}
+	var (
+		problem string
+		op      *net.OpError
+		dns     *net.DNSError
+		nerr    net.Error
+		rerr    goredis.Error
+	)
+	switch {
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) && !tlsOn:
+		return err
+	case errors.Is(err, context.DeadlineExceeded):
+		problem = fmt.Sprintf("no TLS handshake with %s within dial_timeout (%s): does the server speak TLS, and is %s right?",
+			where, c.DialTimeout, setting)
+	case errors.As(err, &dns):
+		problem = fmt.Sprintf("the host of %s does not resolve (%s): check %s", where, dns.Err, setting)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		problem = fmt.Sprintf("%s refused the connection: is Redis running there, and is %s right?", where, setting)
+	case errors.As(err, &op) && op.Op == "dial" && op.Timeout():
+		problem = fmt.Sprintf("no connection to %s within dial_timeout (%s): is the host up and reachable, and is %s right?",
+			where, c.DialTimeout, setting)
+	case errors.As(err, &nerr) && nerr.Timeout():
+		problem = fmt.Sprintf("%s accepted the connection but sent no reply within timeout (%s): %s, and is %s right?",
+			where, c.Timeout, notRedis, setting)
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):
+		problem = fmt.Sprintf("%s closed the connection without a reply: %s, and is %s right?", where, notRedis, setting)
+	case errors.As(err, &rerr):
+		problem = fmt.Sprintf("Redis at %s replied: %v", where, rerr)
+	case strings.HasPrefix(err.Error(), "redis: can't parse") || strings.HasPrefix(err.Error(), "redis: invalid reply"):
+		problem = fmt.Sprintf("%s answered, but not in Redis's protocol: %s, and is %s right?", where, notRedis, setting)
+	default:
+		problem = fmt.Sprintf("Redis at %s: %v", where, err)
+	}
+	return &ConnectError{Where: where, Problem: problem, Err: err}
 }
 
 func (c *Config) tlsConfig(addr, serverName string) (*tls.Config, error) {

@@ -147,3 +147,99 @@ func TestTransient(t *testing.T) {
 		}
 	}
 }
+
+// fakeServer listens on a local port and treats every connection with serve; it returns the address.
+func fakeServer(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+			go serve(c)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestExplain pings servers that fail in each way a connection can and checks the message: it names
+// the server and the setting to check, says which timeout fired, and keeps the error's class.
+func TestExplain(t *testing.T) {
+	firstRead := func(c net.Conn) { _, _ = c.Read(make([]byte, 64)) }
+	silent := fakeServer(t, func(net.Conn) {})
+	closes := fakeServer(t, func(c net.Conn) { firstRead(c); c.Close() })
+	http := fakeServer(t, func(c net.Conn) { firstRead(c); _, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n")) })
+	noauth := fakeServer(t, func(c net.Conn) {
+		for {
+			if _, err := c.Read(make([]byte, 256)); err != nil {
+				return
+			}
+			_, _ = c.Write([]byte("-NOAUTH Authentication required.\r\n"))
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := ln.Addr().String()
+	ln.Close()
+	for _, tc := range []struct {
+		name      string
+		cfg       func(c *Config)
+		want      []string
+		transient bool
+	}{
+		{"refused", func(c *Config) { c.Addr = refused }, []string{refused + " refused the connection", "is addr right?"}, true},
+		{"unresolvable", func(c *Config) { c.Addr = "no-such-host.invalid:6379" },
+			[]string{"the host of no-such-host.invalid:6379 does not resolve", "check addr"}, true},
+		{"silent", func(c *Config) { c.Addr = silent },
+			[]string{silent + " accepted the connection but sent no reply within timeout (300ms)", "tls: true", "is addr right?"}, true},
+		{"silent, over TLS", func(c *Config) { c.Addr, c.TLS = silent, true },
+			[]string{"no TLS handshake with " + silent + " within dial_timeout (200ms)"}, true},
+		{"closes", func(c *Config) { c.URL = "redis://" + closes + "/0" },
+			[]string{closes + " closed the connection without a reply: is it a Redis server", "is url right?"}, true},
+		{"not Redis", func(c *Config) { c.Addr = http },
+			[]string{http + " answered, but not in Redis's protocol: is it a Redis server"}, true},
+		{"a Redis reply", func(c *Config) { c.Addr = noauth }, []string{"Redis at " + noauth + " replied: NOAUTH Authentication required."}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Defaults()
+			c.DialTimeout, c.Timeout = 200*time.Millisecond, 300*time.Millisecond
+			tc.cfg(&c)
+			o, err := c.Options()
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.DialerRetries = 1
+			client := goredis.NewUniversalClient(o)
+			defer client.Close()
+			perr := client.Ping(context.Background()).Err()
+			err = c.Explain(perr)
+			var ce *ConnectError
+			if !errors.As(err, &ce) || !errors.Is(err, perr) {
+				t.Fatalf("Explain(%v) = %v, want a ConnectError wrapping it", perr, err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Explain(%v) = %q, want it to say %q", perr, err, w)
+				}
+			}
+			if Transient(err) != tc.transient || Transient(err) != Transient(perr) {
+				t.Errorf("Transient(%v) = %v, want %v (as for %v)", err, Transient(err), tc.transient, perr)
+			}
+		})
+	}
+	if err := (&Config{}).Explain(nil); err != nil {
+		t.Fatalf("Explain(nil) = %v", err)
+	}
+	if err := (&Config{Addr: "a:1"}).Explain(context.Canceled); err != context.Canceled {
+		t.Fatalf("Explain(context.Canceled) = %v, want it unchanged", err)
+	}
+}
