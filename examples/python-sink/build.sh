@@ -38,9 +38,13 @@ chmod 755 "$dir/plugins" # sluice runs only executables in directories no one el
   --python_out="$dir/stubs" --grpc_python_out="$dir/stubs" "$root/sdk/proto/sluice.proto"
 
 # The launcher: sluice starts plugins with a minimal environment, so it names the interpreter and the
-# stubs itself. Written to a temporary file and renamed, so a running sluice never sees half of it.
+# stubs itself. It carries the digest of the code it runs: sluice caches a plugin's spec while the
+# executable (this launcher) is unchanged, so a change to the Python code must change the launcher.
+# Written to a temporary file and renamed, so a running sluice never sees half of it.
+code=$(cat "$here/sink.py" "$here/wire.py" "$here/requirements.txt" "$root/sdk/proto/sluice.proto" | sha256sum | cut -d' ' -f1)
 cat > "$dir/plugins/.python-sink.tmp" <<LAUNCHER
 #!/bin/sh
+# python-sink, built by $here/build.sh; code sha256:$code
 PYTHONPATH='$dir/stubs:$here' PYTHONPYCACHEPREFIX='$dir/pycache' exec '$dir/venv/bin/python' '$here/sink.py'
 LAUNCHER
 chmod 755 "$dir/plugins/.python-sink.tmp"
