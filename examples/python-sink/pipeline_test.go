@@ -5,6 +5,7 @@ package pythonsink
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -67,6 +68,26 @@ pipelines:
 	}
 	if !strings.Contains(string(out), `msg="appending to file"`) {
 		t.Errorf("the plugin's log line is not in sluice's log:\n%s", out)
+	}
+
+	// A file in a directory that does not exist: the plugin's FAILED_PRECONDITION fails the pipeline at
+	// once (no retries), with the plugin's message.
+	missing := filepath.Join(tmp, "missing", "records.jsonl")
+	if err := os.WriteFile(connector, []byte(strings.Replace(yaml, output, missing, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run = exec.Command(run.Path, run.Args[1:]...)
+	run.Env = append(os.Environ(), "XDG_CACHE_HOME="+filepath.Join(tmp, "cache"))
+	out, err = run.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("sluice run with a missing directory: %v, want exit status 1\n%s", err, out)
+	}
+	if want := "opening: " + missing + ": No such file or directory"; !strings.Contains(string(out), want) {
+		t.Errorf("no %q in:\n%s", want, out)
+	}
+	if strings.Contains(string(out), "restarting from stored positions") {
+		t.Errorf("a permanent error was retried:\n%s", out)
 	}
 
 	f, err := os.Open(output)

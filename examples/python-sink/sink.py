@@ -89,10 +89,11 @@ class SinkService(sluice_pb2_grpc.SinkServicer):
             self.file = open(path, "ab")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
             # FAILED_PRECONDITION: permanent, no retry can help.
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"opening {path}: {e.strerror}")
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{path}: {e.strerror}")
         except OSError as e:
-            # Any other code is transient: the host restarts the stage with backoff.
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"opening {path}: {e.strerror}")
+            # Any other code is transient: the host restarts the stage with backoff. UNKNOWN, as the Go
+            # SDK: the host reads UNAVAILABLE as a lost connection.
+            context.abort(grpc.StatusCode.UNKNOWN, f"{path}: {e.strerror}")
         log("info", "appending to file", path=path)
         return sluice_pb2.Empty()
 
@@ -116,9 +117,8 @@ class SinkService(sluice_pb2_grpc.SinkServicer):
                 if self.sync:
                     os.fsync(self.file.fileno())
             except OSError as e:
-                # Transient (UNAVAILABLE is any other code here): the host restarts the stage and sends
-                # every unacknowledged batch again.
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"writing {self.path}: {e.strerror}")
+                # Transient: the host restarts the stage and sends every unacknowledged batch again.
+                context.abort(grpc.StatusCode.UNKNOWN, f"{self.path}: {e.strerror}")
             # Acknowledges every batch up to and including this one: they are durable.
             yield sluice_pb2.Ack(seq=batch.seq)
 
