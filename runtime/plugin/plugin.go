@@ -82,7 +82,7 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxMessageBytes bounds gRPC messages (default sdk.DefaultMaxMessageBytes).
 	MaxMessageBytes int
-	// PlainText turns off AutoMTLS between host and plugins. Only for measuring what TLS costs.
+	// PlainText turns off mutual TLS between host and plugins. Only for measuring what TLS costs.
 	PlainText bool
 	// Stdout receives what stages whose output is meant for it (sdk.Capabilities.WritesStdout: the stdout
 	// sink) print; nil discards it. What other plugins print on their stdout is logged as warnings.

@@ -76,7 +76,7 @@ type LaunchConfig struct {
 	// Stdout receives what the plugin writes to its stdout after the handshake; nil discards it. The host
 	// passes its own stdout only to stages whose output is meant for it (sdk.Capabilities.WritesStdout).
 	Stdout io.Writer
-	// PlainText turns AutoMTLS off. Only for measuring its cost; plugins talk over TLS by default.
+	// PlainText turns mutual TLS off. Only for measuring its cost; plugins talk over TLS by default.
 	PlainText bool
 }
 
@@ -123,26 +123,41 @@ func Launch(cfg LaunchConfig) (*Conn, error) {
 	cmd := exec.Command(cfg.Path)
 	cmd.Env = append(append([]string(nil), cfg.Env...), fmt.Sprintf("%s=%d", sdk.EnvMaxMessageBytes, maxMsg))
 	cmd.SysProcAttr = deathSignal()
+	var mtls *hostTLS
+	if !cfg.PlainText {
+		var err error
+		if mtls, err = newHostTLS(); err != nil {
+			return nil, err
+		}
+		cmd.Env = append(cmd.Env, envClientCert+"="+string(mtls.certPEM))
+	}
 	c := &Conn{cmd: cmd, logger: logger, done: make(chan struct{})}
 	c.tail = newStderrTail(func(text string) { logger.Error("plugin panicked", "panic", text) })
 	set := plugin.PluginSet{sdk.PartSpec: &hostPart{}}
-	c.client = plugin.NewClient(&plugin.ClientConfig{
+	clientCfg := &plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{sdk.ProtocolVersion: set},
 		Cmd:              cmd,
 		SkipHostEnv:      true,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		AutoMTLS:         !cfg.PlainText,
 		Logger:           logger,
 		StartTimeout:     cfg.StartTimeout,
 		Stderr:           c.tail.raw(),
 		SyncStdout:       cfg.Stdout,
 		SyncStderr:       c.tail.forwarded(func(l string) { logger.Debug("plugin stderr", "line", l) }),
 		GRPCDialOptions:  sdk.DialOptions(maxMsg),
-	})
+	}
+	if mtls != nil {
+		// Not go-plugin's AutoMTLS, whose certificate other languages' TLS stacks refuse (see tls.go).
+		clientCfg.TLSConfig = mtls.config
+	}
+	c.client = plugin.NewClient(clientCfg)
 	rpc, err := c.client.Client()
 	if cmd.Process != nil {
 		c.pid = cmd.Process.Pid
+	}
+	if err == nil && mtls != nil && !mtls.gotServerCert() {
+		err = errNoServerCert
 	}
 	if err != nil {
 		return nil, c.startError(cfg, err)
@@ -170,6 +185,12 @@ func (c *Conn) startError(cfg LaunchConfig, err error) error {
 	return se
 }
 
+// envClientCert names the variable that holds the host's TLS certificate (PEM) in a plugin's environment.
+const envClientCert = "PLUGIN_CLIENT_CERT"
+
+// errNoServerCert: the plugin's handshake line had no TLS certificate, so the host cannot authenticate it.
+var errNoServerCert = errors.New("no TLS certificate in the handshake line")
+
 var pluginVersion = regexp.MustCompile(`Plugin version: (\S+?),`)
 
 // startReason explains go-plugin's error for a plugin that failed to start. go-plugin's handshake errors
@@ -178,6 +199,10 @@ func startReason(err error, exit *Exit, timeout time.Duration) string {
 	var pathErr *fs.PathError
 	if errors.As(err, &pathErr) {
 		return "cannot be executed: " + pathErr.Err.Error()
+	}
+	if errors.Is(err, errNoServerCert) {
+		return "sent no TLS certificate in its plugin handshake (the sixth field), so it cannot be authenticated: " +
+			"a plugin must serve mutual TLS (see docs/plugins-in-other-languages.md)"
 	}
 	msg := err.Error()
 	first, _, _ := strings.Cut(msg, "\n")

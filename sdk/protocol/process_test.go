@@ -27,6 +27,13 @@ const envBehaviour = "SLUICE_PROTOCOL_TEST_OPEN"
 var stderr = os.Stderr
 
 func TestMain(m *testing.M) {
+	if b, ok := os.LookupEnv(envOwnTLS); ok {
+		if err := serveOwnTLS(b); err != nil {
+			fmt.Fprintln(os.Stderr, "owntls:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if b, ok := os.LookupEnv(envBehaviour); ok {
 		sdk.Serve(sdk.Plugin{
 			Spec:    sdk.Spec{Name: "crash", Version: "1", Summary: "crashes on purpose", Sink: &sdk.Stage{Summary: "crashes"}},
