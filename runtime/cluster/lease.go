@@ -81,7 +81,11 @@ type Lease struct {
 func newLease(m *Member, id string, token int64, since, sent time.Time) *Lease {
 	l := &Lease{m: m, pipeline: id, token: token, since: since, renewed: sent}
 	l.ctx, l.cancel = context.WithCancelCause(context.Background())
+	// The timer may fire at once (the acquisition took longer than stopBy): expire then waits for l.mu
+	// until l.timer is set.
+	l.mu.Lock()
 	l.timer = time.AfterFunc(time.Until(sent.Add(m.stopBy)), l.expire)
+	l.mu.Unlock()
 	return l
 }
 
