@@ -5,7 +5,8 @@ SHELL := /bin/bash
 GO      ?= go
 BIN     := $(CURDIR)/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X github.com/sluicehq/sluice/runtime/cli.Version=$(VERSION)
+# SourceDir records this checkout in bin/sluice: `sluice plugin init` builds new plugins against its sdk/.
+LDFLAGS := -s -w -X github.com/sluicehq/sluice/runtime/cli.Version=$(VERSION) -X github.com/sluicehq/sluice/runtime/cli.SourceDir=$(CURDIR)
 # Every module in the workspace (go.work): sdk, runtime, transforms, plugins/*, examples/*.
 MODULES  = $(shell $(GO) list -m -f '{{.Dir}}')
 # First-party plugins: every plugins/<module>/cmd/<name> builds bin/plugins/<name>.
