@@ -10,6 +10,16 @@ import (
 	"testing"
 )
 
+// goCache is the user's Go build cache, read before TestMain points XDG_CACHE_HOME (and with it the default
+// GOCACHE) at a fresh directory: the out-of-tree builds reuse it rather than compile gRPC afresh.
+var goCache = func() string {
+	out, err := exec.Command("go", "env", "GOCACHE").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}()
+
 // outOfTree runs a go command in dir, a module outside the repository, without the repository's go.work:
 // as an author who is not working in the sluice tree would.
 func outOfTree(t *testing.T, dir string, args ...string) string {
@@ -17,6 +27,9 @@ func outOfTree(t *testing.T, dir string, args ...string) string {
 	cmd := exec.Command("go", args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GOWORK=off")
+	if goCache != "" {
+		cmd.Env = append(cmd.Env, "GOCACHE="+goCache)
+	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("go %s in %s: %v\n%s", strings.Join(args, " "), dir, err, out)
