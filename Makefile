@@ -5,7 +5,8 @@ SHELL := /bin/bash
 GO      ?= go
 BIN     := $(CURDIR)/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X github.com/sluicehq/sluice/runtime/cli.Version=$(VERSION)
+# SourceDir records this checkout in bin/sluice: `sluice plugin init` builds new plugins against its sdk/.
+LDFLAGS := -s -w -X github.com/sluicehq/sluice/runtime/cli.Version=$(VERSION) -X github.com/sluicehq/sluice/runtime/cli.SourceDir=$(CURDIR)
 # Every module in the workspace (go.work): sdk, runtime, transforms, plugins/*, examples/*.
 MODULES  = $(shell $(GO) list -m -f '{{.Dir}}')
 # First-party plugins: every plugins/<module>/cmd/<name> builds bin/plugins/<name>.
@@ -15,7 +16,7 @@ BENCHTIME ?= 3x
 # How long `make fuzz` runs each fuzz target.
 FUZZTIME ?= 20s
 
-.PHONY: all build plugins test test-short fuzz demo chaos bench docs status-page generate check-generated lint fmt clean
+.PHONY: all build plugins test test-short fuzz demo chaos bench docs status-page generate check-generated lint install-lint fmt clean
 
 all: build
 
@@ -88,9 +89,19 @@ generate: ## regenerate protobuf code (needs protoc, protoc-gen-go v1.36.12, pro
 check-generated: generate ## fail if committed generated code is stale
 	git diff --exit-code -- sdk/proto
 
-lint: ## gofmt and go vet on every module
+# golangci-lint: the version make lint wants (.ci/run installs it with go install).
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT_PKG := github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+GOLANGCI_LINT ?= $(shell PATH="$$PATH:$$($(GO) env GOPATH)/bin" command -v golangci-lint)
+
+lint: ## gofmt, go vet and golangci-lint (.golangci.yml) on every module
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt:"; echo "$$bad"; exit 1; fi
 	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
+	@if [ -z "$(GOLANGCI_LINT)" ]; then echo "lint needs golangci-lint $(GOLANGCI_LINT_VERSION): make install-lint (go install $(GOLANGCI_LINT_PKG)@$(GOLANGCI_LINT_VERSION))" >&2; exit 1; fi
+	@for m in $(MODULES); do echo "== golangci-lint $${m#$(CURDIR)/}"; (cd $$m && $(GOLANGCI_LINT) run ./...); done
+
+install-lint: ## install the golangci-lint make lint wants into $(go env GOPATH)/bin
+	$(GO) install $(GOLANGCI_LINT_PKG)@$(GOLANGCI_LINT_VERSION)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -257,12 +257,12 @@ func runMode(ctx context.Context, opts options, srv *servers, m mode) (*result, 
 	if err != nil {
 		return nil, fmt.Errorf("mongo-java-server: %w", err)
 	}
-	defer mongoSrv.Stop(5 * time.Second)
+	defer func() { _ = mongoSrv.Stop(5 * time.Second) }()
 	client, err := mongo.Connect(mongooptions.Client().ApplyURI(mongoSrv.URI))
 	if err != nil {
 		return nil, err
 	}
-	defer client.Disconnect(context.Background())
+	defer func() { _ = client.Disconnect(context.Background()) }()
 	coll := client.Database("chaos").Collection("orders_" + m.short())
 	r.writer = newWriter(coll, r.rng.Uint64(), nMongo, float64(nMongo)/secs)
 
@@ -296,7 +296,7 @@ func runMode(ctx context.Context, opts options, srv *servers, m mode) (*result, 
 	if err := r.host.Start(); err != nil {
 		return nil, err
 	}
-	defer r.host.Stop(10 * time.Second)
+	defer func() { _ = r.host.Stop(10 * time.Second) }()
 
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()

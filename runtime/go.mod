@@ -27,6 +27,7 @@ require (
 	github.com/twmb/franz-go v1.22.2
 	go.etcd.io/bbolt v1.5.0
 	go.mongodb.org/mongo-driver/v2 v2.8.2
+	golang.org/x/mod v0.42.0
 	golang.org/x/net v0.60.0
 	golang.org/x/term v0.46.0
 	google.golang.org/grpc v1.85.0
@@ -76,7 +77,6 @@ require (
 	github.com/sluicehq/sluice/plugins/generate v0.0.0
 	github.com/sluicehq/sluice/plugins/memory v0.0.0
 	github.com/sluicehq/sluice/plugins/stdout v0.0.0
-	github.com/sluicehq/sluice/services v0.0.0-00010101000000-000000000000
 	github.com/spf13/pflag v1.0.10 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/sync v0.23.0

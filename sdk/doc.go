@@ -50,6 +50,20 @@
 // `sluice plugins list` shows it. Test it with package sdktest, which drives it over real gRPC exactly as
 // the host does.
 //
+// # Building outside the sluice repository
+//
+// This module's path, github.com/sluicehq/sluice/sdk, is not served by the Go module proxy (there are no
+// released versions yet), so a plugin's go.mod names a checkout of sluice with a replace directive:
+//
+//	go mod init example.com/prefixer
+//	go mod edit -require github.com/sluicehq/sluice/sdk@v0.0.0 \
+//	            -replace github.com/sluicehq/sluice/sdk=/path/to/sluice/sdk
+//	go mod tidy
+//
+// `sluice plugin init NAME --kind source|sink|buffer` writes such a module, with a working stage of that
+// kind and a test running package sdktest, pointing at the SDK of the checkout the sluice binary was built
+// from (or at --sdk DIR).
+//
 // # Metrics and event time
 //
 // A stage can count what it does: OpenRequest.Metrics registers counters, gauges and histograms, which the

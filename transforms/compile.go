@@ -114,9 +114,6 @@ func parsePath(s string) (target, error) {
 	return t, nil
 }
 
-// reserved are the environment names that are not payload fields.
-var reserved = map[string]bool{"meta": true, "key": true, "op": true}
-
 // docName is the environment entry holding the decoded payload. Every identifier that is not a reserved
 // name, a function or a variable is rewritten to a member of it (operationType → __doc.operationType), so
 // that the environment is a small map the Runner reuses rather than a copy of each payload.

@@ -85,7 +85,7 @@ func decimalOp(op string, a, b any) (any, error) {
 		return nil, fmt.Errorf("invalid operation: Decimal %s", op)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("Decimal %s %s %s: %v", x, op, y, err)
+		return nil, fmt.Errorf("Decimal %s %s %s: %v", x, op, y, err) //nolint:staticcheck // ST1005: Decimal is the type's name
 	}
 	return fromApd(&z)
 }

@@ -70,7 +70,7 @@ pipelines:
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Disconnect(ctx)
+	defer func() { _ = client.Disconnect(ctx) }()
 	orders := client.Database("shop").Collection("orders")
 	const n = 1000
 	killed := false

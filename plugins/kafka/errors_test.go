@@ -494,7 +494,7 @@ func TestTransientErrors(t *testing.T) {
 		if err := syscall.Kill(k.Pid(), syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
-		defer syscall.Kill(k.Pid(), syscall.SIGCONT)
+		defer func() { _ = syscall.Kill(k.Pid(), syscall.SIGCONT) }()
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		wantClass(t, s.Write(ctx, makeBatch(0, 2)), nil, "context deadline exceeded")
@@ -512,27 +512,6 @@ func TestTransientErrors(t *testing.T) {
 	})
 }
 
-func setTopicConfig(t *testing.T, brokers []string, topic, key, value string) {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	resp, err := kadm.NewClient(cl).AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: key, Value: &value}}, topic)
-	if err == nil {
-		for _, r := range resp {
-			if r.Err != nil {
-				err = r.Err
-			}
-		}
-	}
-	if err != nil {
-		t.Fatalf("setting %s=%s on %s: %v", key, value, topic, err)
-	}
-}
 
 // TestSilentBrokerFailsBeforeTheDeadline: brokers that accept connections and never answer keep Open
 // waiting; it fails with the sink's own words, naming the brokers, before the caller's deadline, so the

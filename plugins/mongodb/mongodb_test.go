@@ -181,7 +181,9 @@ func TestMetrics(t *testing.T) {
 	var age float64
 	for _, line := range strings.Split(string(text), "\n") {
 		if v, ok := strings.CutPrefix(line, "resume_token_age_seconds "); ok {
-			fmt.Sscan(v, &age)
+			if _, err := fmt.Sscan(v, &age); err != nil {
+				t.Fatalf("resume_token_age_seconds %q: %v", v, err)
+			}
 		}
 	}
 	if want := time.Since(latest).Seconds(); age < want-60 || age > want+60 {

@@ -182,7 +182,7 @@ func TestHealthzAndMetrics(t *testing.T) {
 		t.Errorf("GET /metrics without a handler = %d %q", code, body)
 	}
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "# HELP sluice_test a test\nsluice_test 1\n")
+		_, _ = io.WriteString(w, "# HELP sluice_test a test\nsluice_test 1\n")
 	})
 	srv = New(Options{Pipelines: none, Metrics: metrics})
 	if code, _, body := get(t, srv, "/metrics"); code != 200 || body != "# HELP sluice_test a test\nsluice_test 1\n" {

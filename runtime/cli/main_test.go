@@ -48,7 +48,9 @@ func TestMain(m *testing.M) {
 
 func build(dir string) error {
 	root := repoRoot()
-	steps := [][]string{{filepath.Join(root, "runtime"), filepath.Join(dir, "sluice"), "./cmd/sluice"}}
+	// sluice is built as make build builds it: with the checkout recorded, where plugin init finds the SDK.
+	steps := [][]string{{filepath.Join(root, "runtime"), filepath.Join(dir, "sluice"), "./cmd/sluice",
+		"-ldflags=-X github.com/sluicehq/sluice/runtime/cli.SourceDir=" + root}}
 	plugins, _ := filepath.Glob(filepath.Join(root, "plugins", "*", "cmd", "*"))
 	for _, p := range plugins {
 		name := filepath.Base(p)
@@ -58,7 +60,7 @@ func build(dir string) error {
 	// --plugins-dir testPluginDir().
 	steps = append(steps, []string{filepath.Join(root, "runtime"), filepath.Join(testPluginDir(), "misbehave"), "./internal/testplugin/misbehave"})
 	for _, s := range steps {
-		cmd := exec.Command("go", "build", "-o", s[1], s[2])
+		cmd := exec.Command("go", append([]string{"build", "-o", s[1]}, append(s[3:], s[2])...)...)
 		cmd.Dir = s[0]
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("building %s: %v\n%s", s[2], err, out)

@@ -12,7 +12,8 @@ import (
 )
 
 func pluginsCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "plugins", Short: "list, describe and pin plugins"}
+	cmd := &cobra.Command{Use: "plugins", Aliases: []string{"plugin"}, Short: "list, describe and pin plugins; write a new one (init)"}
+	cmd.AddCommand(pluginInitCmd(g))
 	cmd.AddCommand(&cobra.Command{
 		Use:   "list",
 		Short: "list the plugins sluice can run",

@@ -117,7 +117,7 @@ func TestOpsServeAndLogProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer o.stop()
-	metrics := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "sluice_up 1\n") })
+	metrics := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "sluice_up 1\n") })
 	o.serve(statuses, metrics)
 	base := "http://" + o.ln.Addr().String()
 	if !strings.Contains(stderr.String(), "msg=\"serving the status page and HTTP API\" url="+base+"/") {

@@ -82,7 +82,7 @@ func TestStatusCommandErrors(t *testing.T) {
 	ln.Close()
 	notSluice := httptest.NewServer(http.NotFoundHandler())
 	defer notSluice.Close()
-	notJSON := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("<html>hello</html>")) }))
+	notJSON := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("<html>hello</html>")) }))
 	defer notJSON.Close()
 	for _, tt := range []struct {
 		addr string

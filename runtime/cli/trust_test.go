@@ -258,8 +258,8 @@ func TestDiscoveryRefusesUntrusted(t *testing.T) {
 		spoil  func(bin string)
 		reason string
 	}{
-		{"group-writable", func(bin string) { os.Chmod(bin, 0o775) }, "is writable by its group (mode 0775)"},
-		{"world-writable directory", func(bin string) { os.Chmod(filepath.Dir(bin), 0o777) },
+		{"group-writable", func(bin string) { chmod(t, bin, 0o775) }, "is writable by its group (mode 0775)"},
+		{"world-writable directory", func(bin string) { chmod(t, filepath.Dir(bin), 0o777) },
 			"is in directory {dir}, which is writable by everyone (mode 0777)"},
 		{"owned by another user", func(bin string) {
 			if err := os.Chown(bin, 4242, 4242); err != nil {
@@ -490,4 +490,11 @@ func equalDirs(a, b map[string][]string) bool {
 		}
 	}
 	return true
+}
+
+func chmod(t *testing.T, path string, mode os.FileMode) {
+	t.Helper()
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -261,7 +261,7 @@ func TestRenewalFailureLosesTheLeaseBeforeItExpires(t *testing.T) {
 	if err := syscall.Kill(srv.Pid(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	defer syscall.Kill(srv.Pid(), syscall.SIGCONT)
+	defer func() { _ = syscall.Kill(srv.Pid(), syscall.SIGCONT) }()
 	frozen := time.Now()
 	select {
 	case <-l.Done():

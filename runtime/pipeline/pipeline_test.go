@@ -336,7 +336,9 @@ func TestRunResumesAfterStoredPosition(t *testing.T) {
 			if atomic {
 				f.w.stored = pos(499)
 			} else {
-				f.store.Put("p", "source", pos(499))
+				if err := f.store.Put("p", "source", pos(499)); err != nil {
+					t.Fatal(err)
+				}
 			}
 			run(t, newPipeline(f, config(atomic, false)))
 			if after := <-f.opened; seqOf(after) != 499 {

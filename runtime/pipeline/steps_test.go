@@ -51,7 +51,7 @@ func (s *rejectingSink) Write(ctx context.Context, b record.Batch) error {
 	var rej []sdk.Rejection
 	for i, r := range b.Records {
 		var seq uint64
-		fmt.Sscanf(string(r.Payload), `{"seq":%d}`, &seq)
+		_, _ = fmt.Sscanf(string(r.Payload), `{"seq":%d}`, &seq) // only seq is wanted: the rest may not match
 		if s.reject[seq] {
 			if !s.dlq {
 				return sdk.Permanentf("record %d is too large and there is no dead-letter sink", seq)

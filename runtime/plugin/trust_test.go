@@ -240,7 +240,7 @@ func TestSpecCache(t *testing.T) {
 		if err := os.Chmod(cache, 0o777); err != nil {
 			t.Fatal(err)
 		}
-		defer os.Chmod(cache, 0o700)
+		defer func() { _ = os.Chmod(cache, 0o700) }()
 		discoverOnce(t, 7, `level=WARN msg="not caching plugin specs: the cache directory is writable by everyone (mode 0777)" dir=`+cache)
 		discoverOnce(t, 8, "")
 	})

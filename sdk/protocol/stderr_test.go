@@ -91,8 +91,8 @@ func TestStderrTailBounds(t *testing.T) {
 	}
 	// A long line arrives in pieces, as go-plugin passes lines longer than its buffer, and ends in "\r\n".
 	long := strings.Repeat("x", 3*MaxStderrLine)
-	w.Write([]byte(long[:MaxStderrLine+10]))
-	w.Write([]byte(long[MaxStderrLine+10:] + "\r\n"))
+	_, _ = w.Write([]byte(long[:MaxStderrLine+10]))
+	_, _ = w.Write([]byte(long[MaxStderrLine+10:] + "\r\n"))
 	fmt.Fprint(w, "unfinished")
 	_, lines := tail.snapshot()
 	if len(lines) != StderrLines {

@@ -50,7 +50,7 @@ func Main(m *testing.M, pkg string, binary *string) {
 	os.Exit(code)
 }
 
-// Build compiles the Go package pkg (a path such as "./cmd/generate", relative to the current directory)
+// Build compiles the Go package pkg (a path such as "./cmd/generate" or ".", relative to the current directory)
 // into a new temporary directory and returns the binary's path and a function that removes the directory.
 // Main uses it; call it directly when a TestMain must do more.
 func Build(pkg string) (path string, remove func(), err error) {
@@ -59,7 +59,11 @@ func Build(pkg string) (path string, remove func(), err error) {
 		return "", nil, err
 	}
 	remove = func() { _ = os.RemoveAll(dir) }
-	path = filepath.Join(dir, filepath.Base(pkg))
+	name := filepath.Base(pkg)
+	if name == "." || name == ".." { // the package in (or above) the current directory: "." is not a file name
+		name = "plugin"
+	}
+	path = filepath.Join(dir, name)
 	cmd := exec.Command("go", "build", "-o", path, pkg)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		remove()

@@ -4,6 +4,7 @@
 //	sluice validate [--print] FILE... check files against the plugins' specs; print each pipeline's guarantee
 //	sluice plugins list            list discovered plugins
 //	sluice plugins describe NAME   print a plugin's settings
+//	sluice plugin init NAME --kind source|sink|buffer   write a new plugin module that builds outside the tree
 //	sluice version
 //
 // Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.

@@ -49,7 +49,7 @@ func changes(uri string, n int) error {
 	if err != nil {
 		return err
 	}
-	defer client.Disconnect(context.Background())
+	defer func() { _ = client.Disconnect(context.Background()) }()
 	orders := client.Database("shop").Collection("orders")
 	for i := range n {
 		doc := bson.D{{Key: "_id", Value: i}, {Key: "customer", Value: fmt.Sprintf("c%d", i%7)},
