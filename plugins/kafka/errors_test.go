@@ -512,7 +512,6 @@ func TestTransientErrors(t *testing.T) {
 	})
 }
 
-
 // TestSilentBrokerFailsBeforeTheDeadline: brokers that accept connections and never answer keep Open
 // waiting; it fails with the sink's own words, naming the brokers, before the caller's deadline, so the
 // host hears why rather than cutting the call.
