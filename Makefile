@@ -29,6 +29,7 @@ plugins:
 	  p=$$(basename $$c); echo "build bin/plugins/$$p"; \
 	  (cd $$(dirname $$(dirname $$c)) && $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/plugins/$$p ./cmd/$$p); \
 	done
+	@chmod go-w $(BIN) $(BIN)/plugins $(BIN)/plugins/* # sluice refuses plugins others could replace (umask 002)
 	@for c in $(wildcard plugins/*/tools/*); do \
 	  p=$$(basename $$c); echo "build bin/$$p"; \
 	  (cd $$(dirname $$(dirname $$c)) && $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/$$p ./tools/$$p); \
