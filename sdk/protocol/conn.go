@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -173,7 +174,11 @@ func Launch(cfg LaunchConfig) (*Conn, error) {
 		return nil, c.startError(cfg, err)
 	}
 	cc := raw.(*grpc.ClientConn)
-	if err := c.connect(cc, cfg.StartTimeout, began); err != nil {
+	var tlsConfig *tls.Config
+	if mtls != nil {
+		tlsConfig = mtls.config
+	}
+	if err := c.connect(cc, cfg.StartTimeout, began, tlsConfig); err != nil {
 		return nil, c.startError(cfg, err)
 	}
 	c.cc = cc
@@ -195,9 +200,8 @@ func (e *connectError) Error() string { return e.reason }
 // dials lazily, so a plugin that announced an address it does not serve would otherwise fail its first
 // call in gRPC's words). It fails with a *connectError when nothing accepts connections there, when the
 // connection there cannot be set up, or when the plugin does not answer there within timeout. began is
-// when the plugin was started: a connection attempt that failed after timeout had passed failed on its
-// deadline (MinConnectTimeout), so the plugin accepted the connection but never answered.
-func (c *Conn) connect(cc *grpc.ClientConn, timeout time.Duration, began time.Time) error {
+// when the plugin was started; tlsConfig is the host's TLS configuration (nil: plain text).
+func (c *Conn) connect(cc *grpc.ClientConn, timeout time.Duration, began time.Time, tlsConfig *tls.Config) error {
 	silent := fmt.Sprintf("announced %s in its plugin handshake but does not answer there within %s", c.address(), timeout)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -208,8 +212,10 @@ func (c *Conn) connect(cc *grpc.ClientConn, timeout time.Duration, began time.Ti
 		case connectivity.Ready:
 			return nil
 		case connectivity.TransientFailure, connectivity.Shutdown:
-			reason, accepts := c.unreachable()
-			if accepts && time.Since(began) >= timeout {
+			reason, answered := c.unreachable(tlsConfig)
+			if !answered && time.Since(began) >= timeout {
+				// In plain text nothing tells a silent server from one that closes connections but the time
+				// gRPC's attempt took: one that failed after timeout failed on its deadline (MinConnectTimeout).
 				reason = silent
 			}
 			return &connectError{reason: reason}
@@ -220,20 +226,42 @@ func (c *Conn) connect(cc *grpc.ClientConn, timeout time.Duration, began time.Ti
 	}
 }
 
+// probeTimeout bounds each step of unreachable's own look at the plugin's address.
+const probeTimeout = time.Second
+
 // unreachable says why the connection to the plugin's announced address failed: nothing accepts
-// connections there, or something does (accepts) but no gRPC connection could be set up with it.
-func (c *Conn) unreachable() (reason string, accepts bool) {
+// connections there; it does not answer there (over TLS); it serves another certificate than the one in
+// its handshake; or it accepts connections but no gRPC connection could be set up with it. answered is
+// true when that is known for sure, false when the plugin accepted a plain-text connection (it may or may
+// not answer there).
+func (c *Conn) unreachable(tlsConfig *tls.Config) (reason string, answered bool) {
 	addr := c.address()
 	rc := c.client.ReattachConfig()
 	if rc == nil || rc.Addr == nil {
-		return "announced no address in its plugin handshake", false
+		return "announced no address in its plugin handshake", true
 	}
-	conn, err := net.DialTimeout(rc.Addr.Network(), rc.Addr.String(), time.Second)
+	conn, err := net.DialTimeout(rc.Addr.Network(), rc.Addr.String(), probeTimeout)
 	if err != nil {
-		return fmt.Sprintf("announced %s in its plugin handshake but nothing accepts connections there", addr), false
+		return fmt.Sprintf("announced %s in its plugin handshake but nothing accepts connections there", addr), true
 	}
-	conn.Close()
-	return fmt.Sprintf("announced %s in its plugin handshake and accepts connections there, but no gRPC connection could be set up with it", addr), true
+	defer conn.Close()
+	failed := fmt.Sprintf("announced %s in its plugin handshake and accepts connections there, but no gRPC connection could be set up with it", addr)
+	if tlsConfig == nil {
+		return failed, false
+	}
+	_ = conn.SetDeadline(time.Now().Add(probeTimeout))
+	err = tls.Client(conn, tlsConfig).Handshake()
+	var verr *tls.CertificateVerificationError
+	var nerr net.Error
+	switch {
+	case errors.As(err, &verr):
+		return fmt.Sprintf("announced %s in its plugin handshake but serves another TLS certificate there than the one its handshake sent", addr), true
+	case errors.As(err, &nerr) && nerr.Timeout():
+		return fmt.Sprintf("announced %s in its plugin handshake but does not answer there within %s", addr, probeTimeout), true
+	case err != nil:
+		return fmt.Sprintf("announced %s in its plugin handshake and accepts connections there, but not over TLS", addr), true
+	}
+	return failed, true
 }
 
 // address is the address the plugin announced in its handshake, as a user would write it.
@@ -244,10 +272,22 @@ func (c *Conn) address() string {
 	return "an address"
 }
 
+// exitedSoon reports whether the plugin process exits within a moment (go-plugin notices an exit only
+// once it has read the process's output to its end and reaped it).
+func (c *Conn) exitedSoon() bool {
+	for range 25 {
+		if c.client.Exited() {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return c.client.Exited()
+}
+
 // startError stops what is left of a plugin that failed to start and explains why it failed.
 func (c *Conn) startError(cfg LaunchConfig, err error) error {
 	var ce *connectError
-	if errors.As(err, &ce) && c.client.Exited() {
+	if errors.As(err, &ce) && c.exitedSoon() {
 		// The plugin died after its handshake: its exit says more than the address it no longer serves.
 		ce.exited = true
 	}

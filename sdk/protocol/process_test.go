@@ -351,13 +351,16 @@ func TestConnectErrors(t *testing.T) {
 			}
 			return "#!/bin/sh\necho '1|1|tcp|" + addr + "|grpc|" + cert + "'\n"
 		}
+		closes := "announced " + closing + " in its plugin handshake and accepts connections there, but not over TLS"
+		if plain {
+			closes = "announced " + closing + " in its plugin handshake and accepts connections there, but no gRPC connection could be set up with it"
+		}
 		for _, tc := range []struct{ name, script, reason string }{
 			{"refused", line(refused) + "sleep 30\n",
 				"announced " + refused + " in its plugin handshake but nothing accepts connections there"},
 			{"silent", line(silent) + "sleep 30\n",
 				"announced " + silent + " in its plugin handshake but does not answer there within 1s"},
-			{"not gRPC", line(closing) + "sleep 30\n",
-				"announced " + closing + " in its plugin handshake and accepts connections there, but no gRPC connection could be set up with it"},
+			{"closes connections", line(closing) + "sleep 30\n", closes},
 			{"exits after the handshake", line(silent) + "exit 4\n",
 				"ended right after its plugin handshake: it exited with status 4"},
 		} {
