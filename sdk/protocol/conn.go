@@ -199,7 +199,8 @@ func (e *connectError) Error() string { return e.reason }
 // connect waits up to timeout for cc to reach the address the plugin announced in its handshake (gRPC
 // dials lazily, so a plugin that announced an address it does not serve would otherwise fail its first
 // call in gRPC's words). It fails with a *connectError when nothing accepts connections there, when the
-// connection there cannot be set up, or when the plugin does not answer there within timeout. began is
+// connection there cannot be set up, or when the plugin does not answer there within timeout (gRPC's
+// connection attempt is bounded by it: MinConnectTimeout). began is
 // when the plugin was started; tlsConfig is the host's TLS configuration (nil: plain text).
 func (c *Conn) connect(cc *grpc.ClientConn, timeout time.Duration, began time.Time, tlsConfig *tls.Config) error {
 	silent := fmt.Sprintf("announced %s in its plugin handshake but does not answer there within %s", c.address(), timeout)
@@ -212,7 +213,7 @@ func (c *Conn) connect(cc *grpc.ClientConn, timeout time.Duration, began time.Ti
 		case connectivity.Ready:
 			return nil
 		case connectivity.TransientFailure, connectivity.Shutdown:
-			reason, answered := c.unreachable(tlsConfig)
+			reason, answered := c.unreachable(tlsConfig, silent)
 			if !answered && time.Since(began) >= timeout {
 				// In plain text nothing tells a silent server from one that closes connections but the time
 				// gRPC's attempt took: one that failed after timeout failed on its deadline (MinConnectTimeout).
@@ -230,11 +231,11 @@ func (c *Conn) connect(cc *grpc.ClientConn, timeout time.Duration, began time.Ti
 const probeTimeout = time.Second
 
 // unreachable says why the connection to the plugin's announced address failed: nothing accepts
-// connections there; it does not answer there (over TLS); it serves another certificate than the one in
-// its handshake; or it accepts connections but no gRPC connection could be set up with it. answered is
-// true when that is known for sure, false when the plugin accepted a plain-text connection (it may or may
-// not answer there).
-func (c *Conn) unreachable(tlsConfig *tls.Config) (reason string, answered bool) {
+// connections there; it does not answer there (over TLS: then the reason is silent); it serves another
+// certificate than the one in its handshake; or it accepts connections but no gRPC connection could be
+// set up with it. answered is true when that is known for sure, false when the plugin accepted a
+// plain-text connection (it may or may not answer there).
+func (c *Conn) unreachable(tlsConfig *tls.Config, silent string) (reason string, answered bool) {
 	addr := c.address()
 	rc := c.client.ReattachConfig()
 	if rc == nil || rc.Addr == nil {
@@ -257,7 +258,7 @@ func (c *Conn) unreachable(tlsConfig *tls.Config) (reason string, answered bool)
 	case errors.As(err, &verr):
 		return fmt.Sprintf("announced %s in its plugin handshake but serves another TLS certificate there than the one its handshake sent", addr), true
 	case errors.As(err, &nerr) && nerr.Timeout():
-		return fmt.Sprintf("announced %s in its plugin handshake but does not answer there within %s", addr, probeTimeout), true
+		return silent, true
 	case err != nil:
 		return fmt.Sprintf("announced %s in its plugin handshake and accepts connections there, but not over TLS", addr), true
 	}
