@@ -390,6 +390,9 @@ func rounding(name string) func(args ...any) (any, error) {
 			return nil, nil
 		case int:
 			if name == "abs" && x < 0 {
+				if x == math.MinInt {
+					return nil, overflow(fmt.Sprintf("abs(%d)", x), x)
+				}
 				return -x, nil
 			}
 			return x, nil
@@ -803,6 +806,9 @@ func fnInt(args ...any) (any, error) {
 		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 		if err != nil {
 			return nil, badArg("int", 0, v, "a number")
+		}
+		if math.IsNaN(f) || math.IsInf(f, 0) || f >= math.MaxInt64 || f < math.MinInt64 {
+			return nil, badArg("int", 0, v, "a number that fits in an int")
 		}
 		return int(f), nil
 	case bool:

@@ -471,12 +471,82 @@ func arith(fn, op string, a, b any, f func(a, b any) any) (any, error) {
 	return v, nil
 }
 
-func opAdd(args ...any) (any, error) {
-	switch x := args[0].(type) {
-	case int:
-		if y, ok := args[1].(int); ok {
-			return x + y, nil
+// overflow is the error of int or duration arithmetic whose result does not fit in 64 bits: neither wraps
+// around. what is the operation, as written (9223372036854775807 + 1).
+func overflow(what string, x any) error {
+	if _, ok := x.(time.Duration); ok {
+		return fmt.Errorf("duration overflow in %s: the result is beyond ±292 years", what)
+	}
+	return fmt.Errorf("integer overflow in %s: the result does not fit in 64 bits (decimal(x) computes exactly)", what)
+}
+
+// intPair returns a and b as ints when both are integers of any Go type that fits (a payload's int32 or
+// int64 as much as an int).
+func intPair(a, b any) (int, int, bool) {
+	x, ok1 := a.(int)
+	y, ok2 := b.(int)
+	if ok1 && ok2 {
+		return x, y, true
+	}
+	x, ok1 = normalize(a).(int)
+	y, ok2 = normalize(b).(int)
+	return x, y, ok1 && ok2
+}
+
+// checked runs + - or * on two ints, or on durations (both for + and -, one for *: a duration times an
+// int), failing on overflow. ok is false when a and b are not such a pair.
+func checked(op string, a, b any) (v any, ok bool, err error) {
+	da, isDa := a.(time.Duration)
+	db, isDb := b.(time.Duration)
+	var x, y int
+	switch {
+	case isDa && isDb && op != "*":
+		x, y = int(da), int(db)
+	case isDa && op == "*":
+		if y, ok = normalize(b).(int); !ok {
+			return nil, false, nil
 		}
+		x = int(da)
+	case isDb && op == "*":
+		if x, ok = normalize(a).(int); !ok {
+			return nil, false, nil
+		}
+		y = int(db)
+	case isDa || isDb:
+		return nil, false, nil
+	default:
+		if x, y, ok = intPair(a, b); !ok {
+			return nil, false, nil
+		}
+	}
+	var z int
+	var over bool
+	switch op {
+	case "+":
+		z, over = x+y, (y > 0 && x > math.MaxInt-y) || (y < 0 && x < math.MinInt-y)
+	case "-":
+		z, over = x-y, (y < 0 && x > math.MaxInt+y) || (y > 0 && x < math.MinInt+y)
+	case "*":
+		z = x * y
+		over = x != 0 && (z/x != y || (x == -1 && y == math.MinInt) || (y == -1 && x == math.MinInt))
+	}
+	if isDa || isDb {
+		if over {
+			return nil, true, overflow(fmt.Sprintf("%v %s %v", a, op, b), time.Duration(0))
+		}
+		return time.Duration(z), true, nil
+	}
+	if over {
+		return nil, true, overflow(fmt.Sprintf("%d %s %d", x, op, y), x)
+	}
+	return z, true, nil
+}
+
+func opAdd(args ...any) (any, error) {
+	if v, ok, err := checked("+", args[0], args[1]); ok {
+		return v, err
+	}
+	switch x := args[0].(type) {
 	case float64:
 		if y, ok := args[1].(float64); ok {
 			return x + y, nil
@@ -490,11 +560,10 @@ func opAdd(args ...any) (any, error) {
 }
 
 func opSub(args ...any) (any, error) {
+	if v, ok, err := checked("-", args[0], args[1]); ok {
+		return v, err
+	}
 	switch x := args[0].(type) {
-	case int:
-		if y, ok := args[1].(int); ok {
-			return x - y, nil
-		}
 	case float64:
 		if y, ok := args[1].(float64); ok {
 			return x - y, nil
@@ -504,11 +573,10 @@ func opSub(args ...any) (any, error) {
 }
 
 func opMul(args ...any) (any, error) {
+	if v, ok, err := checked("*", args[0], args[1]); ok {
+		return v, err
+	}
 	switch x := args[0].(type) {
-	case int:
-		if y, ok := args[1].(int); ok {
-			return x * y, nil
-		}
 	case float64:
 		if y, ok := args[1].(float64); ok {
 			return x * y, nil
@@ -543,14 +611,20 @@ func opPow(args ...any) (any, error) {
 }
 
 func opNeg(args ...any) (any, error) {
-	switch x := args[0].(type) {
+	switch x := normalize(args[0]).(type) {
 	case int:
+		if x == math.MinInt {
+			return nil, overflow(fmt.Sprintf("-(%d)", x), x)
+		}
 		return -x, nil
 	case float64:
 		return -x, nil
 	case codec.Decimal:
 		return decimalRound("neg", x)
 	case time.Duration:
+		if x == math.MinInt64 {
+			return nil, overflow(fmt.Sprintf("-(%v)", x), x)
+		}
 		return -x, nil
 	case nil:
 		return nil, nilArg("__neg", 0)

@@ -2,6 +2,7 @@ package transforms
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -160,6 +161,57 @@ func TestIssueExpressions(t *testing.T) {
 		case tt.wantErr == "" && err != nil:
 			t.Errorf("%s: %v", tt.expr, err)
 		case tt.wantErr == "" && !sameValue(tt.want, got) && !sameList(tt.want, got):
+			t.Errorf("%s = %s, want %s", tt.expr, show(got), show(tt.want))
+		}
+		if err != nil {
+			goInternals(t, tt.expr, err.Error())
+		}
+	}
+}
+
+// TestIntegerOverflow checks that int and duration arithmetic fails where the result does not fit in 64
+// bits, rather than wrapping around, and gives exact results up to the limits.
+func TestIntegerOverflow(t *testing.T) {
+	const max, min = "9223372036854775807", "(-9223372036854775807 - 1)"
+	tests := []struct {
+		expr    string
+		want    any
+		wantErr string
+	}{
+		{expr: max + ` + 0`, want: math.MaxInt},
+		{expr: max + ` - 1 + 1`, want: math.MaxInt},
+		{expr: min + ` + ` + max, want: -1},
+		{expr: min + ` * 1`, want: math.MinInt},
+		{expr: `-1 * ` + max, want: -math.MaxInt},
+		{expr: `-` + max, want: -math.MaxInt},
+		{expr: `3037000499 * 3037000499`, want: 3037000499 * 3037000499},
+		{expr: `sum([` + max + `, -1, 1])`, want: math.MaxInt},
+		{expr: `duration("1h") * 3 + duration("1s")`, want: 3*time.Hour + time.Second},
+		{expr: max + ` + 1`, wantErr: `integer overflow in 9223372036854775807 + 1: the result does not fit in 64 bits`},
+		{expr: `fullDocument.qty + ` + max, wantErr: `integer overflow in 3 + 9223372036854775807`},
+		{expr: min + ` - 1`, wantErr: `integer overflow in -9223372036854775808 - 1`},
+		{expr: `-2 - ` + max, wantErr: `integer overflow in -2 - 9223372036854775807`},
+		{expr: `fullDocument.qty * 3074457345618258603`, wantErr: `integer overflow in 3 * 3074457345618258603`},
+		{expr: `3037000500 * -3037000500`, wantErr: `integer overflow in 3037000500 * -3037000500`},
+		{expr: `-1 * ` + min, wantErr: `integer overflow in -1 * -9223372036854775808`},
+		{expr: min + ` * -1`, wantErr: `integer overflow in -9223372036854775808 * -1`},
+		{expr: `-` + min, wantErr: `integer overflow in -(-9223372036854775808)`},
+		{expr: `abs(` + min + `)`, wantErr: `integer overflow in abs(-9223372036854775808)`},
+		{expr: `sum([` + max + `, 1])`, wantErr: `sum(): integer overflow in 9223372036854775807 + 1`},
+		{expr: `int("1e30")`, wantErr: `int(): argument 1 is "1e30" (string), want a number that fits in an int`},
+		{expr: `duration("2000000h") * 1000000`, wantErr: `duration overflow in 2000000h0m0s * 1000000`},
+		{expr: `duration("1000000h") + duration("1000000h") + duration("1000000h")`, wantErr: `duration overflow in 2000000h0m0s + 1000000h0m0s`},
+	}
+	for _, tt := range tests {
+		got, err := eval(t, tt.expr, insertEvent)
+		switch {
+		case tt.wantErr != "" && err == nil:
+			t.Errorf("%s = %v, want an error containing %q", tt.expr, show(got), tt.wantErr)
+		case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
+			t.Errorf("%s: error %q, want it to contain %q", tt.expr, err, tt.wantErr)
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("%s: %v", tt.expr, err)
+		case tt.wantErr == "" && got != tt.want:
 			t.Errorf("%s = %s, want %s", tt.expr, show(got), show(tt.want))
 		}
 		if err != nil {

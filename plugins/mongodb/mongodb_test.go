@@ -227,6 +227,40 @@ func writeReplay(t *testing.T, n int) string {
 	return path
 }
 
+// TestReplayMalformedLine checks that a replay line that is not a change event fails the read
+// permanently (reading the file again cannot help), naming the file, the line and what is wrong.
+func TestReplayMalformedLine(t *testing.T) {
+	const good = `{"_id": {"_data": "8200000001"}, "operationType": "insert", "documentKey": {"_id": 1}, "fullDocument": {"_id": 1}}`
+	for _, c := range []struct{ line, want string }{
+		{`{"_id": {"_data": "8200000002"}, "fullDocument": {"x": {"$numberInt": "nope"}}}`,
+			`:2: not a change event in Extended JSON: field fullDocument.x holds {"$numberInt":"nope"}: "nope" is not a number`},
+		{`{"_id": {"_data": "8200000002"}, "fullDocument": {"a": [1, {"$numberLong": "99999999999999999999"}]}}`,
+			`:2: not a change event in Extended JSON: field fullDocument.a.1 holds {"$numberLong":"99999999999999999999"}: "99999999999999999999" is out of range`},
+		{`{"_id": {"_data": "8200000002"}, "k": {"$oid": "zz"}}`,
+			`:2: not a change event in Extended JSON: field k holds {"$oid":"zz"}: the provided hex string is not a valid ObjectID`},
+		{`{"_id": {"_data": "8200000002"}, "operationType": "insert"`,
+			`:2: not a change event in Extended JSON: not JSON: unexpected end of JSON input at byte`},
+		{`[1, 2]`, `:2: not a change event in Extended JSON: a JSON array, not an object`},
+		{`{"operationType": "insert"}`, `:2: change event has no _id`},
+	} {
+		path := filepath.Join(t.TempDir(), "events.jsonl")
+		if err := os.WriteFile(path, []byte(good+"\n"+c.line+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s := open(t, map[string]any{"replay_file": path}, nil, false)
+		recs, err := s.Read(context.Background())
+		for err == nil && len(recs) > 0 {
+			recs, err = s.Read(context.Background())
+		}
+		if !sdk.IsPermanent(err) || !strings.Contains(err.Error(), path+c.want) {
+			t.Errorf("line %s: Read = %v (permanent %v), want permanent %q", c.line, err, sdk.IsPermanent(err), path+c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "strconv") {
+			t.Errorf("line %s: Read = %v, in Go's words", c.line, err)
+		}
+	}
+}
+
 func TestAcceptance(t *testing.T) {
 	sdktest.Source(t, mongodb.Plugin(), sdktest.SourceConfig{
 		Settings: func(t *testing.T) map[string]any { return map[string]any{"replay_file": writeReplay(t, 300)} },

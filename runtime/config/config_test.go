@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -731,5 +732,72 @@ func TestLongNamesNotEchoed(t *testing.T) {
 		if strings.Contains(l, long[:71]) || !strings.Contains(l, "pipeline id") && strings.Contains(l, long[:41]) {
 			t.Errorf("a message echoes a long name: %.300s…", l)
 		}
+	}
+}
+
+// TestYAMLAliasKeyOrder checks that values reused through a YAML alias keep the order of their mapping
+// keys as written (a set step's entries run in that order), are reported at the alias, keep dates as
+// written, and that a document of nested aliases is refused (yamlWalker visits a bounded number of its values).
+func TestYAMLAliasKeyOrder(t *testing.T) {
+	const doc = `version: 1
+base: &base { z: 1, a: 2, m: { y: 1, b: 2 } }
+steps: &steps
+  - set: { "z": "seq + 1", "a": "z * 10" }
+  - rename: { "q": "r", "b": "c" }
+when: &d 2024-01-02T03:04:05.5+01:00
+copy: *base
+aliased: *steps
+list: [*base]
+date: *d
+`
+	root, errs := document("f.yaml", []byte(doc))
+	if errs != nil {
+		t.Fatal(errs)
+	}
+	for _, c := range []struct {
+		what string
+		n    *node
+		want []string
+	}{
+		{"base", root.fields["base"], []string{"z", "a", "m"}},
+		{"copy", root.fields["copy"], []string{"z", "a", "m"}},
+		{"copy.m", root.fields["copy"].fields["m"], []string{"y", "b"}},
+		{"list[0]", root.fields["list"].items[0], []string{"z", "a", "m"}},
+		{"aliased[0].set", root.fields["aliased"].items[0].fields["set"], []string{"z", "a"}},
+		{"aliased[1].rename", root.fields["aliased"].items[1].fields["rename"], []string{"q", "b"}},
+	} {
+		if !slices.Equal(c.n.keys, c.want) {
+			t.Errorf("%s keys %q, want %q as written", c.what, c.n.keys, c.want)
+		}
+	}
+	alias := Pos{File: "f.yaml", Line: 8, Col: 10}
+	if got := root.fields["aliased"].items[0].fields["set"].fields["a"]; got.key != alias || got.pos != alias {
+		t.Errorf("aliased[0].set.a at %s (key %s), want the alias at %s", got.pos, got.key, alias)
+	}
+	if got := root.fields["date"].scalar; got != "2024-01-02T03:04:05.5+01:00" {
+		t.Errorf("date through an alias = %v, want it as written", got)
+	}
+
+	// A duplicate key under an anchor is reported once, where it is written.
+	_, errs = document("f.yaml", []byte("version: 1\na: &a { x: 1, x: 2 }\nb: *a\nc: *a\n"))
+	if len(errs) != 1 || errs[0].Pos.Line != 2 || !strings.Contains(errs[0].Msg, `duplicate key "x"`) {
+		t.Errorf("duplicate key under an anchor: %v, want one problem at line 2", errs)
+	}
+
+	// A billion laughs: 10^9 values through 9 levels of aliases.
+	var b strings.Builder
+	b.WriteString("version: 1\nl0: &l0 [x, x, x, x, x, x, x, x, x, x]\n")
+	for i := 1; i <= 9; i++ {
+		fmt.Fprintf(&b, "l%d: &l%d [", i, i)
+		for j := range 10 {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "*l%d", i-1)
+		}
+		b.WriteString("]\n")
+	}
+	if _, errs := document("f.yaml", []byte(b.String())); errs == nil {
+		t.Error("a document of nested aliases was accepted")
 	}
 }

@@ -86,6 +86,9 @@ type posEntry struct {
 	text string
 	// jsonInt: a JSON number written without fraction or exponent.
 	jsonInt bool
+	// nth is the key's place in its mapping as written (0, 1, …): it orders the keys of a mapping reached
+	// through a YAML alias, which all share the alias's position.
+	nth int
 }
 
 // posIndex maps a path (see child and item) to what the parser says about its value.
@@ -345,7 +348,8 @@ func yamlIndex(ls *lines) (idx posIndex, errs Errors) {
 			Msg: fmt.Sprintf("the file must be a mapping with keys version and pipelines, got %s", yamlKind(root))}}
 	}
 	idx = posIndex{}
-	errs = yamlWalk(ls.file, root, "", idx, 0)
+	w := yamlWalker{file: ls.file, idx: idx, budget: maxAliasNodes}
+	errs = w.walk(root, "", 0)
 	errs.sort()
 	return idx, errs
 }
@@ -369,39 +373,89 @@ func yamlKind(n *yaml.Node) string {
 // maxDepth bounds the recursion over documents: deeper values keep their parent's position.
 const maxDepth = 1000
 
-// yamlWalk records the positions under n and reports duplicate keys. Aliases are not followed: the values
-// they stand for are reported at the alias.
-func yamlWalk(file string, n *yaml.Node, path string, idx posIndex, depth int) Errors {
+// maxAliasNodes bounds the nodes yamlWalker visits through aliases, so that a document of nested aliases
+// (a "billion laughs") costs little here; the YAML decoder then refuses it for its excessive aliasing.
+const maxAliasNodes = 1 << 20
+
+// yamlWalker records the positions of a YAML document's keys and values and reports duplicate keys.
+type yamlWalker struct {
+	file string
+	idx  posIndex
+	// at is, while walking the values an alias stands for, the alias's position: those values are
+	// reported there, and their keys keep the order they were written in (posEntry.nth).
+	at *Pos
+	// budget is how many more nodes may be visited through aliases.
+	budget int
+}
+
+// pos is where the value n is reported: at n, or at the alias being walked.
+func (w *yamlWalker) pos(n *yaml.Node) Pos {
+	if w.at != nil {
+		return *w.at
+	}
+	return yamlPos(w.file, n)
+}
+
+// walk records the positions under n, found at path, and reports its duplicate keys (once: not again
+// through an alias).
+func (w *yamlWalker) walk(n *yaml.Node, path string, depth int) Errors {
 	if depth > maxDepth {
 		return nil
+	}
+	if w.at != nil {
+		if w.budget--; w.budget < 0 {
+			return nil
+		}
 	}
 	var errs Errors
 	switch n.Kind {
 	case yaml.MappingNode:
 		seen := map[string]*yaml.Node{}
+		nth := 0
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			if k.Kind != yaml.ScalarNode || k.Tag == "!!merge" {
 				continue
 			}
 			if first, dup := seen[k.Value]; dup {
-				errs = append(errs, &Error{Pos: yamlPos(file, k),
-					Msg: fmt.Sprintf("duplicate key %s (first at line %d); remove one", quote(k.Value), first.Line)})
+				if w.at == nil {
+					errs = append(errs, &Error{Pos: yamlPos(w.file, k),
+						Msg: fmt.Sprintf("duplicate key %s (first at line %d); remove one", quote(k.Value), first.Line)})
+				}
 				continue
 			}
 			seen[k.Value] = k
 			p := child(path, k.Value)
-			idx.add(p, posEntry{key: yamlPos(file, k), val: yamlPos(file, v), text: v.Value})
-			errs = append(errs, yamlWalk(file, v, p, idx, depth+1)...)
+			w.idx.add(p, posEntry{key: w.pos(k), val: w.pos(v), text: scalarText(v), nth: nth})
+			nth++
+			errs = append(errs, w.walk(v, p, depth+1)...)
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
 			p := item(path, i)
-			idx.add(p, posEntry{key: yamlPos(file, c), val: yamlPos(file, c), text: c.Value})
-			errs = append(errs, yamlWalk(file, c, p, idx, depth+1)...)
+			w.idx.add(p, posEntry{key: w.pos(c), val: w.pos(c), text: scalarText(c), nth: i})
+			errs = append(errs, w.walk(c, p, depth+1)...)
+		}
+	case yaml.AliasNode:
+		// The values an alias stands for are reported at the alias, in the order they were written.
+		if n.Alias != nil {
+			if w.at == nil {
+				at := yamlPos(w.file, n)
+				w.at = &at
+				defer func() { w.at = nil }()
+			}
+			w.walk(n.Alias, path, depth+1)
 		}
 	}
 	return errs
+}
+
+// scalarText is the literal text of a scalar, following an alias to one.
+func scalarText(n *yaml.Node) string {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		return n.Alias.Value
+	}
+	return n.Value
 }
 
 // jsonIndex reads a JSON document's tokens and records where each key and value starts; it reports
@@ -512,6 +566,10 @@ func (b *builder) buildDepth(v any, path string, parent Pos, depth int) *node {
 			a, c := n.fields[n.keys[i]].key, n.fields[n.keys[j]].key
 			if a != c {
 				return a.before(c)
+			}
+			// Keys at one position (under a YAML alias) keep the order they were written in.
+			if x, y := b.idx[child(path, n.keys[i])], b.idx[child(path, n.keys[j])]; x.nth != y.nth {
+				return x.nth < y.nth
 			}
 			return n.keys[i] < n.keys[j]
 		})

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
@@ -88,7 +91,7 @@ type StartError struct {
 	// Reason says in one line what went wrong: `printed "hello" on stdout instead of the plugin
 	// handshake: not a sluice plugin`, `ended before the plugin handshake: exited with status 1: …`, `did
 	// not complete the plugin handshake within 10s`, `speaks plugin protocol version 2; this sluice speaks
-	// version 1: …`.
+	// version 1: …`, `announced 127.0.0.1:1 in its plugin handshake but nothing accepts connections there`.
 	Reason string
 	// Exit is how the process ended, when it was reaped (nil when it could not be executed).
 	Exit *Exit
@@ -145,13 +148,17 @@ func Launch(cfg LaunchConfig) (*Conn, error) {
 		Stderr:           c.tail.raw(),
 		SyncStdout:       cfg.Stdout,
 		SyncStderr:       c.tail.forwarded(func(l string) { logger.Debug("plugin stderr", "line", l) }),
-		GRPCDialOptions:  sdk.DialOptions(maxMsg),
+		// A connection attempt to the announced address is bounded like the handshake (gRPC's own bound
+		// is 20s): go-plugin's first call on the connection waits for it.
+		GRPCDialOptions: append(sdk.DialOptions(maxMsg),
+			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: cfg.StartTimeout})),
 	}
 	if mtls != nil {
 		// Not go-plugin's AutoMTLS, whose certificate other languages' TLS stacks refuse (see tls.go).
 		clientCfg.TLSConfig = mtls.config
 	}
 	c.client = plugin.NewClient(clientCfg)
+	began := time.Now()
 	rpc, err := c.client.Client()
 	if cmd.Process != nil {
 		c.pid = cmd.Process.Pid
@@ -166,15 +173,126 @@ func Launch(cfg LaunchConfig) (*Conn, error) {
 	if err != nil {
 		return nil, c.startError(cfg, err)
 	}
-	c.cc = raw.(*grpc.ClientConn)
+	cc := raw.(*grpc.ClientConn)
+	var tlsConfig *tls.Config
+	if mtls != nil {
+		tlsConfig = mtls.config
+	}
+	if err := c.connect(cc, cfg.StartTimeout, began, tlsConfig); err != nil {
+		return nil, c.startError(cfg, err)
+	}
+	c.cc = cc
 	c.stop = func() { c.stopProcess(killGrace) }
 	go c.watch()
 	return c, nil
 }
 
+// connectError is a plugin that completed its handshake but cannot be reached at the address it announced
+// there: Reason says so in one sentence.
+type connectError struct {
+	reason string
+	exited bool // the process had exited by then
+}
+
+func (e *connectError) Error() string { return e.reason }
+
+// connect waits up to timeout for cc to reach the address the plugin announced in its handshake (gRPC
+// dials lazily, so a plugin that announced an address it does not serve would otherwise fail its first
+// call in gRPC's words). It fails with a *connectError when nothing accepts connections there, when the
+// connection there cannot be set up, or when the plugin does not answer there within timeout (gRPC's
+// connection attempt is bounded by it: MinConnectTimeout). began is
+// when the plugin was started; tlsConfig is the host's TLS configuration (nil: plain text).
+func (c *Conn) connect(cc *grpc.ClientConn, timeout time.Duration, began time.Time, tlsConfig *tls.Config) error {
+	silent := fmt.Sprintf("announced %s in its plugin handshake but does not answer there within %s", c.address(), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cc.Connect()
+	for {
+		state := cc.GetState()
+		switch state {
+		case connectivity.Ready:
+			return nil
+		case connectivity.TransientFailure, connectivity.Shutdown:
+			reason, answered := c.unreachable(tlsConfig, silent)
+			if !answered && time.Since(began) >= timeout {
+				// In plain text nothing tells a silent server from one that closes connections but the time
+				// gRPC's attempt took: one that failed after timeout failed on its deadline (MinConnectTimeout).
+				reason = silent
+			}
+			return &connectError{reason: reason}
+		}
+		if !cc.WaitForStateChange(ctx, state) {
+			return &connectError{reason: silent}
+		}
+	}
+}
+
+// probeTimeout bounds each step of unreachable's own look at the plugin's address.
+const probeTimeout = time.Second
+
+// unreachable says why the connection to the plugin's announced address failed: nothing accepts
+// connections there; it does not answer there (over TLS: then the reason is silent); it serves another
+// certificate than the one in its handshake; or it accepts connections but no gRPC connection could be
+// set up with it. answered is true when that is known for sure, false when the plugin accepted a
+// plain-text connection (it may or may not answer there).
+func (c *Conn) unreachable(tlsConfig *tls.Config, silent string) (reason string, answered bool) {
+	addr := c.address()
+	rc := c.client.ReattachConfig()
+	if rc == nil || rc.Addr == nil {
+		return "announced no address in its plugin handshake", true
+	}
+	conn, err := net.DialTimeout(rc.Addr.Network(), rc.Addr.String(), probeTimeout)
+	if err != nil {
+		return fmt.Sprintf("announced %s in its plugin handshake but nothing accepts connections there", addr), true
+	}
+	defer conn.Close()
+	failed := fmt.Sprintf("announced %s in its plugin handshake and accepts connections there, but no gRPC connection could be set up with it", addr)
+	if tlsConfig == nil {
+		return failed, false
+	}
+	_ = conn.SetDeadline(time.Now().Add(probeTimeout))
+	err = tls.Client(conn, tlsConfig).Handshake()
+	var verr *tls.CertificateVerificationError
+	var nerr net.Error
+	switch {
+	case errors.As(err, &verr):
+		return fmt.Sprintf("announced %s in its plugin handshake but serves another TLS certificate there than the one its handshake sent", addr), true
+	case errors.As(err, &nerr) && nerr.Timeout():
+		return silent, true
+	case err != nil:
+		return fmt.Sprintf("announced %s in its plugin handshake and accepts connections there, but not over TLS", addr), true
+	}
+	return failed, true
+}
+
+// address is the address the plugin announced in its handshake, as a user would write it.
+func (c *Conn) address() string {
+	if rc := c.client.ReattachConfig(); rc != nil && rc.Addr != nil {
+		return rc.Addr.String()
+	}
+	return "an address"
+}
+
+// exitedSoon reports whether the plugin process exits within a moment (go-plugin notices an exit only
+// once it has read the process's output to its end and reaped it).
+func (c *Conn) exitedSoon() bool {
+	for range 25 {
+		if c.client.Exited() {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return c.client.Exited()
+}
+
 // startError stops what is left of a plugin that failed to start and explains why it failed.
 func (c *Conn) startError(cfg LaunchConfig, err error) error {
-	c.stopProcess(0) // nothing to ask: go-plugin has already killed the process itself
+	var ce *connectError
+	if errors.As(err, &ce) && c.exitedSoon() {
+		// The plugin died after its handshake: its exit says more than the address it no longer serves.
+		ce.exited = true
+	}
+	c.stopProcess(0) // nothing to ask: go-plugin has already killed the process itself, or it is to be killed
 	se := &StartError{Path: cfg.Path, Err: err}
 	if c.client.Exited() {
 		c.finish()
@@ -199,6 +317,13 @@ func startReason(err error, exit *Exit, timeout time.Duration) string {
 	var pathErr *fs.PathError
 	if errors.As(err, &pathErr) {
 		return "cannot be executed: " + pathErr.Err.Error()
+	}
+	var ce *connectError
+	if errors.As(err, &ce) {
+		if ce.exited && exit != nil {
+			return "ended right after its plugin handshake: it " + exit.String()
+		}
+		return ce.reason
 	}
 	if errors.Is(err, errNoServerCert) {
 		return "sent no TLS certificate in its plugin handshake (the sixth field), so it cannot be authenticated: " +

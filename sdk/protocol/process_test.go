@@ -2,8 +2,11 @@ package protocol
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -302,6 +305,80 @@ func TestStartErrors(t *testing.T) {
 				t.Errorf("stderr %q, want %q in it", se.Stderr, tc.stderr)
 			}
 		})
+	}
+}
+
+// TestConnectErrors: a plugin that completes its handshake but cannot be reached at the address it
+// announced is a *StartError that says so in one sentence, never in gRPC's words.
+func TestConnectErrors(t *testing.T) {
+	listen := func(hold bool) string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				if hold {
+					t.Cleanup(func() { c.Close() })
+				} else {
+					c.Close()
+				}
+			}
+		}()
+		return l.Addr().String()
+	}
+	refused := listen(false)
+	closedPort, _ := net.Listen("tcp", "127.0.0.1:0")
+	refused = closedPort.Addr().String()
+	closedPort.Close()
+	silent, closing := listen(true), listen(false)
+	// Over TLS the handshake line must carry a certificate (its sixth field) for the host to go on and connect.
+	certPEM, _, err := selfSigned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(certPEM)
+	cert := base64.RawStdEncoding.EncodeToString(block.Bytes)
+	for _, plain := range []bool{false, true} {
+		line := func(addr string) string {
+			if plain {
+				return "#!/bin/sh\necho '1|1|tcp|" + addr + "|grpc'\n"
+			}
+			return "#!/bin/sh\necho '1|1|tcp|" + addr + "|grpc|" + cert + "'\n"
+		}
+		closes := "announced " + closing + " in its plugin handshake and accepts connections there, but not over TLS"
+		if plain {
+			closes = "announced " + closing + " in its plugin handshake and accepts connections there, but no gRPC connection could be set up with it"
+		}
+		for _, tc := range []struct{ name, script, reason string }{
+			{"refused", line(refused) + "sleep 30\n",
+				"announced " + refused + " in its plugin handshake but nothing accepts connections there"},
+			{"silent", line(silent) + "sleep 30\n",
+				"announced " + silent + " in its plugin handshake but does not answer there within 1s"},
+			{"closes connections", line(closing) + "sleep 30\n", closes},
+			{"exits after the handshake", line(silent) + "exit 4\n",
+				"ended right after its plugin handshake: it exited with status 4"},
+		} {
+			t.Run(fmt.Sprintf("%s/plain=%v", tc.name, plain), func(t *testing.T) {
+				path := script(t, tc.script)
+				_, err := Launch(LaunchConfig{Path: path, StartTimeout: time.Second, PlainText: plain})
+				var se *StartError
+				if !errors.As(err, &se) {
+					t.Fatalf("Launch = %v, want a *StartError", err)
+				}
+				if se.Reason != tc.reason {
+					t.Errorf("reason %q, want %q", se.Reason, tc.reason)
+				}
+				if strings.Contains(err.Error(), "rpc error") || strings.Contains(err.Error(), "desc =") {
+					t.Errorf("error %q is in gRPC's words", err)
+				}
+			})
+		}
 	}
 }
 
