@@ -444,7 +444,8 @@ func (w *yamlWalker) walk(n *yaml.Node, path string, depth int) Errors {
 				w.at = &at
 				defer func() { w.at = nil }()
 			}
-			w.walk(n.Alias, path, depth+1)
+			// Duplicate keys under the anchor were reported where it is written.
+			_ = w.walk(n.Alias, path, depth+1)
 		}
 	}
 	return errs
