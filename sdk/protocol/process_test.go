@@ -332,9 +332,12 @@ func TestConnectErrors(t *testing.T) {
 		}()
 		return l.Addr().String()
 	}
-	refused := listen(false)
-	closedPort, _ := net.Listen("tcp", "127.0.0.1:0")
-	refused = closedPort.Addr().String()
+	// A port nothing listens on: one that was free a moment ago.
+	closedPort, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := closedPort.Addr().String()
 	closedPort.Close()
 	silent, closing := listen(true), listen(false)
 	// Over TLS the handshake line must carry a certificate (its sixth field) for the host to go on and connect.
