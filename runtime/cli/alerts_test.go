@@ -283,7 +283,11 @@ pipelines:
   - id: behind
     source: { plugin: mongodb, settings: { replay_file: %q } }
     sink:   { plugin: misbehave, settings: { path: out.jsonl, write: slow, delay: 3s } }
+    # One or two records in flight per 3 s write: the pipeline runs past the alerts' first checks
+    # (alert.CheckInterval) instead of completing in one coalesced write.
     batch_max_records: 1
+    batch_max_bytes: 1024
+    max_in_flight_bytes: 1024
 `, h.URL, events))
 	cmd, stdout, stderr := startSluice(t, dir, cfg, "--http", "off", "--drain-timeout", "1s")
 	deadline := time.Now().Add(30 * time.Second)
