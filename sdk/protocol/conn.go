@@ -174,11 +174,7 @@ func Launch(cfg LaunchConfig) (*Conn, error) {
 		return nil, c.startError(cfg, err)
 	}
 	cc := raw.(*grpc.ClientConn)
-	var tlsConfig *tls.Config
-	if mtls != nil {
-		tlsConfig = mtls.config
-	}
-	if err := c.connect(cc, cfg.StartTimeout, began, tlsConfig); err != nil {
+	if err := c.connect(cc, cfg.StartTimeout, began, clientCfg.TLSConfig); err != nil {
 		return nil, c.startError(cfg, err)
 	}
 	c.cc = cc
