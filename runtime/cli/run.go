@@ -285,32 +285,35 @@ func (s *supervisor) Statuses() []pipeline.Status {
 	defer s.mu.Unlock()
 	out := make([]pipeline.Status, 0, len(s.order))
 	for _, id := range s.order {
-		e := s.entries[id]
-		cur := e.current()
-		if s.cluster == nil {
-			st := cur.p.Status()
-			st.LastError = s.g.secrets.String(st.LastError)
-			out = append(out, st)
-			continue
-		}
-		var st pipeline.Status
-		switch {
-		case cur != nil && (!cur.finished || e.lease != nil && cur.lease == e.lease):
-			// Running here, or stopping, or finished (completed, failed) with the lease still held.
-			st = cur.p.Status()
-		default:
-			cfg := pipelineConfig(e.pc)
-			st = pipeline.Status{ID: id, State: pipeline.Standby, Guarantee: pipeline.GuaranteeOf(&cfg), Since: e.standby}
-		}
-		h := holders[id]
-		st.Lease = &pipeline.LeaseStatus{Instance: h.Instance, Since: h.Since, Token: h.Token}
-		if e.lease != nil && e.lease.Err() == nil {
-			st.Lease = &pipeline.LeaseStatus{Instance: s.instance, Since: e.lease.Since(), Token: e.lease.Token(), Here: true}
-		}
+		st := s.status(s.entries[id], holders)
 		st.LastError = s.g.secrets.String(st.LastError)
 		out = append(out, st)
 	}
 	return out
+}
+
+// status is the snapshot of e's current instance; with cluster:, a standby one while this sluice does not
+// run it, and with who holds its lease (holders, from the cluster). s.mu must be held.
+func (s *supervisor) status(e *entry, holders map[string]cluster.Holder) pipeline.Status {
+	cur := e.current()
+	if s.cluster == nil {
+		return cur.p.Status()
+	}
+	var st pipeline.Status
+	switch {
+	case cur != nil && (!cur.finished || e.lease != nil && cur.lease == e.lease):
+		// Running here, or stopping, or finished (completed, failed) with the lease still held.
+		st = cur.p.Status()
+	default:
+		cfg := pipelineConfig(e.pc)
+		st = pipeline.Status{ID: e.id, State: pipeline.Standby, Guarantee: pipeline.GuaranteeOf(&cfg), Since: e.standby}
+	}
+	h := holders[e.id]
+	st.Lease = &pipeline.LeaseStatus{Instance: h.Instance, Since: h.Since, Token: h.Token}
+	if e.lease != nil && e.lease.Err() == nil {
+		st.Lease = &pipeline.LeaseStatus{Instance: s.instance, Since: e.lease.Since(), Token: e.lease.Token(), Here: true}
+	}
+	return st
 }
 
 // add creates the entry of a pipeline not running yet (or removed by an earlier reload) and starts it;
