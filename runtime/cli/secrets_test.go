@@ -128,7 +128,7 @@ pipelines:
 		outputs[name] = unescape.Replace(text)
 	}
 	for _, tt := range []struct{ output, want string }{
-		{"stderr", `msg="misbehave: connecting" pipeline=leaky plugin=misbehave stage=source password=<redacted> dsn="` + dsn + `"`},
+		{"stderr", `msg="misbehave: connecting" pipeline=leaky plugin=misbehave stage=source dsn="` + dsn + `" password=<redacted>`},
 		{"stderr", `msg="misbehave: a raw stderr line: password=<redacted> dsn=` + dsn + `"`},
 		{"stderr", `msg="plugin wrote to stdout" pipeline=leaky plugin=misbehave stage=source line="misbehave: a line on stdout: password=<redacted> dsn=` + dsn + `"`},
 		{"stderr", failure},

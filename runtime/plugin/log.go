@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,6 +63,7 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 			a.inPanic.Store(true)
 			lv = slog.LevelDebug
 		}
+		args = orderPluginArgs(args)
 	} else {
 		switch {
 		case lv == slog.LevelInfo, msg == "plugin process exited", msg == "plugin failed to exit gracefully":
@@ -78,6 +80,32 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	}
 	a.l.Log(context.Background(), lv, msg, args...)
 }
+
+// orderPluginArgs puts the attributes of a plugin's JSON log line in a stable order. go-plugin decodes
+// the line into a map, so the plugin's own order is lost and would otherwise change from line to line;
+// sorted by key, the same line always reads the same. go-plugin's "timestamp" (the plugin's clock, a
+// few microseconds before the host's own time on the same line) is dropped.
+func orderPluginArgs(args []any) []any {
+	type kv struct {
+		k string
+		v any
+	}
+	pairs := make([]kv, 0, len(args)/2)
+	for i := 0; i+1 < len(args); i += 2 {
+		k, _ := args[i].(string)
+		if k == "timestamp" {
+			continue
+		}
+		pairs = append(pairs, kv{k, args[i+1]})
+	}
+	sort.SliceStable(pairs, func(i, j int) bool { return pairs[i].k < pairs[j].k })
+	out := make([]any, 0, 2*len(pairs))
+	for _, p := range pairs {
+		out = append(out, p.k, p.v)
+	}
+	return out
+}
+
 func (a *hclogAdapter) Trace(msg string, args ...any) { a.Log(hclog.Trace, msg, args...) }
 func (a *hclogAdapter) Debug(msg string, args ...any) { a.Log(hclog.Debug, msg, args...) }
 func (a *hclogAdapter) Info(msg string, args ...any)  { a.Log(hclog.Info, msg, args...) }

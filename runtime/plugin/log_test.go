@@ -31,6 +31,8 @@ func TestHCLogAdapter(t *testing.T) {
 	l.Warn("plugin did not exit when asked; killing it", "pid", 7) // protocol's own
 	named := l.Named("generate")
 	named.Warn("disk slow", "ms", 12) // the plugin's own line: kept as is
+	// go-plugin decoded the JSON line into a map: any order, and its own timestamp appended.
+	named.Info("connected", "timestamp", "2026-11-30T20:21:03.293Z", "user", "app", "host", "db", "attempt", 2)
 	named.Error("[ERROR] a raw line the plugin marked as an error")
 	// A panic: go-plugin passes each raw line at error level; protocol logs the one line.
 	named.Error("panic: boom")
@@ -47,6 +49,7 @@ func TestHCLogAdapter(t *testing.T) {
 		{true, `level=DEBUG msg="plugin failed to exit gracefully"`},
 		{true, `level=WARN msg="plugin did not exit when asked; killing it" plugin=generate pid=7`},
 		{true, `level=WARN msg="disk slow" plugin=generate ms=12`},
+		{true, `level=INFO msg=connected plugin=generate attempt=2 host=db user=app` + "\n"},
 		{true, `level=ERROR msg="[ERROR] a raw line the plugin marked as an error"`},
 		{true, `level=DEBUG msg="panic: boom"`},
 		{true, `level=DEBUG msg="goroutine 1 [running]:"`},
