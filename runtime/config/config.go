@@ -168,16 +168,16 @@ func (f *File) Secrets() []string { return slices.Clone(f.secrets) }
 // Defaults and limits of a pipeline's batching keys.
 const (
 	// DefaultBatchMaxRecords is batch_max_records when the file does not set it.
-	DefaultBatchMaxRecords = 1024
+	DefaultBatchMaxRecords = pipeline.DefaultBatchMaxRecords
 	// MaxBatchMaxRecords is the largest batch_max_records allowed (the smallest is 1).
 	MaxBatchMaxRecords = 65536
 	// DefaultBatchMaxBytes is batch_max_bytes when the file does not set it (4 MiB).
-	DefaultBatchMaxBytes = 4 << 20
+	DefaultBatchMaxBytes = pipeline.DefaultBatchMaxBytes
 	// MinBatchMaxBytes is the smallest batch_max_bytes allowed (the largest is math.MaxInt32).
 	MinBatchMaxBytes = 1024
-	// DefaultMaxInFlightBytes is max_in_flight_bytes when the file does not set it (64 MiB), raised to
+	// DefaultMaxInFlightBytes is max_in_flight_bytes when the file does not set it (8 MiB), raised to
 	// batch_max_bytes when that is larger.
-	DefaultMaxInFlightBytes = 64 << 20
+	DefaultMaxInFlightBytes = pipeline.DefaultMaxInFlightBytes
 )
 
 // Pipeline is one pipeline of a connector file, with defaults applied.
@@ -205,7 +205,7 @@ type Pipeline struct {
 	BatchMaxRecords int
 	// BatchMaxBytes is at least 1024 bytes (default 4 MiB).
 	BatchMaxBytes int
-	// MaxInFlightBytes is at least BatchMaxBytes (default 64 MiB, or BatchMaxBytes if larger).
+	// MaxInFlightBytes is at least BatchMaxBytes (default 8 MiB, or BatchMaxBytes if larger).
 	MaxInFlightBytes int
 	// Retry is the restart policy after transient failures (key retry), defaults applied.
 	Retry pipeline.Retry

@@ -30,8 +30,10 @@ import (
 )
 
 // DefaultEnv names the host environment variables a plugin process inherits. Everything else is withheld:
-// secrets reach plugins through their settings, never through the environment.
-var DefaultEnv = []string{"PATH", "HOME", "TMPDIR", "TZ", "LANG", "LC_ALL", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+// secrets reach plugins through their settings, never through the environment. The Go runtime's GOGC,
+// GOMEMLIMIT and GOMAXPROCS pass, so that one setting in sluice's environment tunes every process of it.
+var DefaultEnv = []string{"PATH", "HOME", "TMPDIR", "TZ", "LANG", "LC_ALL", "SSL_CERT_FILE", "SSL_CERT_DIR",
+	"GOGC", "GOMEMLIMIT", "GOMAXPROCS"}
 
 // Plugin is a discovered plugin.
 type Plugin struct {

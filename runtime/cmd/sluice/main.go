@@ -14,18 +14,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime/debug"
 
 	"github.com/sluicehq/sluice/runtime/cli"
 )
 
 func main() {
-	// The host's live heap is the batches in flight; it allocates one buffer per batch it receives. Go's
-	// default GOGC=100 collects every few batches; 200 halves that for little memory. GOGC or GOMEMLIMIT
-	// in the environment take precedence.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(200)
-	}
 	err := cli.Execute(os.Args[1:], os.Stdout, os.Stderr)
 	if err == nil {
 		return
