@@ -193,7 +193,7 @@ func (r *report) markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### make bench, %s\n\n", r.Date.Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "- commit %s, %s; machine: %s\n", r.Commit, r.Go, r.Machine)
-	fmt.Fprintf(&b, "- %d records of %d B per run, %d rounds (programs alternated); load average (1, 5, 15 min) %s at the start, %s at the end\n",
+	fmt.Fprintf(&b, "- %d records of %d B per run; rounds: %d, each running every program once, the order rotated; load average (1, 5, 15 min) %s at the start, %s at the end\n",
 		r.Records, r.Payload, r.Rounds, r.LoadStart, orUnknown(r.LoadEnd))
 	b.WriteString("- median (min–max) over the rounds; rates per second of wall time, exec to exit; CPU is user + system of every process of the program, per record read\n\n")
 	b.WriteString("| workload | program | records/s read | delivered/s | CPU µs/record | peak RSS, all processes (MiB) | peak RSS by process (MiB, median) | sluice ÷ this |\n")
@@ -212,6 +212,7 @@ func (r *report) markdown() string {
 	}
 	b.WriteString("\nNotes:\n\n")
 	b.WriteString("- \"sluice ÷ this\": the workload's `sluice` records/s over this row's (B3: W1's sluice, plugins as subprocesses, over in_process). Above 1, sluice is faster.\n")
+	b.WriteString("- The servers written to (kfake, in the harness's process; Apache Kafka; redis-server) are not in CPU or RSS: only the program and the processes it starts are.\n")
 	b.WriteString("- Peers' records read are the count their source was given; their delivered counts are checked in Kafka (W1's drop output gives none: exit status only).\n")
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "- %s\n", n)
