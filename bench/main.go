@@ -120,14 +120,18 @@ func main() {
 	go func() { <-ctx.Done(); stop() }() // a second signal ends the harness at once (its children die with it)
 	report, err := run(ctx, opts)
 	if report != nil {
-		files, werr := report.write(opts.out)
-		if werr != nil {
-			fmt.Fprintln(os.Stderr, "bench: writing results:", werr)
-			err = errors.Join(err, werr)
-		}
 		fmt.Println(report.markdown())
-		for _, f := range files {
-			fmt.Fprintln(os.Stderr, "bench: wrote", f)
+		if ctx.Err() == nil {
+			files, werr := report.write(opts.out)
+			if werr != nil {
+				fmt.Fprintln(os.Stderr, "bench: writing results:", werr)
+				err = errors.Join(err, werr)
+			}
+			for _, f := range files {
+				fmt.Fprintln(os.Stderr, "bench: wrote", f)
+			}
+		} else {
+			fmt.Fprintln(os.Stderr, "bench: interrupted: nothing written to", opts.out)
 		}
 		if failed := report.failed(); failed > 0 {
 			fmt.Fprintf(os.Stderr, "bench: %d runs failed; their logs are in %s\n", failed, opts.dir)

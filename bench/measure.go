@@ -33,20 +33,22 @@ type sampler struct {
 
 func newSampler(root int) *sampler { return &sampler{root: root, procs: map[int]*procPeak{}} }
 
-// sample reads the tree once. A process is named by its executable's base name; one that exits between two
+// sample reads the tree once. A process is named by its executable's base name, read at every sample: a
+// process the host has just forked runs the host's executable until its exec. One that exits between two
 // readings keeps what the last reading saw.
 func (s *sampler) sample() {
 	var total int64
 	for _, pid := range append([]int{s.root}, descendants(s.root)...) {
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err != nil {
+			continue // exited already, or a zombie
+		}
 		p := s.procs[pid]
 		if p == nil {
-			exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-			if err != nil {
-				continue // exited already, or a zombie
-			}
-			p = &procPeak{Name: filepath.Base(exe)}
+			p = &procPeak{}
 			s.procs[pid] = p
 		}
+		p.Name = filepath.Base(exe)
 		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
 			if m, err := parseStatus(b); err == nil {
 				p.Peak = max(p.Peak, m.HWM, m.RSS)
@@ -90,7 +92,8 @@ type measurement struct {
 	// (which includes the children it reaped), or the sum of the last /proc readings when that is higher
 	// (a descendant that outlived its parent is not in the rusage).
 	CPU time.Duration
-	// Peak is the peak RSS by process name; PeakTotal the highest sum over the tree at one reading.
+	// Peak is the peak RSS by process name (VmHWM, read every sampleEvery: growth in a process's last
+	// sampleEvery is missed); PeakTotal the highest sum of VmRSS over the tree at one reading.
 	Peak      map[string]int64
 	PeakTotal int64
 }
@@ -169,12 +172,10 @@ loop:
 	} else if done != nil {
 		return m, fmt.Errorf("%s exited (%v) before its work was complete", filepath.Base(cmd.Path), waitErr)
 	}
+	// Not ru_maxrss: Linux sets it at exec to the peak of the memory the process had before (this harness's,
+	// shared until the exec), so only the samples say what the program itself held.
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		m.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-		// ru_maxrss is in kB: the program's own peak, exact where the sampling may have missed the end.
-		if name := filepath.Base(cmd.Path); m.Peak[name] < ru.Maxrss*1024 {
-			m.Peak[name] = ru.Maxrss * 1024
-		}
 	}
 	m.CPU = max(m.CPU, s.cpu())
 	var exit *exec.ExitError
