@@ -208,7 +208,7 @@ func (r *report) markdown() string {
 			by[n] = int64(s.Median)
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", o.Workload, prog, cell(o.Rate, human),
-			cell(o.Delivered, human), cell(o.CPU, fixed(2)), cell(o.PeakTotal, mibF), peaks(by), orDash(o.Ratio))
+			cell(o.Delivered, human), cell(o.CPU, fixed(2)), cell(o.PeakTotal, mibF), orDash(peaks(by)), orDash(o.Ratio))
 	}
 	b.WriteString("\nNotes:\n\n")
 	b.WriteString("- \"sluice ÷ this\": the workload's `sluice` records/s over this row's (B3: W1's sluice, plugins as subprocesses, over in_process). Above 1, sluice is faster.\n")
