@@ -110,7 +110,7 @@ func measure(ctx context.Context, cmd *exec.Cmd, timeout time.Duration, done fun
 	}
 	pid := cmd.Process.Pid
 	killGroup := func(sig syscall.Signal) { _ = syscall.Kill(-pid, sig) }
-	defer killGroup(syscall.SIGKILL)
+	defer endGroup(pid)
 	s := newSampler(pid)
 	s.sample()
 	exited := make(chan error, 1)
@@ -183,4 +183,18 @@ loop:
 		return m, fmt.Errorf("%s: %w", filepath.Base(cmd.Path), waitErr)
 	}
 	return m, nil
+}
+
+// groupGone is how long endGroup waits for the processes of a group to be gone after SIGKILL.
+const groupGone = 10 * time.Second
+
+// endGroup kills what is left of process group pgid (a plugin that outlived its host) and waits until
+// none of its processes is left, so that nothing of one run takes CPU from the next.
+func endGroup(pgid int) {
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	for deadline := time.Now().Add(groupGone); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+			return
+		}
+	}
 }
