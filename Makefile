@@ -7,7 +7,7 @@ BIN     := $(CURDIR)/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # SourceDir records this checkout in bin/sluice: `sluice plugin init` builds new plugins against its sdk/.
 LDFLAGS := -s -w -X github.com/sluicehq/sluice/runtime/cli.Version=$(VERSION) -X github.com/sluicehq/sluice/runtime/cli.SourceDir=$(CURDIR)
-# Every module in the workspace (go.work): sdk, runtime, transforms, plugins/*, examples/*.
+# Every module in the workspace (go.work): sdk, runtime, transforms, plugins/*, examples/*, services, chaos, bench.
 MODULES  = $(shell $(GO) list -m -f '{{.Dir}}')
 # First-party plugins: every plugins/<module>/cmd/<name> builds bin/plugins/<name>.
 PLUGIN_CMDS = $(wildcard plugins/*/cmd/*)
@@ -16,7 +16,7 @@ BENCHTIME ?= 3x
 # How long `make fuzz` runs each fuzz target.
 FUZZTIME ?= 20s
 
-.PHONY: all build plugins test test-short fuzz demo chaos bench docs status-page generate check-generated lint install-lint fmt clean
+.PHONY: all build plugins test test-short fuzz demo chaos bench bench-micro docs status-page generate check-generated lint install-lint fmt clean
 
 all: build
 
@@ -66,7 +66,11 @@ CHAOS_FLAGS ?=
 chaos: build ## SIGKILL the host, plugins, redis-server and Kafka under load; check every record once, in order (chaos/; CHAOS_FLAGS="-seed N -records N -kills N")
 	cd chaos && $(GO) run . -bin $(BIN) $(CHAOS_FLAGS)
 
-bench: ## throughput benchmarks: the pipeline end to end, the codec, transforms
+BENCH_FLAGS ?=
+bench: build ## W1, W5, W2 and B3 end to end, rounds alternating the programs, to bench/results/ (README Performance; BENCH_RECORDS, BENCH_ROUNDS, BENCH_FLAGS)
+	cd bench && $(GO) run . -bin $(BIN) $(BENCH_FLAGS)
+
+bench-micro: ## the Go micro-benchmarks: the pipeline (generate → discard), the codec, transforms, the Redis and Kafka plugins
 	cd runtime && $(GO) test -run '^$$' -bench 'Pipeline' -benchtime $(BENCHTIME) -benchmem ./pipeline/
 	cd sdk && $(GO) test -run '^$$' -bench . -benchmem ./record/
 	cd plugins/generate && $(GO) test -run '^$$' -bench . -benchmem ./...
