@@ -37,12 +37,31 @@ const fullPoll = time.Second
 // fullWarnEvery bounds how often a blocked Append logs the fill level.
 const fullWarnEvery = 30 * time.Second
 
+// The stream's layout. Each entry holds one or more records, back to back in the SDK's record encoding
+// (sdk/record) without their source positions, in the fields
+//
+//	b  the records
+//	n  how many records b holds
+//	c  the bytes of records appended to the stream up to and including this entry
+//	k  the records appended to the stream up to and including this entry
+//
+// An append stores a batch as a few entries (at most a host batch's worth of records, about 1 MiB, each),
+// so Redis does one XADD, one reply element and one trim per entry rather than per record. A record's
+// buffer position is its entry's ID when it is the entry's last record, "ID.i" (i from 0) otherwise.
+//
+// Entries written before this layout hold one record in the field r, with c; they are read, positioned
+// and trimmed as one-record entries, so a buffer written by an earlier sluice drains unchanged.
+//
+// The meta hash holds pos (the checkpoint: the source position of the last record appended), fence (the
+// fencing token), appended and acked_bytes (bytes appended, and appended by the last fully trimmed entry),
+// records and acked_records (records appended, and records the sink has stored).
+
 // appendScript appends entries and stores the checkpoint in one step.
 //
 // KEYS: stream, meta. ARGV: fencing token (refused when below the one meta holds, see fenceScript), the
-// checkpoint the caller believes is stored ("" for none), the new checkpoint, then one encoded record per entry. Each entry has the fields r (the record) and c (the
-// total bytes of records appended to the stream up to and including this one, used to count the bytes
-// held after a trim). Returns {entries, bytes} held after the append.
+// checkpoint the caller believes is stored ("" for none), the new checkpoint, then per entry its record
+// count and its records. Returns {records, bytes} held after the append, or {-1, -1} when the append had
+// been applied already.
 //
 // The checkpoint compare-and-set makes a retried append idempotent: when the reply of an applied script
 // was lost (a connection cut, a Redis restart after the fsync), the retry finds the new checkpoint
@@ -56,39 +75,66 @@ end
 local cur = redis.call('HGET', KEYS[2], 'pos') or ''
 if cur ~= ARGV[2] then
   if cur == ARGV[3] then
-    return {redis.call('XLEN', KEYS[1]), -1}
+    return {-1, -1}
   end
   return redis.error_reply('CONFLICT checkpoint')
 end
-local total = tonumber(redis.call('HGET', KEYS[2], 'appended') or '0')
-for i = 4, #ARGV do
-  total = total + #ARGV[i]
-  redis.call('XADD', KEYS[1], '*', 'r', ARGV[i], 'c', string.format('%d', total))
+local m = redis.call('HMGET', KEYS[2], 'appended', 'records', 'acked_bytes', 'acked_records')
+local total = tonumber(m[1] or '0')
+local recs = tonumber(m[2] or '0')
+for i = 4, #ARGV, 2 do
+  total = total + #ARGV[i + 1]
+  recs = recs + tonumber(ARGV[i])
+  redis.call('XADD', KEYS[1], '*', 'b', ARGV[i + 1], 'n', ARGV[i], 'c', string.format('%d', total), 'k', string.format('%d', recs))
 end
-redis.call('HSET', KEYS[2], 'pos', ARGV[3], 'fence', ARGV[1], 'appended', string.format('%d', total))
-local acked = tonumber(redis.call('HGET', KEYS[2], 'acked_bytes') or '0')
-return {redis.call('XLEN', KEYS[1]), total - acked}
+redis.call('HSET', KEYS[2], 'pos', ARGV[3], 'fence', ARGV[1], 'appended', string.format('%d', total), 'records', string.format('%d', recs))
+return {recs - tonumber(m[4] or '0'), total - tonumber(m[3] or '0')}
 `)
 
-// ackScript trims the stream through an entry and records the bytes that leaves.
+// ackScript records that the sink stored the records through one, and trims the entries it no longer
+// needs: those before the record's entry, and that entry too when the record is its last.
 //
-// KEYS: stream, meta. ARGV: the acknowledged entry's ID, the smallest ID after it, the fencing token
-// (refused when below the one meta holds). Returns {entries, bytes} held after the trim.
+// KEYS: stream, meta. ARGV: the record's entry ID, its index in the entry (-1: the last), the smallest ID
+// to keep, the fencing token (refused when below the one meta holds). Returns {records, bytes} held
+// after the trim.
 var ackScript = goredis.NewScript(`
 local held = tonumber(redis.call('HGET', KEYS[2], 'fence') or '-1')
-if tonumber(ARGV[3]) < held then
+if tonumber(ARGV[4]) < held then
   return redis.error_reply('FENCED ' .. string.format('%d', held))
 end
 local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+local trimmed = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[3])
 if #e > 0 then
-  local f = e[1][2]
-  for i = 1, #f, 2 do
-    if f[i] == 'c' then redis.call('HSET', KEYS[2], 'acked_bytes', f[i + 1]) end
+  local f = {}
+  local fields = e[1][2]
+  for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
+  if f['b'] then
+    local n = tonumber(f['n'])
+    local idx = tonumber(ARGV[2])
+    if idx < 0 or idx >= n - 1 then
+      redis.call('HSET', KEYS[2], 'acked_records', f['k'], 'acked_bytes', f['c'])
+    else
+      redis.call('HSET', KEYS[2], 'acked_records', string.format('%d', tonumber(f['k']) - (n - 1 - idx)))
+    end
+  else
+    redis.call('HINCRBY', KEYS[2], 'acked_records', trimmed)
+    redis.call('HSET', KEYS[2], 'acked_bytes', f['c'])
   end
 end
-redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2])
-local m = redis.call('HMGET', KEYS[2], 'appended', 'acked_bytes')
-return {redis.call('XLEN', KEYS[1]), tonumber(m[1] or '0') - tonumber(m[2] or '0')}
+local m = redis.call('HMGET', KEYS[2], 'appended', 'acked_bytes', 'records', 'acked_records')
+return {tonumber(m[3] or '0') - tonumber(m[4] or '0'), tonumber(m[1] or '0') - tonumber(m[2] or '0')}
+`)
+
+// upgradeScript starts the record counters of a buffer last written by a sluice that kept none (one
+// record per entry then): the records held are the entries held.
+//
+// KEYS: stream, meta. Returns 1 when it started them.
+var upgradeScript = goredis.NewScript(`
+if redis.call('HEXISTS', KEYS[2], 'records') == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[2], 'records', redis.call('XLEN', KEYS[1]), 'acked_records', 0)
+return 1
 `)
 
 // fenceScript raises the buffer's fencing token to this instance's, so that every instance holding an
@@ -108,10 +154,10 @@ end
 return held
 `)
 
-// fillScript returns {entries, bytes} held. KEYS: stream, meta.
+// fillScript returns {records, bytes} held. KEYS: stream, meta.
 var fillScript = goredis.NewScript(`
-local m = redis.call('HMGET', KEYS[2], 'appended', 'acked_bytes')
-return {redis.call('XLEN', KEYS[1]), tonumber(m[1] or '0') - tonumber(m[2] or '0')}
+local m = redis.call('HMGET', KEYS[2], 'appended', 'acked_bytes', 'records', 'acked_records')
+return {tonumber(m[3] or '0') - tonumber(m[4] or '0'), tonumber(m[1] or '0') - tonumber(m[2] or '0')}
 `)
 
 // Buffer is the Redis Streams buffer.
@@ -131,16 +177,20 @@ type Buffer struct {
 	fence  int64 // the fencing token of the host's lease (0: none)
 
 	// Append's state (one goroutine; stored and checked are set under mu by the first Checkpoint).
-	stored  string   // the checkpoint this instance last stored or read ("" for none)
-	checked bool     // stored has been read
-	args    []any    // the append script's arguments, reused
-	scratch [][]byte // encoded records, reused
-	owners  []int    // owners[i]: the index in the batch of the record scratch[i] encodes
+	stored  string // the checkpoint this instance last stored or read ("" for none)
+	checked bool   // stored has been read
+	args    []any  // the append script's arguments, reused
+	enc     []byte // the batch's records, encoded back to back, reused
+	ends    []int  // ends[i]: where the i-th encoded record ends in enc
+	owners  []int  // owners[i]: the index in the batch of the i-th encoded record
 
 	// Read's state (one goroutine).
-	lastRead string          // ID of the last entry Read returned
-	arena    []byte          // the bytes of the records Read last returned
-	out      []record.Record // Read's result, reused
+	lastRead string          // ID of the last entry fetched
+	resume   *position       // a partly stored entry to read the rest of first (Open's After)
+	perEntry int             // records per entry in the last fetch, to size the next
+	arena    []byte          // the bytes of the records fetched
+	fetched  []record.Record // the records fetched; Read returns them batch by batch
+	next     int             // the first record of fetched not yet returned
 
 	mu       sync.Mutex
 	entries  int64         // entries held, as last seen
@@ -171,19 +221,28 @@ func (b *Buffer) Open(ctx context.Context, req sdk.OpenRequest) error {
 	b.batch = int64(max(req.MaxBatchRecords, 1))
 	b.fence = req.Fence
 	b.changed = make(chan struct{})
-	b.lastRead = "0-0"
+	b.lastRead, b.perEntry = "0-0", 0
 	req.Metrics.BufferFill(b.fill)
 	if len(req.After) > 0 {
-		if _, _, err := parseID(string(req.After)); err != nil {
-			return invalid("the position to resume after, %q, is not a stream ID: %v", req.After, err)
+		p, err := parsePosition(string(req.After))
+		if err != nil {
+			return invalid("the position to resume after, %q, is not a position of this buffer: %v", req.After, err)
 		}
-		b.lastRead = string(req.After)
+		b.lastRead = p.id
+		if p.index >= 0 {
+			b.resume = &p
+		}
 	}
 	if err := b.retry(ctx, "connect", func() error { return cfg.Explain(client.Ping(ctx).Err()) }); err != nil {
 		return err
 	}
 	checkPersistence(ctx, client, b.log)
 	if err := b.raiseFence(ctx); err != nil {
+		return err
+	}
+	if err := b.retry(ctx, "start the record counters", func() error {
+		return upgradeScript.Run(ctx, b.client, []string{b.stream, b.meta}).Err()
+	}); err != nil {
 		return err
 	}
 	if len(req.After) > 0 {
@@ -273,7 +332,7 @@ func (b *Buffer) Append(ctx context.Context, batch record.Batch) error {
 			return err
 		}
 	}
-	b.scratch, b.owners = b.scratch[:0], b.owners[:0]
+	b.enc, b.ends, b.owners = b.enc[:0], b.ends[:0], b.owners[:0]
 	for i := range batch.Records {
 		r := &batch.Records[i]
 		if r.Op == record.OpHeartbeat {
@@ -282,23 +341,20 @@ func (b *Buffer) Append(ctx context.Context, batch record.Batch) error {
 		// The entry's ID is the buffer position; the source position is not stored per record.
 		e := *r
 		e.Position = nil
-		var buf []byte
-		if len(b.scratch) < cap(b.scratch) {
-			buf = b.scratch[:len(b.scratch)+1][len(b.scratch)][:0]
-		}
-		b.scratch = append(b.scratch, record.Append(buf, &e))
+		b.enc = record.Append(b.enc, &e)
+		b.ends = append(b.ends, len(b.enc))
 		b.owners = append(b.owners, i)
 	}
 	for start := 0; ; {
-		n, err := b.waitRoom(ctx, b.scratch[start:])
+		n, err := b.waitRoom(ctx, start)
 		if err != nil {
 			return err
 		}
 		pos := batch.Position
-		if start+n < len(b.scratch) {
+		if start+n < len(b.ends) {
 			// A part: it ends at a record whose own source position can be resumed after. Records
 			// without one cannot end a part; the part then grows to the next that has one.
-			for ; start+n < len(b.scratch); n++ {
+			for ; start+n < len(b.ends); n++ {
 				p := batch.Records[b.owners[start+n-1]].Position
 				if len(p) > 0 && string(p) != b.stored {
 					pos = p
@@ -306,21 +362,39 @@ func (b *Buffer) Append(ctx context.Context, batch record.Batch) error {
 				}
 			}
 		}
-		if err := b.appendPart(ctx, b.scratch[start:start+n], pos); err != nil {
+		if err := b.appendPart(ctx, start, start+n, pos); err != nil {
 			return err
 		}
 		start += n
-		if start == len(b.scratch) {
+		if start == len(b.ends) {
 			return nil
 		}
 	}
 }
 
-// appendPart runs the append script for entries and the checkpoint pos.
-func (b *Buffer) appendPart(ctx context.Context, entries [][]byte, pos record.Position) error {
+// maxEntryBytes bounds the records one stream entry holds, with at most a host batch of them (an entry
+// holds at least one record, whatever its size).
+const maxEntryBytes = 1 << 20
+
+// recordStart is where the i-th encoded record begins in b.enc.
+func (b *Buffer) recordStart(i int) int {
+	if i == 0 {
+		return 0
+	}
+	return b.ends[i-1]
+}
+
+// appendPart runs the append script for the encoded records from through to-1, as entries, and the
+// checkpoint pos.
+func (b *Buffer) appendPart(ctx context.Context, from, to int, pos record.Position) error {
 	b.args = append(b.args[:0], b.fence, b.stored, string(pos))
-	for _, e := range entries {
-		b.args = append(b.args, e)
+	for i := from; i < to; {
+		j, start := i+1, b.recordStart(i)
+		for j < to && j-i < int(b.batch) && b.ends[j]-start <= maxEntryBytes {
+			j++
+		}
+		b.args = append(b.args, j-i, b.enc[start:b.ends[j-1]])
+		i = j
 	}
 	var held []int64
 	err := b.retry(ctx, "append", func() error {
@@ -342,7 +416,7 @@ func (b *Buffer) appendPart(ctx context.Context, entries [][]byte, pos record.Po
 		return err
 	}
 	b.stored = string(pos)
-	if len(held) == 2 && held[1] >= 0 {
+	if len(held) == 2 && held[0] >= 0 {
 		b.setFill(held[0], held[1], false)
 		return nil
 	}
@@ -350,14 +424,15 @@ func (b *Buffer) appendPart(ctx context.Context, entries [][]byte, pos record.Po
 	return b.refreshFill(ctx)
 }
 
-// waitRoom blocks until a useful part of entries fits under the bounds — all of them, or at least a
-// sixteenth of max_entries — and returns how many of the leading entries fit (at least one, even alone
-// above a bound, once the buffer is empty). It returns early when ctx is done or the buffer is closed.
-func (b *Buffer) waitRoom(ctx context.Context, entries [][]byte) (int, error) {
-	if len(entries) == 0 {
+// waitRoom blocks until a useful part of the encoded records from start on fits under the bounds — all
+// of them, or at least a sixteenth of max_entries — and returns how many of them fit (at least one, even
+// alone above a bound, once the buffer is empty). It returns early when ctx is done or the buffer is
+// closed.
+func (b *Buffer) waitRoom(ctx context.Context, start int) (int, error) {
+	if start == len(b.ends) {
 		return 0, nil
 	}
-	want := len(entries)
+	want := len(b.ends) - start
 	if b.cfg.MaxEntries > 0 {
 		want = min(want, max(1, int(b.cfg.MaxEntries/16)))
 	}
@@ -374,16 +449,17 @@ func (b *Buffer) waitRoom(ctx context.Context, entries [][]byte) (int, error) {
 			return 0, errClosed
 		}
 		n, size := 0, b.bytes
-		for _, e := range entries {
+		for i := start; i < len(b.ends); i++ {
+			e := int64(b.ends[i] - b.recordStart(i))
 			if b.entries+int64(n) > 0 &&
 				(b.cfg.MaxEntries > 0 && b.entries+int64(n)+1 > b.cfg.MaxEntries ||
-					b.cfg.MaxBytes > 0 && size+int64(len(e)) > b.cfg.MaxBytes) {
+					b.cfg.MaxBytes > 0 && size+e > b.cfg.MaxBytes) {
 				break
 			}
 			n++
-			size += int64(len(e))
+			size += e
 		}
-		if n >= want || n == len(entries) || (n > 0 && b.cfg.MaxEntries == 0) {
+		if n >= want || start+n == len(b.ends) || (n > 0 && b.cfg.MaxEntries == 0) {
 			if b.full {
 				b.full = false
 				b.log.Info("redis: buffer has room again; appends continue",
@@ -480,75 +556,135 @@ func (b *Buffer) Fill() (entries, bytes int64) {
 
 var errClosed = errors.New("redis: buffer is closed")
 
-// Read returns the entries after the last one returned (initially after OpenRequest.After), at most
-// MaxBatchRecords, with their stream IDs as positions. With none there it waits up to 500ms, then
-// returns none. The records stay valid until the next Read.
+// Read returns the records after the last one returned (initially after OpenRequest.After), at most
+// MaxBatchRecords, with their buffer positions. With none there it waits up to 500ms, then returns none.
+// The records stay valid until the next Read.
 func (b *Buffer) Read(ctx context.Context) ([]record.Record, error) {
-	var streams []goredis.XStream
+	if b.next == len(b.fetched) {
+		if err := b.fetch(ctx); err != nil {
+			return nil, err
+		}
+	}
+	end := min(len(b.fetched), b.next+int(b.batch))
+	out := b.fetched[b.next:end:end]
+	b.next = end
+	return out, nil
+}
+
+// fetch reads the next entries: the rest of a partly stored entry first, then, with a blocking read,
+// about a host batch's worth of records.
+func (b *Buffer) fetch(ctx context.Context) error {
+	var msgs []goredis.XMessage
+	skip := 0
 	err := b.retry(ctx, "read", func() error {
 		var err error
+		if r := b.resume; r != nil {
+			msgs, err = b.client.XRange(ctx, b.stream, r.id, r.id).Result()
+			return err
+		}
+		// Entries written by one append hold up to a host batch each: ask for as many as were needed
+		// last time to make one.
+		count := int64(1)
+		if b.perEntry > 0 {
+			count = max(1, min(b.batch, (b.batch+int64(b.perEntry)-1)/int64(b.perEntry)))
+		}
+		var streams []goredis.XStream
 		streams, err = b.client.XRead(ctx, &goredis.XReadArgs{
-			Streams: []string{b.stream, b.lastRead}, Count: b.batch, Block: readBlock,
+			Streams: []string{b.stream, b.lastRead}, Count: count, Block: readBlock,
 		}).Result()
 		if errors.Is(err, goredis.Nil) {
 			streams, err = nil, nil
 		}
+		if len(streams) > 0 {
+			msgs = streams[0].Messages
+		}
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	b.out = b.out[:0]
-	if len(streams) == 0 || len(streams[0].Messages) == 0 {
-		return b.out, nil
+	if r := b.resume; r != nil {
+		// The entry is gone when the sink had stored all of it after all: read on after it.
+		b.resume, skip = nil, r.index+1
+		if len(msgs) == 0 {
+			skip = 0
+		}
 	}
-	msgs := streams[0].Messages
+	b.fetched, b.next = b.fetched[:0], 0
+	if len(msgs) == 0 {
+		return nil
+	}
 	size := 0
 	for _, m := range msgs {
-		r, _ := m.Values["r"].(string)
-		size += len(m.ID) + len(r)
+		data, n, err := entryRecords(m)
+		if err != nil {
+			return fmt.Errorf("redis: stream %s entry %s: %w", b.stream, m.ID, err)
+		}
+		size += len(data) + n*(len(m.ID)+1+len(strconv.Itoa(n)))
 	}
-	// The records alias one buffer per Read; go-redis's strings are copied into it once.
+	// The records alias one buffer per fetch; go-redis's strings are copied into it once.
 	if cap(b.arena) < size {
 		b.arena = make([]byte, 0, size)
 	}
 	arena := b.arena[:0]
+	records := 0
 	for _, m := range msgs {
-		r, ok := m.Values["r"].(string)
-		if !ok {
-			return nil, fmt.Errorf("redis: stream %s entry %s has no record field: not a sluice buffer entry", b.stream, m.ID)
-		}
+		data, n, _ := entryRecords(m)
 		start := len(arena)
-		arena = append(arena, r...)
-		out, err := record.Decode(b.out, arena[start:], 1)
-		if err != nil {
-			return nil, fmt.Errorf("redis: stream %s entry %s: %w", b.stream, m.ID, err)
+		arena = append(arena, data...)
+		first := len(b.fetched)
+		if b.fetched, err = record.Decode(b.fetched, arena[start:], n); err != nil {
+			return fmt.Errorf("redis: stream %s entry %s: %w", b.stream, m.ID, err)
 		}
-		start = len(arena)
-		arena = append(arena, m.ID...)
-		out[len(out)-1].Position = record.Position(arena[start:len(arena):len(arena)])
-		b.out = out
+		for i := first; i < len(b.fetched); i++ {
+			start := len(arena)
+			arena = append(arena, m.ID...)
+			if idx := i - first; idx < n-1 {
+				arena = append(arena, '.')
+				arena = strconv.AppendInt(arena, int64(idx), 10)
+			}
+			b.fetched[i].Position = record.Position(arena[start:len(arena):len(arena)])
+		}
+		records += n
 	}
 	b.arena = arena
+	b.perEntry = max(1, records/len(msgs))
 	b.lastRead = msgs[len(msgs)-1].ID
-	return b.out, nil
+	b.next = min(skip, len(b.fetched))
+	return nil
 }
 
-// Ack trims the stream through pos (the sink has stored everything up to it) and wakes a waiting
-// Append.
-func (b *Buffer) Ack(ctx context.Context, pos record.Position) error {
-	ms, seq, err := parseID(string(pos))
-	if err != nil {
-		return fmt.Errorf("redis: ack for %q, not a stream ID: %w", pos, err)
+// entryRecords returns the encoded records a stream entry holds and their number.
+func entryRecords(m goredis.XMessage) (string, int, error) {
+	if data, ok := m.Values["b"].(string); ok {
+		ns, _ := m.Values["n"].(string)
+		n, err := strconv.Atoi(ns)
+		if err != nil || n < 1 {
+			return "", 0, fmt.Errorf("record count %q is not a positive number: not a sluice buffer entry", ns)
+		}
+		return data, n, nil
 	}
-	next := strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq+1, 10)
-	if seq == 1<<64-1 {
-		next = strconv.FormatUint(ms+1, 10) + "-0"
+	if data, ok := m.Values["r"].(string); ok { // one record, as an earlier sluice wrote it
+		return data, 1, nil
+	}
+	return "", 0, errors.New("it holds no records: not a sluice buffer entry")
+}
+
+// Ack records that the sink stored everything through pos, trims the entries that leaves unneeded, and
+// wakes a waiting Append.
+func (b *Buffer) Ack(ctx context.Context, pos record.Position) error {
+	p, err := parsePosition(string(pos))
+	if err != nil {
+		return fmt.Errorf("redis: ack for %q, not a position of this buffer: %w", pos, err)
+	}
+	keep := p.id // a partly stored entry stays
+	if p.index < 0 {
+		keep = p.after()
 	}
 	var held []int64
 	err = b.retry(ctx, "trim", func() error {
 		var err error
-		held, err = ackScript.Run(ctx, b.client, []string{b.stream, b.meta}, string(pos), next, b.fence).Int64Slice()
+		held, err = ackScript.Run(ctx, b.client, []string{b.stream, b.meta}, p.id, p.index, keep, b.fence).Int64Slice()
 		return err
 	})
 	var rerr goredis.Error
@@ -584,19 +720,46 @@ func (b *Buffer) Close(context.Context) error {
 	return nil
 }
 
-// parseID splits a stream ID "ms-seq".
-func parseID(id string) (ms, seq uint64, err error) {
+// position is a record's buffer position: its entry's stream ID, and its index in the entry when it is
+// not the entry's last record (-1 when it is).
+type position struct {
+	id      string
+	ms, seq uint64
+	index   int
+}
+
+// parsePosition reads a buffer position, "MILLISECONDS-SEQUENCE" or "MILLISECONDS-SEQUENCE.INDEX".
+func parsePosition(s string) (position, error) {
+	p := position{index: -1}
+	id, idx, partial := strings.Cut(s, ".")
+	if partial {
+		i, err := strconv.Atoi(idx)
+		if err != nil || i < 0 {
+			return p, fmt.Errorf("record index %q is not a number", idx)
+		}
+		p.index = i
+	}
 	a, c, ok := strings.Cut(id, "-")
 	if !ok {
-		return 0, 0, errors.New("want MILLISECONDS-SEQUENCE")
+		return p, errors.New("want MILLISECONDS-SEQUENCE[.INDEX]")
 	}
-	if ms, err = strconv.ParseUint(a, 10, 64); err != nil {
-		return 0, 0, err
+	var err error
+	if p.ms, err = strconv.ParseUint(a, 10, 64); err != nil {
+		return p, err
 	}
-	if seq, err = strconv.ParseUint(c, 10, 64); err != nil {
-		return 0, 0, err
+	if p.seq, err = strconv.ParseUint(c, 10, 64); err != nil {
+		return p, err
 	}
-	return ms, seq, nil
+	p.id = id
+	return p, nil
+}
+
+// after is the smallest stream ID after p's entry.
+func (p position) after() string {
+	if p.seq == 1<<64-1 {
+		return strconv.FormatUint(p.ms+1, 10) + "-0"
+	}
+	return strconv.FormatUint(p.ms, 10) + "-" + strconv.FormatUint(p.seq+1, 10)
 }
 
 // retry runs op until it succeeds, fails for good, ctx is done, or retry_timeout passes, with exponential

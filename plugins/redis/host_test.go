@@ -361,20 +361,19 @@ func TestBackpressureHostMemory(t *testing.T) {
 
 	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
 	defer client.Close()
-	ctx := context.Background()
 	pid := r.cmd.Process.Pid
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		n, _ := client.XLen(ctx, key).Result()
+		n := heldRecords(t, client, key)
 		if n >= maxEntries*9/10 {
 			break
 		}
 		if time.Now().After(deadline) || r.cmd.ProcessState != nil {
-			t.Fatalf("the stream holds %d entries, never reached 90%% of %d\n%s", n, maxEntries, r.stderr.String())
+			t.Fatalf("the buffer holds %d records, never reached 90%% of %d\n%s", n, maxEntries, r.stderr.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Logf("stream 90%% full after %v", time.Since(begin))
+	t.Logf("buffer 90%% full after %v", time.Since(begin))
 	full := rss(t, pid)
 	time.Sleep(3 * time.Second) // the host's in-flight batches settle (max_in_flight_bytes)
 	settled := rss(t, pid)
@@ -382,13 +381,12 @@ func TestBackpressureHostMemory(t *testing.T) {
 	for range 30 { // 6 s
 		time.Sleep(200 * time.Millisecond)
 		peakRSS = max(peakRSS, rss(t, pid))
-		n, _ := client.XLen(ctx, key).Result()
-		peakLen = max(peakLen, n)
+		peakLen = max(peakLen, heldRecords(t, client, key))
 	}
-	t.Logf("host RSS: %.1f MiB when the stream was 90%% full, %.1f MiB 3s later, peak %.1f MiB over the next 6s; stream peak %d entries (max_entries %d)",
+	t.Logf("host RSS: %.1f MiB when the stream was 90%% full, %.1f MiB 3s later, peak %.1f MiB over the next 6s; buffer peak %d records (max_entries %d)",
 		float64(full)/(1<<20), float64(settled)/(1<<20), float64(peakRSS)/(1<<20), peakLen, maxEntries)
 	if peakLen > maxEntries {
-		t.Errorf("the stream grew to %d entries, above max_entries %d", peakLen, maxEntries)
+		t.Errorf("the buffer grew to %d records, above max_entries %d", peakLen, maxEntries)
 	}
 	if grew := peakRSS - settled; grew > 8<<20 {
 		t.Errorf("host RSS grew by %.1f MiB while the buffer stayed full", float64(grew)/(1<<20))

@@ -17,21 +17,38 @@ func TestKeys(t *testing.T) {
 	}
 }
 
-func TestParseID(t *testing.T) {
+func TestParsePosition(t *testing.T) {
 	for _, tc := range []struct {
+		pos     string
 		id      string
 		ms, seq uint64
+		index   int
+		after   string
 		ok      bool
 	}{
-		{"1700000000000-5", 1700000000000, 5, true},
-		{"0-0", 0, 0, true},
-		{"17", 0, 0, false},
-		{"a-1", 0, 0, false},
-		{"1-", 0, 0, false},
+		{"1700000000000-5", "1700000000000-5", 1700000000000, 5, -1, "1700000000000-6", true},
+		{"1700000000000-5.0", "1700000000000-5", 1700000000000, 5, 0, "1700000000000-6", true},
+		{"1700000000000-5.17", "1700000000000-5", 1700000000000, 5, 17, "1700000000000-6", true},
+		{"3-18446744073709551615", "3-18446744073709551615", 3, 1<<64 - 1, -1, "4-0", true},
+		{"0-0", "0-0", 0, 0, -1, "0-1", true},
+		{"17", "", 0, 0, -1, "", false},
+		{"a-1", "", 0, 0, -1, "", false},
+		{"1-", "", 0, 0, -1, "", false},
+		{"1-2.", "", 0, 0, -1, "", false},
+		{"1-2.-1", "", 0, 0, -1, "", false},
+		{"1-2.x", "", 0, 0, -1, "", false},
 	} {
-		ms, seq, err := parseID(tc.id)
-		if (err == nil) != tc.ok || ms != tc.ms || seq != tc.seq {
-			t.Errorf("parseID(%q) = %d, %d, %v", tc.id, ms, seq, err)
+		p, err := parsePosition(tc.pos)
+		if (err == nil) != tc.ok {
+			t.Errorf("parsePosition(%q): error %v, want ok %v", tc.pos, err, tc.ok)
+			continue
+		}
+		if !tc.ok {
+			continue
+		}
+		if p.id != tc.id || p.ms != tc.ms || p.seq != tc.seq || p.index != tc.index || p.after() != tc.after {
+			t.Errorf("parsePosition(%q) = %+v (after %s); want id %s ms %d seq %d index %d after %s",
+				tc.pos, p, p.after(), tc.id, tc.ms, tc.seq, tc.index, tc.after)
 		}
 	}
 }

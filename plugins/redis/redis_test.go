@@ -52,6 +52,12 @@ func open(t *testing.T, settings map[string]any, after record.Position) (*redis.
 // reads its checkpoint; the buffer is closed when the test ends.
 func openFenced(t *testing.T, settings map[string]any, after record.Position, fence int64) (*redis.Buffer, *sdktest.Output, error) {
 	t.Helper()
+	return openBatch(t, settings, after, fence, 100)
+}
+
+// openBatch is openFenced for a host whose batches hold at most maxBatch records.
+func openBatch(t *testing.T, settings map[string]any, after record.Position, fence int64, maxBatch int) (*redis.Buffer, *sdktest.Output, error) {
+	t.Helper()
 	logs := &sdktest.Output{}
 	b := &redis.Buffer{}
 	s := sdk.Settings{}
@@ -62,7 +68,7 @@ func openFenced(t *testing.T, settings map[string]any, after record.Position, fe
 		s[k] = v
 	}
 	t.Cleanup(func() { _ = b.Close(context.Background()) })
-	err := b.Open(context.Background(), sdk.OpenRequest{Pipeline: "test", Settings: s, After: after, MaxBatchRecords: 100,
+	err := b.Open(context.Background(), sdk.OpenRequest{Pipeline: "test", Settings: s, After: after, MaxBatchRecords: maxBatch,
 		Logger: slog.New(slog.NewTextHandler(logs, nil)), Fence: fence})
 	if err != nil {
 		return nil, logs, err
@@ -238,15 +244,19 @@ func TestReopen(t *testing.T) {
 
 	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
 	defer client.Close()
-	if n, _ := client.XLen(ctx, key).Result(); n != 3 {
-		t.Fatalf("%d entries after acking 2 of 5, want 3", n)
+	// The five records are one entry, which stays until its last record is stored.
+	if n, _ := client.XLen(ctx, key).Result(); n != 1 {
+		t.Fatalf("%d entries after acking 2 of 5 appended at once, want 1", n)
+	}
+	if n := heldRecords(t, client, key); n != 3 {
+		t.Fatalf("%d records held after acking 2 of 5, want 3", n)
 	}
 	b2, _ := open(t, map[string]any{"addr": srv.Addr, "key": key}, got[2].Position)
 	if cp, _ := b2.Checkpoint(ctx); string(cp) != "p" {
 		t.Fatalf("checkpoint %q after reopening, want p", cp)
 	}
-	if n, _ := client.XLen(ctx, key).Result(); n != 2 {
-		t.Fatalf("%d entries after reopening after the third, want 2 (the sink stored the third)", n)
+	if n := heldRecords(t, client, key); n != 2 {
+		t.Fatalf("%d records held after reopening after the third, want 2 (the sink stored the third)", n)
 	}
 	rest := readN(t, b2, 2)
 	checkPayloads(t, rest, 3)
@@ -296,10 +306,7 @@ func TestFencing(t *testing.T) {
 	if !strings.Contains(logs.String(), "fences the buffer's earlier holder") {
 		t.Errorf("the new holder did not log that it fenced the old one:\n%s", logs)
 	}
-	read, err := cur.Read(ctx)
-	if err != nil || len(read) != 4 {
-		t.Fatalf("Read = %d records, %v; want 4", len(read), err)
-	}
+	read := readN(t, cur, 4)
 	first := read[0].Position.Clone()
 	for what, err := range map[string]error{
 		"Append": old.Append(ctx, batch(4, 2)),
@@ -318,8 +325,8 @@ func TestFencing(t *testing.T) {
 	if cp, _ := cur.Checkpoint(ctx); string(cp) != "3" {
 		t.Fatalf("refused calls moved the checkpoint to %q", cp)
 	}
-	if n, _ := client.XLen(ctx, key).Result(); n != 4 {
-		t.Fatalf("refused calls changed the stream: %d entries, want 4", n)
+	if n, _ := client.XLen(ctx, key).Result(); n != 2 || heldRecords(t, client, key) != 4 {
+		t.Fatalf("refused calls changed the stream: %d entries holding %d records, want 2 holding 4", n, heldRecords(t, client, key))
 	}
 	if f, _ := client.HGet(ctx, key+":meta", "fence").Result(); f != "200" {
 		t.Fatalf("the buffer holds fencing token %q, want 200", f)
@@ -331,8 +338,8 @@ func TestFencing(t *testing.T) {
 	if err := cur.Ack(ctx, first); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := client.XLen(ctx, key).Result(); n != 5 {
-		t.Fatalf("%d entries after the holder's append and ack, want 5", n)
+	if n := heldRecords(t, client, key); n != 5 {
+		t.Fatalf("%d records held after the holder's append and ack, want 5", n)
 	}
 }
 
@@ -480,5 +487,158 @@ func TestOpenUnreachable(t *testing.T) {
 	}
 	if errors.Is(err, sdk.ErrPermanent) {
 		t.Fatalf("Open = %v: an unreachable server must be a transient error", err)
+	}
+}
+
+// heldRecords is the number of records the buffer at key holds, from its counters.
+func heldRecords(t *testing.T, client *goredis.Client, key string) int64 {
+	t.Helper()
+	m, err := client.HMGet(context.Background(), key+":meta", "records", "acked_records").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n [2]int64
+	for i, v := range m {
+		if s, ok := v.(string); ok {
+			n[i], _ = strconv.ParseInt(s, 10, 64)
+		}
+	}
+	return n[0] - n[1]
+}
+
+// TestEntriesOfManyRecords: an append stores a batch as entries of at most a host batch of records; a
+// host with smaller batches reads an entry over several Reads, with one position per record, acknowledges
+// part of an entry, and a new instance opened after a record inside an entry reads on from the next one.
+func TestEntriesOfManyRecords(t *testing.T) {
+	srv := services.StartRedis(t, services.RedisOptions{})
+	key := freshKey()
+	settings := map[string]any{"addr": srv.Addr, "key": key}
+	ctx := context.Background()
+	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	defer client.Close()
+
+	w, _, err := openBatch(t, settings, nil, 0, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Append(ctx, batch(0, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := client.XLen(ctx, key).Result(); n != 3 {
+		t.Fatalf("10 records appended by a host of 4-record batches: %d entries, want 3 (4, 4, 2)", n)
+	}
+
+	r, _, err := openBatch(t, settings, nil, 0, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []record.Record
+	for len(got) < 10 {
+		recs, err := r.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) > 3 {
+			t.Fatalf("Read returned %d records, more than the host's batch of 3", len(recs))
+		}
+		for _, rec := range recs {
+			rec.Position, rec.Payload, rec.Key = rec.Position.Clone(), bytes.Clone(rec.Payload), bytes.Clone(rec.Key)
+			got = append(got, rec)
+		}
+	}
+	checkPayloads(t, got, 0)
+	seen := map[string]bool{}
+	for i, rec := range got {
+		if seen[string(rec.Position)] {
+			t.Fatalf("record %d has the position %s of an earlier one", i, rec.Position)
+		}
+		seen[string(rec.Position)] = true
+		last := i == 3 || i == 7 || i == 9 // the last record of each entry
+		if dotted := bytes.ContainsRune(rec.Position, '.'); dotted == last {
+			t.Fatalf("record %d has position %s: want the entry's ID for its last record, ID.INDEX otherwise", i, rec.Position)
+		}
+	}
+	if err := r.Ack(ctx, got[5].Position); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := client.XLen(ctx, key).Result(); n != 2 || heldRecords(t, client, key) != 4 {
+		t.Fatalf("after acking 6 of 10: %d entries holding %d records, want 2 holding 4", n, heldRecords(t, client, key))
+	}
+
+	again, _, err := openBatch(t, settings, got[5].Position, 0, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest := readN(t, again, 4)
+	checkPayloads(t, rest, 6)
+	for i, rec := range rest {
+		if !rec.Position.Equal(got[6+i].Position) {
+			t.Fatalf("record %d read again has position %s, was %s", 6+i, rec.Position, got[6+i].Position)
+		}
+	}
+	if err := again.Ack(ctx, rest[3].Position); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := client.XLen(ctx, key).Result(); n != 0 || heldRecords(t, client, key) != 0 {
+		t.Fatalf("after acking all: %d entries holding %d records, want none", n, heldRecords(t, client, key))
+	}
+	if _, _, err := openBatch(t, settings, record.Position("1-2.x"), 0, 3); !errors.Is(err, sdk.ErrInvalidSettings) {
+		t.Fatalf("Open after a malformed position = %v, want ErrInvalidSettings", err)
+	}
+}
+
+// TestEntriesOfEarlierVersions: a stream written by a sluice that stored one record per entry (field r)
+// and kept no record counters drains unchanged: its records are read in order with their entry IDs as
+// positions and counted, then records appended now follow them.
+func TestEntriesOfEarlierVersions(t *testing.T) {
+	srv := services.StartRedis(t, services.RedisOptions{})
+	key := freshKey()
+	ctx := context.Background()
+	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+	defer client.Close()
+	total := 0
+	var ids []string
+	for i := range 3 {
+		e := record.Append(nil, &record.Record{Op: record.OpInsert, Key: []byte("k"), Payload: []byte(strconv.Itoa(i)),
+			Meta: record.Meta{{Key: "m", Value: "v"}}})
+		total += len(e)
+		id, err := client.XAdd(ctx, &goredis.XAddArgs{Stream: key, Values: []any{"r", e, "c", strconv.Itoa(total)}}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := client.HSet(ctx, key+":meta", "pos", "2", "appended", strconv.Itoa(total)).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	b, _ := open(t, map[string]any{"addr": srv.Addr, "key": key}, nil)
+	if entries, _ := b.Fill(); entries != 3 {
+		t.Fatalf("a buffer of 3 one-record entries reports %d records held", entries)
+	}
+	if err := b.Append(ctx, batch(3, 2)); err != nil {
+		t.Fatal(err)
+	}
+	got := readN(t, b, 5)
+	checkPayloads(t, got, 0)
+	for i, id := range ids {
+		if string(got[i].Position) != id {
+			t.Fatalf("record %d of the earlier version has position %s, want its entry ID %s", i, got[i].Position, id)
+		}
+	}
+	if err := b.Ack(ctx, got[1].Position); err != nil {
+		t.Fatal(err)
+	}
+	if n := heldRecords(t, client, key); n != 3 {
+		t.Fatalf("%d records held after acking 2 of 5, want 3", n)
+	}
+	if err := b.Ack(ctx, got[4].Position); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := client.XLen(ctx, key).Result(); n != 0 || heldRecords(t, client, key) != 0 {
+		t.Fatalf("after acking all: %d entries, %d records held; want none", n, heldRecords(t, client, key))
+	}
+	if entries, bytes := b.Fill(); entries != 0 || bytes != 0 {
+		t.Fatalf("after acking all the buffer reports %d records, %d bytes held", entries, bytes)
 	}
 }
