@@ -34,13 +34,56 @@ func (s *stages) stop() {
 	wg.Wait()
 }
 
-// start starts a plugin instance for a stage and watches its process: the attempt is cancelled with an
-// explanation when the process exits or stops answering.
-func (p *Pipeline) start(ctx context.Context, cancel context.CancelCauseFunc, st *stages, role string, kind sdk.Kind, cfg Stage) (*stage, error) {
-	conn, err := p.starter.Start(ctx, cfg.Plugin, kind, cfg.InProcess, p.log.With("plugin", cfg.Plugin, "stage", role))
-	if err != nil {
-		return nil, fmt.Errorf("starting %s %q: %w", role, cfg.Plugin, err)
+// stageStart names a stage to start: its role ("sink", "buffer", …), kind and configuration.
+type stageStart struct {
+	role string
+	kind sdk.Kind
+	cfg  Stage
+}
+
+// startAll starts the plugin instances of stages all at once — each start launches a process and waits
+// for its handshake, tens of milliseconds that would otherwise add up stage after stage — then watches
+// them in the order given, so the attempt reports and stops them in that order. It returns the stages in
+// that order, or the first error in that order; the instances that did start are then stopped with the
+// attempt's other stages.
+func (p *Pipeline) startAll(ctx context.Context, cancel context.CancelCauseFunc, st *stages, starts []stageStart) ([]*stage, error) {
+	conns := make([]*protocol.Conn, len(starts))
+	errs := make([]error, len(starts))
+	var wg sync.WaitGroup
+	for i, s := range starts {
+		wg.Go(func() {
+			conns[i], errs[i] = p.starter.Start(ctx, s.cfg.Plugin, s.kind, s.cfg.InProcess,
+				p.log.With("plugin", s.cfg.Plugin, "stage", s.role))
+		})
 	}
+	wg.Wait()
+	out := make([]*stage, len(starts))
+	var first error
+	for i, s := range starts {
+		if errs[i] != nil {
+			if first == nil {
+				first = fmt.Errorf("starting %s %q: %w", s.role, s.cfg.Plugin, errs[i])
+			}
+			continue
+		}
+		if first != nil { // a stage before it failed: stop this one with the attempt's others
+			st.all = append(st.all, &stage{role: s.role, plugin: s.cfg.Plugin, conn: conns[i]})
+			continue
+		}
+		var err error
+		if out[i], err = p.watch(ctx, cancel, st, s.role, s.cfg, conns[i]); err != nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return nil, first
+	}
+	return out, nil
+}
+
+// watch registers a started plugin instance as one of the attempt's stages and watches its process: the
+// attempt is cancelled with an explanation when the process exits or stops answering.
+func (p *Pipeline) watch(ctx context.Context, cancel context.CancelCauseFunc, st *stages, role string, cfg Stage, conn *protocol.Conn) (*stage, error) {
 	s := &stage{role: role, plugin: cfg.Plugin, conn: conn}
 	st.all = append(st.all, s)
 	p.mu.Lock()
@@ -162,14 +205,32 @@ func (p *Pipeline) attempt(ctx context.Context) error {
 }
 
 func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *stages) error {
+	// Every plugin process starts at once; the stages are then opened one after the other, in the order
+	// the position rule needs.
+	hasDLQ := p.cfg.DeadLetter != nil
+	var starts []stageStart
+	if hasDLQ {
+		starts = append(starts, stageStart{"dead-letter sink", sdk.KindSink, *p.cfg.DeadLetter})
+	}
+	starts = append(starts, stageStart{"sink", sdk.KindSink, p.cfg.Sink})
+	if p.cfg.Buffer != nil {
+		starts = append(starts, stageStart{"buffer", sdk.KindBuffer, *p.cfg.Buffer})
+	}
+	starts = append(starts, stageStart{"source", sdk.KindSource, p.cfg.Source})
+	started, err := p.startAll(ctx, cancel, st, starts)
+	if err != nil {
+		return err
+	}
+	next := func() *stage {
+		s := started[0]
+		started = started[1:]
+		return s
+	}
+
 	// The dead-letter sink first: every other stage may need it.
 	var dead *deadLetters
-	hasDLQ := p.cfg.DeadLetter != nil
 	if hasDLQ {
-		s, err := p.start(ctx, cancel, st, "dead-letter sink", sdk.KindSink, *p.cfg.DeadLetter)
-		if err != nil {
-			return err
-		}
+		s := next()
 		dlq := s.conn.Sink()
 		if err := p.open(ctx, s, *p.cfg.DeadLetter, dlq.Open, nil, false); err != nil {
 			return err
@@ -183,10 +244,7 @@ func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *
 	}
 
 	// Downstream first: the sink says where everything upstream resumes.
-	sinkSt, err := p.start(ctx, cancel, st, "sink", sdk.KindSink, p.cfg.Sink)
-	if err != nil {
-		return err
-	}
+	sinkSt := next()
 	sink := sinkSt.conn.Sink()
 	if err := p.open(ctx, sinkSt, p.cfg.Sink, sink.Open, nil, hasDLQ); err != nil {
 		return err
@@ -207,9 +265,7 @@ func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *
 	var bufSt *stage
 	var bufferOut *protocol.WriteStream // where the source writes, when there is a buffer
 	if p.cfg.Buffer != nil {
-		if bufSt, err = p.start(ctx, cancel, st, "buffer", sdk.KindBuffer, *p.cfg.Buffer); err != nil {
-			return err
-		}
+		bufSt = next()
 		buf := bufSt.conn.Buffer()
 		if err := p.open(ctx, bufSt, *p.cfg.Buffer, buf.Open, sinkHas, false); err != nil {
 			return err
@@ -239,10 +295,7 @@ func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *
 		}
 	}
 
-	srcSt, err := p.start(ctx, cancel, st, "source", sdk.KindSource, p.cfg.Source)
-	if err != nil {
-		return err
-	}
+	srcSt := next()
 	src := srcSt.conn.Source()
 	if err := p.open(ctx, srcSt, p.cfg.Source, src.Open, srcAfter, hasDLQ); err != nil {
 		return err
