@@ -1,13 +1,18 @@
 package mongodb
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/services"
 )
 
 func mustFilter(t *testing.T, cfg Config) *nsFilter {
@@ -154,5 +159,102 @@ func TestFilterStage(t *testing.T) {
 	}
 	if first, _ := bson.MarshalExtJSON(p[0], false, false); string(first) != want {
 		t.Fatalf("first stage %s", first)
+	}
+}
+
+// TestLiveCollectionsListing lists the collections an initial snapshot copies, on mongo-java-server:
+// deployment-wide (its databases, local and config never; the test server has no admin database to write to), database-wide, filtered by
+// collections and namespaces, in database then name order (the test server refuses to create system
+// collections, so leaving those out is checked by TestFilterErrors only). (The test
+// server opens no deployment-wide change stream, so a deployment-wide snapshot cannot run there end to
+// end; the copy itself is the database-wide one of TestLiveSnapshotCollections.)
+func TestLiveCollectionsListing(t *testing.T) {
+	srv := services.StartMongo(t)
+	ctx := context.Background()
+	client, err := mongo.Connect(options.Client().ApplyURI(srv.URI))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Disconnect(ctx)
+	for _, n := range []namespace{{"shop", "orders"}, {"shop", "carts"}, {"shop", "orders_tmp"}, {"billing", "invoices"},
+		{"crm", "leads"}, {"local", "mine"}, {"config", "mine"}} {
+		if _, err := client.Database(n.db).Collection(n.coll).InsertOne(ctx, bson.D{{Key: "x", Value: 1}}); err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+	}
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{}, "billing.invoices crm.leads shop.carts shop.orders shop.orders_tmp"},
+		{Config{Namespaces: map[string]any{"include": []any{`^(shop|billing)\.`}, "exclude": []any{`_tmp$`}}}, "billing.invoices shop.carts shop.orders"},
+		{Config{Database: "shop"}, "shop.carts shop.orders shop.orders_tmp"},
+		{Config{Database: "shop", Collections: []string{"orders_tmp", "orders", "gone"}}, "shop.orders shop.orders_tmp"},
+		{Config{Database: "shop", Collection: "orders"}, "shop.orders"},
+	} {
+		s := &Source{cfg: c.cfg, client: client, filter: mustFilter(t, c.cfg)}
+		list, err := s.collections(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, n := range list {
+			got = append(got, n.String())
+		}
+		if strings.Join(got, " ") != c.want {
+			t.Errorf("%+v: %s, want %s", c.cfg, strings.Join(got, " "), c.want)
+		}
+	}
+}
+
+// TestLiveFilterStage runs the $match stage of a collections filter as an aggregation over documents
+// shaped like change events, on mongo-java-server: the server lets through exactly the events passes
+// accepts. (The test server has no $regexMatch, so the stage of namespaces is checked by TestFilterStage
+// alone.)
+func TestLiveFilterStage(t *testing.T) {
+	srv := services.StartMongo(t)
+	ctx := context.Background()
+	client, err := mongo.Connect(options.Client().ApplyURI(srv.URI))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Disconnect(ctx)
+	coll := client.Database("test").Collection("events")
+	events := []bson.D{
+		{{Key: "operationType", Value: "insert"}, {Key: "ns", Value: bson.D{{Key: "db", Value: "shop"}, {Key: "coll", Value: "orders"}}}},
+		{{Key: "operationType", Value: "insert"}, {Key: "ns", Value: bson.D{{Key: "db", Value: "shop"}, {Key: "coll", Value: "users"}}}},
+		{{Key: "operationType", Value: "drop"}, {Key: "ns", Value: bson.D{{Key: "db", Value: "shop"}, {Key: "coll", Value: "carts"}}}},
+		{{Key: "operationType", Value: "dropDatabase"}, {Key: "ns", Value: bson.D{{Key: "db", Value: "shop"}}}},
+		{{Key: "operationType", Value: "invalidate"}},
+		{{Key: "operationType", Value: "insert"}},
+	}
+	f := mustFilter(t, Config{Database: "shop", Collections: []string{"orders", "carts"}})
+	var want []int
+	for i, ev := range events {
+		ev = append(bson.D{{Key: "_id", Value: i}}, ev...)
+		if _, err := coll.InsertOne(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := bson.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.passes(raw) {
+			want = append(want, i)
+		}
+	}
+	cur, err := coll.Aggregate(ctx, mongo.Pipeline{f.stage(), {{Key: "$sort", Value: bson.D{{Key: "_id", Value: 1}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for cur.Next(ctx) {
+		got = append(got, int(cur.Current.Lookup("_id").Int32()))
+	}
+	if err := cur.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(want) != "[0 2 3 4]" {
+		t.Fatalf("the server let through events %v, passes %v; want [0 2 3 4]", got, want)
 	}
 }
