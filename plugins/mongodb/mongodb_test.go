@@ -281,7 +281,7 @@ func TestBadSettings(t *testing.T) {
 		{"uri": "mongodb://x", "on_history_lost": "timestamp"}, // start_at must be a time
 		{"uri": "mongodb://x", "pipeline": []any{"$match"}},
 		{"uri": "mongodb://x", "pipeline": []any{map[string]any{"$match": map[string]any{}, "$project": map[string]any{}}}},
-		{"uri": "mongodb://x", "collections": []any{"a"}},                                   // collections without database
+		{"uri": "mongodb://x", "collections": []any{"a"}},                                     // collections without database
 		{"uri": "mongodb://x", "database": "d", "collection": "c", "collections": []any{"a"}}, // collection with collections
 		{"uri": "mongodb://x", "database": "d", "collection": "c", "namespaces": map[string]any{"include": []any{"x"}}},
 		{"uri": "mongodb://x", "database": "d", "namespaces": map[string]any{"include": []any{"(?<=x)y"}}},
