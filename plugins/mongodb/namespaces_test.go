@@ -175,7 +175,7 @@ func TestLiveCollectionsListing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Disconnect(ctx)
+	defer func() { _ = client.Disconnect(ctx) }()
 	for _, n := range []namespace{{"shop", "orders"}, {"shop", "carts"}, {"shop", "orders_tmp"}, {"billing", "invoices"},
 		{"crm", "leads"}, {"local", "mine"}, {"config", "mine"}} {
 		if _, err := client.Database(n.db).Collection(n.coll).InsertOne(ctx, bson.D{{Key: "x", Value: 1}}); err != nil {
@@ -218,7 +218,7 @@ func TestLiveFilterStage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Disconnect(ctx)
+	defer func() { _ = client.Disconnect(ctx) }()
 	coll := client.Database("test").Collection("events")
 	events := []bson.D{
 		{{Key: "operationType", Value: "insert"}, {Key: "ns", Value: bson.D{{Key: "db", Value: "shop"}, {Key: "coll", Value: "orders"}}}},
