@@ -1,12 +1,14 @@
 // Package mongodb is sluice's MongoDB change-stream source.
 //
-// It watches a collection, a database or a whole deployment and emits one record per change event. A
-// record's position is the event's resume token; the host hands the last stored one back on Open and the
-// stream resumes with startAfter, so nothing is skipped or repeated across restarts, and a stream that
-// was invalidated (its collection dropped or renamed) continues after the invalidate event. On a quiet
-// stream the source emits heartbeats (position-only records) from the stream's post-batch resume token,
-// so that a pipeline that sees no change for a long time still stores a recent position and does not
-// fall off the oplog.
+// It watches a collection, a database or a whole deployment — the last two optionally narrowed to some
+// collections by name or regular expression, filtered by the server — and emits one record per change
+// event. A record's position is the event's resume token; the host hands the last stored one back on
+// Open and the stream resumes with startAfter, so nothing is skipped or repeated across restarts, and a
+// stream that was invalidated (its collection dropped or renamed) continues after the invalidate event.
+// It can copy the watched collections first (an initial snapshot, resumable by collection and _id). On
+// a quiet stream the source emits heartbeats (position-only records) from the stream's post-batch resume
+// token, so that a pipeline that sees no change for a long time still stores a recent position and does
+// not fall off the oplog.
 //
 // The same decoder reads replay files (replay_file: one change event per line in Extended JSON, as
 // watch() prints them), so captured events can be replayed through a pipeline's transforms.
