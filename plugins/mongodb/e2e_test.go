@@ -174,3 +174,70 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// TestValidateRules runs `sluice validate` on a file with each combination of collection, collections
+// and namespaces the source refuses: the host reports each at its line and column, from the plugin's
+// spec rules, without starting the plugin; and a file with good ones passes.
+func TestValidateRules(t *testing.T) {
+	bin := services.Binaries(t, "mongodb", "discard")
+	dir := t.TempDir()
+	bad := `version: 1
+pipelines:
+  - id: no-database
+    source: { plugin: mongodb, settings: { uri: "mongodb://127.0.0.1:1", collections: [a, b] } }
+    sink: { plugin: discard }
+  - id: both
+    source: { plugin: mongodb, settings: { uri: "mongodb://127.0.0.1:1", database: shop, collection: c, namespaces: { include: [x] } } }
+    sink: { plugin: discard }
+  - id: empty
+    source: { plugin: mongodb, settings: { uri: "mongodb://127.0.0.1:1", database: shop, collections: [] } }
+    sink: { plugin: discard }
+  - id: typo
+    source: { plugin: mongodb, settings: { uri: "mongodb://127.0.0.1:1", namespaces: { includes: [x] } } }
+    sink: { plugin: discard }
+  - id: nothing
+    source: { plugin: mongodb, settings: { uri: "mongodb://127.0.0.1:1", namespaces: {} } }
+    sink: { plugin: discard }
+`
+	good := `version: 1
+pipelines:
+  - id: shop
+    source: { plugin: mongodb, settings: { uri: "mongodb://127.0.0.1:1", database: shop, collections: [orders, carts], namespaces: { exclude: ["_tmp$"] }, snapshot: initial } }
+    sink: { plugin: discard }
+  - id: deployment
+    source: { plugin: mongodb, settings: { uri: "mongodb://127.0.0.1:1", namespaces: { include: ['^(shop|billing)\.'] }, snapshot: initial } }
+    sink: { plugin: discard }
+`
+	for name, text := range map[string]string{"bad.yaml": bad, "good.yaml": good} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	validate := func(file string) (string, int) {
+		cmd := exec.Command(filepath.Join(bin, "sluice"), "validate", file)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	out, code := validate("bad.yaml")
+	want := []string{
+		`bad.yaml:4:87: setting "collections" of plugin "mongodb" (source): collections needs a database: set database (collections are names in it), or use namespaces to filter the whole deployment by "db.coll"`,
+		`bad.yaml:7:117: setting "namespaces" of plugin "mongodb" (source): collection watches one collection and cannot be combined with collections or namespaces: list every collection in collections (or filter with namespaces) and remove collection`,
+		`bad.yaml:10:103: setting "collections" of plugin "mongodb" (source): collections is empty: list the collections to watch, or remove it to watch every collection of database`,
+		`bad.yaml:13:86: setting "namespaces" of plugin "mongodb" (source): namespaces takes include and exclude, lists of regular expressions matched against "db.coll"`,
+		`bad.yaml:16:86: setting "namespaces" of plugin "mongodb" (source): namespaces has neither include nor exclude: give regular expressions matched against "db.coll", or remove namespaces`,
+		`5 problems found`,
+	}
+	if code != 2 || strings.TrimSpace(out) != strings.Join(want, "\n") {
+		t.Errorf("validate bad.yaml: exit %d\n%s\nwant exit 2 and\n%s", code, out, strings.Join(want, "\n"))
+	}
+	if out, code := validate("good.yaml"); code != 0 {
+		t.Errorf("validate good.yaml: exit %d\n%s", code, out)
+	}
+}

@@ -75,15 +75,21 @@ type decoder struct {
 	skipped      int
 	skippedTotal *sdk.Counter
 	log          func(msg string, args ...any)
+	// filter, in replay mode, drops the events the server's namespace $match would have (collections,
+	// namespaces); nil on live streams, which the server filters.
+	filter *nsFilter
 }
 
 // add takes one event from the stream. It returns the record to emit, or ok false when the event is a
-// fragment of a split event whose other fragments have not arrived yet.
+// fragment of a split event whose other fragments have not arrived yet, or one the filter drops.
 func (d *decoder) add(ev bson.Raw) (r record.Record, ok bool, err error) {
 	split, isSplit := ev.Lookup("splitEvent").DocumentOK()
 	if !isSplit {
 		if len(d.fragments) > 0 {
 			return r, false, fmt.Errorf("an event arrived before the last %d fragments of a split event", len(d.fragments))
+		}
+		if d.filter != nil && !d.filter.passes(ev) {
+			return r, false, nil
 		}
 		r, err = d.record(ev, nil)
 		return r, err == nil, err
@@ -101,6 +107,9 @@ func (d *decoder) add(ev bson.Raw) (r record.Record, ok bool, err error) {
 	d.fragments = d.fragments[:0]
 	if err != nil {
 		return r, false, err
+	}
+	if d.filter != nil && !d.filter.passes(whole) {
+		return r, false, nil
 	}
 	if r, err = d.record(whole, nil); err != nil {
 		return r, false, err

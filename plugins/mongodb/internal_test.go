@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/sdk/record"
 	"github.com/sluicehq/sluice/services"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -77,28 +78,43 @@ func TestAfterID(t *testing.T) {
 }
 
 // TestSnapshotPosition round-trips the positions of a snapshot that starts at a resume token and of one
-// that starts at a cluster time.
+// that starts at a cluster time, with the collection being copied; and reads a position written by
+// version 0.2 of the plugin, which has no collection.
 func TestSnapshotPosition(t *testing.T) {
 	tok := token(t, "8265AB")
 	last := bson.RawValue{Type: bson.TypeString, Value: bsonString("sku-9")}
+	ns := namespace{"shop", "orders.2024"}
 	for _, from := range []start{{token: tok}, {at: &bson.Timestamp{T: 1714521600, I: 3}}} {
-		sn := &snapshot{from: from, last: last}
+		sn := &snapshot{from: from, ns: ns, last: last}
 		for _, kind := range []byte{posSnapshot, posStreamStart} {
 			pos, err := sn.position(kind)
 			if err != nil || pos[0] != kind {
 				t.Fatalf("position(%d) = %x, %v", kind, []byte(pos), err)
 			}
-			got, gotLast, err := parseSnapshotPosition(pos)
-			if err != nil || got.String() != from.String() {
-				t.Fatalf("parse(%x) = %s, %v; want %s", []byte(pos), got, err, from)
+			got, err := parseSnapshotPosition(pos)
+			if err != nil || got.from.String() != from.String() {
+				t.Fatalf("parse(%x) = %s, %v; want %s", []byte(pos), got.from, err, from)
 			}
-			if kind == posSnapshot && !gotLast.Equal(last) || kind == posStreamStart && gotLast.Type != 0 {
-				t.Fatalf("kind %d: last = %s", kind, gotLast)
+			if kind == posSnapshot && (!got.last.Equal(last) || got.ns != ns) || kind == posStreamStart && (got.last.Type != 0 || got.ns != namespace{}) {
+				t.Fatalf("kind %d: ns %s, last = %s", kind, got.ns, got.last)
 			}
 		}
 	}
-	if _, _, err := parseSnapshotPosition([]byte{posSnapshot, 5, 0, 0, 0, 0}); err == nil {
+	// Version 0.2: {tok, last}.
+	old, err := bson.Marshal(bson.D{{Key: "tok", Value: tok}, {Key: "last", Value: int32(7)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := parseSnapshotPosition(append(record.Position{posSnapshot}, old...))
+	if err != nil || got.ns != (namespace{}) || got.last.Int32() != 7 || got.from.token.String() != tok.String() {
+		t.Fatalf("version 0.2 position: %+v, %v", got, err)
+	}
+	if _, err := parseSnapshotPosition([]byte{posSnapshot, 5, 0, 0, 0, 0}); err == nil {
 		t.Fatal("a position without a start parsed")
+	}
+	half, _ := bson.Marshal(bson.D{{Key: "tok", Value: tok}, {Key: "db", Value: "shop"}})
+	if _, err := parseSnapshotPosition(append(record.Position{posSnapshot}, half...)); err == nil {
+		t.Fatal("a position with a database and no collection parsed")
 	}
 }
 

@@ -1,12 +1,14 @@
 // Package mongodb is sluice's MongoDB change-stream source.
 //
-// It watches a collection, a database or a whole deployment and emits one record per change event. A
-// record's position is the event's resume token; the host hands the last stored one back on Open and the
-// stream resumes with startAfter, so nothing is skipped or repeated across restarts, and a stream that
-// was invalidated (its collection dropped or renamed) continues after the invalidate event. On a quiet
-// stream the source emits heartbeats (position-only records) from the stream's post-batch resume token,
-// so that a pipeline that sees no change for a long time still stores a recent position and does not
-// fall off the oplog.
+// It watches a collection, a database or a whole deployment — the last two optionally narrowed to some
+// collections by name or regular expression, filtered by the server — and emits one record per change
+// event. A record's position is the event's resume token; the host hands the last stored one back on
+// Open and the stream resumes with startAfter, so nothing is skipped or repeated across restarts, and a
+// stream that was invalidated (its collection dropped or renamed) continues after the invalidate event.
+// It can copy the watched collections first (an initial snapshot, resumable by collection and _id). On
+// a quiet stream the source emits heartbeats (position-only records) from the stream's post-batch resume
+// token, so that a pipeline that sees no change for a long time still stores a recent position and does
+// not fall off the oplog.
 //
 // The same decoder reads replay files (replay_file: one change event per line in Extended JSON, as
 // watch() prints them), so captured events can be replayed through a pipeline's transforms.
@@ -41,16 +43,20 @@ func Plugin() sdk.Plugin {
 
 var spec = sdk.Spec{
 	Name:    "mongodb",
-	Version: "0.2.0",
+	Version: "0.3.0",
 	Summary: "MongoDB change streams as a source: one record per change event, resumable by resume token.",
 	Author:  "sluice",
 	Source: &sdk.Stage{
-		Summary: "Watches a collection, a database or a deployment. Record positions are resume tokens; a restarted pipeline resumes with startAfter right after the last stored one. Emits heartbeats on quiet streams, can copy a collection first (snapshot: initial), and replays captured events from a file (replay_file). Record key: the document's _id as canonical Extended JSON; metadata mongodb.db, mongodb.coll, mongodb.operation, mongodb.cluster_time, mongodb.wall_time, mongodb.txn_number, mongodb.lsid; payload: the change event.",
+		Summary: "Watches a collection, a database or a deployment, optionally filtered to some collections (collections, namespaces) on one stream. Record positions are resume tokens; a restarted pipeline resumes with startAfter right after the last stored one. Emits heartbeats on quiet streams, can copy the watched collections first (snapshot: initial), and replays captured events from a file (replay_file). Record key: the document's _id as canonical Extended JSON; metadata mongodb.db, mongodb.coll, mongodb.operation, mongodb.cluster_time, mongodb.wall_time, mongodb.txn_number, mongodb.lsid; payload: the change event.",
 		Settings: []sdk.Setting{
 			{Name: "uri", Type: sdk.TypeString, Secret: true,
 				Doc: "Connection string (mongodb:// or mongodb+srv://) with credentials, replicaSet, readPreference and TLS options (tls=true, authMechanism=MONGODB-X509, …). Change streams need a replica set or a sharded cluster (connect to mongos). Required unless replay_file is set."},
-			{Name: "database", Type: sdk.TypeString, Doc: "Database to watch. Omit (with collection) to watch every database of the deployment (needs the changeStream privilege on the cluster)."},
-			{Name: "collection", Type: sdk.TypeString, Doc: "Collection to watch, in database. Omit to watch every collection of database."},
+			{Name: "database", Type: sdk.TypeString, Doc: "Database to watch. Omit (with collection and collections) to watch every database of the deployment but admin, local and config (needs the changeStream privilege on the cluster)."},
+			{Name: "collection", Type: sdk.TypeString, Doc: "Collection to watch, in database. Omit to watch every collection of database, or several with collections or namespaces."},
+			{Name: "collections", Type: sdk.TypeList,
+				Doc: "Collections of database to watch, e.g. [orders, customers], on one database-wide change stream (one stream, one position) that the server filters with a $match on ns.coll put in front of pipeline, so the changes of other collections never reach the source. Needs database; not with collection. Records carry their collection in the mongodb.coll metadata (route with the route transform). Combined with namespaces, a collection must also pass namespaces."},
+			{Name: "namespaces", Type: sdk.TypeObject,
+				Doc: "Filter by namespace on a database-wide (with database) or deployment-wide (without) stream: {include: [regex, …], exclude: [regex, …]}, regular expressions in RE2 syntax (no lookaround or backreferences; MongoDB's PCRE reads them the same) matched against \"db.coll\", unanchored (write ^shop\\.orders$ for one collection). A change is delivered when its namespace matches one include expression (or include is absent) and no exclude expression. The server filters with $regexMatch (MongoDB 4.2+) in a $match put in front of pipeline. invalidate and dropDatabase events always pass. Not with collection."},
 			{Name: "pipeline", Type: sdk.TypeList,
 				Doc: "Aggregation stages the server runs on the change stream, as a list of stage objects in YAML or JSON, e.g. [{$match: {operationType: {$in: [insert, update]}}}], or of strings holding a stage in Extended JSON ('{\"$match\": {\"fullDocument.at\": {\"$gt\": {\"$date\": \"2024-01-01T00:00:00Z\"}}}}'), which keep their key order (objects from YAML or JSON settings do not, which matters only when a stage compares a whole embedded document). Extended JSON values ({$date: …}, {$oid: …}) work in both. Allowed stages: $match, $project, $addFields, $set, $unset, $replaceRoot, $redact. Keep _id (the resume token) unchanged: the source needs it for positions. Filtering server-side saves bandwidth; filtered-out events still advance the position through heartbeats. Not applied to snapshot records."},
 			{Name: "full_document", Type: sdk.TypeString, Default: "updateLookup", Enum: []string{"default", "updateLookup", "whenAvailable", "required"},
@@ -72,7 +78,7 @@ var spec = sdk.Spec{
 			{Name: "oversize", Type: sdk.TypeString, Default: "split", Enum: []string{"split", "skip", "dlq", "fail"},
 				Doc: "Change events over MongoDB's 16 MB limit (a large document with its pre- or post-image). split (default): append $changeStreamSplitLargeEvent (MongoDB 7.0+ and 6.0.9+) and reassemble the fragments into one record; skip: reassemble, then emit only the event's position and log a warning with the document key; dlq: emit the reassembled event as a dead letter (needs the pipeline's dlq: sink; without one the pipeline does not start). On a server without $changeStreamSplitLargeEvent the source logs a warning and an oversize event stops the pipeline with an error naming this setting. fail: never add the stage."},
 			{Name: "snapshot", Type: sdk.TypeString, Default: "never", Enum: []string{"never", "initial"},
-				Doc: "initial: when the pipeline has no stored position, first capture the stream's current resume token (or, on servers without one, the cluster time), copy the collection's documents in _id order as records with operation snapshot (payload {operationType: snapshot, ns, documentKey, fullDocument}), then stream the changes made since the capture, so none made during the copy is lost (a document changed during the copy may arrive both as a snapshot record and as a change). The copy is resumable: each record's position records the last _id copied. Needs collection; start_at is not used. never (default): stream only."},
+				Doc: "initial: when the pipeline has no stored position, first capture the stream's current resume token (or, on servers without one, the cluster time), then copy each watched collection in turn — collection; or the collections of database (every database but admin, local and config without one) that collections and namespaces let through, views and system collections left out, ordered by database then name — each in _id order, as records with operation snapshot (payload {operationType: snapshot, ns, documentKey, fullDocument}), then stream the changes made since the capture, so none made during the copy is lost (a document changed during the copy may arrive both as a snapshot record and as a change). The copy is resumable: each record's position records the collection and the last _id copied. start_at is not used. never (default): stream only."},
 			{Name: "encoding", Type: sdk.TypeString, Default: "relaxed", Enum: []string{"relaxed", "canonical", "bson"},
 				Doc: "Payload encoding: relaxed (default) is MongoDB Extended JSON v2 relaxed mode (numbers as JSON numbers, {\"$oid\"}, {\"$date\": \"…\"}); canonical keeps every type ({\"$numberInt\"}, {\"$numberLong\"}, {\"$date\": {\"$numberLong\"}}); bson is the event's raw BSON."},
 			{Name: "tls_ca_file", Type: sdk.TypeString, Doc: "PEM CA bundle to verify the server's certificate with; enables TLS. (tlsCAFile in the uri works too.)"},
@@ -86,8 +92,16 @@ var spec = sdk.Spec{
 				Message: "uri is required (or replay_file, to replay captured events instead of connecting)"},
 			{Expr: `(collection ?? "") == "" || (database ?? "") != ""`, Settings: []string{"collection", "database"},
 				Message: "collection needs a database: set database, or remove collection to watch the whole deployment"},
-			{Expr: `snapshot != "initial" || (collection ?? "") != "" || (replay_file ?? "") != ""`, Settings: []string{"snapshot", "collection"},
-				Message: "snapshot: initial copies one collection: set database and collection"},
+			{Expr: `collections == nil || (database ?? "") != ""`, Settings: []string{"collections", "database"},
+				Message: "collections needs a database: set database (collections are names in it), or use namespaces to filter the whole deployment by \"db.coll\""},
+			{Expr: `(collection ?? "") == "" || (collections == nil && namespaces == nil)`, Settings: []string{"collections", "namespaces", "collection"},
+				Message: "collection watches one collection and cannot be combined with collections or namespaces: list every collection in collections (or filter with namespaces) and remove collection"},
+			{Expr: `collections == nil || len(collections) > 0`, Settings: []string{"collections"},
+				Message: "collections is empty: list the collections to watch, or remove it to watch every collection of database"},
+			{Expr: `namespaces == nil || all(keys(namespaces), # in ["include", "exclude"])`, Settings: []string{"namespaces"},
+				Message: "namespaces takes include and exclude, lists of regular expressions matched against \"db.coll\""},
+			{Expr: `namespaces == nil || len(namespaces) > 0`, Settings: []string{"namespaces"},
+				Message: "namespaces has neither include nor exclude: give regular expressions matched against \"db.coll\", or remove namespaces"},
 			{Expr: `on_history_lost != "timestamp" || start_at matches "^[0-9]{4}-[0-9]{2}-[0-9]{2}T"`, Settings: []string{"on_history_lost", "start_at"},
 				Message: "on_history_lost: timestamp restarts at start_at, which must then be an RFC 3339 time such as 2024-05-01T00:00:00Z"},
 		},
@@ -96,24 +110,26 @@ var spec = sdk.Spec{
 
 // Config holds the source's settings.
 type Config struct {
-	URI               string        `setting:"uri"`
-	Database          string        `setting:"database"`
-	Collection        string        `setting:"collection"`
-	Pipeline          []any         `setting:"pipeline"`
-	FullDocument      string        `setting:"full_document"`
-	FullDocumentPre   string        `setting:"full_document_before_change"`
-	BatchSize         int32         `setting:"batch_size"`
-	MaxAwait          time.Duration `setting:"max_await"`
-	ShowExpanded      bool          `setting:"show_expanded_events"`
-	StartAt           string        `setting:"start_at"`
-	HeartbeatInterval time.Duration `setting:"heartbeat_interval"`
-	OnHistoryLost     string        `setting:"on_history_lost"`
-	Oversize          string        `setting:"oversize"`
-	Snapshot          string        `setting:"snapshot"`
-	Encoding          string        `setting:"encoding"`
-	TLSCAFile         string        `setting:"tls_ca_file"`
-	TLSCertFile       string        `setting:"tls_cert_file"`
-	ReplayFile        string        `setting:"replay_file"`
+	URI               string         `setting:"uri"`
+	Database          string         `setting:"database"`
+	Collection        string         `setting:"collection"`
+	Collections       []string       `setting:"collections"`
+	Namespaces        map[string]any `setting:"namespaces"`
+	Pipeline          []any          `setting:"pipeline"`
+	FullDocument      string         `setting:"full_document"`
+	FullDocumentPre   string         `setting:"full_document_before_change"`
+	BatchSize         int32          `setting:"batch_size"`
+	MaxAwait          time.Duration  `setting:"max_await"`
+	ShowExpanded      bool           `setting:"show_expanded_events"`
+	StartAt           string         `setting:"start_at"`
+	HeartbeatInterval time.Duration  `setting:"heartbeat_interval"`
+	OnHistoryLost     string         `setting:"on_history_lost"`
+	Oversize          string         `setting:"oversize"`
+	Snapshot          string         `setting:"snapshot"`
+	Encoding          string         `setting:"encoding"`
+	TLSCAFile         string         `setting:"tls_ca_file"`
+	TLSCertFile       string         `setting:"tls_cert_file"`
+	ReplayFile        string         `setting:"replay_file"`
 }
 
 // Source is the change-stream source. The SDK calls Open, then Read from one goroutine (Ack is a no-op:
@@ -130,6 +146,9 @@ type Source struct {
 	stream        *mongo.ChangeStream
 	replay        *replay
 	snap          *snapshot // the initial snapshot while it is being copied
+	filter        *nsFilter // collections and namespaces; nil: every collection of the scope
+	metrics       *sdk.Metrics
+	emitted       map[namespace]*sdk.Counter // records_total by namespace
 
 	startAt      start // where a stream with no stored position begins (start_at)
 	from         start // where the current stream was opened
@@ -192,8 +211,9 @@ func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
 	if cfg.Collection != "" && cfg.Database == "" {
 		return invalid("collection %q needs a database", cfg.Collection)
 	}
-	if cfg.Snapshot == "initial" && cfg.Collection == "" && cfg.ReplayFile == "" {
-		return invalid("snapshot: initial needs a collection")
+	filter, err := parseFilter(cfg)
+	if err != nil {
+		return err
 	}
 	st, err := parseStartAt(cfg.StartAt)
 	if err != nil {
@@ -208,7 +228,8 @@ func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
 	if cfg.MaxAwait < 0 || cfg.BatchSize < 0 || cfg.HeartbeatInterval < 0 {
 		return invalid("max_await, batch_size and heartbeat_interval cannot be negative")
 	}
-	s.cfg, s.startAt, s.log, s.max = cfg, st, req.Logger, max(req.MaxBatchRecords, 1)
+	s.cfg, s.startAt, s.log, s.max, s.filter = cfg, st, req.Logger, max(req.MaxBatchRecords, 1), filter
+	s.metrics, s.emitted = req.Metrics, map[namespace]*sdk.Counter{}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -231,7 +252,7 @@ func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
 		if err != nil {
 			return err
 		}
-		s.replay = r
+		s.replay, s.dec.filter = r, filter
 		return nil
 	}
 	if cfg.URI == "" {
@@ -292,10 +313,14 @@ func tlsConfig(cfg Config) (*tls.Config, error) {
 	return tc, nil
 }
 
-// pipeline converts the pipeline setting into aggregation stages and appends
-// $changeStreamSplitLargeEvent unless oversize is fail or the server refused it.
+// pipeline converts the pipeline setting into aggregation stages, behind the namespace filter's $match
+// when there is one, and appends $changeStreamSplitLargeEvent unless oversize is fail or the server
+// refused it.
 func (s *Source) pipeline() (mongo.Pipeline, error) {
 	var p mongo.Pipeline
+	if s.filter != nil {
+		p = append(p, s.filter.stage())
+	}
 	for i, st := range s.cfg.Pipeline {
 		// A string is a stage in Extended JSON, kept as written (key order matters when a stage matches
 		// a whole embedded document); an object is converted through JSON.
@@ -322,21 +347,18 @@ func (s *Source) pipeline() (mongo.Pipeline, error) {
 // begin resumes from the position the host handed over: a resume token, a snapshot in progress or a
 // finished snapshot's stream start; without one it begins a snapshot or starts the stream at start_at.
 func (s *Source) begin(ctx context.Context, pos record.Position, tok bson.Raw) error {
-	coll := func() *mongo.Collection { return s.client.Database(s.cfg.Database).Collection(s.cfg.Collection) }
 	switch {
 	case tok != nil:
 		return s.watch(ctx, start{token: tok}, true)
 	case len(pos) > 0 && (pos[0] == posSnapshot || pos[0] == posStreamStart):
-		from, last, err := parseSnapshotPosition(pos)
+		p, err := parseSnapshotPosition(pos)
 		if err != nil {
 			return invalid("%v", err)
 		}
 		if pos[0] == posStreamStart {
-			return s.watch(ctx, from, true)
+			return s.watch(ctx, p.from, true)
 		}
-		s.snap = &snapshot{from: from, last: last, coll: coll()}
-		s.log.Info("continuing the initial snapshot", "collection", s.scope(), "stream_from", from.String())
-		return nil
+		return s.beginSnapshot(ctx, p.from, &p)
 	case len(pos) > 0:
 		return invalid("position %x is not a MongoDB position from this plugin", []byte(pos))
 	case s.cfg.Snapshot == "initial":
@@ -344,9 +366,7 @@ func (s *Source) begin(ctx context.Context, pos record.Position, tok bson.Raw) e
 		if err != nil {
 			return err
 		}
-		s.snap = &snapshot{from: from, coll: coll()}
-		s.log.Info("starting the initial snapshot", "collection", s.scope(), "stream_from", from.String())
-		return nil
+		return s.beginSnapshot(ctx, from, nil)
 	}
 	return s.watch(ctx, s.startAt, false)
 }
@@ -407,13 +427,19 @@ func splitRefused(err error) bool {
 }
 
 func (s *Source) scope() string {
+	var scope string
 	switch {
 	case s.cfg.Collection != "":
 		return s.cfg.Database + "." + s.cfg.Collection
 	case s.cfg.Database != "":
-		return "database " + s.cfg.Database
+		scope = "database " + s.cfg.Database
+	default:
+		scope = "the deployment"
 	}
-	return "the deployment"
+	if s.filter != nil {
+		scope += " (" + s.filter.String() + ")"
+	}
+	return scope
 }
 
 // historyLost reports whether err says the resume point is no longer in the oplog.
@@ -466,9 +492,30 @@ func (s *Source) Read(ctx context.Context) ([]record.Record, error) {
 		if recs[i].Time.After(latest) {
 			latest = recs[i].Time
 		}
+		if recs[i].Op != record.OpHeartbeat {
+			s.count(recs[i].Meta)
+		}
 	}
 	s.noteToken(latest)
 	return recs, err
+}
+
+// count adds a record of the namespace meta names to records_total.
+func (s *Source) count(meta record.Meta) {
+	var n namespace
+	n.db, _ = meta.Get("mongodb.db")
+	n.coll, _ = meta.Get("mongodb.coll")
+	c, ok := s.emitted[n]
+	if !ok {
+		label := n.db
+		if n.coll != "" {
+			label = n.String()
+		}
+		c = s.metrics.Counter("records_total", "Records emitted (changes and snapshot records, not heartbeats), by namespace: \"db.coll\", or the database alone for a dropped database.",
+			sdk.Label{Name: "namespace", Value: label})
+		s.emitted[n] = c
+	}
+	c.Inc()
 }
 
 // noteToken records t as the time of a resume token the source has seen, if it is the latest.

@@ -3,32 +3,36 @@ package mongodb
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/record"
 )
 
 // Positions of the initial snapshot. A snapshot first captures where its change stream will start (the
-// stream's resume token, or a cluster time on servers that report no token), then copies the collection
-// in _id order; each copied document's position holds that start and the last _id copied, so a restart
-// continues the copy. When the copy is done the source emits a position that says "stream from that
-// start", then streams. Changes made during the copy are in the stream.
+// stream's resume token, or a cluster time on servers that report no token), then copies each watched
+// collection in turn (in compareNS order), each in _id order; each copied document's position holds that
+// start, the collection and the last _id copied, so a restart continues the copy there. When the copy is
+// done the source emits a position that says "stream from that start", then streams. Changes made during
+// the copy are in the stream.
 const (
-	posSnapshot    = 2 // BSON {tok: resume token | t: Timestamp, last: _id}
+	posSnapshot    = 2 // BSON {tok: resume token | t: Timestamp, db, coll, last: _id}; db and coll are absent in positions of version 0.2 of this plugin (the one configured collection)
 	posStreamStart = 3 // BSON {tok: resume token | t: Timestamp}
 )
 
 type snapshot struct {
 	from   start         // where the stream starts when the copy is done
-	last   bson.RawValue // the last _id copied; zero before the first
+	ns     namespace     // the collection being copied
+	queue  []namespace   // the collections to copy after ns
+	last   bson.RawValue // the last _id copied from ns; zero before the first
 	done   bool
-	coll   *mongo.Collection
 	cur    *mongo.Cursor
-	copied int
+	copied int // documents copied by this run
 }
 
 func (s *snapshot) position(kind byte) (record.Position, error) {
@@ -38,28 +42,84 @@ func (s *snapshot) position(kind byte) (record.Position, error) {
 	} else {
 		d = append(d, bson.E{Key: "t", Value: *s.from.at})
 	}
-	if kind == posSnapshot && s.last.Type != 0 {
-		d = append(d, bson.E{Key: "last", Value: s.last})
+	if kind == posSnapshot {
+		d = append(d, bson.E{Key: "db", Value: s.ns.db}, bson.E{Key: "coll", Value: s.ns.coll})
+		if s.last.Type != 0 {
+			d = append(d, bson.E{Key: "last", Value: s.last})
+		}
 	}
 	b, err := bson.Marshal(d)
 	return append(record.Position{kind}, b...), err
 }
 
+// snapshotPosition is what a snapshot or stream-start position holds.
+type snapshotPosition struct {
+	from start
+	ns   namespace     // zero in a stream-start position, and in snapshot positions without db and coll
+	last bson.RawValue // zero before the first document of ns
+}
+
 // parseSnapshotPosition reads a snapshot or stream-start position.
-func parseSnapshotPosition(pos record.Position) (start, bson.RawValue, error) {
+func parseSnapshotPosition(pos record.Position) (snapshotPosition, error) {
+	var p snapshotPosition
 	doc := bson.Raw(pos[1:])
 	if err := doc.Validate(); err != nil {
-		return start{}, bson.RawValue{}, fmt.Errorf("position %x is malformed: %w", []byte(pos), err)
+		return p, fmt.Errorf("position %x is malformed: %w", []byte(pos), err)
 	}
-	var from start
 	if tok, ok := doc.Lookup("tok").DocumentOK(); ok {
-		from.token = tok
+		p.from.token = tok
 	} else if t, i, ok := doc.Lookup("t").TimestampOK(); ok {
-		from.at = &bson.Timestamp{T: t, I: i}
+		p.from.at = &bson.Timestamp{T: t, I: i}
 	} else {
-		return start{}, bson.RawValue{}, fmt.Errorf("position %x has no stream start", []byte(pos))
+		return p, fmt.Errorf("position %x has no stream start", []byte(pos))
 	}
-	return from, doc.Lookup("last"), nil
+	p.ns.db, _ = doc.Lookup("db").StringValueOK()
+	p.ns.coll, _ = doc.Lookup("coll").StringValueOK()
+	if (p.ns.db == "") != (p.ns.coll == "") {
+		return p, fmt.Errorf("position %x names a database without a collection or the reverse", []byte(pos))
+	}
+	p.last = doc.Lookup("last")
+	return p, nil
+}
+
+// beginSnapshot starts copying from the first collection to copy, or, when p names one (a stored
+// position in the middle of the copy), continues after p.last in p.ns and goes on with the collections
+// that sort after it.
+func (s *Source) beginSnapshot(ctx context.Context, from start, p *snapshotPosition) error {
+	all, err := s.collections(ctx)
+	if err != nil {
+		return err
+	}
+	sn := &snapshot{from: from}
+	if p == nil {
+		if len(all) == 0 {
+			sn.done = true
+		} else {
+			sn.ns, sn.queue = all[0], all[1:]
+		}
+		s.log.Info("starting the initial snapshot", "scope", s.scope(), "collections", len(all), "stream_from", from.String())
+	} else {
+		n := p.ns
+		if n == (namespace{}) {
+			// A position of version 0.2 of this plugin, which copied the one configured collection.
+			if s.cfg.Collection == "" {
+				return fmt.Errorf("mongodb: the stored position is in the middle of the initial snapshot of one collection (written when the source watched one collection), and the source now watches %s: set collection back until the snapshot is done, or run `sluice reset PIPELINE` to start again: %w", s.scope(), sdk.ErrInvalidSettings)
+			}
+			n = namespace{s.cfg.Database, s.cfg.Collection}
+		}
+		if s.cfg.Collection != "" && n != (namespace{s.cfg.Database, s.cfg.Collection}) || s.filter != nil && !s.filter.match(n) ||
+			s.cfg.Collection == "" && s.cfg.Database != "" && n.db != s.cfg.Database {
+			return errPositionScope(n)
+		}
+		i, _ := slices.BinarySearchFunc(all, n, compareNS)
+		if i < len(all) && all[i] == n {
+			i++
+		}
+		sn.ns, sn.last, sn.queue = n, p.last, all[i:]
+		s.log.Info("continuing the initial snapshot", "scope", s.scope(), "collection", n.String(), "collections_left", len(sn.queue), "stream_from", from.String())
+	}
+	s.snap = sn
+	return nil
 }
 
 // capture fixes where the snapshot's stream will start: the resume token of a change stream opened now
@@ -141,79 +201,86 @@ func afterID(last bson.RawValue) bson.D {
 	return bson.D{{Key: "$or", Value: bson.A{gt, bson.D{{Key: "_id", Value: bson.D{{Key: "$type", Value: later}}}}}}}
 }
 
-// readSnapshot copies the next documents as snapshot records; once the copy is done it returns the
-// stream-start position as a heartbeat and opens the change stream.
+// readSnapshot copies the next documents as snapshot records, going from one collection to the next;
+// once the copy is done it returns the stream-start position as a heartbeat and opens the change stream.
 func (s *Source) readSnapshot(ctx context.Context) ([]record.Record, error) {
 	sn := s.snap
-	if sn.done {
-		pos, err := sn.position(posStreamStart)
-		if err != nil {
-			return nil, err
-		}
-		if err := s.watch(ctx, sn.from, true); err != nil {
-			return nil, err
-		}
-		s.snap = nil
-		s.log.Info("initial snapshot copied; streaming the changes made since it began", "collection", s.scope(), "documents", sn.copied)
-		hb := record.Record{Position: pos, Op: record.OpHeartbeat, Time: tokenTime(sn.from.token)}
-		if sn.from.at != nil {
-			hb.Time = time.Unix(int64(sn.from.at.T), 0).UTC()
-		}
-		return []record.Record{hb}, nil
-	}
-	if sn.cur == nil {
-		filter := bson.D{}
-		if sn.last.Type != 0 {
-			filter = afterID(sn.last)
-		}
-		o := options.Find().SetSort(bson.D{{Key: "_id", Value: 1}})
-		if s.cfg.BatchSize > 0 {
-			o.SetBatchSize(s.cfg.BatchSize)
-		}
-		cur, err := sn.coll.Find(ctx, filter, o)
-		if err != nil {
-			return nil, fmt.Errorf("mongodb: snapshot of %s: %w", s.scope(), unreachable(ctx, err, s.selectTimeout))
-		}
-		sn.cur = cur
-	}
 	out := s.out[:0]
-	for len(out) < s.max && sn.cur.Next(ctx) {
-		doc := sn.cur.Current
-		id := doc.Lookup("_id")
-		ev, err := bson.Marshal(bson.D{
-			{Key: "operationType", Value: "snapshot"},
-			{Key: "ns", Value: bson.D{{Key: "db", Value: s.cfg.Database}, {Key: "coll", Value: s.cfg.Collection}}},
-			{Key: "documentKey", Value: bson.D{{Key: "_id", Value: id}}},
-			{Key: "fullDocument", Value: doc},
-		})
-		if err != nil {
-			return nil, err
+	for len(out) == 0 && !sn.done {
+		if sn.cur == nil {
+			filter := bson.D{}
+			if sn.last.Type != 0 {
+				filter = afterID(sn.last)
+			}
+			o := options.Find().SetSort(bson.D{{Key: "_id", Value: 1}})
+			if s.cfg.BatchSize > 0 {
+				o.SetBatchSize(s.cfg.BatchSize)
+			}
+			cur, err := s.client.Database(sn.ns.db).Collection(sn.ns.coll).Find(ctx, filter, o)
+			if err != nil {
+				return nil, fmt.Errorf("mongodb: snapshot of %s: %w", sn.ns, unreachable(ctx, err, s.selectTimeout))
+			}
+			sn.cur = cur
 		}
-		r, err := s.dec.record(ev, record.Position{posSnapshot})
-		if err != nil {
-			return nil, err
+		for len(out) < s.max && sn.cur.Next(ctx) {
+			doc := sn.cur.Current
+			id := doc.Lookup("_id")
+			ev, err := bson.Marshal(bson.D{
+				{Key: "operationType", Value: "snapshot"},
+				{Key: "ns", Value: bson.D{{Key: "db", Value: sn.ns.db}, {Key: "coll", Value: sn.ns.coll}}},
+				{Key: "documentKey", Value: bson.D{{Key: "_id", Value: id}}},
+				{Key: "fullDocument", Value: doc},
+			})
+			if err != nil {
+				return nil, err
+			}
+			r, err := s.dec.record(ev, record.Position{posSnapshot})
+			if err != nil {
+				return nil, err
+			}
+			sn.last = bson.RawValue{Type: id.Type, Value: append([]byte(nil), id.Value...)}
+			if r.Position, err = sn.position(posSnapshot); err != nil {
+				return nil, err
+			}
+			r.Op = record.OpSnapshot
+			out = append(out, r)
 		}
-		sn.last = bson.RawValue{Type: id.Type, Value: append([]byte(nil), id.Value...)}
-		if r.Position, err = sn.position(posSnapshot); err != nil {
-			return nil, err
+		sn.copied += len(out)
+		if len(out) == s.max {
+			break
 		}
-		r.Op = record.OpSnapshot
-		out = append(out, r)
-	}
-	if len(out) < s.max {
 		if err := sn.cur.Err(); err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			return nil, fmt.Errorf("mongodb: snapshot of %s after %d documents: %w", s.scope(), sn.copied, err)
+			return nil, fmt.Errorf("mongodb: snapshot of %s after %d documents: %w", sn.ns, sn.copied, err)
 		}
 		_ = sn.cur.Close(ctx)
-		sn.cur, sn.done = nil, true
+		sn.cur = nil
+		if len(sn.queue) == 0 {
+			sn.done = true
+			break
+		}
+		// The next collection. Its first record's position names it; until then the stored position
+		// still names the collection just finished, whose copy a restart finds complete.
+		sn.ns, sn.queue, sn.last = sn.queue[0], sn.queue[1:], bson.RawValue{}
 	}
-	sn.copied += len(out)
-	if len(out) == 0 {
-		return s.readSnapshot(ctx)
+	if len(out) > 0 {
+		s.out = out
+		return out, nil
 	}
-	s.out = out
-	return out, nil
+	pos, err := sn.position(posStreamStart)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.watch(ctx, sn.from, true); err != nil {
+		return nil, err
+	}
+	s.snap = nil
+	s.log.Info("initial snapshot copied; streaming the changes made since it began", "scope", s.scope(), "documents", sn.copied)
+	hb := record.Record{Position: pos, Op: record.OpHeartbeat, Time: tokenTime(sn.from.token)}
+	if sn.from.at != nil {
+		hb.Time = time.Unix(int64(sn.from.at.T), 0).UTC()
+	}
+	return []record.Record{hb}, nil
 }
