@@ -161,6 +161,7 @@ func reassemble(frags []bson.Raw) (bson.Raw, error) {
 
 var ops = map[string]record.Op{
 	"insert": record.OpInsert, "update": record.OpUpdate, "replace": record.OpReplace, "delete": record.OpDelete,
+	"snapshot": record.OpSnapshot, // the source's own snapshot records, as a replay file may hold them
 }
 
 // record decodes one change event. Its position is pos, or, when pos is nil, the event's resume token

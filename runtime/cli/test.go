@@ -207,7 +207,7 @@ func mongodbRecord(doc map[string]any, r *record.Record) error {
 	}
 	opType, _ := doc["operationType"].(string)
 	switch opType {
-	case "insert", "update", "replace", "delete":
+	case "insert", "update", "replace", "delete", "snapshot":
 		r.Op, _ = record.ParseOp(opType)
 	default:
 		r.Op = record.OpOther
