@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -42,18 +43,28 @@ func (t *TLS) On() bool {
 	return t.Enabled || t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify
 }
 
-// Config builds the client TLS configuration the settings describe (TLS 1.2 at least), reading the
-// files now; ServerName is tls_server_name, or empty (the caller's dialler then uses the host it
-// dials). Errors wrap ErrInvalidSettings and name the setting and the file, never the files' content.
-func (t *TLS) Config() (*tls.Config, error) {
-	bad := func(format string, args ...any) (*tls.Config, error) {
-		return nil, fmt.Errorf("%w: %s", ErrInvalidSettings, fmt.Sprintf(format, args...))
-	}
+// Check checks what TLSRules check, without reading any file: for a stage to refuse at Open what
+// validate would have reported. Errors are of class ErrInvalidSettings.
+func (t *TLS) Check() error {
 	switch {
 	case (t.CertFile == "") != (t.KeyFile == ""):
-		return bad("tls_cert_file and tls_key_file go together: set both, or neither (a PEM file holding the certificate and its key is named in both)")
+		return InvalidSettings(errors.New("tls_cert_file and tls_key_file go together: set both, or neither (a PEM file holding the certificate and its key is named in both)"))
 	case t.InsecureSkipVerify && t.CAFile != "":
-		return bad("tls_insecure_skip_verify and tls_ca_file together: the CA would never be checked; set one")
+		return InvalidSettings(errors.New("tls_insecure_skip_verify and tls_ca_file together: the CA would never be checked; set one"))
+	}
+	return nil
+}
+
+// Config builds the client TLS configuration the settings describe (TLS 1.2 at least), reading the
+// files now; ServerName is tls_server_name, or empty (the caller's dialler then uses the host it
+// dials). Errors are of class ErrInvalidSettings (InvalidSettings) and name the setting and the file,
+// never the files' content.
+func (t *TLS) Config() (*tls.Config, error) {
+	bad := func(format string, args ...any) (*tls.Config, error) {
+		return nil, InvalidSettings(fmt.Errorf(format, args...))
+	}
+	if err := t.Check(); err != nil {
+		return nil, err
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // an opt-in setting, documented as for tests only
 	if t.CAFile != "" {

@@ -27,25 +27,11 @@ func Plugin() sdk.Plugin {
 			Author:  "sluice",
 			Source: &sdk.Stage{
 				Summary: "Reads a JSON Lines file: one record per non-empty line, payload = the line, op insert, metadata file.path. The position is the byte offset after the line, so a restart resumes exactly after the last line stored downstream.",
-				Settings: []sdk.Setting{
-					{Name: "path", Type: sdk.TypeString, Required: true,
-						Doc: "The file to read. Relative paths are relative to the directory sluice runs in."},
-					{Name: "follow", Type: sdk.TypeBool, Default: "false",
-						Doc: "Default false: at the end of the file the source is done and the pipeline completes (a last line without a newline is read too). True: keep reading lines as they are appended, like tail -f; a line is only read once its newline is written."},
-					{Name: "poll_interval", Type: sdk.TypeDuration, Default: "250ms", Min: "1ms",
-						Doc: "With follow, how often to look for appended lines. Default 250ms; shorter lowers latency at the cost of more system calls while the file is idle."},
-				},
+				Settings: sdk.MustSettingsOf[SourceConfig](),
 			},
 			Sink: &sdk.Stage{
 				Summary: "Appends one line per record to a file (heartbeats write nothing), creating it and its directory. At-least-once: after a crash, a torn last line is cut off and unacknowledged batches are written again.",
-				Settings: []sdk.Setting{
-					{Name: "path", Type: sdk.TypeString, Required: true,
-						Doc: "The file to append to. Relative paths are relative to the directory sluice runs in."},
-					{Name: "format", Type: sdk.TypeString, Default: string(FormatPayload), Enum: []string{string(FormatPayload), string(FormatRecord)},
-						Doc: "payload (default): each line is the record's payload, as JSON Lines; records without a payload write no line. record: each line is a JSON envelope with position (base64), op, key (a string; key_b64 when it is not UTF-8), meta, encoding and payload, for when those matter or payloads are not JSON."},
-					{Name: "sync", Type: sdk.TypeBool, Default: "true",
-						Doc: "Default true: fsync after every write, so an acknowledged batch survives a power loss. False: leave flushing to the operating system, much faster on slow disks, but a machine crash can lose acknowledged records."},
-				},
+				Settings: sdk.MustSettingsOf[SinkConfig](),
 			},
 		},
 		NewSource: func() sdk.Source { return &Source{} },
