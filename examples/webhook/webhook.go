@@ -58,7 +58,7 @@ func Plugin() sdk.Plugin {
 			Summary: "Sends each batch of records to an HTTP endpoint as one JSON document. At-least-once; every request carries an Idempotency-Key.",
 			Author:  "sluice examples",
 			Sink: &sdk.Stage{
-				Summary: `POSTs (or PUTs) each batch as {"records":[…]} and acknowledges it after a 2xx; heartbeats send nothing. Retries network errors, 429 and 5xx with exponential backoff (honouring Retry-After); other statuses fail the write. At-least-once: a batch may arrive twice, with the same Idempotency-Key header (hex SHA-256 of its first and last record positions) when it is a retry.`,
+				Summary:  `POSTs (or PUTs) each batch as {"records":[…]} and acknowledges it after a 2xx; heartbeats send nothing. Retries network errors, 429 and 5xx with exponential backoff (honouring Retry-After); other statuses fail the write. At-least-once: a batch may arrive twice, with the same Idempotency-Key header (hex SHA-256 of its first and last record positions) when it is a retry.`,
 				Settings: sdk.MustSettingsOf[Config](),
 				// The combinations parseConfig refuses, checked by the host when the connector file loads.
 				Rules: []sdk.Rule{

@@ -26,11 +26,11 @@ func Plugin() sdk.Plugin {
 			Summary: "JSON Lines files: read a file (optionally following it as it grows), or append records to one.",
 			Author:  "sluice",
 			Source: &sdk.Stage{
-				Summary: "Reads a JSON Lines file: one record per non-empty line, payload = the line, op insert, metadata file.path. The position is the byte offset after the line, so a restart resumes exactly after the last line stored downstream.",
+				Summary:  "Reads a JSON Lines file: one record per non-empty line, payload = the line, op insert, metadata file.path. The position is the byte offset after the line, so a restart resumes exactly after the last line stored downstream.",
 				Settings: sdk.MustSettingsOf[SourceConfig](),
 			},
 			Sink: &sdk.Stage{
-				Summary: "Appends one line per record to a file (heartbeats write nothing), creating it and its directory. At-least-once: after a crash, a torn last line is cut off and unacknowledged batches are written again.",
+				Summary:  "Appends one line per record to a file (heartbeats write nothing), creating it and its directory. At-least-once: after a crash, a torn last line is cut off and unacknowledged batches are written again.",
 				Settings: sdk.MustSettingsOf[SinkConfig](),
 			},
 		},

@@ -28,7 +28,7 @@ func Plugin() sdk.Plugin {
 			Summary: "Synthetic JSON records: a deterministic, resumable sequence for demos, tests and benchmarks.",
 			Author:  "sluice",
 			Source: &sdk.Stage{
-				Summary: `Emits records {"seq":N,"pad":"…"} with N counting from 0; key is N in decimal, position N as 8 bytes big-endian. Resumes after a stored position.`,
+				Summary:  `Emits records {"seq":N,"pad":"…"} with N counting from 0; key is N in decimal, position N as 8 bytes big-endian. Resumes after a stored position.`,
 				Settings: sdk.MustSettingsOf[Config](),
 			},
 		},
