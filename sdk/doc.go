@@ -13,8 +13,10 @@
 //		"github.com/sluicehq/sluice/sdk/record"
 //	)
 //
+//	// config declares the stage's settings: its tags are the spec's settings (SettingsOf), and Decode
+//	// fills it, applying their defaults.
 //	type config struct {
-//		Prefix string `setting:"prefix"`
+//		Prefix string `setting:"prefix" default:">" doc:"Written before each payload."`
 //	}
 //
 //	type sink struct {
@@ -23,7 +25,7 @@
 //	}
 //
 //	func (s *sink) Open(_ context.Context, req sdk.OpenRequest) error {
-//		return req.Settings.Decode(&s.cfg) // validated and defaulted by the host already
+//		return req.Settings.Decode(&s.cfg) // checked and defaulted as the host does
 //	}
 //
 //	func (s *sink) Write(_ context.Context, b record.Batch) error {
@@ -39,9 +41,7 @@
 //	func main() {
 //		sdk.Serve(sdk.Plugin{
 //			Spec: sdk.Spec{Name: "prefixer", Version: "0.1.0", Summary: "writes prefixed payloads",
-//				Sink: &sdk.Stage{Summary: "writes each payload with a prefix", Settings: []sdk.Setting{
-//					{Name: "prefix", Type: sdk.TypeString, Default: ">", Doc: "Written before each payload."},
-//				}}},
+//				Sink: &sdk.Stage{Summary: "writes each payload with a prefix", Settings: sdk.MustSettingsOf[config]()}},
 //			NewSink: func() sdk.Sink { return &sink{} },
 //		})
 //	}

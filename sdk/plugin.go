@@ -201,9 +201,22 @@ func ParseSettings(data []byte) (Settings, error) {
 }
 
 // Decode copies the settings into the struct pointed to by v, matching keys to fields by their `setting`
-// tag (or, without one, by name, case-insensitively). Durations accept Go duration strings. Keys without a
-// field are ignored: the host has already rejected unknown keys.
+// tag (or, without one, by name, case-insensitively). The fields' tags declare the settings (see
+// SettingsOf): Decode checks each value against them as the host does (Resolve), fills an absent
+// setting with its default, and fails on a missing required one, so a stage opened without the host (a
+// unit test) sees what the host would send. An absent setting without a default leaves its field as it
+// was. Durations accept Go duration strings. Keys without a field are ignored: the host has already
+// rejected unknown keys. Errors wrap ErrInvalidSettings.
 func (s Settings) Decode(v any) error {
+	if t := reflect.TypeOf(v); t != nil && t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct {
+		decl, err := settingsOf(t.Elem())
+		if err != nil {
+			return err
+		}
+		if s, err = resolve(decl, s, true); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidSettings, err)
+		}
+	}
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
 		TagName:          "setting",
 		Result:           v,

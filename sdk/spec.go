@@ -40,7 +40,8 @@ type Setting struct {
 	Name string `json:"name"`
 	Type Type   `json:"type"`
 	// Default is the value used when the key is absent, written as in a connector file ("1024", "5s",
-	// "true"). Empty means no default.
+	// "true"; a bool is true or false, a list or object YAML or JSON) and read by Setting.Parse, the
+	// same for the host and package sdktest. Empty means no default.
 	Default string `json:"default,omitempty"`
 	// Required settings must be present; a required setting has no default.
 	Required bool `json:"required,omitempty"`
@@ -158,7 +159,8 @@ var (
 )
 
 // Validate checks that the spec is well formed: a valid name, at least one stage, unique snake_case
-// setting names with known types, and no required setting with a default.
+// setting names with known types and docs, well-formed bounds, no required setting with a default, and
+// every default a valid value of its setting (as Setting.DefaultValue reads it: the host's rule).
 func (s *Spec) Validate() error {
 	var errs []error
 	if !nameRE.MatchString(s.Name) {
@@ -191,6 +193,13 @@ func (s *Spec) Validate() error {
 			}
 			if st.Doc == "" {
 				errs = append(errs, fmt.Errorf("%s: missing doc", where))
+			}
+			if len(st.Enum) > 0 && st.Type != TypeString {
+				errs = append(errs, fmt.Errorf("%s: enum applies to string settings, not %s", where, st.Type))
+			}
+			var ve *ValueError
+			if _, err := st.DefaultValue(); err != nil && !(errors.As(err, &ve) && ve.Problem == BadDeclaration) {
+				errs = append(errs, fmt.Errorf("%s: default %q: %v", where, st.Default, err))
 			}
 			for _, b := range []struct{ name, v string }{{"min", st.Min}, {"max", st.Max}} {
 				if b.v == "" {

@@ -534,11 +534,11 @@ func TestOpenInvalidSettings(t *testing.T) {
 		want     string
 		invalid  bool // wraps sdk.ErrInvalidSettings
 	}{
-		{"no url", map[string]any{}, "url is required", true},
+		{"no url", map[string]any{}, `missing required setting "url"`, true},
 		{"not http", map[string]any{"url": "ftp://example.com/x"}, `scheme "ftp"`, true},
 		{"no host", map[string]any{"url": "http:///x"}, "no host", true},
 		{"bad url, not echoed", map[string]any{"url": "http://h/%zzsecret"}, "not a valid URL", true},
-		{"method GET", map[string]any{"url": url, "method": "GET"}, `method "GET"`, true},
+		{"method GET", map[string]any{"url": url, "method": "GET"}, `setting "method": "GET" is not allowed; want one of "POST", "PUT"`, true},
 		{"header not a string", map[string]any{"url": url, "headers": map[string]any{"X-Count": 5}}, `header "X-Count": want a string`, true},
 		{"header name", map[string]any{"url": url, "headers": map[string]any{"Bad Name": "v"}}, "not a valid header name", true},
 		{"reserved header", map[string]any{"url": url, "headers": map[string]any{"idempotency-key": "v"}}, "set by the sink", true},

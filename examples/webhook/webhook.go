@@ -33,10 +33,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -45,15 +43,6 @@ import (
 
 // Version is the plugin's version, sent in its spec and in the User-Agent header.
 const Version = "0.1.0"
-
-// Defaults of the settings that have one.
-const (
-	DefaultMethod       = http.MethodPost
-	DefaultTimeout      = 10 * time.Second
-	DefaultMaxRetries   = 5
-	DefaultRetryInitial = 200 * time.Millisecond
-	DefaultRetryMax     = 10 * time.Second
-)
 
 // MaxRetryAfter bounds how long a Retry-After header can make the sink wait before one retry, so that a
 // misbehaving endpoint cannot stall a pipeline for days. Cancelling Write's context ends any wait.
@@ -69,27 +58,8 @@ func Plugin() sdk.Plugin {
 			Summary: "Sends each batch of records to an HTTP endpoint as one JSON document. At-least-once; every request carries an Idempotency-Key.",
 			Author:  "sluice examples",
 			Sink: &sdk.Stage{
-				Summary: `POSTs (or PUTs) each batch as {"records":[…]} and acknowledges it after a 2xx; heartbeats send nothing. Retries network errors, 429 and 5xx with exponential backoff (honouring Retry-After); other statuses fail the write. At-least-once: a batch may arrive twice, with the same Idempotency-Key header (hex SHA-256 of its first and last record positions) when it is a retry.`,
-				Settings: []sdk.Setting{
-					{Name: "url", Type: sdk.TypeString, Required: true,
-						Doc: "The http:// or https:// endpoint each batch is sent to. Redirects are not followed (a 3xx fails the write): give the final address. Logs and errors show only its scheme and host, so a token in its path or query stays out of them; take such a URL from ${env:…}."},
-					{Name: "method", Type: sdk.TypeString, Default: DefaultMethod, Enum: []string{http.MethodPost, http.MethodPut},
-						Doc: "The HTTP method: POST (default) or PUT, for endpoints that expect an idempotent method."},
-					{Name: "headers", Type: sdk.TypeObject, Secret: true,
-						Doc: "Extra request headers, name to string value, e.g. {Authorization: \"Bearer ${env:WEBHOOK_TOKEN}\"}. Default none. Their values are never logged or printed. Content-Type (default application/json) may be overridden; Host, Content-Length, Transfer-Encoding, Connection and Idempotency-Key may not."},
-					{Name: "timeout", Type: sdk.TypeDuration, Default: DefaultTimeout.String(), Min: "1ms",
-						Doc: "How long one request may take, from connecting to reading the response; a request that takes longer is retried. Default 10s; longer tolerates slow receivers of large batches, shorter notices a hung endpoint sooner."},
-					{Name: "max_retries", Type: sdk.TypeInt, Default: strconv.Itoa(DefaultMaxRetries), Min: "0",
-						Doc: "Retries of one request after a network error, a timeout, a 429 or a 5xx, before the write fails and the host restarts the sink (which sends the batch again). Default 5; 0 fails at the first error. More rides out longer outages inside one write; fewer surfaces them sooner."},
-					{Name: "retry_initial", Type: sdk.TypeDuration, Default: DefaultRetryInitial.String(), Min: "1ms",
-						Doc: "The wait before the first retry; each further retry waits twice as long (plus up to 20% jitter), up to retry_max. Default 200ms."},
-					{Name: "retry_max", Type: sdk.TypeDuration, Default: DefaultRetryMax.String(), Min: "1ms",
-						Doc: "The longest wait between retries. Default 10s. A longer Retry-After from the endpoint is honoured instead, up to 5m. Raising it is gentler on a struggling endpoint and slower to recover."},
-					{Name: "tls_ca_file", Type: sdk.TypeString,
-						Doc: "Path of a PEM file of CA certificates to verify an https endpoint with, instead of the system's roots: for endpoints with a certificate from a private CA. Default none: the system's roots."},
-					{Name: "tls_insecure_skip_verify", Type: sdk.TypeBool, Default: "false",
-						Doc: "Accept any certificate from an https endpoint, without verification. Never use it in production: anyone on the network path can read and change the records and steal the headers. Default false; for local testing only."},
-				},
+				Summary:  `POSTs (or PUTs) each batch as {"records":[…]} and acknowledges it after a 2xx; heartbeats send nothing. Retries network errors, 429 and 5xx with exponential backoff (honouring Retry-After); other statuses fail the write. At-least-once: a batch may arrive twice, with the same Idempotency-Key header (hex SHA-256 of its first and last record positions) when it is a retry.`,
+				Settings: sdk.MustSettingsOf[Config](),
 				// The combinations parseConfig refuses, checked by the host when the connector file loads.
 				Rules: []sdk.Rule{
 					{Expr: `retry_max >= retry_initial`, Settings: []string{"retry_max", "retry_initial"},
@@ -105,32 +75,22 @@ func Plugin() sdk.Plugin {
 	}
 }
 
-// Config holds the sink's settings, decoded from the connector file. Open fills it from the settings the
-// host sends, starting from the defaults.
+// Config holds the sink's settings, decoded from the connector file. Its tags declare them: the spec's
+// settings (sdk.SettingsOf), their defaults and bounds, which Decode applies and checks.
 type Config struct {
-	URL                   string            `setting:"url"`
-	Method                string            `setting:"method"`
-	Headers               map[string]string `setting:"headers"`
-	Timeout               time.Duration     `setting:"timeout"`
-	MaxRetries            int               `setting:"max_retries"`
-	RetryInitial          time.Duration     `setting:"retry_initial"`
-	RetryMax              time.Duration     `setting:"retry_max"`
-	TLSCAFile             string            `setting:"tls_ca_file"`
-	TLSInsecureSkipVerify bool              `setting:"tls_insecure_skip_verify"`
+	URL                   string            `setting:"url,required" doc:"The http:// or https:// endpoint each batch is sent to. Redirects are not followed (a 3xx fails the write): give the final address. Logs and errors show only its scheme and host, so a token in its path or query stays out of them; take such a URL from ${env:…}."`
+	Method                string            `setting:"method" default:"POST" enum:"POST,PUT" doc:"The HTTP method: POST (default) or PUT, for endpoints that expect an idempotent method."`
+	Headers               map[string]string `setting:"headers,secret" doc:"Extra request headers, name to string value, e.g. {Authorization: \"Bearer ${env:WEBHOOK_TOKEN}\"}. Default none. Their values are never logged or printed. Content-Type (default application/json) may be overridden; Host, Content-Length, Transfer-Encoding, Connection and Idempotency-Key may not."`
+	Timeout               time.Duration     `setting:"timeout" default:"10s" min:"1ms" doc:"How long one request may take, from connecting to reading the response; a request that takes longer is retried. Default 10s; longer tolerates slow receivers of large batches, shorter notices a hung endpoint sooner."`
+	MaxRetries            int               `setting:"max_retries" default:"5" min:"0" doc:"Retries of one request after a network error, a timeout, a 429 or a 5xx, before the write fails and the host restarts the sink (which sends the batch again). Default 5; 0 fails at the first error. More rides out longer outages inside one write; fewer surfaces them sooner."`
+	RetryInitial          time.Duration     `setting:"retry_initial" default:"200ms" min:"1ms" doc:"The wait before the first retry; each further retry waits twice as long (plus up to 20% jitter), up to retry_max. Default 200ms."`
+	RetryMax              time.Duration     `setting:"retry_max" default:"10s" min:"1ms" doc:"The longest wait between retries. Default 10s. A longer Retry-After from the endpoint is honoured instead, up to 5m. Raising it is gentler on a struggling endpoint and slower to recover."`
+	TLSCAFile             string            `setting:"tls_ca_file" doc:"Path of a PEM file of CA certificates to verify an https endpoint with, instead of the system's roots: for endpoints with a certificate from a private CA. Default none: the system's roots."`
+	TLSInsecureSkipVerify bool              `setting:"tls_insecure_skip_verify" default:"false" doc:"Accept any certificate from an https endpoint, without verification. Never use it in production: anyone on the network path can read and change the records and steal the headers. Default false; for local testing only."`
 }
 
-// defaultConfig returns a Config holding every default.
-func defaultConfig() Config {
-	return Config{
-		Method:       DefaultMethod,
-		Timeout:      DefaultTimeout,
-		MaxRetries:   DefaultMaxRetries,
-		RetryInitial: DefaultRetryInitial,
-		RetryMax:     DefaultRetryMax,
-	}
-}
-
-// parseConfig decodes settings over the defaults and checks them. Every error wraps
+// parseConfig decodes settings (Decode applies the defaults and checks each value against its tags) and
+// checks what the tags cannot say. Every error wraps
 // sdk.ErrInvalidSettings: no retry can fix it.
 func parseConfig(settings sdk.Settings) (Config, *url.URL, error) {
 	if h, ok := settings["headers"].(map[string]any); ok {
@@ -141,7 +101,7 @@ func parseConfig(settings sdk.Settings) (Config, *url.URL, error) {
 			}
 		}
 	}
-	cfg := defaultConfig()
+	var cfg Config
 	if err := settings.Decode(&cfg); err != nil {
 		return Config{}, nil, err
 	}
@@ -170,9 +130,6 @@ func (cfg *Config) check() (*url.URL, error) {
 	if u.Host == "" {
 		return nil, errors.New("url has no host")
 	}
-	if cfg.Method != http.MethodPost && cfg.Method != http.MethodPut {
-		return nil, fmt.Errorf("method %q: want POST or PUT", cfg.Method)
-	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Headers)) {
 		if !validHeaderName(name) {
 			return nil, fmt.Errorf("header %q: not a valid header name", name)
@@ -186,14 +143,7 @@ func (cfg *Config) check() (*url.URL, error) {
 			return nil, fmt.Errorf("header %q: the value contains a line break or NUL", name)
 		}
 	}
-	switch {
-	case cfg.Timeout <= 0:
-		return nil, fmt.Errorf("timeout %s: want more than 0", cfg.Timeout)
-	case cfg.MaxRetries < 0:
-		return nil, fmt.Errorf("max_retries %d: want 0 or more", cfg.MaxRetries)
-	case cfg.RetryInitial <= 0:
-		return nil, fmt.Errorf("retry_initial %s: want more than 0", cfg.RetryInitial)
-	case cfg.RetryMax < cfg.RetryInitial:
+	if cfg.RetryMax < cfg.RetryInitial {
 		return nil, fmt.Errorf("retry_max %s is shorter than retry_initial %s", cfg.RetryMax, cfg.RetryInitial)
 	}
 	if cfg.TLSCAFile != "" || cfg.TLSInsecureSkipVerify {

@@ -15,11 +15,12 @@ import (
 	"github.com/sluicehq/sluice/sdk/record"
 )
 
-// SinkConfig holds the sink's settings.
+// SinkConfig holds the sink's settings; its tags declare them (sdk.SettingsOf). format's values are the
+// Formats.
 type SinkConfig struct {
-	Path   string `setting:"path"`
-	Format string `setting:"format"`
-	Sync   bool   `setting:"sync"`
+	Path   string `setting:"path,required" doc:"The file to append to. Relative paths are relative to the directory sluice runs in."`
+	Format string `setting:"format" default:"payload" enum:"payload,record" doc:"payload (default): each line is the record's payload, as JSON Lines; records without a payload write no line. record: each line is a JSON envelope with position (base64), op, key (a string; key_b64 when it is not UTF-8), meta, encoding and payload, for when those matter or payloads are not JSON."`
+	Sync   bool   `setting:"sync" default:"true" doc:"Default true: fsync after every write, so an acknowledged batch survives a power loss. False: leave flushing to the operating system, much faster on slow disks, but a machine crash can lose acknowledged records."`
 }
 
 // Sink appends records to a file, one line each. The SDK calls Open, then Write from one goroutine, then
@@ -38,9 +39,9 @@ type Sink struct {
 // in the middle of a write — it cuts it off, back to the last newline, and logs a warning: the records of
 // that write were not acknowledged and the host writes them again.
 func (s *Sink) Open(_ context.Context, req sdk.OpenRequest) error {
-	cfg := SinkConfig{Format: string(FormatPayload), Sync: true}
+	var cfg SinkConfig // Decode applies the defaults the tags declare
 	if err := req.Settings.Decode(&cfg); err != nil {
-		return err
+		return fmt.Errorf("file: %w", err)
 	}
 	if err := checkPath(cfg.Path); err != nil {
 		return err

@@ -15,11 +15,11 @@ import (
 	"github.com/sluicehq/sluice/sdk/record"
 )
 
-// SourceConfig holds the source's settings.
+// SourceConfig holds the source's settings; its tags declare them (sdk.SettingsOf).
 type SourceConfig struct {
-	Path         string        `setting:"path"`
-	Follow       bool          `setting:"follow"`
-	PollInterval time.Duration `setting:"poll_interval"`
+	Path         string        `setting:"path,required" doc:"The file to read. Relative paths are relative to the directory sluice runs in."`
+	Follow       bool          `setting:"follow" default:"false" doc:"Default false: at the end of the file the source is done and the pipeline completes (a last line without a newline is read too). True: keep reading lines as they are appended, like tail -f; a line is only read once its newline is written."`
+	PollInterval time.Duration `setting:"poll_interval" default:"250ms" min:"1ms" doc:"With follow, how often to look for appended lines. Default 250ms; shorter lowers latency at the cost of more system calls while the file is idle."`
 }
 
 // Source reads a JSON Lines file. The SDK calls Open, then Read from one goroutine, then Close; Ack is a
@@ -43,15 +43,12 @@ type Source struct {
 
 // Open opens the file and, with req.After, seeks just after the line at that offset.
 func (s *Source) Open(_ context.Context, req sdk.OpenRequest) error {
-	cfg := SourceConfig{PollInterval: 250 * time.Millisecond}
+	var cfg SourceConfig // Decode applies the defaults and checks the bounds the tags declare
 	if err := req.Settings.Decode(&cfg); err != nil {
-		return err
+		return fmt.Errorf("file: %w", err)
 	}
 	if err := checkPath(cfg.Path); err != nil {
 		return err
-	}
-	if cfg.PollInterval <= 0 {
-		return fmt.Errorf("file: %w: poll_interval must be positive, got %v", sdk.ErrInvalidSettings, cfg.PollInterval)
 	}
 	f, err := os.Open(cfg.Path)
 	if err != nil {

@@ -28,15 +28,8 @@ func Plugin() sdk.Plugin {
 			Summary: "Synthetic JSON records: a deterministic, resumable sequence for demos, tests and benchmarks.",
 			Author:  "sluice",
 			Source: &sdk.Stage{
-				Summary: `Emits records {"seq":N,"pad":"…"} with N counting from 0; key is N in decimal, position N as 8 bytes big-endian. Resumes after a stored position.`,
-				Settings: []sdk.Setting{
-					{Name: "count", Type: sdk.TypeInt, Default: "0", Min: "0",
-						Doc: "Records to produce, then the source is done and the pipeline completes. Default 0: unlimited."},
-					{Name: "rate", Type: sdk.TypeFloat, Default: "0", Min: "0",
-						Doc: "Records per second, spread evenly (a 10/s source emits one record every 100ms, not ten each second). Default 0: as fast as downstream takes them."},
-					{Name: "payload_bytes", Type: sdk.TypeInt, Default: "200", Min: "0", Max: strconv.Itoa(MaxPayloadBytes),
-						Doc: `Size of each JSON payload in bytes: {"seq":N} is padded with a "pad" string field to this size. Default 200; larger payloads exercise throughput in bytes, smaller ones per-record overhead. At most 16 MiB, MongoDB's document limit; a record larger than batch_max_bytes travels in a batch of its own.`},
-				},
+				Summary:  `Emits records {"seq":N,"pad":"…"} with N counting from 0; key is N in decimal, position N as 8 bytes big-endian. Resumes after a stored position.`,
+				Settings: sdk.MustSettingsOf[Config](),
 			},
 		},
 		NewSource: func() sdk.Source { return &Source{} },
@@ -52,11 +45,12 @@ const MaxPayloadBytes = 16 << 20
 // 20 key digits, and up to 28 bytes of {"seq":N,"pad":""} around the padding.
 const recordOverhead = 8 + 20 + 28
 
-// Config holds the source's settings.
+// Config holds the source's settings; its tags declare them (sdk.SettingsOf). payload_bytes' max is
+// MaxPayloadBytes (TestOpenErrors and TestLargePayloadReads open the source at it and just above it).
 type Config struct {
-	Count        int64   `setting:"count"`
-	Rate         float64 `setting:"rate"`
-	PayloadBytes int     `setting:"payload_bytes"`
+	Count        int64   `setting:"count" default:"0" min:"0" doc:"Records to produce, then the source is done and the pipeline completes. Default 0: unlimited."`
+	Rate         float64 `setting:"rate" default:"0" min:"0" doc:"Records per second, spread evenly (a 10/s source emits one record every 100ms, not ten each second). Default 0: as fast as downstream takes them."`
+	PayloadBytes int     `setting:"payload_bytes" default:"200" min:"0" max:"16777216" doc:"Size of each JSON payload in bytes: {\"seq\":N} is padded with a \"pad\" string field to this size. Default 200; larger payloads exercise throughput in bytes, smaller ones per-record overhead. At most 16 MiB, MongoDB's document limit; a record larger than batch_max_bytes travels in a batch of its own."`
 }
 
 // Source is the generate source. The SDK calls Open once, then Read from one goroutine; Ack is a no-op
@@ -82,17 +76,9 @@ type Source struct {
 
 // Open reads the settings and, with req.After, continues after that record.
 func (s *Source) Open(_ context.Context, req sdk.OpenRequest) error {
-	cfg := Config{PayloadBytes: 200}
+	var cfg Config // Decode applies the defaults and checks the bounds the tags declare
 	if err := req.Settings.Decode(&cfg); err != nil {
-		return err
-	}
-	switch {
-	case cfg.Count < 0:
-		return fmt.Errorf("generate: %w: count must be >= 0, got %d", sdk.ErrInvalidSettings, cfg.Count)
-	case cfg.Rate < 0 || math.IsNaN(cfg.Rate) || math.IsInf(cfg.Rate, 0):
-		return fmt.Errorf("generate: %w: rate must be a number >= 0, got %v", sdk.ErrInvalidSettings, cfg.Rate)
-	case cfg.PayloadBytes < 0 || cfg.PayloadBytes > MaxPayloadBytes:
-		return fmt.Errorf("generate: %w: payload_bytes must be from 0 to %d, got %d", sdk.ErrInvalidSettings, MaxPayloadBytes, cfg.PayloadBytes)
+		return fmt.Errorf("generate: %w", err)
 	}
 	s.cfg = cfg
 	if req.After != nil {

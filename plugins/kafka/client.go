@@ -3,11 +3,9 @@ package kafka
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -31,25 +29,10 @@ func (c *Config) connOpts(log *slog.Logger) ([]kgo.Opt, error) {
 	case "SCRAM-SHA-512":
 		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASLUsername, Pass: c.SASLPassword}.AsSha512Mechanism()))
 	}
-	if c.TLS {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLSServerName}
-		if c.TLSCAFile != "" {
-			pem, err := os.ReadFile(c.TLSCAFile)
-			if err != nil {
-				return nil, fmt.Errorf("tls_ca_file: %w", err)
-			}
-			cfg.RootCAs = x509.NewCertPool()
-			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("tls_ca_file %s: no PEM certificate in it", c.TLSCAFile)
-			}
-		}
-		if c.TLSCertFile != "" {
-			cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
-			if err != nil {
-				// The error names the files, never their content.
-				return nil, fmt.Errorf("tls_cert_file/tls_key_file: %w", err)
-			}
-			cfg.Certificates = []tls.Certificate{cert}
+	if c.On() {
+		cfg, err := c.TLS.Config()
+		if err != nil {
+			return nil, fmt.Errorf("kafka: %w", err)
 		}
 		opts = append(opts, kgo.Dialer((&tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: cfg}).DialContext))
 	}

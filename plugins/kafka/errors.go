@@ -62,12 +62,12 @@ func (s *Sink) classify(err error) error {
 
 	case errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &invalid), errors.As(err, &verify):
 		return sdk.Permanentf("kafka: the certificate of a broker at %s does not verify (tls_ca_file %q, tls_server_name %q): %w",
-			c.brokerList(), c.TLSCAFile, c.TLSServerName, err)
+			c.brokerList(), c.CAFile, c.ServerName, err)
 	case errors.As(err, &op) && op.Op == "remote error" && !strings.HasSuffix(op.Err.Error(), "internal error"):
 		// crypto/tls reports the alerts a peer sends as "remote error": the broker refused the
 		// handshake (no or an unknown client certificate, no common protocol version or cipher).
 		return sdk.Permanentf("kafka: a broker at %s refused the TLS handshake (tls_cert_file %q): %w",
-			c.brokerList(), c.TLSCertFile, err)
+			c.brokerList(), c.CertFile, err)
 	case errors.As(err, &header):
 		return sdk.Permanentf("kafka: a broker at %s does not speak TLS on that port: set tls: false, or give the brokers' TLS listener: %w",
 			c.brokerList(), err)

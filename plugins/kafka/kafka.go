@@ -23,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -49,115 +48,52 @@ func Plugin() sdk.Plugin {
 	}
 }
 
-var settings = []sdk.Setting{
-	{Name: "brokers", Type: sdk.TypeList, Required: true,
-		Doc: "Bootstrap brokers, host:port, such as [\"kafka-1:9092\", \"kafka-2:9092\"]."},
-	{Name: "topic", Type: sdk.TypeString,
-		Doc: "The topic to write to. A record's route (set by a route transform step) overrides it. Without it every record must carry a route."},
-	{Name: "partitioner", Type: sdk.TypeString, Default: "hash", Enum: []string{"hash", "round_robin"},
-		Doc: "hash (default): the partition is the murmur2 hash of the key, as Kafka's Java client does, so records with one key keep their order; records without a key stick to one partition at a time. round_robin: spread records evenly, ignoring keys (no per-key order)."},
-	{Name: "acks", Type: sdk.TypeString, Default: "all", Enum: []string{"all", "leader", "none"},
-		Doc: "all (default): a write counts once every in-sync replica has it, and the producer is idempotent. leader or none are faster and can lose acknowledged records when a broker fails; they need transactional: false."},
-	{Name: "compression", Type: sdk.TypeString, Default: "none", Enum: []string{"none", "gzip", "snappy", "lz4", "zstd"},
-		Doc: "Compression of message batches. Default none: no CPU spent on it; lz4 or zstd trade CPU for network and disk."},
-	{Name: "batch_max_bytes", Type: sdk.TypeInt, Default: "1000000",
-		Min: strconv.Itoa(minBatchMaxBytes), Max: strconv.Itoa(maxBatchMaxBytes),
-		Doc: "Largest message batch sent to one partition, in bytes (default 1000000). Keep it below the broker's message.max.bytes."},
-	{Name: "linger", Type: sdk.TypeDuration, Default: "0s", Min: "0s",
-		Doc: "How long a partition's batch waits for more records before it is sent (default 0s). Every write ends with a flush, so this only matters within one large write."},
-	{Name: "max_message_bytes", Type: sdk.TypeInt, Default: "1000000",
-		Min: "1", Max: strconv.Itoa(maxMaxMessageBytes),
-		Doc: "Largest message (key + value + headers) the sink sends, default 1000000. A larger record goes to the pipeline's dead-letter sink, or fails the pipeline when it has none: never dropped silently. Keep it below the topic's max.message.bytes."},
-	{Name: "headers", Type: sdk.TypeList,
-		Doc: "Metadata keys written as message headers, such as [\"mongodb.coll\"]; [\"*\"] writes all of them (except sluice.route). Default: none."},
-	{Name: "client_id", Type: sdk.TypeString, Default: "sluice",
-		Doc: "The client id brokers see in their logs and quotas."},
-	{Name: "transactional", Type: sdk.TypeBool, Default: "true",
-		Doc: "true (default): each write is one Kafka transaction holding the records and the batch's position: exactly-once for read_committed consumers (needs acks all). false: idempotent producer, positions kept by the host: at-least-once."},
-	{Name: "transactional_id", Type: sdk.TypeString,
-		Doc: "The Kafka transactional id, also the key of this pipeline's progress messages. Default: \"sluice-\" + the pipeline id. Two sinks with the same id fence each other: give each deployment of a pipeline id its own."},
-	{Name: "transaction_timeout", Type: sdk.TypeDuration, Default: "1m",
-		Min: minTransactionTimeout.String(), Max: maxTransactionTimeout.String(),
-		Doc: "How long the broker lets a transaction stay open before aborting it (default 1m); a restarted sink aborts its predecessor's open transaction at once anyway. A write the brokers have not acknowledged by then fails, and the host retries it. At most the broker's transaction.max.timeout.ms (15m by default)."},
-	{Name: "progress_topic", Type: sdk.TypeString, Default: "sluice-progress",
-		Doc: "The compacted topic holding each pipeline's last written position, keyed by transactional id (default sluice-progress). Created with one partition if missing; do not repartition it."},
-	{Name: "auto_create_topics", Type: sdk.TypeBool, Default: "false",
-		Doc: "Ask brokers to create missing topics (they do when auto.create.topics.enable is on). Default false: the sink creates no topic but its progress topic; a missing topic setting stops the pipeline at start, and a record routed to a missing topic goes to the dead-letter sink (without one, the pipeline stops), so a mistyped route creates nothing."},
-	{Name: "sasl_mechanism", Type: sdk.TypeString, Default: "none", Enum: []string{"none", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"},
-		Doc: "SASL authentication: none (default), PLAIN (send passwords only over TLS), SCRAM-SHA-256 or SCRAM-SHA-512."},
-	{Name: "sasl_username", Type: sdk.TypeString,
-		Doc: "SASL user name."},
-	{Name: "sasl_password", Type: sdk.TypeString, Secret: true,
-		Doc: "SASL password. Pass it as ${env:NAME} or ${file:PATH}; it is never printed or logged."},
-	{Name: "tls", Type: sdk.TypeBool, Default: "false",
-		Doc: "Connect with TLS, verifying brokers against the system's roots (or tls_ca_file). Default false; any tls_* setting turns it on."},
-	{Name: "tls_ca_file", Type: sdk.TypeString,
-		Doc: "PEM file of the certificate authorities to verify brokers with, instead of the system's."},
-	{Name: "tls_cert_file", Type: sdk.TypeString,
-		Doc: "PEM client certificate for mutual TLS; needs tls_key_file."},
-	{Name: "tls_key_file", Type: sdk.TypeString,
-		Doc: "PEM private key of tls_cert_file."},
-	{Name: "tls_server_name", Type: sdk.TypeString,
-		Doc: "The name to verify brokers' certificates against, when it differs from the host in brokers."},
-}
-
-// Bounds of numeric settings, declared in the spec (Setting.Min, Max) and checked again by ParseConfig.
-const (
-	minBatchMaxBytes   = 1024
-	maxBatchMaxBytes   = 1 << 30
-	maxMaxMessageBytes = maxBatchMaxBytes - 1024 // a message of max_message_bytes fits a batch
-	// Kafka carries the transaction timeout as int32 milliseconds (24.8 days); brokers refuse more
-	// than their transaction.max.timeout.ms (15 minutes by default).
-	minTransactionTimeout = time.Second
-	maxTransactionTimeout = 596 * time.Hour
-)
+// settings are Config's, as its tags declare them.
+var settings = sdk.MustSettingsOf[Config]()
 
 // rules are the combinations of settings the sink refuses, declared so that validate reports them;
 // ParseConfig checks them again.
-var rules = []sdk.Rule{
+var rules = append([]sdk.Rule{
 	{Expr: `!(transactional && acks != "all")`, Settings: []string{"acks", "transactional"},
 		Message: `acks must be "all" when transactional is true (a transaction needs every in-sync replica): remove acks, or set transactional: false`},
 	{Expr: `sasl_mechanism != "none" || (sasl_username == nil && sasl_password == nil)`, Settings: []string{"sasl_username", "sasl_password", "sasl_mechanism"},
 		Message: `sasl_username and sasl_password need a sasl_mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)`},
 	{Expr: `sasl_mechanism == "none" || (sasl_username ?? "") != ""`, Settings: []string{"sasl_mechanism", "sasl_username"},
 		Message: `a sasl_mechanism needs a sasl_username`},
-	{Expr: `(tls_cert_file == nil) == (tls_key_file == nil)`, Settings: []string{"tls_cert_file", "tls_key_file"},
-		Message: `tls_cert_file and tls_key_file go together: set both or neither`},
-}
+}, sdk.TLSRules...)
 
-// Config holds the sink's settings; see the spec (Plugin) for each one's meaning and default.
+// Config holds the sink's settings; its tags declare them (sdk.SettingsOf).
+//
+// Bounds: a message of max_message_bytes fits a batch of batch_max_bytes' maximum (1 GiB - 1 KiB); Kafka
+// carries the transaction timeout as int32 milliseconds (24.8 days, hence 596h) and brokers refuse more
+// than their transaction.max.timeout.ms (15 minutes by default).
 type Config struct {
-	Brokers            []string      `setting:"brokers"`
-	Topic              string        `setting:"topic"`
-	Partitioner        string        `setting:"partitioner"`
-	Acks               string        `setting:"acks"`
-	Compression        string        `setting:"compression"`
-	BatchMaxBytes      int           `setting:"batch_max_bytes"`
-	Linger             time.Duration `setting:"linger"`
-	MaxMessageBytes    int           `setting:"max_message_bytes"`
-	Headers            []string      `setting:"headers"`
-	ClientID           string        `setting:"client_id"`
-	Transactional      bool          `setting:"transactional"`
-	TransactionalID    string        `setting:"transactional_id"`
-	TransactionTimeout time.Duration `setting:"transaction_timeout"`
-	ProgressTopic      string        `setting:"progress_topic"`
-	AutoCreateTopics   bool          `setting:"auto_create_topics"`
-	SASLMechanism      string        `setting:"sasl_mechanism"`
-	SASLUsername       string        `setting:"sasl_username"`
-	SASLPassword       string        `setting:"sasl_password"`
-	TLS                bool          `setting:"tls"`
-	TLSCAFile          string        `setting:"tls_ca_file"`
-	TLSCertFile        string        `setting:"tls_cert_file"`
-	TLSKeyFile         string        `setting:"tls_key_file"`
-	TLSServerName      string        `setting:"tls_server_name"`
+	Brokers            []string      `setting:"brokers,required" doc:"Bootstrap brokers, host:port, such as [\"kafka-1:9092\", \"kafka-2:9092\"]."`
+	Topic              string        `setting:"topic" doc:"The topic to write to. A record's route (set by a route transform step) overrides it. Without it every record must carry a route."`
+	Partitioner        string        `setting:"partitioner" default:"hash" enum:"hash,round_robin" doc:"hash (default): the partition is the murmur2 hash of the key, as Kafka's Java client does, so records with one key keep their order; records without a key stick to one partition at a time. round_robin: spread records evenly, ignoring keys (no per-key order)."`
+	Acks               string        `setting:"acks" default:"all" enum:"all,leader,none" doc:"all (default): a write counts once every in-sync replica has it, and the producer is idempotent. leader or none are faster and can lose acknowledged records when a broker fails; they need transactional: false."`
+	Compression        string        `setting:"compression" default:"none" enum:"none,gzip,snappy,lz4,zstd" doc:"Compression of message batches. Default none: no CPU spent on it; lz4 or zstd trade CPU for network and disk."`
+	BatchMaxBytes      int           `setting:"batch_max_bytes" default:"1000000" min:"1024" max:"1073741824" doc:"Largest message batch sent to one partition, in bytes (default 1000000). Keep it below the broker's message.max.bytes."`
+	Linger             time.Duration `setting:"linger" default:"0s" min:"0s" doc:"How long a partition's batch waits for more records before it is sent (default 0s). Every write ends with a flush, so this only matters within one large write."`
+	MaxMessageBytes    int           `setting:"max_message_bytes" default:"1000000" min:"1" max:"1073740800" doc:"Largest message (key + value + headers) the sink sends, default 1000000. A larger record goes to the pipeline's dead-letter sink, or fails the pipeline when it has none: never dropped silently. Keep it below the topic's max.message.bytes."`
+	Headers            []string      `setting:"headers" doc:"Metadata keys written as message headers, such as [\"mongodb.coll\"]; [\"*\"] writes all of them (except sluice.route). Default: none."`
+	ClientID           string        `setting:"client_id" default:"sluice" doc:"The client id brokers see in their logs and quotas."`
+	Transactional      bool          `setting:"transactional" default:"true" doc:"true (default): each write is one Kafka transaction holding the records and the batch's position: exactly-once for read_committed consumers (needs acks all). false: idempotent producer, positions kept by the host: at-least-once."`
+	TransactionalID    string        `setting:"transactional_id" doc:"The Kafka transactional id, also the key of this pipeline's progress messages. Default: \"sluice-\" + the pipeline id. Two sinks with the same id fence each other: give each deployment of a pipeline id its own."`
+	TransactionTimeout time.Duration `setting:"transaction_timeout" default:"1m" min:"1s" max:"596h0m0s" doc:"How long the broker lets a transaction stay open before aborting it (default 1m); a restarted sink aborts its predecessor's open transaction at once anyway. A write the brokers have not acknowledged by then fails, and the host retries it. At most the broker's transaction.max.timeout.ms (15m by default)."`
+	ProgressTopic      string        `setting:"progress_topic" default:"sluice-progress" doc:"The compacted topic holding each pipeline's last written position, keyed by transactional id (default sluice-progress). Created with one partition if missing; do not repartition it."`
+	AutoCreateTopics   bool          `setting:"auto_create_topics" default:"false" doc:"Ask brokers to create missing topics (they do when auto.create.topics.enable is on). Default false: the sink creates no topic but its progress topic; a missing topic setting stops the pipeline at start, and a record routed to a missing topic goes to the dead-letter sink (without one, the pipeline stops), so a mistyped route creates nothing."`
+	SASLMechanism      string        `setting:"sasl_mechanism" default:"none" enum:"none,PLAIN,SCRAM-SHA-256,SCRAM-SHA-512" doc:"SASL authentication: none (default), PLAIN (send passwords only over TLS), SCRAM-SHA-256 or SCRAM-SHA-512."`
+	SASLUsername       string        `setting:"sasl_username" doc:"SASL user name."`
+	SASLPassword       string        `setting:"sasl_password,secret" doc:"SASL password. Pass it as ${env:NAME} or ${file:PATH}; it is never printed or logged."`
+	// TLS is the shared TLS settings group; tls_server_name defaults to the host in brokers.
+	sdk.TLS `setting:",squash"`
 }
 
 // ParseConfig decodes and checks the settings of the sink of pipeline, applying the spec's defaults to
 // keys that are absent and deriving the transactional id. Errors wrap sdk.ErrInvalidSettings.
 func ParseConfig(s sdk.Settings, pipeline string) (Config, error) {
-	c := Config{Partitioner: "hash", Acks: "all", Compression: "none", BatchMaxBytes: 1000000,
-		MaxMessageBytes: 1000000, ClientID: "sluice", Transactional: true, TransactionTimeout: time.Minute,
-		ProgressTopic: "sluice-progress", SASLMechanism: "none"}
+	var c Config // Decode applies the defaults and checks the types, enums and bounds the tags declare
 	if err := s.Decode(&c); err != nil {
 		return c, err
 	}
@@ -185,18 +121,6 @@ func ParseConfig(s sdk.Settings, pipeline string) (Config, error) {
 			bad("progress_topic: %v", err)
 		}
 	}
-	if c.TransactionTimeout < minTransactionTimeout || c.TransactionTimeout > maxTransactionTimeout {
-		bad("transaction_timeout: %s is outside %s..%s", c.TransactionTimeout, minTransactionTimeout, maxTransactionTimeout)
-	}
-	if c.BatchMaxBytes < minBatchMaxBytes || c.BatchMaxBytes > maxBatchMaxBytes {
-		bad("batch_max_bytes: %d is outside %d..%d", c.BatchMaxBytes, minBatchMaxBytes, maxBatchMaxBytes)
-	}
-	if c.MaxMessageBytes < 1 || c.MaxMessageBytes > maxMaxMessageBytes {
-		bad("max_message_bytes: %d is outside 1..%d", c.MaxMessageBytes, maxMaxMessageBytes)
-	}
-	if c.Linger < 0 {
-		bad("linger: %s is negative", c.Linger)
-	}
 	switch c.SASLMechanism {
 	case "none":
 		if c.SASLUsername != "" || c.SASLPassword != "" {
@@ -209,11 +133,8 @@ func ParseConfig(s sdk.Settings, pipeline string) (Config, error) {
 	default:
 		bad("sasl_mechanism: unknown %q", c.SASLMechanism)
 	}
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		bad("tls_cert_file and tls_key_file go together")
-	}
-	if c.TLSCAFile != "" || c.TLSCertFile != "" || c.TLSServerName != "" {
-		c.TLS = true
+	if err := c.TLS.Check(); err != nil {
+		bad("%v", err)
 	}
 	if slices.Contains(c.Headers, "") {
 		bad("headers: an empty metadata key")

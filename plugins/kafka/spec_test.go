@@ -24,19 +24,9 @@ func hostValues(t *testing.T, overrides map[string]any) map[string]any {
 	t.Helper()
 	out := map[string]any{}
 	for _, s := range settings {
-		var v any
-		switch {
-		case s.Default == "":
-		case s.Type == sdk.TypeBool:
-			v = s.Default == "true"
-		case s.Type == sdk.TypeInt:
-			n, err := strconv.Atoi(s.Default)
-			if err != nil {
-				t.Fatalf("%s: default %q: %v", s.Name, s.Default, err)
-			}
-			v = float64(n)
-		default:
-			v = s.Default
+		v, err := s.DefaultValue() // the host's resolver
+		if err != nil {
+			t.Fatalf("%s: %v", s.Name, err)
 		}
 		out[s.Name] = v
 	}
@@ -78,6 +68,9 @@ func TestRules(t *testing.T) {
 		{"certificate without key", map[string]any{"tls_cert_file": "c.pem"}, false},
 		{"key without certificate", map[string]any{"tls_key_file": "k.pem"}, false},
 		{"certificate and key", map[string]any{"tls_cert_file": "c.pem", "tls_key_file": "k.pem"}, true},
+		{"certificate and key in one file", map[string]any{"tls_cert_file": "ck.pem", "tls_key_file": "ck.pem"}, true},
+		{"insecure with a CA", map[string]any{"tls_insecure_skip_verify": true, "tls_ca_file": "ca.pem"}, false},
+		{"insecure", map[string]any{"tls_insecure_skip_verify": true}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := hostValues(t, merged(map[string]any{"brokers": []any{"b:9092"}}, tc.settings))
@@ -91,6 +84,8 @@ func TestRules(t *testing.T) {
 					failed = append(failed, rules[i].Message)
 				}
 			}
+			// The host sends no key for an absent setting without a default (the rules see nil).
+			maps.DeleteFunc(env, func(_ string, v any) bool { return v == nil })
 			_, err := ParseConfig(sdk.Settings(env), "orders")
 			switch {
 			case tc.valid && (len(failed) > 0 || err != nil):

@@ -27,11 +27,8 @@ func Plugin() sdk.Plugin {
 			Summary: "A bounded in-memory queue between source and sink, for tests and demos. Volatile: its contents die with the process.",
 			Author:  "sluice",
 			Buffer: &sdk.Stage{
-				Summary: "In-memory bounded queue. Stores each batch with its source position atomically, but its contents (and the checkpoint) die with the process: after a restart it is empty and the source is read again from its start. For tests and demos.",
-				Settings: []sdk.Setting{
-					{Name: "max_records", Type: sdk.TypeInt, Default: "100000", Min: "1",
-						Doc: "Records the queue holds before Append blocks (backpressure) until the sink catches up. Default 100000; more absorbs longer bursts at the cost of memory (records are kept whole)."},
-				},
+				Summary:      "In-memory bounded queue. Stores each batch with its source position atomically, but its contents (and the checkpoint) die with the process: after a restart it is empty and the source is read again from its start. For tests and demos.",
+				Settings:     sdk.MustSettingsOf[Config](),
 				Capabilities: sdk.Capabilities{AtomicPosition: true},
 			},
 		},
@@ -39,9 +36,9 @@ func Plugin() sdk.Plugin {
 	}
 }
 
-// Config holds the buffer's settings.
+// Config holds the buffer's settings; its tags declare them (sdk.SettingsOf).
 type Config struct {
-	MaxRecords int `setting:"max_records"`
+	MaxRecords int `setting:"max_records" default:"100000" min:"1" doc:"Records the queue holds before Append blocks (backpressure) until the sink catches up. Default 100000; more absorbs longer bursts at the cost of memory (records are kept whole)."`
 }
 
 // readWait is how long Read waits for records before returning none.
@@ -77,12 +74,9 @@ type entry struct {
 // buffer reopened after a crash never hands out positions the host has already stored (it is empty, its
 // Checkpoint is nil, and the host reads the source again from its start: at-least-once after a crash).
 func (b *Buffer) Open(_ context.Context, req sdk.OpenRequest) error {
-	cfg := Config{MaxRecords: 100000}
+	var cfg Config // Decode applies the default and checks the bound the tag declares
 	if err := req.Settings.Decode(&cfg); err != nil {
-		return err
-	}
-	if cfg.MaxRecords < 1 {
-		return fmt.Errorf("memory: %w: max_records must be at least 1, got %d", sdk.ErrInvalidSettings, cfg.MaxRecords)
+		return fmt.Errorf("memory: %w", err)
 	}
 	var after uint64
 	if req.After != nil {

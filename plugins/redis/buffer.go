@@ -205,9 +205,9 @@ type Buffer struct {
 // persistence settings mean for the buffer, and trims what the sink has already stored (entries up to
 // req.After). Read starts strictly after req.After, or at the oldest entry.
 func (b *Buffer) Open(ctx context.Context, req sdk.OpenRequest) error {
-	cfg := defaults()
+	var cfg Config // Decode applies the defaults and checks the bounds the tags declare
 	if err := req.Settings.Decode(&cfg); err != nil {
-		return err
+		return fmt.Errorf("redis: %w", err)
 	}
 	client, err := cfg.client()
 	if err != nil {

@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
 
@@ -39,7 +38,7 @@ func Plugin() sdk.Plugin {
 			Author:  "sluice",
 			Buffer: &sdk.Stage{
 				Summary:  "Appends each batch and its source position in one Lua script; reads in order with blocking reads; trims what the sink has stored; blocks the source when full. Survives restarts of sluice and of Redis when Redis keeps an append-only file with appendfsync always.",
-				Settings: settings,
+				Settings: sdk.MustSettingsOf[Config](),
 				Rules:    redisconn.Rules,
 				Capabilities: sdk.Capabilities{
 					AtomicPosition: true,
@@ -50,30 +49,14 @@ func Plugin() sdk.Plugin {
 	}
 }
 
-// settings are the connection settings (redisconn.Settings), then the buffer's own.
-var settings = append(slices.Clone(redisconn.Settings),
-	sdk.Setting{Name: "key", Type: sdk.TypeString,
-		Doc: "The stream's key; the checkpoint and counters are in the hash KEY:meta. Default sluice:{PIPELINE}. A key without a {hash tag} is wrapped in one, so both keys share a cluster slot. Two pipelines must not share a key."},
-	sdk.Setting{Name: "max_entries", Type: sdk.TypeInt, Default: "1000000", Min: "0",
-		Doc: "Records held (appended and not yet stored by the sink) before Append blocks and the source stops being read. Default 1000000; 0: no limit on the count. Nothing unacknowledged is ever evicted."},
-	sdk.Setting{Name: "max_bytes", Type: sdk.TypeInt, Default: "1073741824", Min: "0",
-		Doc: "Bytes of records held (their encoded size, without Redis's own overhead of roughly 20-60 bytes an entry) before Append blocks. Default 1 GiB; 0: no limit on bytes. Size Redis's maxmemory above it."},
-	sdk.Setting{Name: "retry_timeout", Type: sdk.TypeDuration, Default: "1m", Min: "0s",
-		Doc: "How long an operation keeps retrying, with exponential backoff, while Redis is unreachable or loading (a restart) before the stage fails and the host restarts the pipeline. Default 1m."},
-)
-
-// Config holds the buffer's settings.
+// Config holds the buffer's settings, the connection settings (redisconn.Config) first; its tags declare
+// them (sdk.SettingsOf).
 type Config struct {
 	redisconn.Config `setting:",squash"`
-	Key              string        `setting:"key"`
-	MaxEntries       int64         `setting:"max_entries"`
-	MaxBytes         int64         `setting:"max_bytes"`
-	RetryTimeout     time.Duration `setting:"retry_timeout"`
-}
-
-// defaults returns the settings' defaults, as the spec declares them.
-func defaults() Config {
-	return Config{Config: redisconn.Defaults(), MaxEntries: 1000000, MaxBytes: 1 << 30, RetryTimeout: time.Minute}
+	Key              string        `setting:"key" doc:"The stream's key; the checkpoint and counters are in the hash KEY:meta. Default sluice:{PIPELINE}. A key without a {hash tag} is wrapped in one, so both keys share a cluster slot. Two pipelines must not share a key."`
+	MaxEntries       int64         `setting:"max_entries" default:"1000000" min:"0" doc:"Records held (appended and not yet stored by the sink) before Append blocks and the source stops being read. Default 1000000; 0: no limit on the count. Nothing unacknowledged is ever evicted."`
+	MaxBytes         int64         `setting:"max_bytes" default:"1073741824" min:"0" doc:"Bytes of records held (their encoded size, without Redis's own overhead of roughly 20-60 bytes an entry) before Append blocks. Default 1 GiB; 0: no limit on bytes. Size Redis's maxmemory above it."`
+	RetryTimeout     time.Duration `setting:"retry_timeout" default:"1m" min:"0s" doc:"How long an operation keeps retrying, with exponential backoff, while Redis is unreachable or loading (a restart) before the stage fails and the host restarts the pipeline. Default 1m."`
 }
 
 // invalid wraps a settings problem so that the host fails the pipeline instead of restarting it.
@@ -83,14 +66,6 @@ func invalid(format string, args ...any) error {
 
 // client builds the Redis client the settings describe. It does not connect.
 func (c *Config) client() (goredis.UniversalClient, error) {
-	switch {
-	case c.MaxEntries < 0:
-		return nil, invalid("max_entries must not be negative, got %d", c.MaxEntries)
-	case c.MaxBytes < 0:
-		return nil, invalid("max_bytes must not be negative, got %d", c.MaxBytes)
-	case c.RetryTimeout < 0:
-		return nil, invalid("retry_timeout must not be negative")
-	}
 	opts, err := c.Options()
 	if err != nil {
 		return nil, fmt.Errorf("redis: %w", err)

@@ -407,7 +407,7 @@ func TestSettings(t *testing.T) {
 		settings map[string]any
 		want     string
 	}{
-		{"negative bound", map[string]any{"max_entries": -1}, "max_entries must not be negative"},
+		{"negative bound", map[string]any{"max_entries": -1}, `setting "max_entries": want an int >= 0, got -1`},
 		{"bad url", map[string]any{"url": "http://x"}, "url"},
 		{"cert without key", map[string]any{"tls_cert_file": "/x"}, "go together"},
 		{"missing CA file", map[string]any{"tls_ca_file": "/nonexistent/ca.pem"}, "tls_ca_file"},

@@ -33,19 +33,17 @@ func Plugin() sdk.Plugin {
 				Summary: "Prints one line per record on the host's standard output (heartbeats print nothing). Not durable: an acknowledged line may still be in flight to the terminal.",
 				// The host forwards this stage's stdout to its own.
 				Capabilities: sdk.Capabilities{WritesStdout: true},
-				Settings: []sdk.Setting{
-					{Name: "format", Type: sdk.TypeString, Default: string(file.FormatPayload), Enum: []string{string(file.FormatPayload), string(file.FormatRecord)},
-						Doc: "payload (default): print each record's payload; records without a payload print nothing. record: print a JSON envelope with position, op, key, meta, encoding and payload, to see everything a record carries."},
-				},
+				Settings:     sdk.MustSettingsOf[Config](),
 			},
 		},
 		NewSink: func() sdk.Sink { return &Sink{} },
 	}
 }
 
-// Config holds the sink's settings.
+// Config holds the sink's settings; its tags declare them (sdk.SettingsOf). format's values are
+// file.Format's.
 type Config struct {
-	Format string `setting:"format"`
+	Format string `setting:"format" default:"payload" enum:"payload,record" doc:"payload (default): print each record's payload; records without a payload print nothing. record: print a JSON envelope with position, op, key, meta, encoding and payload, to see everything a record carries."`
 }
 
 // Sink prints records. The SDK calls Open, then Write from one goroutine, then Close.
@@ -62,9 +60,9 @@ type Sink struct {
 
 // Open reads the settings.
 func (s *Sink) Open(_ context.Context, req sdk.OpenRequest) error {
-	cfg := Config{Format: string(file.FormatPayload)}
+	var cfg Config // Decode applies the default the tag declares
 	if err := req.Settings.Decode(&cfg); err != nil {
-		return err
+		return fmt.Errorf("stdout: %w", err)
 	}
 	f, err := file.ParseFormat(cfg.Format)
 	if err != nil {

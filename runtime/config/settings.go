@@ -4,12 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
-	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/sluicehq/sluice/sdk"
 )
@@ -40,14 +36,11 @@ func (v *validator) settings(s *Stage, st *sdk.Stage, n *node, at, pluginAt Pos)
 			case d.Required:
 				v.errorf(at, "missing required setting %q of %s%s", d.Name, where, docHint(d))
 			case d.Default != "":
-				val, err := fromText(d.Type, d.Default)
-				if err == nil {
-					err = checkEnum(d, val)
-				}
-				if err == nil {
-					err = boundsError(d, val)
-				}
+				val, err := d.DefaultValue()
 				if err != nil {
+					if ve := (*sdk.ValueError)(nil); errors.As(err, &ve) && ve.Problem == sdk.BadDeclaration {
+						err = fmt.Errorf("its bounds are invalid: %w", err)
+					}
 					v.errorf(at, "%s declares an invalid default for setting %q: %v", where, d.Name, err)
 					continue
 				}
@@ -112,66 +105,6 @@ func (v *validator) setting(d *sdk.Setting, c *node, what, where string) (val, s
 		return nil, nil, false
 	}
 	switch d.Type {
-	case sdk.TypeString:
-		s, isString := c.scalar.(string)
-		if c.kind != kindScalar || !isString {
-			v.errorf(c.pos, "%s: want string, got %s", what, describe(c, d.Secret))
-			return nil, nil, false
-		}
-		if err := checkEnum(d, s); err != nil {
-			if d.Secret {
-				err = enumError(d, "the value")
-			}
-			v.errorf(c.pos, "%s: %v", what, err)
-			return nil, nil, false
-		}
-		return s, s, true
-	case sdk.TypeInt:
-		i, isInt := asInt(c)
-		if !isInt {
-			v.errorf(c.pos, "%s: want int, got %s", what, describe(c, d.Secret))
-			return nil, nil, false
-		}
-		return v.bounded(d, c.pos, i, what, where)
-	case sdk.TypeFloat:
-		var f float64
-		switch x := c.scalar.(type) {
-		case int64:
-			f = float64(x)
-		case float64:
-			f = x
-		default:
-			v.errorf(c.pos, "%s: want float, got %s", what, describe(c, d.Secret))
-			return nil, nil, false
-		}
-		return v.bounded(d, c.pos, f, what, where)
-	case sdk.TypeBool:
-		b, isBool := c.scalar.(bool)
-		if c.kind != kindScalar || !isBool {
-			v.errorf(c.pos, "%s: want bool (true or false), got %s", what, describe(c, d.Secret))
-			return nil, nil, false
-		}
-		return b, b, true
-	case sdk.TypeDuration:
-		s, isString := c.scalar.(string)
-		if c.kind != kindScalar || !isString {
-			msg := fmt.Sprintf("%s: want a duration string like \"5s\", got %s", what, describe(c, d.Secret))
-			if i, isInt := c.scalar.(int64); isInt && c.kind == kindScalar && !d.Secret {
-				msg += fmt.Sprintf(" (write \"%ds\" for %d seconds)", i, i)
-			}
-			v.errorf(c.pos, "%s", msg)
-			return nil, nil, false
-		}
-		dur, err := parseDuration(s)
-		if err != nil {
-			shown := quote(s)
-			if d.Secret {
-				shown = "the value"
-			}
-			v.errorf(c.pos, "%s: %s %v", what, shown, err)
-			return nil, nil, false
-		}
-		return v.bounded(d, c.pos, dur, what, where)
 	case sdk.TypeList:
 		if c.kind != kindList {
 			v.errorf(c.pos, "%s: want list, got %s", what, describe(c, d.Secret))
@@ -185,37 +118,27 @@ func (v *validator) setting(d *sdk.Setting, c *node, what, where string) (val, s
 		}
 		return v.expandAll(c, what, d.Secret)
 	}
-	v.errorf(c.pos, "%s: the plugin declares unknown type %q", what, d.Type)
+	// A scalar setting: the SDK's resolver decides, as it does for sdktest and for defaults.
+	val, err := d.Value(plain(c))
+	var ve *sdk.ValueError
+	switch {
+	case err == nil:
+		return val, val, true
+	case errors.As(err, &ve) && ve.Problem == sdk.BadDeclaration:
+		v.errorf(c.pos, "%s declares an invalid %s for setting %q: %v; this is the plugin's fault, not the file's", where, declared(d), d.Name, err)
+	default:
+		v.errorf(c.pos, "%s: %v", what, err)
+	}
 	return nil, nil, false
 }
 
-// bounded checks val, written in the file, against the setting's bounds (and a float's finiteness).
-func (v *validator) bounded(d *sdk.Setting, at Pos, val any, what, where string) (any, any, bool) {
-	want, err := bounds(d, val)
-	switch {
-	case err != nil:
-		v.errorf(at, "%s declares an invalid bound for setting %q: %v; this is the plugin's fault, not the file's", where, d.Name, err)
-		return nil, nil, false
-	case want != "" && d.Secret:
-		v.errorf(at, "%s: the value is out of range: want %s", what, want)
-		return nil, nil, false
-	case want != "":
-		v.errorf(at, "%s: want %s, got %s", what, want, valueText(val))
-		return nil, nil, false
+// declared says what part of d's declaration is broken, for messages: its bounds or its type.
+func declared(d *sdk.Setting) string {
+	switch d.Type {
+	case sdk.TypeString, sdk.TypeInt, sdk.TypeFloat, sdk.TypeBool, sdk.TypeDuration:
+		return "bound"
 	}
-	return val, val, true
-}
-
-// boundsError is bounds as an error quoting val, for defaults declared by plugins.
-func boundsError(d *sdk.Setting, val any) error {
-	want, err := bounds(d, val)
-	switch {
-	case err != nil:
-		return fmt.Errorf("its bounds are invalid: %w", err)
-	case want != "":
-		return fmt.Errorf("%s is out of range: want %s", valueText(val), want)
-	}
-	return nil
+	return "type"
 }
 
 // referenced parses the expansion out of value s, which held references, per the setting's type. Neither
@@ -226,28 +149,28 @@ func (v *validator) referenced(d *sdk.Setting, at Pos, s, out, what, where strin
 		v.errorf(at, "%s: the value of %s %s", what, ref, fmt.Sprintf(format, args...))
 		return nil, nil, false
 	}
-	val, err := fromText(d.Type, out)
+	val, err := d.Parse(out)
+	if ve := (*sdk.ValueError)(nil); errors.As(err, &ve) {
+		// The SDK's messages would quote the value: name the reference instead.
+		switch ve.Problem {
+		case sdk.NotAllowed:
+			v.errorf(at, "%s: the value of %s is not allowed; want %s", what, ref, ve.Want)
+			return nil, nil, false
+		case sdk.OutOfRange:
+			return fail("is out of range: want %s", ve.Want)
+		case sdk.NonFinite:
+			return fail("holds NaN or an infinity, which cannot be sent to a plugin (JSON has no such numbers)")
+		case sdk.BadDeclaration:
+			v.errorf(at, "%s declares an invalid %s for setting %q: %v; this is the plugin's fault, not the file's", where, declared(d), d.Name, err)
+			return nil, nil, false
+		}
+	}
 	if err != nil {
 		return fail("is not a valid %s", d.Type)
-	}
-	if checkEnum(d, val) != nil {
-		v.errorf(at, "%s: %v", what, enumError(d, "the value of "+ref))
-		return nil, nil, false
-	}
-	want, err := bounds(d, val)
-	switch {
-	case err != nil:
-		v.errorf(at, "%s declares an invalid bound for setting %q: %v; this is the plugin's fault, not the file's", where, d.Name, err)
-		return nil, nil, false
-	case want != "":
-		return fail("is out of range: want %s", want)
 	}
 	if d.Type == sdk.TypeList || d.Type == sdk.TypeObject {
 		if jsonSize(val) > MaxValueBytes {
 			return fail("is larger than %s (as JSON), the limit for a setting value", sizeText(MaxValueBytes))
-		}
-		if hasNonFinite(val) {
-			return fail("holds NaN or an infinity, which cannot be sent to a plugin (JSON has no such numbers)")
 		}
 	}
 	return val, redacted, true
@@ -286,7 +209,7 @@ func (v *validator) expandAll(n *node, what string, secret bool) (val, shown any
 			if secret {
 				v.errorf(n.pos, "%s: the value holds NaN or an infinity, which cannot be sent to a plugin (JSON has no such numbers)", what)
 			} else {
-				v.errorf(n.pos, "%s: %s cannot be sent to a plugin (JSON has no NaN or infinity): want a finite number", what, valueText(f))
+				v.errorf(n.pos, "%s: %s cannot be sent to a plugin (JSON has no NaN or infinity): want a finite number", what, strconv.FormatFloat(f, 'g', -1, 64))
 			}
 			ok = false
 		}
@@ -365,181 +288,4 @@ func jsonSize(v any) int {
 		return n
 	}
 	return len(fmt.Sprint(v))
-}
-
-// hasNonFinite reports whether v (a JSON-ready value) holds a NaN or an infinity.
-func hasNonFinite(v any) bool {
-	switch x := v.(type) {
-	case float64:
-		return math.IsNaN(x) || math.IsInf(x, 0)
-	case []any:
-		return slices.ContainsFunc(x, hasNonFinite)
-	case map[string]any:
-		for _, e := range x {
-			if hasNonFinite(e) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// bounds checks val (int64, float64, or a normalised duration string) against d's Min and Max and, for
-// a float, that it is finite. It returns what the value should be ("a number >= 0") when it is not, and
-// an error when a bound itself is malformed (the plugin's fault).
-func bounds(d *sdk.Setting, val any) (want string, err error) {
-	var (
-		kind      string
-		below     func(bound string) (bool, error) // val < bound
-		above     func(bound string) (bool, error) // val > bound
-		nonFinite bool
-	)
-	switch x := val.(type) {
-	case int64:
-		kind = "an int"
-		parse := func(b string) (int64, error) { return strconv.ParseInt(b, 10, 64) }
-		below = func(b string) (bool, error) { n, err := parse(b); return x < n, err }
-		above = func(b string) (bool, error) { n, err := parse(b); return x > n, err }
-	case float64:
-		kind = "a number"
-		nonFinite = math.IsNaN(x) || math.IsInf(x, 0)
-		parse := func(b string) (float64, error) { return strconv.ParseFloat(b, 64) }
-		below = func(b string) (bool, error) { f, err := parse(b); return x < f, err }
-		above = func(b string) (bool, error) { f, err := parse(b); return x > f, err }
-	case string:
-		if d.Type != sdk.TypeDuration {
-			return "", nil
-		}
-		kind = "a duration"
-		dur, err := time.ParseDuration(x)
-		if err != nil {
-			return "", nil // reported as a malformed duration
-		}
-		below = func(b string) (bool, error) { e, err := time.ParseDuration(b); return dur < e, err }
-		above = func(b string) (bool, error) { e, err := time.ParseDuration(b); return dur > e, err }
-	default:
-		return "", nil
-	}
-	out := false
-	if d.Min != "" {
-		lo, err := below(d.Min)
-		if err != nil {
-			return "", fmt.Errorf("min %q is not %s", d.Min, kind)
-		}
-		out = out || lo
-	}
-	if d.Max != "" {
-		hi, err := above(d.Max)
-		if err != nil {
-			return "", fmt.Errorf("max %q is not %s", d.Max, kind)
-		}
-		out = out || hi
-	}
-	if !out && !nonFinite {
-		return "", nil
-	}
-	if nonFinite {
-		kind = "a finite number"
-	}
-	switch {
-	case d.Min != "" && d.Max != "":
-		return fmt.Sprintf("%s from %s to %s", kind, d.Min, d.Max), nil
-	case d.Min != "":
-		return fmt.Sprintf("%s >= %s", kind, d.Min), nil
-	case d.Max != "":
-		return fmt.Sprintf("%s <= %s", kind, d.Max), nil
-	}
-	return kind, nil
-}
-
-// valueText writes a number or a normalised duration for a message.
-func valueText(val any) string {
-	switch x := val.(type) {
-	case int64:
-		return strconv.FormatInt(x, 10)
-	case float64:
-		return strconv.FormatFloat(x, 'g', -1, 64)
-	case string:
-		return x // a normalised duration
-	}
-	return fmt.Sprint(val)
-}
-
-// fromText parses a value written as text (a default from a spec, or the expansion of a reference) as
-// type t.
-func fromText(t sdk.Type, s string) (any, error) {
-	switch t {
-	case sdk.TypeString:
-		return s, nil
-	case sdk.TypeInt:
-		i, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not an int", truncate(s, 40))
-		}
-		return i, nil
-	case sdk.TypeFloat:
-		f, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not a float", truncate(s, 40))
-		}
-		return f, nil
-	case sdk.TypeBool:
-		switch s {
-		case "true":
-			return true, nil
-		case "false":
-			return false, nil
-		}
-		return nil, fmt.Errorf("%q is not a bool: want true or false", truncate(s, 40))
-	case sdk.TypeDuration:
-		d, err := parseDuration(s)
-		if err != nil {
-			return nil, fmt.Errorf("%q %v", truncate(s, 40), err)
-		}
-		return d, nil
-	case sdk.TypeList, sdk.TypeObject:
-		var x any
-		if err := yaml.Unmarshal([]byte(s), &x); err != nil {
-			return nil, fmt.Errorf("%q is not a %s", truncate(s, 40), t)
-		}
-		n := (&builder{}).build(x, "", Pos{})
-		if t == sdk.TypeList && n.kind != kindList || t == sdk.TypeObject && n.kind != kindMap {
-			return nil, fmt.Errorf("%q is not a %s", truncate(s, 40), t)
-		}
-		return plain(n), nil
-	}
-	return nil, fmt.Errorf("unknown type %q", t)
-}
-
-// parseDuration parses a Go duration string and returns it normalised ("90s" → "1m30s").
-func parseDuration(s string) (string, error) {
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return "", errors.New(`is not a duration: want a number with a unit (ns, us, ms, s, m, h), like "500ms", "5s" or "1m30s"`)
-	}
-	return d.String(), nil
-}
-
-// checkEnum checks val against d.Enum, when d declares one.
-func checkEnum(d *sdk.Setting, val any) error {
-	if len(d.Enum) == 0 {
-		return nil
-	}
-	if s, ok := val.(string); ok {
-		for _, e := range d.Enum {
-			if s == e {
-				return nil
-			}
-		}
-		return enumError(d, strconv.Quote(truncate(s, 40)))
-	}
-	return nil
-}
-
-func enumError(d *sdk.Setting, what string) error {
-	allowed := make([]string, len(d.Enum))
-	for i, e := range d.Enum {
-		allowed[i] = strconv.Quote(e)
-	}
-	return fmt.Errorf("%s is not allowed; want one of %s", what, strings.Join(allowed, ", "))
 }

@@ -53,8 +53,10 @@
 //
 // # What the checks mean for your plugin
 //
-// Settings are sent as the host sends them: the values your Settings function returns, with the spec's
-// defaults filled in. A key the spec does not declare fails the check, as the host would reject it.
+// Settings are sent as the host sends them: the values your Settings function returns, checked and
+// normalised and with the spec's defaults filled in by the host's own resolver (sdk.Resolve): a key the
+// spec does not declare, a missing required setting, a value of the wrong type or out of bounds, and a
+// default the host would refuse fail the check.
 //
 // Each check runs in its own subtest with its own instances, a 15 s deadline, and a goroutine leak
 // check at the end (go.uber.org/goleak): after Close and after the connection is gone, no goroutine your

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -204,75 +203,23 @@ func checkSpec(t *testing.T, m mode, p sdk.Plugin, kind sdk.Kind) {
 		if s.Default == "" {
 			continue
 		}
-		if _, err := parseDefault(s); err != nil {
+		if _, err := s.DefaultValue(); err != nil {
 			t.Errorf("%s setting %q: default %q: %v", kind, s.Name, s.Default, err)
 		}
 	}
 }
 
-// parseDefault turns a setting's default, written as in a connector file, into the JSON value the host
-// sends.
-func parseDefault(s sdk.Setting) (any, error) {
-	d := s.Default
-	var v any
-	var err error
-	switch s.Type {
-	case sdk.TypeString:
-		v = d
-		if len(s.Enum) > 0 && !slices.Contains(s.Enum, d) {
-			err = fmt.Errorf("not one of %v", s.Enum)
-		}
-	case sdk.TypeInt:
-		var n int64
-		n, err = strconv.ParseInt(d, 10, 64)
-		v = n
-	case sdk.TypeFloat:
-		v, err = strconv.ParseFloat(d, 64)
-	case sdk.TypeBool:
-		v, err = strconv.ParseBool(d)
-	case sdk.TypeDuration:
-		_, err = time.ParseDuration(d)
-		v = d
-	case sdk.TypeList, sdk.TypeObject:
-		err = json.Unmarshal([]byte(d), &v)
-	default:
-		err = fmt.Errorf("unknown type %q", s.Type)
-	}
-	return v, err
-}
-
-// settingsFor returns the settings the host would send: the test's values, checked against the spec,
-// with defaults applied.
+// settingsFor returns the settings the host would send: the test's values checked against the spec and
+// defaults applied, by the host's own resolver (sdk.Resolve).
 func settingsFor(t *testing.T, p sdk.Plugin, kind sdk.Kind, f func(*testing.T) map[string]any) map[string]any {
 	t.Helper()
 	given := map[string]any{}
 	if f != nil {
 		given = f(t)
 	}
-	stage := p.Spec.Stage(kind)
-	out := map[string]any{}
-	declared := map[string]bool{}
-	for _, s := range stage.Settings {
-		declared[s.Name] = true
-		if v, ok := given[s.Name]; ok {
-			out[s.Name] = v
-			continue
-		}
-		if s.Required {
-			t.Fatalf("the test's settings lack required %s setting %q", kind, s.Name)
-		}
-		if s.Default != "" {
-			v, err := parseDefault(s)
-			if err != nil {
-				t.Fatalf("%s setting %q: default %q: %v", kind, s.Name, s.Default, err)
-			}
-			out[s.Name] = v
-		}
-	}
-	for k := range given {
-		if !declared[k] {
-			t.Fatalf("the test sets %q, which the %s spec does not declare (the host would reject it)", k, kind)
-		}
+	out, err := sdk.Resolve(p.Spec.Stage(kind).Settings, given)
+	if err != nil {
+		t.Fatalf("the test's %s settings are not what the host would accept: %v", kind, err)
 	}
 	return out
 }

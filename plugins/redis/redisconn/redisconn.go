@@ -8,12 +8,10 @@ package redisconn
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -23,63 +21,36 @@ import (
 	"github.com/sluicehq/sluice/sdk"
 )
 
-// Settings are the connection settings, as a plugin spec declares them (their defaults are Defaults').
-var Settings = []sdk.Setting{
-	{Name: "addr", Type: sdk.TypeString, Default: "127.0.0.1:6379",
-		Doc: "The Redis server, host:port (with cluster: any node of the cluster). Ignored when url is set."},
-	{Name: "url", Type: sdk.TypeString,
-		Doc: "A Redis URL instead of addr, username, password and db: redis://user:password@host:6379/0, or rediss:// for TLS."},
-	{Name: "username", Type: sdk.TypeString,
-		Doc: "The ACL user. Empty: the default user."},
-	{Name: "password", Type: sdk.TypeString, Secret: true,
-		Doc: "The ACL user's password (or requirepass). Write it as ${env:NAME} or ${file:PATH} rather than in the file."},
-	{Name: "db", Type: sdk.TypeInt, Default: "0", Min: "0",
-		Doc: "The database number (standalone servers only)."},
-	{Name: "cluster", Type: sdk.TypeBool, Default: "false",
-		Doc: "True: addr is a node of a Redis Cluster; the client follows the cluster's slots. The keys sluice keeps for one pipeline share a hash tag, so they live on one node."},
-	{Name: "tls", Type: sdk.TypeBool, Default: "false",
-		Doc: "Connect with TLS (also implied by a rediss:// url or any tls_* file). The server is verified against the system's CAs unless tls_ca_file is set."},
-	{Name: "tls_ca_file", Type: sdk.TypeString,
-		Doc: "A PEM file of CA certificates to verify the server with."},
-	{Name: "tls_cert_file", Type: sdk.TypeString,
-		Doc: "A PEM client certificate, for servers that require mutual TLS (with tls_key_file)."},
-	{Name: "tls_key_file", Type: sdk.TypeString,
-		Doc: "The PEM private key of tls_cert_file."},
-	{Name: "tls_server_name", Type: sdk.TypeString,
-		Doc: "The name the server's certificate must carry. Default: the host of addr."},
-	{Name: "dial_timeout", Type: sdk.TypeDuration, Default: "5s", Min: "1ms",
-		Doc: "How long to wait for a connection. Default 5s."},
-	{Name: "timeout", Type: sdk.TypeDuration, Default: "10s", Min: "1ms",
-		Doc: "How long one command may take before it counts as failed (a blocking read adds its wait). Default 10s; leave room for an append of many large records on a slow disk with appendfsync always."},
-}
+// Settings are the connection settings, as a plugin spec declares them: Config's tags.
+var Settings = sdk.MustSettingsOf[Config]()
 
 // Rules are the rules across the connection settings, as a plugin spec declares them.
-var Rules = []sdk.Rule{
-	{Expr: `((tls_cert_file ?? "") == "") == ((tls_key_file ?? "") == "")`, Settings: []string{"tls_cert_file", "tls_key_file"},
-		Message: "tls_cert_file and tls_key_file go together: set both, or neither"},
-}
+var Rules = sdk.TLSRules
 
-// Config holds the connection settings. Embed it in a stage's settings struct with the tag
-// `setting:",squash"` to decode them with sdk.Settings.Decode.
+// Config holds the connection settings; its tags declare them (sdk.SettingsOf). Embed it in a stage's
+// settings struct with the tag `setting:",squash"`: Settings then start the stage's settings, and
+// sdk.Settings.Decode fills it.
 type Config struct {
-	Addr          string        `setting:"addr"`
-	URL           string        `setting:"url"`
-	Username      string        `setting:"username"`
-	Password      string        `setting:"password"`
-	DB            int           `setting:"db"`
-	Cluster       bool          `setting:"cluster"`
-	TLS           bool          `setting:"tls"`
-	TLSCAFile     string        `setting:"tls_ca_file"`
-	TLSCertFile   string        `setting:"tls_cert_file"`
-	TLSKeyFile    string        `setting:"tls_key_file"`
-	TLSServerName string        `setting:"tls_server_name"`
-	DialTimeout   time.Duration `setting:"dial_timeout"`
-	Timeout       time.Duration `setting:"timeout"`
+	Addr     string `setting:"addr" default:"127.0.0.1:6379" doc:"The Redis server, host:port (with cluster: any node of the cluster). Ignored when url is set."`
+	URL      string `setting:"url" doc:"A Redis URL instead of addr, username, password and db: redis://user:password@host:6379/0, or rediss:// for TLS."`
+	Username string `setting:"username" doc:"The ACL user. Empty: the default user."`
+	Password string `setting:"password,secret" doc:"The ACL user's password (or requirepass). Write it as ${env:NAME} or ${file:PATH} rather than in the file."`
+	DB       int    `setting:"db" default:"0" min:"0" doc:"The database number (standalone servers only)."`
+	Cluster  bool   `setting:"cluster" default:"false" doc:"True: addr is a node of a Redis Cluster; the client follows the cluster's slots. The keys sluice keeps for one pipeline share a hash tag, so they live on one node."`
+	// TLS is the shared TLS settings group; a rediss:// url turns TLS on too, and tls_server_name
+	// defaults to the host of addr (or of the url).
+	sdk.TLS     `setting:",squash"`
+	DialTimeout time.Duration `setting:"dial_timeout" default:"5s" min:"1ms" doc:"How long to wait for a connection. Default 5s."`
+	Timeout     time.Duration `setting:"timeout" default:"10s" min:"1ms" doc:"How long one command may take before it counts as failed (a blocking read adds its wait). Default 10s; leave room for an append of many large records on a slow disk with appendfsync always."`
 }
 
-// Defaults returns the settings' defaults, as Settings declares them.
+// Defaults returns the settings' defaults, as Config's tags declare them.
 func Defaults() Config {
-	return Config{Addr: "127.0.0.1:6379", DialTimeout: 5 * time.Second, Timeout: 10 * time.Second}
+	var c Config
+	if err := (sdk.Settings{}).Decode(&c); err != nil {
+		panic(err) // the tags' defaults are valid: TestDefaults
+	}
+	return c
 }
 
 // invalid wraps a settings problem in sdk.ErrInvalidSettings.
@@ -96,8 +67,6 @@ func (c *Config) Options() (*goredis.UniversalOptions, error) {
 	switch {
 	case c.Timeout <= 0 || c.DialTimeout <= 0:
 		return nil, invalid("timeout and dial_timeout must be positive")
-	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
-		return nil, invalid("tls_cert_file and tls_key_file go together")
 	}
 	opts := &goredis.UniversalOptions{
 		Addrs:                 []string{c.Addr},
@@ -112,7 +81,7 @@ func (c *Config) Options() (*goredis.UniversalOptions, error) {
 		ContextTimeoutEnabled: true,
 		DisableIdentity:       true,
 	}
-	tlsOn, serverName := c.TLS, c.TLSServerName
+	tlsOn, serverName := c.On(), c.ServerName
 	if c.URL != "" {
 		u, err := goredis.ParseURL(c.URL)
 		if err != nil {
@@ -126,7 +95,7 @@ func (c *Config) Options() (*goredis.UniversalOptions, error) {
 			}
 		}
 	}
-	if tlsOn || c.TLSCAFile != "" || c.TLSCertFile != "" || serverName != "" {
+	if tlsOn {
 		tc, err := c.tlsConfig(opts.Addrs[0], serverName)
 		if err != nil {
 			return nil, err
@@ -179,7 +148,7 @@ func (c *Config) Explain(err error) error {
 	if c.URL != "" {
 		setting = "url"
 	}
-	tlsOn := c.TLS || c.TLSCAFile != "" || c.TLSCertFile != "" || c.TLSServerName != "" || strings.HasPrefix(c.URL, "rediss:")
+	tlsOn := c.On() || strings.HasPrefix(c.URL, "rediss:")
 	notRedis := "is it a Redis server"
 	if !tlsOn {
 		notRedis += " (one that expects TLS needs tls: true)"
@@ -219,31 +188,18 @@ func (c *Config) Explain(err error) error {
 	return &ConnectError{Where: where, Problem: problem, Err: err}
 }
 
+// tlsConfig is the TLS group's configuration, verifying serverName, else the host of addr.
 func (c *Config) tlsConfig(addr, serverName string) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	tc, err := c.TLS.Config()
+	if err != nil {
+		return nil, err
+	}
+	tc.ServerName = serverName
 	if tc.ServerName == "" {
 		tc.ServerName = addr
 		if i := strings.LastIndexByte(addr, ':'); i >= 0 {
 			tc.ServerName = strings.Trim(addr[:i], "[]")
 		}
-	}
-	if c.TLSCAFile != "" {
-		pem, err := os.ReadFile(c.TLSCAFile)
-		if err != nil {
-			return nil, invalid("tls_ca_file: %v", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, invalid("tls_ca_file %s holds no PEM certificate", c.TLSCAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if c.TLSCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
-		if err != nil {
-			return nil, invalid("tls_cert_file/tls_key_file: %v", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
 }

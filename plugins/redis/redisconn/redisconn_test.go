@@ -3,7 +3,6 @@ package redisconn
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -47,16 +46,16 @@ func TestOptions(t *testing.T) {
 					t.Fatalf("TLS config %+v", o.TLSConfig)
 				}
 			}},
-		{name: "tls with a server name", cfg: func(c *Config) { c.Addr, c.TLS, c.TLSServerName = "10.0.0.1:6379", true, "redis.internal" },
+		{name: "tls with a server name", cfg: func(c *Config) { c.Addr, c.Enabled, c.ServerName = "10.0.0.1:6379", true, "redis.internal" },
 			check: func(t *testing.T, o *goredis.UniversalOptions) {
 				if o.TLSConfig == nil || o.TLSConfig.ServerName != "redis.internal" {
 					t.Fatalf("TLS config %+v", o.TLSConfig)
 				}
 			}},
 		{name: "bad url", cfg: func(c *Config) { c.URL = "http://x" }, invalid: "url"},
-		{name: "cert without key", cfg: func(c *Config) { c.TLSCertFile = "/x" }, invalid: "go together"},
-		{name: "missing CA file", cfg: func(c *Config) { c.TLSCAFile = "/nonexistent/ca.pem" }, invalid: "tls_ca_file"},
-		{name: "CA file without a certificate", cfg: func(c *Config) { c.TLSCAFile = ca }, invalid: "holds no PEM certificate"},
+		{name: "cert without key", cfg: func(c *Config) { c.CertFile = "/x" }, invalid: "go together"},
+		{name: "missing CA file", cfg: func(c *Config) { c.CAFile = "/nonexistent/ca.pem" }, invalid: "tls_ca_file"},
+		{name: "CA file without a certificate", cfg: func(c *Config) { c.CAFile = ca }, invalid: "holds no PEM certificate"},
 		{name: "zero timeout", cfg: func(c *Config) { c.Timeout = 0 }, invalid: "must be positive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -77,36 +76,15 @@ func TestOptions(t *testing.T) {
 	}
 }
 
-// TestSettingsMatchDefaults checks that the spec's defaults are Defaults' and that Config decodes every
-// setting Settings declares.
-func TestSettingsMatchDefaults(t *testing.T) {
-	s := sdk.Settings{}
-	for _, d := range Settings {
-		if d.Default == "" {
-			continue
-		}
-		switch d.Type {
-		case sdk.TypeInt:
-			var n float64
-			if _, err := fmt.Sscan(d.Default, &n); err != nil {
-				t.Fatal(err)
-			}
-			s[d.Name] = n
-		case sdk.TypeBool:
-			s[d.Name] = d.Default == "true"
-		default:
-			s[d.Name] = d.Default
-		}
+// TestDefaults checks that Config's tags declare valid defaults, and which: what the host's cluster
+// settings (runtime/cli) start from.
+func TestDefaults(t *testing.T) {
+	want := Config{Addr: "127.0.0.1:6379", DialTimeout: 5 * time.Second, Timeout: 10 * time.Second}
+	if c := Defaults(); c != want {
+		t.Fatalf("Defaults() = %+v, want %+v", c, want)
 	}
-	var c Config
-	if err := s.Decode(&c); err != nil {
+	if err := (&sdk.Spec{Name: "x", Buffer: &sdk.Stage{Summary: "s", Settings: Settings, Rules: Rules}}).Validate(); err != nil {
 		t.Fatal(err)
-	}
-	if c != Defaults() {
-		t.Fatalf("the spec's defaults decode to %+v; Defaults() is %+v", c, Defaults())
-	}
-	if len(Settings) != 13 {
-		t.Fatalf("%d settings declared; Config has 13 fields: keep them in step", len(Settings))
 	}
 }
 
@@ -201,7 +179,7 @@ func TestExplain(t *testing.T) {
 			[]string{"the host of no-such-host.invalid:6379 does not resolve", "check addr"}, true},
 		{"silent", func(c *Config) { c.Addr = silent },
 			[]string{silent + " accepted the connection but sent no reply within timeout (300ms)", "tls: true", "is addr right?"}, true},
-		{"silent, over TLS", func(c *Config) { c.Addr, c.TLS = silent, true },
+		{"silent, over TLS", func(c *Config) { c.Addr, c.Enabled = silent, true },
 			[]string{"no TLS handshake with " + silent + " within dial_timeout (200ms)"}, true},
 		{"closes", func(c *Config) { c.URL = "redis://" + closes + "/0" },
 			[]string{closes + " closed the connection without a reply: is it a Redis server", "is url right?"}, true},
