@@ -294,6 +294,7 @@ func compileExpr(text string, want exprType) (*program, usage, int, error) {
 	u.paths = newPathUse()
 	calls := &callSites{sites: map[int][]call{}, members: map[int]string{}}
 	checks := &checks{}
+	direct := &direct{names: map[*ast.CallNode]string{}}
 	opts := []expr.Option{
 		expr.Env(envShape),
 		expr.MaxNodes(MaxNodes),
@@ -306,6 +307,7 @@ func compileExpr(text string, want exprType) (*program, usage, int, error) {
 		expr.Patch(builtins{}),
 		expr.Patch(getters{}),
 		expr.Patch(calls),
+		expr.Patch(direct), // last: the passes above know calls by name
 	}
 	opts = append(opts, functions...)
 	switch want {
@@ -322,7 +324,7 @@ func compileExpr(text string, want exprType) (*program, usage, int, error) {
 		if t := prog.Node().Type(); t != nil && t.Kind() != reflect.Bool && t.Kind() != reflect.Interface {
 			err = fmt.Errorf("expected bool, but got %s", typeName(reflect.Zero(t).Interface()))
 		} else {
-			err = notBoolean(prog.Node())
+			err = notBoolean(prog.Node(), direct)
 		}
 	}
 	if err != nil {
