@@ -278,6 +278,9 @@ type program struct {
 	calls map[int][]call
 	// members are the field paths the expression reads, by where they are.
 	members map[int]string
+	// constant: the expression is a literal (true, "orders", 5) whose value is value, for every record.
+	constant bool
+	value    any
 }
 
 // compileExpr compiles one expression. On error it returns the 1-based column inside the expression when
@@ -330,7 +333,16 @@ func compileExpr(text string, want exprType) (*program, usage, int, error) {
 	if err != nil {
 		return nil, u, compileColumn(err), compileError(text, err)
 	}
-	return &program{vm: prog, text: text, calls: calls.sites, members: calls.members}, u, 0, nil
+	p := &program{vm: prog, text: text, calls: calls.sites, members: calls.members}
+	switch prog.Node().(type) {
+	case *ast.BoolNode, *ast.StringNode, *ast.IntegerNode, *ast.FloatNode, *ast.NilNode:
+		// Computed once, here, rather than by the VM for each record.
+		var m vm.VM
+		if v, err := m.Run(prog, map[string]any{}); err == nil {
+			p.constant, p.value = true, v
+		}
+	}
+	return p, u, 0, nil
 }
 
 // compileColumn returns the 1-based column an expr compile error points at, 0 when it has none.

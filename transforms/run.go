@@ -69,6 +69,9 @@ func (p *Program) NewRunner() *Runner {
 
 // eval runs an expression on the record in env.
 func (r *Runner) eval(p *program) (any, error) {
+	if p.constant {
+		return p.value, nil
+	}
 	v, err := r.vm.Run(p.vm, r.env)
 	if err != nil {
 		return nil, p.runErr(err)
