@@ -32,8 +32,9 @@ type Program struct {
 	steps []step
 	// decode is true when some step reads or writes payload fields.
 	decode bool
-	// meta, key and op are true when some expression reads them.
-	meta, key, op bool
+	// meta, key and op are true when some expression reads them; payload when some expression names the
+	// whole payload (payload["odd-name"]).
+	meta, key, op, payload bool
 	// tree holds the payload paths the steps read and write (paths.go).
 	tree *codec.Tree
 }
@@ -43,6 +44,7 @@ func (p *Program) uses(u usage) {
 	p.meta = p.meta || u.meta
 	p.key = p.key || u.key
 	p.op = p.op || u.op
+	p.payload = p.payload || u.whole
 }
 
 // Len returns the number of steps.
@@ -132,6 +134,8 @@ var envShape = map[string]any{
 // usage records what an expression reads, gathered while patching its syntax tree.
 type usage struct {
 	payload, meta, key, op bool
+	// whole: the expression names the whole payload (payload).
+	whole bool
 	// paths are the payload paths the expression reads.
 	paths *pathUse
 }
@@ -443,7 +447,7 @@ func (f *fields) Visit(node *ast.Node) {
 	case name == "op":
 		f.u.op = true
 	case name == "payload":
-		f.u.payload = true
+		f.u.payload, f.u.whole = true, true
 		f.u.paths.whole = true
 	case name == docName, strings.HasPrefix(name, "__"), f.vars.names[name], strings.HasPrefix(name, "$"):
 	default:
