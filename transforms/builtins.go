@@ -121,14 +121,84 @@ var own = map[string]struct {
 	"timestampDate": {fnTimestampDate, 1, 1},
 }
 
-// internal are the functions the syntax-tree passes call (patches.go).
-var internal = map[string]func(args ...any) (any, error){
-	"__eq": opEq, "__ne": opNe, "__lt": opLt, "__le": opLe, "__gt": opGt, "__ge": opGe,
-	"__add": opAdd, "__sub": opSub, "__mul": opMul, "__div": opDiv, "__mod": opMod, "__pow": opPow,
-	"__neg": opNeg, "__bool": opBool, "__get": opGet, "__in": opIn, "__array": opArray, "__sum": fnSum, "__sortBy": fnSortBy,
-	"__contains": stringOp("__contains", strings.Contains), "__startsWith": stringOp("__startsWith", strings.HasPrefix),
-	"__endsWith": stringOp("__endsWith", strings.HasSuffix), "__matches": opMatches,
-}
+// unaryOps and binaryOps are the internal functions of one and two arguments the syntax-tree passes call
+// (patches.go). Expressions call them directly (directFuncs); internal declares them to expr's checker.
+var (
+	unaryOps  = map[string]func(a any) (any, error){"__neg": opNeg, "__bool": opBool}
+	binaryOps = map[string]func(a, b any) (any, error){
+		"__eq": opEq, "__ne": opNe, "__lt": opLt, "__le": opLe, "__gt": opGt, "__ge": opGe,
+		"__add": opAdd, "__sub": opSub, "__mul": opMul, "__div": opDiv, "__mod": opMod, "__pow": opPow,
+		"__in": opIn, "__array": opArray, "__matches": opMatches,
+		"__contains": stringOp("__contains", strings.Contains), "__startsWith": stringOp("__startsWith", strings.HasPrefix),
+		"__endsWith": stringOp("__endsWith", strings.HasSuffix),
+	}
+)
+
+// internal are the functions the syntax-tree passes call (patches.go), in expr's form.
+var internal = func() map[string]func(args ...any) (any, error) {
+	m := map[string]func(args ...any) (any, error){"__get": opGet, "__sum": fnSum, "__sortBy": fnSortBy}
+	for name, f := range unaryOps {
+		m[name] = func(args ...any) (any, error) { return f(args[0]) }
+	}
+	for name, f := range binaryOps {
+		m[name] = func(args ...any) (any, error) { return f(args[0], args[1]) }
+	}
+	return m
+}()
+
+// directFuncs are the functions of unaryOps and binaryOps (and __get) as function values of types expr's
+// VM calls without allocating: func(any) any, func(any) bool, func(any, any) any, func(any, any) bool.
+// A function declared with expr.Function gets its arguments in a slice the VM allocates on every
+// evaluation that calls one, which is most of what a small expression costs. An error is raised as a
+// panic, which the VM turns into the error it returns, as it does for a declared function's error.
+var directFuncs = func() map[string]any {
+	m := map[string]any{"__get": func(base, path any) any {
+		v, err := getFields(base, path.([]string))
+		if err != nil {
+			panic(err)
+		}
+		return v
+	}}
+	for name, f := range unaryOps {
+		if boolFuncs[name] {
+			m[name] = func(a any) bool {
+				v, err := f(a)
+				if err != nil {
+					panic(clipErr(err, a))
+				}
+				return v.(bool)
+			}
+			continue
+		}
+		m[name] = func(a any) any {
+			v, err := f(a)
+			if err != nil {
+				panic(clipErr(err, a))
+			}
+			return v
+		}
+	}
+	for name, f := range binaryOps {
+		if boolFuncs[name] {
+			m[name] = func(a, b any) bool {
+				v, err := f(a, b)
+				if err != nil {
+					panic(clipErr(err, a, b))
+				}
+				return v.(bool)
+			}
+			continue
+		}
+		m[name] = func(a, b any) any {
+			v, err := f(a, b)
+			if err != nil {
+				panic(clipErr(err, a, b))
+			}
+			return v
+		}
+	}
+	return m
+}()
 
 // valueFuncs are the functions that never give a bool (for the load-time check of conditions).
 var valueFuncs = func() map[string]bool {
@@ -181,16 +251,22 @@ func clipArgs(f func(args ...any) (any, error)) func(args ...any) (any, error) {
 		if err == nil {
 			return v, nil
 		}
-		var ae *argError
-		if errors.As(err, &ae) {
-			return v, err
-		}
-		msg := err.Error()
-		if cut := clipValues(msg, args...); cut != msg {
-			return v, &clipped{msg: cut, err: err}
-		}
-		return v, err
+		return v, clipErr(err, args...)
 	}
+}
+
+// clipErr is err with no argument of the call it came from quoted whole (clipValues); an argError, which
+// shows its value shortened already, is returned as it is.
+func clipErr(err error, args ...any) error {
+	var ae *argError
+	if errors.As(err, &ae) {
+		return err
+	}
+	msg := err.Error()
+	if cut := clipValues(msg, args...); cut != msg {
+		return &clipped{msg: cut, err: err}
+	}
+	return err
 }
 
 // isFunction reports whether name is a function sluice declares (every expr builtin it wraps included).

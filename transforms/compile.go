@@ -32,8 +32,9 @@ type Program struct {
 	steps []step
 	// decode is true when some step reads or writes payload fields.
 	decode bool
-	// meta, key and op are true when some expression reads them.
-	meta, key, op bool
+	// meta, key and op are true when some expression reads them; payload when some expression names the
+	// whole payload (payload["odd-name"]).
+	meta, key, op, payload bool
 	// tree holds the payload paths the steps read and write (paths.go).
 	tree *codec.Tree
 }
@@ -43,6 +44,7 @@ func (p *Program) uses(u usage) {
 	p.meta = p.meta || u.meta
 	p.key = p.key || u.key
 	p.op = p.op || u.op
+	p.payload = p.payload || u.whole
 }
 
 // Len returns the number of steps.
@@ -132,6 +134,8 @@ var envShape = map[string]any{
 // usage records what an expression reads, gathered while patching its syntax tree.
 type usage struct {
 	payload, meta, key, op bool
+	// whole: the expression names the whole payload (payload).
+	whole bool
 	// paths are the payload paths the expression reads.
 	paths *pathUse
 }
@@ -278,6 +282,9 @@ type program struct {
 	calls map[int][]call
 	// members are the field paths the expression reads, by where they are.
 	members map[int]string
+	// constant: the expression is a literal (true, "orders", 5) whose value is value, for every record.
+	constant bool
+	value    any
 }
 
 // compileExpr compiles one expression. On error it returns the 1-based column inside the expression when
@@ -294,6 +301,7 @@ func compileExpr(text string, want exprType) (*program, usage, int, error) {
 	u.paths = newPathUse()
 	calls := &callSites{sites: map[int][]call{}, members: map[int]string{}}
 	checks := &checks{}
+	direct := &direct{names: map[*ast.CallNode]string{}}
 	opts := []expr.Option{
 		expr.Env(envShape),
 		expr.MaxNodes(MaxNodes),
@@ -306,6 +314,7 @@ func compileExpr(text string, want exprType) (*program, usage, int, error) {
 		expr.Patch(builtins{}),
 		expr.Patch(getters{}),
 		expr.Patch(calls),
+		expr.Patch(direct), // last: the passes above know calls by name
 	}
 	opts = append(opts, functions...)
 	switch want {
@@ -322,13 +331,22 @@ func compileExpr(text string, want exprType) (*program, usage, int, error) {
 		if t := prog.Node().Type(); t != nil && t.Kind() != reflect.Bool && t.Kind() != reflect.Interface {
 			err = fmt.Errorf("expected bool, but got %s", typeName(reflect.Zero(t).Interface()))
 		} else {
-			err = notBoolean(prog.Node())
+			err = notBoolean(prog.Node(), direct)
 		}
 	}
 	if err != nil {
 		return nil, u, compileColumn(err), compileError(text, err)
 	}
-	return &program{vm: prog, text: text, calls: calls.sites, members: calls.members}, u, 0, nil
+	p := &program{vm: prog, text: text, calls: calls.sites, members: calls.members}
+	switch prog.Node().(type) {
+	case *ast.BoolNode, *ast.StringNode, *ast.IntegerNode, *ast.FloatNode, *ast.NilNode:
+		// Computed once, here, rather than by the VM for each record.
+		var m vm.VM
+		if v, err := m.Run(prog, map[string]any{}); err == nil {
+			p.constant, p.value = true, v
+		}
+	}
+	return p, u, 0, nil
 }
 
 // compileColumn returns the 1-based column an expr compile error points at, 0 when it has none.
@@ -429,7 +447,7 @@ func (f *fields) Visit(node *ast.Node) {
 	case name == "op":
 		f.u.op = true
 	case name == "payload":
-		f.u.payload = true
+		f.u.payload, f.u.whole = true, true
 		f.u.paths.whole = true
 	case name == docName, strings.HasPrefix(name, "__"), f.vars.names[name], strings.HasPrefix(name, "$"):
 	default:

@@ -378,22 +378,21 @@ func (c *checks) pattern(b *ast.BinaryNode) {
 // notBoolean reports a filter or when whose expression cannot give true or false: arithmetic, or a
 // function that gives a string or a number. A bare field (filter: fullDocument.active) may hold a bool,
 // so it is left to run time (and to `sluice validate --sample`).
-func notBoolean(n ast.Node) error {
+func notBoolean(n ast.Node, d *direct) error {
 	c, ok := n.(*ast.CallNode)
 	if !ok {
 		return nil
 	}
-	id, ok := c.Callee.(*ast.IdentifierNode)
-	if !ok {
-		return nil
-	}
+	name := d.calleeName(c)
 	what := ""
-	switch id.Value {
+	switch name {
+	case "":
+		return nil
 	case "__add", "__sub", "__mul", "__div", "__mod", "__pow", "__neg":
 		what = "a number (arithmetic)"
 	default:
-		if valueFuncs[id.Value] {
-			what = "the result of " + id.Value + "()"
+		if valueFuncs[name] {
+			what = "the result of " + name + "()"
 		}
 	}
 	if what == "" {
@@ -452,4 +451,60 @@ func calls(text string, col int, name string) bool {
 	}
 	rest := strings.TrimPrefix(string(r[col:]), name)
 	return strings.HasPrefix(strings.TrimLeft(rest, " "), "(")
+}
+
+// direct turns the calls of sluice's internal functions into calls of their directFuncs: expr's VM calls
+// a function value of such a type with the arguments on its stack, where it gives a declared function a
+// slice it allocates on every evaluation. A chain of fields, __get(base, "a", "b"), becomes a call with
+// the names as one constant, __get(base, ["a", "b"]). It runs after every other pass, which know these
+// calls by their callee's name; names keeps that name for the checks made after compiling (notBoolean).
+type direct struct{ names map[*ast.CallNode]string }
+
+func (d *direct) Visit(node *ast.Node) {
+	c, ok := (*node).(*ast.CallNode)
+	if !ok {
+		return
+	}
+	id, ok := c.Callee.(*ast.IdentifierNode)
+	if !ok {
+		return
+	}
+	fn, ok := directFuncs[id.Value]
+	if !ok {
+		return
+	}
+	args := c.Arguments
+	if id.Value == "__get" {
+		if len(args) < 2 {
+			return
+		}
+		path := make([]string, 0, len(args)-1)
+		for _, a := range args[1:] {
+			s, ok := a.(*ast.StringNode)
+			if !ok {
+				return
+			}
+			path = append(path, s.Value)
+		}
+		names := &ast.ConstantNode{Value: path}
+		names.SetType(reflect.TypeOf(path))
+		names.SetLocation(args[1].Location())
+		args = []ast.Node{args[0], names}
+	}
+	if reflect.TypeOf(fn).NumIn() != len(args) {
+		return
+	}
+	callee := &ast.ConstantNode{Value: fn}
+	callee.SetType(reflect.TypeOf(fn))
+	callee.SetLocation(id.Location())
+	c.Callee, c.Arguments = callee, args
+	d.names[c] = id.Value
+}
+
+// calleeName is the name of the function c calls, "" when it calls none by name.
+func (d *direct) calleeName(c *ast.CallNode) string {
+	if id, ok := c.Callee.(*ast.IdentifierNode); ok {
+		return id.Value
+	}
+	return d.names[c]
 }

@@ -69,6 +69,9 @@ func (p *Program) NewRunner() *Runner {
 
 // eval runs an expression on the record in env.
 func (r *Runner) eval(p *program) (any, error) {
+	if p.constant {
+		return p.value, nil
+	}
 	v, err := r.vm.Run(p.vm, r.env)
 	if err != nil {
 		return nil, p.runErr(err)
@@ -179,7 +182,9 @@ func (r *Runner) one(in *record.Record) (record.Record, bool, *Failure) {
 	}
 	env := r.env
 	env[docName] = s.doc
-	env["payload"] = s.doc
+	if p.payload {
+		env["payload"] = s.doc
+	}
 	if p.key {
 		env["key"] = string(in.Key)
 	}
@@ -355,7 +360,10 @@ func (r *Runner) write(s *state, t target, v any) error {
 	}
 	if s.doc == nil {
 		s.doc = map[string]any{}
-		r.env[docName], r.env["payload"] = s.doc, s.doc
+		r.env[docName] = s.doc
+		if r.p.payload {
+			r.env["payload"] = s.doc
+		}
 		if s.encoding == record.EncodingRaw {
 			s.encoding = record.EncodingJSON
 		}

@@ -104,6 +104,9 @@ func TestSteps(t *testing.T) {
 			want: `{"copy": {"$numberDecimal": "19.99"}, "id": {"$oid": "64f1a2b3c4d5e6f708192a3b"}, "when": {"$date": "2024-01-02T03:04:05Z"}}`},
 		{name: "set with nil arithmetic fails", steps: []Step{set("x", `fullDocument.nope * 100`)}, wantErr: `operator *: fullDocument.nope is nil (a missing field?) (column 19 of the expression)`},
 		{name: "set key", steps: []Step{set("key", `fullDocument.cust`)}, want: "same", wantKey: "bob"},
+		{name: "set literals", steps: []Step{set("t", `true`, "f", `1.5`, "s", `"x"`, "i", `-3`)},
+			want: `{"t": true, "f": 1.5, "s": "x", "i": -3}`},
+		{name: "set a nil literal where nil is skipped", steps: []Step{set("n?", `nil`)}, want: "same"},
 		{name: "set payload field named key", steps: []Step{set("payload.key", `"k"`)}, want: `{"key": "k"}`},
 		// drop
 		{name: "drop nested", steps: []Step{drop("fullDocument.password", "fullDocument.card")}, want: `{"fullDocument": {"password": null, "card": null}}`},

@@ -219,8 +219,8 @@ func clipError(err error) error {
 	return &clipped{msg: fmt.Sprintf("%s (message cut: %d bytes more)", truncate(msg, maxMessage), len(msg)-maxMessage), err: err}
 }
 
-func opEq(args ...any) (any, error) { return equal(args[0], args[1]), nil }
-func opNe(args ...any) (any, error) { return !equal(args[0], args[1]), nil }
+func opEq(a, b any) (any, error) { return equal(a, b), nil }
+func opNe(a, b any) (any, error) { return !equal(a, b), nil }
 
 // equal is sluice's equality.
 func equal(a, b any) bool {
@@ -422,23 +422,23 @@ func order(fn, op string, a, b any) (int, bool, error) {
 	return c, true, nil
 }
 
-func opLt(args ...any) (any, error) {
-	c, ok, err := order("__lt", "<", args[0], args[1])
+func opLt(a, b any) (any, error) {
+	c, ok, err := order("__lt", "<", a, b)
 	return ok && c < 0, err
 }
 
-func opLe(args ...any) (any, error) {
-	c, ok, err := order("__le", "<=", args[0], args[1])
+func opLe(a, b any) (any, error) {
+	c, ok, err := order("__le", "<=", a, b)
 	return ok && c <= 0, err
 }
 
-func opGt(args ...any) (any, error) {
-	c, ok, err := order("__gt", ">", args[0], args[1])
+func opGt(a, b any) (any, error) {
+	c, ok, err := order("__gt", ">", a, b)
 	return ok && c > 0, err
 }
 
-func opGe(args ...any) (any, error) {
-	c, ok, err := order("__ge", ">=", args[0], args[1])
+func opGe(a, b any) (any, error) {
+	c, ok, err := order("__ge", ">=", a, b)
 	return ok && c >= 0, err
 }
 
@@ -542,76 +542,76 @@ func checked(op string, a, b any) (v any, ok bool, err error) {
 	return z, true, nil
 }
 
-func opAdd(args ...any) (any, error) {
-	if v, ok, err := checked("+", args[0], args[1]); ok {
+func opAdd(a, b any) (any, error) {
+	if v, ok, err := checked("+", a, b); ok {
 		return v, err
 	}
-	switch x := args[0].(type) {
+	switch x := a.(type) {
 	case float64:
-		if y, ok := args[1].(float64); ok {
+		if y, ok := b.(float64); ok {
 			return x + y, nil
 		}
 	case string:
-		if y, ok := args[1].(string); ok {
+		if y, ok := b.(string); ok {
 			return x + y, nil
 		}
 	}
-	return arith("__add", "+", args[0], args[1], runtime.Add)
+	return arith("__add", "+", a, b, runtime.Add)
 }
 
-func opSub(args ...any) (any, error) {
-	if v, ok, err := checked("-", args[0], args[1]); ok {
+func opSub(a, b any) (any, error) {
+	if v, ok, err := checked("-", a, b); ok {
 		return v, err
 	}
-	switch x := args[0].(type) {
+	switch x := a.(type) {
 	case float64:
-		if y, ok := args[1].(float64); ok {
+		if y, ok := b.(float64); ok {
 			return x - y, nil
 		}
 	}
-	return arith("__sub", "-", args[0], args[1], runtime.Subtract)
+	return arith("__sub", "-", a, b, runtime.Subtract)
 }
 
-func opMul(args ...any) (any, error) {
-	if v, ok, err := checked("*", args[0], args[1]); ok {
+func opMul(a, b any) (any, error) {
+	if v, ok, err := checked("*", a, b); ok {
 		return v, err
 	}
-	switch x := args[0].(type) {
+	switch x := a.(type) {
 	case float64:
-		if y, ok := args[1].(float64); ok {
+		if y, ok := b.(float64); ok {
 			return x * y, nil
 		}
 	}
-	return arith("__mul", "*", args[0], args[1], runtime.Multiply)
+	return arith("__mul", "*", a, b, runtime.Multiply)
 }
 
-func opDiv(args ...any) (any, error) {
-	if y, ok := args[1].(int); ok && y == 0 {
-		if _, ok := args[0].(int); ok {
+func opDiv(a, b any) (any, error) {
+	if y, ok := b.(int); ok && y == 0 {
+		if _, ok := a.(int); ok {
 			return nil, errors.New("integer division by zero")
 		}
 	}
-	return arith("__div", "/", args[0], args[1], func(a, b any) any { return runtime.Divide(a, b) })
+	return arith("__div", "/", a, b, func(a, b any) any { return runtime.Divide(a, b) })
 }
 
-func opMod(args ...any) (any, error) {
-	if x, ok := args[0].(int); ok {
-		if y, ok := args[1].(int); ok {
+func opMod(a, b any) (any, error) {
+	if x, ok := a.(int); ok {
+		if y, ok := b.(int); ok {
 			if y == 0 {
 				return nil, errors.New("integer division by zero")
 			}
 			return x % y, nil
 		}
 	}
-	return arith("__mod", "%", args[0], args[1], func(a, b any) any { return runtime.Modulo(a, b) })
+	return arith("__mod", "%", a, b, func(a, b any) any { return runtime.Modulo(a, b) })
 }
 
-func opPow(args ...any) (any, error) {
-	return arith("__pow", "**", args[0], args[1], func(a, b any) any { return runtime.Exponent(a, b) })
+func opPow(a, b any) (any, error) {
+	return arith("__pow", "**", a, b, func(a, b any) any { return runtime.Exponent(a, b) })
 }
 
-func opNeg(args ...any) (any, error) {
-	switch x := normalize(args[0]).(type) {
+func opNeg(a any) (any, error) {
+	switch x := normalize(a).(type) {
 	case int:
 		if x == math.MinInt {
 			return nil, overflow(fmt.Sprintf("-(%d)", x), x)
@@ -629,24 +629,23 @@ func opNeg(args ...any) (any, error) {
 	case nil:
 		return nil, nilArg("__neg", 0)
 	}
-	return nil, badArg("__neg", 0, args[0], "a number")
+	return nil, badArg("__neg", 0, a, "a number")
 }
 
 // opBool is a condition: nil is false, a bool is itself, anything else is an error.
-func opBool(args ...any) (any, error) {
-	switch x := args[0].(type) {
+func opBool(a any) (any, error) {
+	switch x := a.(type) {
 	case bool:
 		return x, nil
 	case nil:
 		return false, nil
 	}
-	return nil, badArg("__bool", 0, args[0], "true or false (or nil)")
+	return nil, badArg("__bool", 0, a, "true or false (or nil)")
 }
 
 // opIn is `x in collection`: an element of an array (sluice's equality) or a key of an object; false for
 // a nil collection.
-func opIn(args ...any) (any, error) {
-	x, coll := args[0], args[1]
+func opIn(x, coll any) (any, error) {
 	switch c := coll.(type) {
 	case nil:
 		return false, nil
@@ -685,20 +684,20 @@ func opIn(args ...any) (any, error) {
 }
 
 // stringOp runs a string predicate operator: false when either side is nil.
-func stringOp(fn string, f func(a, b string) bool) func(args ...any) (any, error) {
-	return func(args ...any) (any, error) {
-		if args[0] == nil || args[1] == nil {
+func stringOp(fn string, f func(a, b string) bool) func(a, b any) (any, error) {
+	return func(a, b any) (any, error) {
+		if a == nil || b == nil {
 			return false, nil
 		}
-		a, ok := args[0].(string)
+		x, ok := a.(string)
 		if !ok {
-			return nil, badArg(fn, 0, args[0], "a string")
+			return nil, badArg(fn, 0, a, "a string")
 		}
-		b, ok := args[1].(string)
+		y, ok := b.(string)
 		if !ok {
-			return nil, badArg(fn, 1, args[1], "a string")
+			return nil, badArg(fn, 1, b, "a string")
 		}
-		return f(a, b), nil
+		return f(x, y), nil
 	}
 }
 
@@ -708,17 +707,17 @@ var regexps struct {
 	m map[string]*regexp.Regexp
 }
 
-func opMatches(args ...any) (any, error) {
-	if args[0] == nil || args[1] == nil {
+func opMatches(a, b any) (any, error) {
+	if a == nil || b == nil {
 		return false, nil
 	}
-	s, ok := args[0].(string)
+	s, ok := a.(string)
 	if !ok {
-		return nil, badArg("__matches", 0, args[0], "a string")
+		return nil, badArg("__matches", 0, a, "a string")
 	}
-	p, ok := args[1].(string)
+	p, ok := b.(string)
 	if !ok {
-		return nil, badArg("__matches", 1, args[1], "a regular expression (a string)")
+		return nil, badArg("__matches", 1, b, "a regular expression (a string)")
 	}
 	regexps.Lock()
 	re := regexps.m[p]
@@ -739,24 +738,34 @@ func opMatches(args ...any) (any, error) {
 }
 
 // opArray is the array argument of a builtin that iterates: nil is an empty array.
-func opArray(args ...any) (any, error) {
-	switch x := args[0].(type) {
+func opArray(a, b any) (any, error) {
+	switch x := a.(type) {
 	case nil:
 		return []any{}, nil
 	case []any:
 		return x, nil
 	}
-	if reflect.ValueOf(args[0]).Kind() == reflect.Slice {
-		return args[0], nil
+	if reflect.ValueOf(a).Kind() == reflect.Slice {
+		return a, nil
 	}
-	return nil, badArg("__array", 0, args[0], "an array")
+	return nil, badArg("__array", 0, a, "an array")
 }
 
 // opGet reads fields: __get(base, "a", "b") is base?.a?.b.
 func opGet(args ...any) (any, error) {
-	cur := args[0]
-	for i := 1; i < len(args) && cur != nil; i++ {
-		name, _ := args[i].(string)
+	path := make([]string, len(args)-1)
+	for i, a := range args[1:] {
+		path[i], _ = a.(string)
+	}
+	return getFields(args[0], path)
+}
+
+// getFields is opGet with the field names in a slice: getFields(base, ["a", "b"]) is base?.a?.b. An
+// error names the argument of __get it is about (1 for "a").
+func getFields(base any, path []string) (any, error) {
+	cur := base
+	for i := 0; i < len(path) && cur != nil; i++ {
+		name := path[i]
 		switch m := cur.(type) {
 		case map[string]any:
 			cur = m[name]
@@ -769,7 +778,7 @@ func opGet(args ...any) (any, error) {
 		default:
 			v, err := safe(func() any { return runtime.Fetch(cur, name) })
 			if err != nil {
-				return nil, &argError{fn: "__get", arg: i, msg: fmt.Sprintf("is %s, not an object: it has no field %s", show(cur), name)}
+				return nil, &argError{fn: "__get", arg: i + 1, msg: fmt.Sprintf("is %s, not an object: it has no field %s", show(cur), name)}
 			}
 			cur = v
 		}

@@ -24,7 +24,9 @@ type Tree struct {
 
 // Node is one field name of a Tree's paths.
 type Node struct {
-	name   string
+	name string
+	// member is the name as a JSON object member starts: "name":
+	member []byte
 	parent *Node
 	kids   []*Node // in the order first added
 	index  map[string]*Node
@@ -46,7 +48,7 @@ func NewTree() *Tree {
 }
 
 func (t *Tree) node(name string, parent *Node) *Node {
-	n := &Node{name: name, parent: parent, id: len(t.nodes)}
+	n := &Node{name: name, parent: parent, id: len(t.nodes), member: append(appendQuoted(nil, name), ':')}
 	t.nodes = append(t.nodes, n)
 	return n
 }
@@ -269,8 +271,7 @@ func (e *jsonEncoder) patched(b, orig []byte, doc map[string]any, n *Node, c *Ch
 			b = append(b, ',')
 		}
 		first = false
-		b = appendQuoted(b, kid.name)
-		b = append(b, ':')
+		b = append(b, kid.member...)
 		var err error
 		if sub, isMap := v.(map[string]any); isMap && !c.written[kid.id] && c.walked[kid.id] {
 			b, err = e.patched(b, orig, sub, kid, c, depth+1)
@@ -304,8 +305,7 @@ func (e *jsonEncoder) added(b []byte, doc map[string]any, n *Node, c *Changes, f
 			b = append(b, ',')
 		}
 		first = false
-		b = appendQuoted(b, kid.name)
-		b = append(b, ':')
+		b = append(b, kid.member...)
 		var err error
 		if b, err = e.ordered(b, v, kid, c, depth+1); err != nil {
 			return b, err
@@ -405,11 +405,16 @@ func (d *jsonDecoder) skipNested() error {
 // structural marks the bytes skipNested stops at.
 var structural = [256]bool{'"': true, '{': true, '[': true, '}': true, ']': true}
 
+// skipString moves past the string at d.i (its opening quote) without decoding it.
 func (d *jsonDecoder) skipString() error {
 	data := d.data
 	i := d.i + 1
-	// Eight bytes at a time: find the first quote or backslash in a word without looking at each byte.
-	for i+8 <= len(data) {
+	// Most strings are short: look at their first 32 bytes a word at a time, finding the first quote or
+	// backslash in a word without looking at each byte.
+	for range 4 {
+		if i+8 > len(data) {
+			break
+		}
 		m := quoteOrBackslash(binary.LittleEndian.Uint64(data[i:]))
 		if m == 0 {
 			i += 8
@@ -422,15 +427,24 @@ func (d *jsonDecoder) skipString() error {
 		}
 		i += 2 // a backslash and the character it escapes
 	}
+	// The rest of a longer one with bytes.IndexByte, which scans with vector instructions: find the next
+	// quote, then look for a backslash before it (one escapes the character after it, which may be that
+	// quote). quote is kept while it is ahead, so that a string with many escapes is scanned once.
+	quote := -1
 	for i < len(data) {
-		switch data[i] {
-		case '"':
-			d.i = i + 1
-			return nil
-		case '\\':
-			i++
+		if quote < i {
+			k := bytes.IndexByte(data[i:], '"')
+			if k < 0 {
+				break
+			}
+			quote = i + k
 		}
-		i++
+		k := bytes.IndexByte(data[i:quote], '\\')
+		if k < 0 {
+			d.i = quote + 1
+			return nil
+		}
+		i += k + 2
 	}
 	d.i = len(data)
 	return d.errorf("unterminated string")

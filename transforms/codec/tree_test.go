@@ -5,10 +5,10 @@ import (
 	"testing"
 )
 
-// TestSkipString checks the word-at-a-time string skipping against the decoder's own reading of strings,
-// with quotes and escapes at every position around a word's edges.
+// TestSkipString checks the string skipping against the decoder's own reading of strings, with quotes and
+// escapes at every position around a word's edges, and several escapes before the closing quote.
 func TestSkipString(t *testing.T) {
-	pieces := []string{`a`, `\"`, `\\`, `\\\"`, `\u00e9`, `é`, `\n`, `\/`}
+	pieces := []string{`a`, `\"`, `\\`, `\\\"`, `\u00e9`, `é`, `\n`, `\/`, `\n\t\"\\x\"`}
 	for n := range 20 {
 		for _, p := range pieces {
 			for _, tail := range []string{``, `x`, `\\`, strings.Repeat("y", 9)} {
@@ -28,7 +28,7 @@ func TestSkipString(t *testing.T) {
 			}
 		}
 	}
-	for _, bad := range []string{`"abc`, `"abcdefghijk\"`, `"\`} {
+	for _, bad := range []string{`"abc`, `"abcdefghijk\"`, `"\`, `"a\\\"`, `"\n\n\n`} {
 		d := jsonDecoder{data: []byte(bad)}
 		if err := d.skipString(); err == nil {
 			t.Errorf("%s: no error", bad)
