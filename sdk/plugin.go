@@ -159,6 +159,18 @@ type Buffer interface {
 	mustEmbedUnimplementedBuffer()
 }
 
+// PositionFormatter is implemented by a Source or Buffer that can render its positions for people. The host
+// shows positions in its log (where a stage resumes) and in its API (/api/pipelines, `sluice status`); with
+// it, a MongoDB resume token reads as its cluster time, a sequence number as a number, instead of hex.
+//
+// The host asks only when it shows a position — never per record or batch — so it costs nothing while
+// records flow. FormatPosition may be called at any time in the stage's life, before Open and after Close
+// too, and at the same time as other calls: it must depend on pos alone. An error (pos is not one of this
+// stage's positions) makes the host show the position as it does for stages without a formatter.
+type PositionFormatter interface {
+	FormatPosition(pos record.Position) (string, error)
+}
+
 // Rejection names one record of a batch passed to Sink.Write that the sink cannot write, ever: it is larger
 // than the destination accepts, or the destination refuses its content. Retrying would not help.
 type Rejection struct {

@@ -247,6 +247,25 @@ func protocolError(format string, args ...any) error {
 	return status.Error(codes.FailedPrecondition, "protocol error: "+fmt.Sprintf(format, args...))
 }
 
+// formatPosition answers FormatPosition with the stage's PositionFormatter, or Unimplemented when the stage
+// has none. A panic in the plugin's FormatPosition is an error of the call, not the end of the process.
+func formatPosition(stage any, req *sluicev1.FormatPositionRequest) (resp *sluicev1.FormatPositionResponse, err error) {
+	f, ok := stage.(PositionFormatter)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "the stage does not format its positions")
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			resp, err = nil, status.Errorf(codes.Internal, "formatting a position: panic: %v", r)
+		}
+	}()
+	text, err := f.FormatPosition(req.GetPosition())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return &sluicev1.FormatPositionResponse{Text: text}, nil
+}
+
 // ---- source ----
 
 type sourceServer struct {
@@ -266,6 +285,10 @@ func (s *sourceServer) Read(stream grpc.BidiStreamingServer[sluicev1.Ack, sluice
 	}
 	defer done()
 	return serveRead(ctx, stream, &s.opened, s.impl.Read, s.impl.Ack, func() bool { return false })
+}
+
+func (s *sourceServer) FormatPosition(_ context.Context, req *sluicev1.FormatPositionRequest) (*sluicev1.FormatPositionResponse, error) {
+	return formatPosition(s.impl, req)
 }
 
 func (s *sourceServer) Close(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.Empty, error) {
@@ -372,6 +395,10 @@ func (s *bufferServer) Read(stream grpc.BidiStreamingServer[sluicev1.Ack, sluice
 	defer done()
 	// An empty read that started after the input was closed means the buffer is drained.
 	return serveRead(ctx, stream, &s.opened, s.impl.Read, s.impl.Ack, s.inputDone.Load)
+}
+
+func (s *bufferServer) FormatPosition(_ context.Context, req *sluicev1.FormatPositionRequest) (*sluicev1.FormatPositionResponse, error) {
+	return formatPosition(s.impl, req)
 }
 
 func (s *bufferServer) Close(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.Empty, error) {
