@@ -64,6 +64,47 @@
 // kind and a test running package sdktest, pointing at the SDK of the checkout the sluice binary was built
 // from (or at --sdk DIR).
 //
+// # Lifetimes
+//
+// The host runs one stage per plugin process (first-party plugins may also run in its own process). For
+// that stage the SDK calls, in this order:
+//
+//   - Open, once, first. Its ctx is the call's and ends when Open returns (the host bounds it with its open
+//     timeout). req.Context() is the stage's context: it lives until Close has returned.
+//   - Then, only if Open succeeded: a Source's Read (one goroutine) and Ack (another); a Sink's Checkpoint
+//     (with AtomicPosition) and Write (one goroutine), never both at once; a Buffer's Checkpoint, Append,
+//     Read and Ack, concurrently. Checkpoint may come before the first write, between writes and after the
+//     host has ended a write stream. When the host restarts a stream, its calls start again after the
+//     previous ones have returned. Each call's ctx is cancelled when the host ends the stream or begins
+//     to close the stage: return promptly.
+//   - Close, at most once and last: the SDK cancels the running calls and waits until every one has
+//     returned (Open and Checkpoint included) before calling it. It is called when Open was called (also
+//     when Open failed: release what Open got), and whether the host closed the stage or stopped the
+//     plugin without closing it (then within about a second). Then req.Context() ends, with
+//     ErrStageClosed.
+//
+// A stage can also end without Close: its process killed (a crash, SIGKILL, the host aborting a pipeline
+// whose lease it lost), or, in the host's process, aborted. Nothing runs in a killed process. An aborted
+// in-process stage, or one whose calls did not return in time to be closed, has req.Context() ended with
+// ErrStageAbandoned. So tie what the stage keeps open between calls to req.Context(), and it is released
+// however the stage ends:
+//
+//	db, err := sql.Open("sqlite", cfg.Path)
+//	if err != nil {
+//		return err
+//	}
+//	context.AfterFunc(req.Context(), func() { db.Close() })
+//
+// Keep Close for what must happen on an orderly stop only (flushing a client's buffer, leaving a consumer
+// group). sdktest checks the crash path: an aborted instance must leave no goroutine behind once its
+// context has ended.
+//
+// # Positions for people
+//
+// A Source or Buffer may implement PositionFormatter to render its positions for the host's log and API
+// (a resume token as its time, a sequence number as a number); without it the host shows them as text or
+// hex. The host asks only when it shows a position, never per record.
+//
 // # Metrics and event time
 //
 // A stage can count what it does: OpenRequest.Metrics registers counters, gauges and histograms, which the
@@ -98,4 +139,11 @@
 //     Checkpoint: that is what makes a pipeline exactly-once.
 //   - Batches passed to Write and Append are only valid during the call: copy what you keep.
 //   - Cancellation of the context passed to a method means the host is stopping the stage: return promptly.
+//
+// # What is in this module
+//
+// Package sdk is the author API only: Serve, the stage interfaces, OpenRequest, Spec, the error classes,
+// Metrics. The record type and its wire encoding are in sdk/record, the acceptance suite in sdk/sdktest,
+// the host's side of the protocol in sdk/protocol, the protocol itself in sdk/proto. The gRPC plumbing
+// both sides share (handshake, options, buffer pool, batch codec) is internal to the module.
 package sdk

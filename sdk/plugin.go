@@ -50,16 +50,49 @@ type OpenRequest struct {
 	// Metrics is where the stage registers metrics of its own, which the host collects and shows on its
 	// /metrics endpoint (see Metrics). A buffer also reports its fill here (Metrics.BufferFill).
 	Metrics *Metrics
+
+	ctx context.Context
+}
+
+// Context returns the stage's context. Unlike the context passed to Open, which ends when Open returns,
+// it lives as long as the stage: through every Read, Write, Append, Ack and Checkpoint, until Close has
+// returned. Tie to it what the stage keeps open between calls and must not outlive it: a database/sql
+// pool, a client with background goroutines, a goroutine of your own:
+//
+//	db, err := sql.Open("sqlite", path)
+//	…
+//	context.AfterFunc(req.Context(), func() { db.Close() })
+//
+// It ends (context.Cause says why) with ErrStageClosed once Close has returned, or with ErrStageAbandoned
+// when the stage ends without Close: the host aborted it, or its calls did not return in time to be
+// closed. In a plugin process that the host kills, nothing runs at all.
+//
+// It returns context.Background() for an OpenRequest the SDK did not make (a unit test's), unless one
+// was set with WithContext.
+func (r OpenRequest) Context() context.Context {
+	if r.ctx == nil {
+		return context.Background()
+	}
+	return r.ctx
+}
+
+// WithContext returns a copy of r whose Context is ctx, for calling a stage's Open directly in a unit
+// test.
+func (r OpenRequest) WithContext(ctx context.Context) OpenRequest {
+	r.ctx = ctx
+	return r
 }
 
 // Source produces records. Embed UnimplementedSource so that methods added to this interface later have a
 // default.
 //
-// The SDK calls Open once, then Read repeatedly from one goroutine, while Ack is called from another
-// goroutine as batches become durable downstream; Close is called once, after Read and Ack have returned.
-// The context passed to Read and Ack is cancelled when the host stops the stage.
+// The SDK calls Open once, first. Once it has succeeded, Read is called repeatedly from one goroutine,
+// while Ack is called from another as batches become durable downstream. When the host restarts the read
+// stream, Read and Ack start again, after the previous ones have returned. Close comes last (see
+// "Lifetimes" in the package documentation).
 type Source interface {
-	// Open prepares the source to emit records after req.After (or from its configured start).
+	// Open prepares the source to emit records after req.After (or from its configured start). Its ctx
+	// ends when Open returns; what the stage keeps open belongs to req.Context().
 	Open(ctx context.Context, req OpenRequest) error
 	// Read blocks until at least one record is available and returns the records, in position order. It
 	// returns ErrDone when a finite source is exhausted, and ctx.Err() when ctx is cancelled. The slice and
@@ -68,16 +101,20 @@ type Source interface {
 	// Ack reports that every record up to and including pos is durable downstream. Acks arrive in order.
 	// Sources that keep no state of their own (the position is stored downstream) may ignore it.
 	Ack(ctx context.Context, pos record.Position) error
-	// Close releases the source's resources.
+	// Close releases the source's resources. It is called once, after every other call has returned.
 	Close(ctx context.Context) error
 	mustEmbedUnimplementedSource()
 }
 
 // Sink writes records to an external system. Embed UnimplementedSink.
 //
-// The SDK calls Open once, then Checkpoint (if the spec declares AtomicPosition), then Write from one
-// goroutine with batches in order, and Close once at the end.
+// The SDK calls Open once, first. Once it has succeeded, Write is called from one goroutine with batches
+// in order, and Checkpoint (only if the spec declares AtomicPosition) before Write and between writes —
+// also after the host has ended a write stream, and never at the same time as Write. Close comes last
+// (see "Lifetimes" in the package documentation).
 type Sink interface {
+	// Open prepares the sink. Its ctx ends when Open returns; what the stage keeps open belongs to
+	// req.Context().
 	Open(ctx context.Context, req OpenRequest) error
 	// Checkpoint returns the last upstream position stored atomically with written data, or nil when none
 	// is stored. Only called when the sink declares the AtomicPosition capability.
@@ -89,15 +126,19 @@ type Sink interface {
 	// AtomicPosition still stores batch.Position). An error stops the stage; the host restarts it and
 	// writes again from the last acknowledged batch.
 	Write(ctx context.Context, batch record.Batch) error
+	// Close releases the sink's resources. It is called once, after every other call has returned.
 	Close(ctx context.Context) error
 	mustEmbedUnimplementedSink()
 }
 
 // Buffer is a durable queue between a source and a sink. Embed UnimplementedBuffer.
 //
-// The SDK calls Open once, then Checkpoint, then Append (from one goroutine) and Read/Ack (from two other
-// goroutines) concurrently, and Close once at the end.
+// The SDK calls Open once, first. Once it has succeeded, Checkpoint, Append (from one goroutine) and
+// Read and Ack (from two other goroutines) may all run at the same time. Close comes last (see
+// "Lifetimes" in the package documentation).
 type Buffer interface {
+	// Open prepares the buffer. Its ctx ends when Open returns; what the stage keeps open belongs to
+	// req.Context().
 	Open(ctx context.Context, req OpenRequest) error
 	// Checkpoint returns the last source position appended, stored atomically with the appended records,
 	// or nil when the buffer holds none.
@@ -113,8 +154,21 @@ type Buffer interface {
 	// Ack reports that every record up to and including pos is durable in the sink; the buffer may trim
 	// them. Acks arrive in order.
 	Ack(ctx context.Context, pos record.Position) error
+	// Close releases the buffer's resources. It is called once, after every other call has returned.
 	Close(ctx context.Context) error
 	mustEmbedUnimplementedBuffer()
+}
+
+// PositionFormatter is implemented by a Source or Buffer that can render its positions for people. The host
+// shows positions in its log (where a stage resumes) and in its API (/api/pipelines, `sluice status`); with
+// it, a MongoDB resume token reads as its cluster time, a sequence number as a number, instead of hex.
+//
+// The host asks only when it shows a position — never per record or batch — so it costs nothing while
+// records flow. FormatPosition may be called at any time in the stage's life, before Open and after Close
+// too, and at the same time as other calls: it must depend on pos alone. An error (pos is not one of this
+// stage's positions) makes the host show the position as it does for stages without a formatter.
+type PositionFormatter interface {
+	FormatPosition(pos record.Position) (string, error)
 }
 
 // Rejection names one record of a batch passed to Sink.Write that the sink cannot write, ever: it is larger

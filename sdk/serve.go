@@ -6,46 +6,21 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/status"
 
+	"github.com/sluicehq/sluice/sdk/internal/transport"
 	"github.com/sluicehq/sluice/sdk/proto/sluicev1"
 )
 
 // ProtocolVersion is the plugin protocol version this SDK speaks. The host refuses plugins that speak
 // another version.
-const ProtocolVersion = 1
-
-// Handshake is the go-plugin handshake shared by the host and every plugin. A binary started without the
-// magic cookie (for example by a user from a shell) prints a message and exits instead of serving.
-var Handshake = plugin.HandshakeConfig{
-	ProtocolVersion:  ProtocolVersion,
-	MagicCookieKey:   "SLUICE_PLUGIN",
-	MagicCookieValue: "b9f1c3e2-sluice-connector-plugin",
-}
-
-// Names under which a plugin binary serves its parts (go-plugin's plugin set keys).
-const (
-	PartSpec   = "spec"
-	PartSource = string(KindSource)
-	PartBuffer = string(KindBuffer)
-	PartSink   = string(KindSink)
-)
-
-// EnvMaxMessageBytes names the environment variable through which the host tells a plugin the largest gRPC
-// message it may send or receive.
-const EnvMaxMessageBytes = "SLUICE_MAX_MESSAGE_BYTES"
-
-// DefaultMaxMessageBytes is the default gRPC message limit: room for a 16 MiB MongoDB document, several
-// times over, plus its envelope.
-const DefaultMaxMessageBytes = 64 << 20
+const ProtocolVersion = transport.ProtocolVersion
 
 // Plugin is what a plugin binary serves: its spec and a constructor for each stage kind the spec declares.
 type Plugin struct {
@@ -83,18 +58,28 @@ func Serve(p Plugin) {
 		fmt.Fprintf(os.Stderr, "sluice plugin %q: %v\n", p.Spec.Name, err)
 		os.Exit(1)
 	}
-	maxMsg := MaxMessageBytes()
+	maxMsg := transport.MaxMessageBytes()
 	go exitWhenOrphaned()
-	UseBufferPool()
+	transport.UseBufferPool()
+	set, stages := pluginSet(&p, Logger())
 	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig:  Handshake,
-		VersionedPlugins: map[int]plugin.PluginSet{ProtocolVersion: pluginSet(&p, Logger())},
+		HandshakeConfig:  transport.Handshake,
+		VersionedPlugins: map[int]plugin.PluginSet{ProtocolVersion: set},
 		Logger:           hclog.New(&hclog.LoggerOptions{Output: os.Stderr, JSONFormat: true, Level: hclog.Info}),
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			return grpc.NewServer(append(opts, ServerOptions(maxMsg)...)...)
+			return grpc.NewServer(append(opts, transport.ServerOptions(maxMsg)...)...)
 		},
 	})
+	// The host stopped the plugin (go-plugin's Shutdown) without closing its stage, or after: a stage still
+	// open gets its Close now, within what the host waits before it kills the process.
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	stages.Shutdown(ctx, false)
 }
+
+// shutdownGrace bounds the Close a plugin process gives a stage the host did not close before stopping it.
+// The host kills a plugin that has not exited 1.5 s after it asked.
+const shutdownGrace = time.Second
 
 // exitWhenOrphaned ends the plugin when its host has died without stopping it (a SIGKILLed host): the
 // process is re-parented, and a plugin without a host has nobody to serve.
@@ -106,47 +91,6 @@ func exitWhenOrphaned() {
 			os.Exit(3)
 		}
 	}
-}
-
-// Flow-control windows and socket buffers sized for batches of hundreds of kilobytes: gRPC's defaults (64 KiB
-// windows, 32 KiB buffers) make a 256 KiB batch wait for several window updates per message. A receiver
-// may hold a window's worth of messages it has not read yet, on top of the pipeline's in-flight bytes:
-// 1 MiB per stream (4 MiB per connection) moved as many records per second as 8 MiB (32 MiB) did on the
-// generate → Kafka benchmark, with 12 MiB less in the host.
-const (
-	streamWindow = 1 << 20
-	connWindow   = 4 << 20
-	socketBuffer = 256 << 10
-)
-
-// ServerOptions are the gRPC server options a plugin serves with, for a message limit of maxMsg bytes.
-func ServerOptions(maxMsg int) []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg),
-		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow),
-		grpc.ReadBufferSize(socketBuffer), grpc.WriteBufferSize(socketBuffer),
-		experimental.BufferPool(sharedPool),
-		grpc.ForceServerCodecV2(batchCodec{}),
-	}
-}
-
-// DialOptions are the matching gRPC client options the host connects with.
-func DialOptions(maxMsg int) []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg),
-			grpc.ForceCodecV2(batchCodec{})),
-		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
-		grpc.WithReadBufferSize(socketBuffer), grpc.WithWriteBufferSize(socketBuffer),
-		experimental.WithBufferPool(sharedPool),
-	}
-}
-
-// MaxMessageBytes returns the gRPC message limit set by the host, or DefaultMaxMessageBytes.
-func MaxMessageBytes() int {
-	if n, err := strconv.Atoi(os.Getenv(EnvMaxMessageBytes)); err == nil && n > 0 {
-		return n
-	}
-	return DefaultMaxMessageBytes
 }
 
 // stderr is the process's standard error as it was at start. go-plugin's Serve replaces os.Stderr (and
@@ -192,71 +136,55 @@ func Logger() *slog.Logger {
 	}))
 }
 
-// Option configures Register.
-type Option func(*options)
-
-type options struct{ logger *slog.Logger }
-
-// WithLogger makes OpenRequest.Logger write to l instead of stderr (the host's in-process mode passes its
-// own logger).
-func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
-
-// Register registers p's services on s, for serving a plugin over a gRPC server of the caller's own (the
-// host's in-process mode and tests use it; plugin binaries call Serve).
-func Register(s *grpc.Server, p Plugin, opts ...Option) error {
-	if err := p.check(); err != nil {
-		return fmt.Errorf("plugin %q: %w", p.Spec.Name, err)
-	}
-	o := options{logger: Logger()}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	for _, part := range pluginSet(&p, o.logger) {
-		if err := part.(*grpcPart).GRPCServer(nil, s); err != nil {
-			return err
+func init() {
+	transport.RegisterLocal = func(s *grpc.Server, plugin any, logger *slog.Logger) (transport.Stages, error) {
+		p := plugin.(*Plugin)
+		if err := p.check(); err != nil {
+			return nil, fmt.Errorf("plugin %q: %w", p.Spec.Name, err)
 		}
+		set, stages := pluginSet(p, logger)
+		for _, part := range set {
+			if err := part.(*transport.Part).GRPCServer(nil, s); err != nil {
+				return nil, err
+			}
+		}
+		return stages, nil
 	}
-	return nil
 }
 
-func pluginSet(p *Plugin, logger *slog.Logger) plugin.PluginSet {
+// pluginSet returns the parts a plugin instance serves, and its stages for shutting them down.
+func pluginSet(p *Plugin, logger *slog.Logger) (plugin.PluginSet, *instance) {
 	// One set of metrics per plugin instance: the host opens one stage per instance.
 	metrics := NewMetrics()
-	set := plugin.PluginSet{PartSpec: &grpcPart{register: func(s *grpc.Server) {
+	inst := &instance{}
+	set := plugin.PluginSet{transport.PartSpec: &transport.Part{Register: func(s *grpc.Server) {
 		sluicev1.RegisterPluginServer(s, &pluginServer{spec: p.Spec, metrics: metrics})
 	}}}
 	if p.NewSource != nil {
-		set[PartSource] = &grpcPart{register: func(s *grpc.Server) {
-			sluicev1.RegisterSourceServer(s, &sourceServer{impl: p.NewSource(), opened: opened{logger: logger, metrics: metrics}})
+		set[transport.PartSource] = &transport.Part{Register: func(s *grpc.Server) {
+			srv := &sourceServer{impl: p.NewSource()}
+			srv.init(logger, metrics, srv.impl.Close)
+			inst.add(&srv.opened)
+			sluicev1.RegisterSourceServer(s, srv)
 		}}
 	}
 	if p.NewBuffer != nil {
-		set[PartBuffer] = &grpcPart{register: func(s *grpc.Server) {
-			sluicev1.RegisterBufferServer(s, &bufferServer{impl: p.NewBuffer(), opened: opened{logger: logger, metrics: metrics}})
+		set[transport.PartBuffer] = &transport.Part{Register: func(s *grpc.Server) {
+			srv := &bufferServer{impl: p.NewBuffer()}
+			srv.init(logger, metrics, srv.impl.Close)
+			inst.add(&srv.opened)
+			sluicev1.RegisterBufferServer(s, srv)
 		}}
 	}
 	if p.NewSink != nil {
-		set[PartSink] = &grpcPart{register: func(s *grpc.Server) {
-			sluicev1.RegisterSinkServer(s, &sinkServer{impl: p.NewSink(), opened: opened{logger: logger, metrics: metrics}})
+		set[transport.PartSink] = &transport.Part{Register: func(s *grpc.Server) {
+			srv := &sinkServer{impl: p.NewSink(), turn: make(chan struct{}, 1)}
+			srv.init(logger, metrics, srv.impl.Close)
+			inst.add(&srv.opened)
+			sluicev1.RegisterSinkServer(s, srv)
 		}}
 	}
-	return set
-}
-
-// grpcPart is the plugin side of a go-plugin GRPCPlugin: it only registers servers. The host side lives in
-// package protocol.
-type grpcPart struct {
-	plugin.NetRPCUnsupportedPlugin
-	register func(*grpc.Server)
-}
-
-func (g *grpcPart) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	g.register(s)
-	return nil
-}
-
-func (g *grpcPart) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientConn) (any, error) {
-	return nil, fmt.Errorf("sdk: the plugin side has no client")
+	return set, inst
 }
 
 // pluginServer serves the Plugin service: the spec, and the metrics of the stage the instance serves.

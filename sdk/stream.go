@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sluicehq/sluice/sdk/internal/transport"
 	"github.com/sluicehq/sluice/sdk/proto/sluicev1"
 	"github.com/sluicehq/sluice/sdk/record"
 )
@@ -27,23 +29,51 @@ const (
 	maxCoalesce = 16
 )
 
-// opened holds what every stage server keeps after Open, and the running streams that Close waits for.
+// opened holds what every stage server keeps after Open, and the calls that Close waits for. It keeps the
+// order the plugin interfaces promise: Open first and once; Close last and at most once, after every other
+// call has returned; the stage's context (OpenRequest.Context) ends after Close returns, or when the stage is
+// abandoned without Close.
 type opened struct {
 	logger          *slog.Logger // the base of OpenRequest.Logger
 	metrics         *Metrics     // OpenRequest.Metrics, shared with the plugin server's Metrics call
-	ok              atomic.Bool
+	closeFn         func(context.Context) error
+	ok              atomic.Bool // Open succeeded
 	maxBatchRecords int
 	maxBatchBytes   int
 	deadLetter      bool
 
 	mu      sync.Mutex
-	closed  bool
-	stop    context.Context // cancelled when Close begins
-	stopFn  context.CancelFunc
-	streams sync.WaitGroup // stream calls, and goroutines calling into the plugin for them
+	called  bool // Open was called
+	closed  bool // the stage is ending: no call may begin
+	stop    context.Context
+	stopFn  context.CancelCauseFunc // cancels the running calls when the stage begins to end
+	life    context.Context         // OpenRequest.Context
+	endLife context.CancelCauseFunc
+	calls   sync.WaitGroup // running calls, and goroutines calling into the plugin for them
+}
+
+// Why a stage's context (OpenRequest.Context) ended, as context.Cause reports it.
+var (
+	// ErrStageClosed: the host closed the stage, or stopped the plugin, and Close has returned.
+	ErrStageClosed = errors.New("sdk: the stage is closed")
+	// ErrStageAbandoned: the stage ended without Close: the host aborted it, or it did not stop its
+	// running calls in time to be closed.
+	ErrStageAbandoned = errors.New("sdk: the stage was abandoned without Close")
+)
+
+// init sets o up for a stage whose Close is closeFn.
+func (o *opened) init(logger *slog.Logger, metrics *Metrics, closeFn func(context.Context) error) {
+	o.logger, o.metrics, o.closeFn = logger, metrics, closeFn
+	o.stop, o.stopFn = context.WithCancelCause(context.Background())
+	o.life, o.endLife = context.WithCancelCause(context.Background())
 }
 
 func (o *opened) open(ctx context.Context, req *sluicev1.OpenRequest, open func(context.Context, OpenRequest) error) (*sluicev1.Empty, error) {
+	ctx, done, err := o.enter(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	settings, err := ParseSettings(req.GetSettingsJson())
 	if err != nil {
 		return nil, protocolError("%v", err)
@@ -67,6 +97,7 @@ func (o *opened) open(ctx context.Context, req *sluicev1.OpenRequest, open func(
 		Fence:           req.GetFence(),
 		Logger:          o.logger, // the host tags forwarded lines with plugin, stage and pipeline
 		Metrics:         o.metrics,
+		ctx:             o.life,
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -75,66 +106,110 @@ func (o *opened) open(ctx context.Context, req *sluicev1.OpenRequest, open func(
 	return &sluicev1.Empty{}, nil
 }
 
-func (o *opened) check() error {
-	if !o.ok.Load() {
-		return protocolError("the stage is not open")
-	}
-	return nil
-}
-
-// errStageClosed cancels the streams still running when the host closes the stage.
-var errStageClosed = errors.New("stage closed")
-
-// enter registers a stream call on an open stage. It returns the stream's context, also cancelled when
-// the stage is closed, and a func the call must run when it returns. It fails once Close has begun.
-func (o *opened) enter(ctx context.Context) (context.Context, func(), error) {
-	if err := o.check(); err != nil {
-		return nil, nil, err
-	}
+// enter registers a call on the stage (Open when open is true; otherwise the stage must be open). It
+// returns the call's context, also cancelled when the stage begins to end, and a func the call must run
+// when it returns. It fails once the stage has begun to end.
+func (o *opened) enter(ctx context.Context, open bool) (context.Context, func(), error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.closed {
+	switch {
+	case o.closed:
 		return nil, nil, protocolError("the stage is closed")
+	case open && o.called:
+		return nil, nil, protocolError("the stage is already open")
+	case !open && !o.ok.Load():
+		return nil, nil, protocolError("the stage is not open")
 	}
-	if o.stop == nil {
-		o.stop, o.stopFn = context.WithCancel(context.Background())
-	}
-	o.streams.Add(1)
+	o.called = o.called || open
+	o.calls.Add(1)
 	ctx, cancel := context.WithCancelCause(ctx)
-	unwatch := context.AfterFunc(o.stop, func() { cancel(errStageClosed) })
+	unwatch := context.AfterFunc(o.stop, func() { cancel(context.Cause(o.stop)) })
 	return ctx, func() {
 		unwatch()
 		cancel(nil)
-		o.streams.Done()
+		o.calls.Done()
 	}, nil
 }
 
-// close calls the plugin's Close once, after cancelling the running streams and waiting until they, and
-// the plugin calls they made (Read, Ack, Write, Append), have returned: a host cancels its streams and
-// calls Close at once, and the plugin interfaces promise Close never overlaps those calls. If ctx ends
-// first, the plugin's Close is not called (the host kills the process next).
-func (o *opened) close(ctx context.Context, closeFn func(context.Context) error) error {
+// end marks the stage as ending and cancels its running calls with cause. It reports false when the stage
+// had already begun to end.
+func (o *opened) end(cause error) bool {
 	o.mu.Lock()
+	defer o.mu.Unlock()
 	if o.closed {
-		o.mu.Unlock()
-		return nil
+		return false
 	}
 	o.closed = true
-	if o.stopFn != nil {
-		o.stopFn()
+	o.stopFn(cause)
+	return true
+}
+
+// close ends the stage: it cancels the running calls, waits until they (and the plugin calls they made:
+// Read, Ack, Write, Append, Checkpoint, Open) have returned, calls the plugin's Close once if Open was
+// called, and then ends the stage's context. A host cancels its streams and calls Close at once, and the
+// plugin interfaces promise Close never overlaps other calls. If ctx ends before the calls have returned,
+// the plugin's Close is not called (the host kills the process next) and the stage is abandoned.
+func (o *opened) close(ctx context.Context) error {
+	if !o.end(ErrStageClosed) {
+		return nil
 	}
-	o.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
-		o.streams.Wait()
+		o.calls.Wait()
 		close(done)
 	}()
 	select {
 	case <-done:
 	case <-ctx.Done():
-		return status.Error(codes.DeadlineExceeded, "closing: the stage's streams did not stop in time")
+		o.endLife(ErrStageAbandoned)
+		return status.Error(codes.DeadlineExceeded, "closing: the stage's calls did not stop in time")
 	}
-	return closeFn(ctx)
+	defer o.endLife(ErrStageClosed)
+	o.mu.Lock()
+	called := o.called
+	o.mu.Unlock()
+	if !called {
+		return nil
+	}
+	return o.closeFn(ctx)
+}
+
+// abandon ends the stage without Close: it cancels the running calls and the stage's context at once.
+func (o *opened) abandon() {
+	o.end(ErrStageAbandoned)
+	o.endLife(ErrStageAbandoned)
+}
+
+// instance is the stages one plugin instance serves (one, as the host uses plugins).
+type instance struct {
+	mu     sync.Mutex
+	stages []*opened
+}
+
+func (i *instance) add(o *opened) {
+	i.mu.Lock()
+	i.stages = append(i.stages, o)
+	i.mu.Unlock()
+}
+
+// Shutdown ends the stages the host has not closed (see transport.Stages).
+func (i *instance) Shutdown(ctx context.Context, abort bool) {
+	i.mu.Lock()
+	stages := slices.Clone(i.stages)
+	i.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, o := range stages {
+		if abort {
+			o.abandon()
+			continue
+		}
+		wg.Go(func() {
+			if err := o.close(ctx); err != nil {
+				o.logger.Warn("closing the stage as the plugin stops", "err", err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // toStatus turns a plugin error into a gRPC status the host maps back to the error's class (see
@@ -154,7 +229,7 @@ func toStatus(err error) error {
 	case errors.Is(err, ErrPermanent):
 		st := status.New(codes.FailedPrecondition, err.Error())
 		if errors.Is(err, ErrHistoryLost) {
-			if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonHistoryLost, Domain: ErrorDomain}); derr == nil {
+			if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: transport.ReasonHistoryLost, Domain: transport.ErrorDomain}); derr == nil {
 				st = d
 			}
 		}
@@ -167,15 +242,28 @@ func toStatus(err error) error {
 	return status.Error(codes.Unknown, err.Error())
 }
 
-// The ErrorInfo detail that marks a FAILED_PRECONDITION status as ErrHistoryLost on the wire.
-const (
-	ErrorDomain       = "sluice"
-	ReasonHistoryLost = "HISTORY_LOST"
-)
-
 // protocolError reports a breach of the protocol by the host or the plugin: a bug, which no retry fixes.
 func protocolError(format string, args ...any) error {
 	return status.Error(codes.FailedPrecondition, "protocol error: "+fmt.Sprintf(format, args...))
+}
+
+// formatPosition answers FormatPosition with the stage's PositionFormatter, or Unimplemented when the stage
+// has none. A panic in the plugin's FormatPosition is an error of the call, not the end of the process.
+func formatPosition(stage any, req *sluicev1.FormatPositionRequest) (resp *sluicev1.FormatPositionResponse, err error) {
+	f, ok := stage.(PositionFormatter)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "the stage does not format its positions")
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			resp, err = nil, status.Errorf(codes.Internal, "formatting a position: panic: %v", r)
+		}
+	}()
+	text, err := f.FormatPosition(req.GetPosition())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return &sluicev1.FormatPositionResponse{Text: text}, nil
 }
 
 // ---- source ----
@@ -191,7 +279,7 @@ func (s *sourceServer) Open(ctx context.Context, req *sluicev1.OpenRequest) (*sl
 }
 
 func (s *sourceServer) Read(stream grpc.BidiStreamingServer[sluicev1.Ack, sluicev1.Batch]) error {
-	ctx, done, err := s.enter(stream.Context())
+	ctx, done, err := s.enter(stream.Context(), false)
 	if err != nil {
 		return err
 	}
@@ -199,8 +287,12 @@ func (s *sourceServer) Read(stream grpc.BidiStreamingServer[sluicev1.Ack, sluice
 	return serveRead(ctx, stream, &s.opened, s.impl.Read, s.impl.Ack, func() bool { return false })
 }
 
+func (s *sourceServer) FormatPosition(_ context.Context, req *sluicev1.FormatPositionRequest) (*sluicev1.FormatPositionResponse, error) {
+	return formatPosition(s.impl, req)
+}
+
 func (s *sourceServer) Close(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.Empty, error) {
-	return &sluicev1.Empty{}, toStatus(s.close(ctx, s.impl.Close))
+	return &sluicev1.Empty{}, toStatus(s.close(ctx))
 }
 
 // ---- sink ----
@@ -209,6 +301,19 @@ type sinkServer struct {
 	sluicev1.UnimplementedSinkServer
 	opened
 	impl Sink
+	// turn is held by a Write or Checkpoint call into the plugin: the two never run at the same time.
+	turn chan struct{}
+}
+
+// write is impl.Write, never at the same time as impl.Checkpoint.
+func (s *sinkServer) write(ctx context.Context, b record.Batch) error {
+	select {
+	case s.turn <- struct{}{}:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	defer func() { <-s.turn }()
+	return s.impl.Write(ctx, b)
 }
 
 func (s *sinkServer) Open(ctx context.Context, req *sluicev1.OpenRequest) (*sluicev1.Empty, error) {
@@ -216,24 +321,32 @@ func (s *sinkServer) Open(ctx context.Context, req *sluicev1.OpenRequest) (*slui
 }
 
 func (s *sinkServer) Checkpoint(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.CheckpointResponse, error) {
-	if err := s.check(); err != nil {
+	ctx, done, err := s.enter(ctx, false)
+	if err != nil {
 		return nil, err
 	}
+	defer done()
+	select {
+	case s.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, toStatus(context.Cause(ctx))
+	}
+	defer func() { <-s.turn }()
 	pos, err := s.impl.Checkpoint(ctx)
 	return &sluicev1.CheckpointResponse{Position: pos}, toStatus(err)
 }
 
 func (s *sinkServer) Write(stream grpc.BidiStreamingServer[sluicev1.Batch, sluicev1.Ack]) error {
-	ctx, done, err := s.enter(stream.Context())
+	ctx, done, err := s.enter(stream.Context(), false)
 	if err != nil {
 		return err
 	}
 	defer done()
-	return serveWrite(ctx, stream, s.impl.Write, s.deadLetter)
+	return serveWrite(ctx, stream, s.write, s.deadLetter)
 }
 
 func (s *sinkServer) Close(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.Empty, error) {
-	return &sluicev1.Empty{}, toStatus(s.close(ctx, s.impl.Close))
+	return &sluicev1.Empty{}, toStatus(s.close(ctx))
 }
 
 // ---- buffer ----
@@ -251,15 +364,17 @@ func (s *bufferServer) Open(ctx context.Context, req *sluicev1.OpenRequest) (*sl
 }
 
 func (s *bufferServer) Checkpoint(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.CheckpointResponse, error) {
-	if err := s.check(); err != nil {
+	ctx, done, err := s.enter(ctx, false)
+	if err != nil {
 		return nil, err
 	}
+	defer done()
 	pos, err := s.impl.Checkpoint(ctx)
 	return &sluicev1.CheckpointResponse{Position: pos}, toStatus(err)
 }
 
 func (s *bufferServer) Append(stream grpc.BidiStreamingServer[sluicev1.Batch, sluicev1.Ack]) error {
-	ctx, done, err := s.enter(stream.Context())
+	ctx, done, err := s.enter(stream.Context(), false)
 	if err != nil {
 		return err
 	}
@@ -273,7 +388,7 @@ func (s *bufferServer) Append(stream grpc.BidiStreamingServer[sluicev1.Batch, sl
 }
 
 func (s *bufferServer) Read(stream grpc.BidiStreamingServer[sluicev1.Ack, sluicev1.Batch]) error {
-	ctx, done, err := s.enter(stream.Context())
+	ctx, done, err := s.enter(stream.Context(), false)
 	if err != nil {
 		return err
 	}
@@ -282,8 +397,12 @@ func (s *bufferServer) Read(stream grpc.BidiStreamingServer[sluicev1.Ack, sluice
 	return serveRead(ctx, stream, &s.opened, s.impl.Read, s.impl.Ack, s.inputDone.Load)
 }
 
+func (s *bufferServer) FormatPosition(_ context.Context, req *sluicev1.FormatPositionRequest) (*sluicev1.FormatPositionResponse, error) {
+	return formatPosition(s.impl, req)
+}
+
 func (s *bufferServer) Close(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.Empty, error) {
-	return &sluicev1.Empty{}, toStatus(s.close(ctx, s.impl.Close))
+	return &sluicev1.Empty{}, toStatus(s.close(ctx))
 }
 
 // ---- shared stream loops ----
@@ -298,9 +417,9 @@ func serveRead(ctx context.Context, stream grpc.BidiStreamingServer[sluicev1.Ack
 	defer cancel(nil)
 
 	acks := newAckQueue()
-	o.streams.Add(1) // the ack goroutine calls into the plugin and may outlive this call briefly
+	o.calls.Add(1) // the ack goroutine calls into the plugin and may outlive this call briefly
 	go func() {
-		defer o.streams.Done()
+		defer o.calls.Done()
 		for {
 			a, err := stream.Recv()
 			if err == io.EOF {

@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/plugins/stdout"
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/proto/sluicev1"
+	"github.com/sluicehq/sluice/sdk/protocol"
 	"github.com/sluicehq/sluice/sdk/record"
 	"github.com/sluicehq/sluice/sdk/sdktest"
 )
@@ -90,8 +91,8 @@ func (hostPart) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, cc *grpc.Cli
 func TestProcessStdout(t *testing.T) {
 	var out sdktest.Output
 	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
-		VersionedPlugins: map[int]plugin.PluginSet{sdk.ProtocolVersion: {sdk.PartSpec: hostPart{}}},
+		HandshakeConfig:  protocol.Handshake,
+		VersionedPlugins: map[int]plugin.PluginSet{sdk.ProtocolVersion: {protocol.PartSpec: hostPart{}}},
 		Cmd:              exec.Command(pluginBinary),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
@@ -103,7 +104,7 @@ func TestProcessStdout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := rpc.Dispense(sdk.PartSpec)
+	raw, err := rpc.Dispense(protocol.PartSpec)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -395,5 +396,17 @@ func TestRenderPosition(t *testing.T) {
 		if got := RenderPosition(tt.pos); got != tt.want {
 			t.Errorf("RenderPosition(%x) = %q, want %q", []byte(tt.pos), got, tt.want)
 		}
+	}
+}
+
+// A position the plugin rendered is shown as it rendered it; the others as RenderPosition does.
+func TestViewUsesPluginRendering(t *testing.T) {
+	st := pipeline.Status{ID: "p", Positions: map[string]record.Position{
+		"source": {0, 0, 0, 0, 0, 0, 3, 0xe7}, "buffer": record.Position("1700000000000-0")},
+		PositionTexts: map[string]string{"source": "2026-11-30T12:00:00Z #3 (resume token 82…)"}}
+	got := view(time.Now(), st).Positions
+	want := map[string]string{"source": "2026-11-30T12:00:00Z #3 (resume token 82…)", "buffer": "1700000000000-0"}
+	if !maps.Equal(got, want) {
+		t.Fatalf("positions %v, want %v", got, want)
 	}
 }

@@ -37,7 +37,7 @@ type Pipeline struct {
 	// Stages are the plugin instances of the current attempt, source first; empty between attempts.
 	Stages []Stage `json:"stages"`
 	// Positions holds, per upstream stage ("source", "buffer"), the last position acknowledged downstream,
-	// rendered by RenderPosition.
+	// as the stage's plugin renders it when it does (pipeline.Status.PositionTexts), else by RenderPosition.
 	Positions   map[string]string `json:"positions"`
 	Read        int64             `json:"read"`
 	Delivered   int64             `json:"delivered"`
@@ -175,6 +175,10 @@ func view(now time.Time, st pipeline.Status) Pipeline {
 		v.Stages = append(v.Stages, s)
 	}
 	for k, p := range st.Positions {
+		if text, ok := st.PositionTexts[k]; ok {
+			v.Positions[k] = text
+			continue
+		}
 		v.Positions[k] = RenderPosition(p)
 	}
 	if !st.LastEventTime.IsZero() && !finished(st.State) {

@@ -23,6 +23,7 @@ import (
 	"github.com/sluicehq/sluice/runtime/plugin"
 	"github.com/sluicehq/sluice/runtime/redact"
 	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/sdk/protocol"
 )
 
 // Version is the sluice version, set at build time with -ldflags "-X …/cli.Version=v1.2.3".
@@ -94,7 +95,7 @@ func Execute(args []string, stdout, stderr io.Writer) error {
 		"directory to search for plugin binaries (repeatable; also $SLUICE_PLUGINS_DIR, colon-separated; default: plugins/ beside the sluice binary)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
-	pf.IntVar(&g.maxMessage, "max-message-bytes", sdk.DefaultMaxMessageBytes,
+	pf.IntVar(&g.maxMessage, "max-message-bytes", protocol.DefaultMaxMessageBytes,
 		"largest gRPC message between sluice and its plugins: a batch, or one record larger than batch_max_bytes (default fits a 16 MiB MongoDB document several times)")
 
 	root.AddCommand(runCmd(g), validateCmd(g), testCmd(g), pluginsCmd(g), resetCmd(g), statusCmd(g), versionCmd(g))

@@ -331,7 +331,7 @@ func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *
 	}
 	p.mu.Unlock()
 	p.setState(Running)
-	p.log.Info("pipeline started", "guarantee", GuaranteeOf(&p.cfg), "source_after", fmtPos(srcAfter))
+	p.log.Info("pipeline started", "guarantee", GuaranteeOf(&p.cfg), "source_after", p.describe(ctx, srcSt, srcAfter))
 
 	var lastAck atomic.Int64
 	lastAck.Store(time.Now().UnixNano())
@@ -344,6 +344,15 @@ func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
 	go p.watchStalls(wctx, cancel, segs, dead, &lastAck)
+	rend := &renderer{p: p, stages: map[string]formatter{stateSource: formatterOf(srcSt)}}
+	if bufSt != nil {
+		rend.stages[stateBuffer] = formatterOf(bufSt)
+	}
+	rendered := make(chan struct{})
+	go func() {
+		defer close(rendered)
+		p.renderPositions(wctx, rend)
+	}()
 
 	errs := make([]error, len(segs))
 	var wg sync.WaitGroup
@@ -351,6 +360,15 @@ func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *
 		wg.Go(func() { errs[i] = s.run(ctx, cancel) })
 	}
 	wg.Wait()
+	wcancel()
+	<-rendered
+	// After a clean end the last positions are rendered while the stages still run (the attempt stops
+	// them when run returns). After a failure they are not: a stage may be frozen.
+	if errors.Join(errs...) == nil || onlyDrained(errs) {
+		fctx, fcancel := context.WithTimeout(context.Background(), renderInterval)
+		rend.render(fctx)
+		fcancel()
+	}
 	for _, s := range segs {
 		p.flushState(s)
 	}

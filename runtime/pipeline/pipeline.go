@@ -220,7 +220,8 @@ type Pipeline struct {
 	stages    []StageStatus
 	running   []*stage // the plugins of the current attempt, in the order stages lists them
 	positions map[string]record.Position
-	fill      *BufferFill // the buffer's fill as last reported
+	texts     map[string]positionText // plugins' renderings of positions, by upstream stage (render.go)
+	fill      *BufferFill             // the buffer's fill as last reported
 	// lastEvent is the latest event time (Unix nanoseconds) of the batches the source's downstream
 	// acknowledged last; 0 while none had one.
 	lastEvent atomic.Int64

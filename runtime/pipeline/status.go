@@ -26,6 +26,10 @@ type Status struct {
 	// Positions holds, per upstream stage ("source", "buffer"), the last position acknowledged
 	// downstream in this process's run; absent until one is.
 	Positions map[string]record.Position
+	// PositionTexts holds, per upstream stage whose plugin renders its positions (sdk.PositionFormatter),
+	// the plugin's rendering of that stage's last acknowledged position as of at most about a second ago:
+	// the host asks at most once a second while the position changes, and once more when the stage ends.
+	PositionTexts map[string]string
 	// LastEventTime is the source's time of the last record acknowledged downstream (for MongoDB, the
 	// event's cluster time; heartbeats count); zero while none is known. Source lag is now minus it.
 	LastEventTime time.Time
@@ -91,6 +95,12 @@ func (p *Pipeline) Status() Status {
 	}
 	for k, v := range p.positions {
 		st.Positions[k] = v
+	}
+	for k, t := range p.texts {
+		if st.PositionTexts == nil {
+			st.PositionTexts = make(map[string]string, len(p.texts))
+		}
+		st.PositionTexts[k] = t.text
 	}
 	if ns := p.lastEvent.Load(); ns != 0 {
 		st.LastEventTime = time.Unix(0, ns)

@@ -82,7 +82,7 @@ type Options struct {
 	Env []string
 	// Logger receives plugin logs, tagged with plugin=<name>.
 	Logger *slog.Logger
-	// MaxMessageBytes bounds gRPC messages (default sdk.DefaultMaxMessageBytes).
+	// MaxMessageBytes bounds gRPC messages (default protocol.DefaultMaxMessageBytes).
 	MaxMessageBytes int
 	// PlainText turns off mutual TLS between host and plugins. Only for measuring what TLS costs.
 	PlainText bool
@@ -487,7 +487,7 @@ func (c *Catalog) Start(ctx context.Context, name string, kind sdk.Kind, inProce
 		if p.Linked == nil {
 			return nil, fmt.Errorf("plugin %q is not linked into this sluice binary, so it cannot run in_process", name)
 		}
-		return protocol.Local(p.Linked(), sdk.WithLogger(logger))
+		return protocol.Local(p.Linked(), protocol.WithLogger(logger))
 	}
 	if p.Path == "" {
 		return nil, fmt.Errorf("plugin %q has no binary (%s); build it (make plugins) or set in_process: true", name, c.Searched())

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os/exec"
 	"regexp"
@@ -22,9 +23,9 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/sdk/internal/transport"
 	"github.com/sluicehq/sluice/sdk/proto/sluicev1"
 )
 
@@ -39,7 +40,8 @@ type Conn struct {
 	pid    int
 	tail   *stderrTail
 	logger hclog.Logger
-	stop   func()
+	stop   func() // asks the plugin to stop, then kills it
+	abort  func() // in-process: stops the server at once, without Close; nil for a subprocess
 	kill   sync.Once
 	done   chan struct{} // closed when the plugin has exited (or the in-process server stopped)
 	once   sync.Once
@@ -58,6 +60,17 @@ const (
 // signals).
 const KillTimeout = killGrace + killReap
 
+// DefaultMaxMessageBytes is the gRPC message limit unless LaunchConfig.MaxMessageBytes says otherwise: room
+// for a 16 MiB MongoDB document, several times over, plus its envelope.
+const DefaultMaxMessageBytes = transport.DefaultMaxMessageBytes
+
+// Handshake is the go-plugin handshake every plugin binary answers, for tests that speak go-plugin to a
+// plugin directly.
+var Handshake = transport.Handshake
+
+// PartSpec is the go-plugin plugin-set key under which a plugin binary serves the Plugin service.
+const PartSpec = transport.PartSpec
+
 // DefaultStartTimeout bounds a plugin's handshake unless LaunchConfig.StartTimeout says otherwise.
 const DefaultStartTimeout = 10 * time.Second
 
@@ -72,7 +85,7 @@ type LaunchConfig struct {
 	// holds the message and first frame (go-plugin also passes every raw line of the panic to the named
 	// logger at error level; hosts that want the one line demote those).
 	Logger hclog.Logger
-	// MaxMessageBytes bounds gRPC messages both ways (default sdk.DefaultMaxMessageBytes).
+	// MaxMessageBytes bounds gRPC messages both ways (default DefaultMaxMessageBytes).
 	MaxMessageBytes int
 	// StartTimeout bounds the handshake (default DefaultStartTimeout).
 	StartTimeout time.Duration
@@ -111,10 +124,10 @@ func (e *StartError) Unwrap() error { return e.Err }
 // signal; on other systems the SDK notices the orphaning within a second and exits). A binary that does not
 // start as a plugin is stopped and reported as a *StartError.
 func Launch(cfg LaunchConfig) (*Conn, error) {
-	sdk.UseBufferPool()
+	transport.UseBufferPool()
 	maxMsg := cfg.MaxMessageBytes
 	if maxMsg <= 0 {
-		maxMsg = sdk.DefaultMaxMessageBytes
+		maxMsg = DefaultMaxMessageBytes
 	}
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = DefaultStartTimeout
@@ -124,7 +137,7 @@ func Launch(cfg LaunchConfig) (*Conn, error) {
 		logger = hclog.NewNullLogger()
 	}
 	cmd := exec.Command(cfg.Path)
-	cmd.Env = append(append([]string(nil), cfg.Env...), fmt.Sprintf("%s=%d", sdk.EnvMaxMessageBytes, maxMsg))
+	cmd.Env = append(append([]string(nil), cfg.Env...), fmt.Sprintf("%s=%d", transport.EnvMaxMessageBytes, maxMsg))
 	cmd.SysProcAttr = deathSignal()
 	var mtls *hostTLS
 	if !cfg.PlainText {
@@ -136,9 +149,9 @@ func Launch(cfg LaunchConfig) (*Conn, error) {
 	}
 	c := &Conn{cmd: cmd, logger: logger, done: make(chan struct{})}
 	c.tail = newStderrTail(func(text string) { logger.Error("plugin panicked", "panic", text) })
-	set := plugin.PluginSet{sdk.PartSpec: &hostPart{}}
+	set := plugin.PluginSet{transport.PartSpec: &transport.HostPart{}}
 	clientCfg := &plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
+		HandshakeConfig:  transport.Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{sdk.ProtocolVersion: set},
 		Cmd:              cmd,
 		SkipHostEnv:      true,
@@ -150,7 +163,7 @@ func Launch(cfg LaunchConfig) (*Conn, error) {
 		SyncStderr:       c.tail.forwarded(func(l string) { logger.Debug("plugin stderr", "line", l) }),
 		// A connection attempt to the announced address is bounded like the handshake (gRPC's own bound
 		// is 20s): go-plugin's first call on the connection waits for it.
-		GRPCDialOptions: append(sdk.DialOptions(maxMsg),
+		GRPCDialOptions: append(transport.DialOptions(maxMsg),
 			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: cfg.StartTimeout})),
 	}
 	if mtls != nil {
@@ -169,7 +182,7 @@ func Launch(cfg LaunchConfig) (*Conn, error) {
 	if err != nil {
 		return nil, c.startError(cfg, err)
 	}
-	raw, err := rpc.Dispense(sdk.PartSpec)
+	raw, err := rpc.Dispense(transport.PartSpec)
 	if err != nil {
 		return nil, c.startError(cfg, err)
 	}
@@ -413,21 +426,36 @@ func (c *Conn) stopProcess(grace time.Duration) {
 	}
 }
 
+// LocalOption configures Local.
+type LocalOption func(*localOptions)
+
+type localOptions struct{ logger *slog.Logger }
+
+// WithLogger makes the in-process plugin's OpenRequest.Logger write to l instead of stderr (the host passes
+// its own logger).
+func WithLogger(l *slog.Logger) LocalOption { return func(o *localOptions) { o.logger = l } }
+
 // Local serves p in this process over an in-memory gRPC connection: the same protocol code as a
 // subprocess, without the process boundary, the socket or TLS. It is how first-party plugins are linked
 // in-process, and how the cost of the boundary is measured.
 //
-// opts configure the plugin's side; sdk.WithLogger sends its log lines to the host's logger instead of
-// stderr.
-func Local(p sdk.Plugin, opts ...sdk.Option) (*Conn, error) {
-	sdk.UseBufferPool()
-	lis := bufconn.Listen(4 << 20)
-	srv := grpc.NewServer(sdk.ServerOptions(sdk.DefaultMaxMessageBytes)...)
-	if err := sdk.Register(srv, p, opts...); err != nil {
+// Kill closes a stage the host has not closed (its Close is called, as when a plugin process is asked to
+// stop) and stops the server; Abort stops it without Close. Either way the stage's context
+// (sdk.OpenRequest.Context) ends.
+func Local(p sdk.Plugin, opts ...LocalOption) (*Conn, error) {
+	o := localOptions{logger: sdk.Logger()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	transport.UseBufferPool()
+	lis := transport.ListenPipe()
+	srv := grpc.NewServer(transport.ServerOptions(DefaultMaxMessageBytes)...)
+	stages, err := transport.RegisterLocal(srv, &p, o.logger)
+	if err != nil {
 		return nil, err
 	}
 	go func() { _ = srv.Serve(lis) }()
-	cc, err := grpc.NewClient("passthrough:///local", append(sdk.DialOptions(sdk.DefaultMaxMessageBytes),
+	cc, err := grpc.NewClient("passthrough:///local", append(transport.DialOptions(DefaultMaxMessageBytes),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
@@ -435,23 +463,27 @@ func Local(p sdk.Plugin, opts ...sdk.Option) (*Conn, error) {
 		return nil, err
 	}
 	c := &Conn{cc: cc, done: make(chan struct{})}
-	c.stop = func() {
-		_ = cc.Close()
-		// Stop closes the connections and cancels the plugin's calls, but waits for its serving goroutines:
-		// bounded, so that a plugin method that ignores its context cannot hold the host.
+	// Both bounded, so that a plugin method that ignores its context cannot hold the host.
+	end := func(abort bool) {
+		defer c.once.Do(func() { close(c.done) })
+		ctx, cancel := context.WithTimeout(context.Background(), KillTimeout)
+		defer cancel()
 		stopped := make(chan struct{})
 		go func() {
 			defer close(stopped)
+			stages.Shutdown(ctx, abort)
+			_ = cc.Close()
+			// Stop closes the connections and cancels the plugin's calls, but waits for its serving
+			// goroutines.
 			srv.Stop()
 		}()
-		timer := time.NewTimer(KillTimeout)
-		defer timer.Stop()
 		select {
 		case <-stopped:
-		case <-timer.C:
+		case <-ctx.Done():
 		}
-		c.once.Do(func() { close(c.done) })
 	}
+	c.stop = func() { end(false) }
+	c.abort = func() { end(true) }
 	return c, nil
 }
 
@@ -522,31 +554,26 @@ func (c *Conn) WaitExit(d time.Duration) *Exit {
 // period is killed with SIGKILL, with its process group, which ends a frozen or stopped (SIGSTOP) process
 // too. An in-process plugin's server is stopped. Kill is safe to call more than once and from several
 // goroutines at once: every call returns when the first one is done.
+//
+// An in-process plugin's stage, unless the host closed it, is closed as a plugin process closes it when
+// asked to exit: its calls are cancelled and waited for, then its Close runs; then its server is stopped.
 func (c *Conn) Kill() { c.kill.Do(c.stop) }
 
 // Abort ends the plugin at once, without asking it anything first: its process group is killed
 // (SIGKILL), so it does nothing more — no call in progress completes and no Close runs — then it is reaped
-// as Kill does (bounded by KillTimeout). An in-process plugin's server is stopped, which cancels its calls.
+// as Kill does (bounded by KillTimeout). An in-process plugin's stage is abandoned: its calls and its
+// context (sdk.OpenRequest.Context) are cancelled, its Close is not called, and its server is stopped.
 // The host aborts the stages of a pipeline whose lease is lost. Safe to call more than once, and together
 // with Kill: the first call decides.
 func (c *Conn) Abort() {
 	c.kill.Do(func() {
-		if c.cmd != nil && c.cmd.Process != nil && !c.client.Exited() {
+		if c.abort != nil {
+			c.abort()
+			return
+		}
+		if c.cmd.Process != nil && !c.client.Exited() {
 			killGroup(c.cmd.Process)
 		}
 		c.stop()
 	})
-}
-
-// hostPart is the host side of the go-plugin GRPCPlugin: it hands back the raw connection.
-type hostPart struct {
-	plugin.NetRPCUnsupportedPlugin
-}
-
-func (hostPart) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error {
-	return errors.New("protocol: the host side serves nothing")
-}
-
-func (hostPart) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, cc *grpc.ClientConn) (any, error) {
-	return cc, nil
 }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/sdk/internal/transport"
 )
 
 // Errors returned by the stage clients carry the plugin's message without transport noise, and the
@@ -72,7 +73,7 @@ func fromWire(err error) error {
 		return &remoteError{msg: msg, class: sdk.ErrInvalidSettings}
 	case codes.FailedPrecondition:
 		for _, d := range st.Details() {
-			if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == sdk.ErrorDomain && info.Reason == sdk.ReasonHistoryLost {
+			if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == transport.ErrorDomain && info.Reason == transport.ReasonHistoryLost {
 				return &remoteError{msg: msg, class: errors.Join(sdk.ErrHistoryLost, sdk.ErrPermanent)}
 			}
 		}

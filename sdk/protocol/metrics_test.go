@@ -10,9 +10,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/sdk/internal/transport"
 	"github.com/sluicehq/sluice/sdk/proto/sluicev1"
 	"github.com/sluicehq/sluice/sdk/record"
 )
@@ -222,7 +222,7 @@ type oldPlugin struct {
 }
 
 func TestMetricsOfAPluginWithoutTheCall(t *testing.T) {
-	lis := bufconn.Listen(1 << 20)
+	lis := transport.ListenPipe()
 	srv := grpc.NewServer()
 	sluicev1.RegisterPluginServer(srv, oldPlugin{})
 	go func() { _ = srv.Serve(lis) }()

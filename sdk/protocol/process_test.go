@@ -48,13 +48,40 @@ func TestMain(m *testing.M) {
 }
 
 // crashSink does its open behaviour in Open: panic, exit (status 7, after a line on stderr), stderr (a line
-// to os.Stderr, which go-plugin forwards) or nothing.
+// to os.Stderr, which go-plugin forwards), journal:FILE (append "open", and "close" with the state of the
+// stage context at Close, to FILE) or nothing.
 type crashSink struct {
 	sdk.UnimplementedSink
 	open string
+	life context.Context
 }
 
-func (s *crashSink) Open(context.Context, sdk.OpenRequest) error {
+// journal appends line to the file named by a journal:FILE behaviour.
+func (s *crashSink) journal(line string) {
+	path, ok := strings.CutPrefix(s.open, "journal:")
+	if !ok {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		panic(err)
+	}
+	defer f.Close()
+	fmt.Fprintln(f, line)
+}
+
+func (s *crashSink) Close(context.Context) error {
+	if s.life != nil && s.life.Err() == nil {
+		s.journal("close (context live)")
+	} else {
+		s.journal("close (context ended)")
+	}
+	return nil
+}
+
+func (s *crashSink) Open(_ context.Context, req sdk.OpenRequest) error {
+	s.life = req.Context()
+	s.journal("open")
 	switch s.open {
 	case "panic":
 		panic("crash: panic in open")
@@ -109,6 +136,39 @@ func launchCrash(t *testing.T, open string) (*Conn, *logSink) {
 // alive reports whether pid is a process that has not been reaped.
 func alive(pid int) bool {
 	return syscall.Kill(pid, 0) == nil
+}
+
+// TestKillClosesAnOpenStage: a plugin process the host stops (Kill) while its stage is open, without having
+// closed it, closes the stage before it exits; its stage context is still live during Close.
+func TestKillClosesAnOpenStage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal")
+	c, _ := launchCrash(t, "journal:"+path)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Sink().Open(ctx, OpenRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	ws, err := c.Sink().Write(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ws.Send(NewBatch(nil, record.Position("a"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ws.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill()
+	if e := c.Exit(); e == nil || e.Code != 0 {
+		t.Fatalf("the plugin did not exit by itself: %v", e)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "open\nclose (context live)\n"; string(got) != want {
+		t.Fatalf("journal %q, want %q", got, want)
+	}
 }
 
 func TestKillStoppedPlugin(t *testing.T) {

@@ -3,9 +3,12 @@ package protocol
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/sluicehq/sluice/sdk/proto/sluicev1"
 	"github.com/sluicehq/sluice/sdk/record"
@@ -57,6 +60,13 @@ func (s *Source) Read(ctx context.Context) (*ReadStream, error) {
 		return nil, fromWire(err)
 	}
 	return &ReadStream{s: st}, nil
+}
+
+// FormatPosition asks the source to render pos for people (sdk.PositionFormatter). It fails with
+// ErrNoFormat when the plugin does not render its positions.
+func (s *Source) FormatPosition(ctx context.Context, pos record.Position) (string, error) {
+	resp, err := s.c.FormatPosition(ctx, &sluicev1.FormatPositionRequest{Position: pos})
+	return formatted(resp, err)
 }
 
 // Close closes the source.
@@ -138,6 +148,13 @@ func (b *Buffer) Read(ctx context.Context) (*ReadStream, error) {
 		return nil, fromWire(err)
 	}
 	return &ReadStream{s: st}, nil
+}
+
+// FormatPosition asks the buffer to render pos for people (sdk.PositionFormatter). It fails with
+// ErrNoFormat when the plugin does not render its positions.
+func (b *Buffer) FormatPosition(ctx context.Context, pos record.Position) (string, error) {
+	resp, err := b.c.FormatPosition(ctx, &sluicev1.FormatPositionRequest{Position: pos})
+	return formatted(resp, err)
 }
 
 // Close closes the buffer.
@@ -225,6 +242,19 @@ func (w *WriteStream) RecvAck() (Ack, error) {
 
 // CloseSend tells the stage that no more batches will come.
 func (w *WriteStream) CloseSend() error { return w.s.CloseSend() }
+
+// ErrNoFormat is FormatPosition's error for a plugin that does not render its positions.
+var ErrNoFormat = errors.New("the plugin does not render its positions")
+
+func formatted(resp *sluicev1.FormatPositionResponse, err error) (string, error) {
+	if status.Code(err) == codes.Unimplemented {
+		return "", ErrNoFormat
+	}
+	if err != nil {
+		return "", fromWire(err)
+	}
+	return resp.GetText(), nil
+}
 
 func nonEmpty(p []byte) record.Position {
 	if len(p) == 0 {

@@ -44,7 +44,8 @@ type BufferConfig struct {
 //   - resume: an instance acknowledges the batches through about half the records and is closed; a fresh
 //     one opened with After = the last acknowledged buffer position has the same Checkpoint and reads
 //     exactly the records after it, with the same positions.
-//   - restart: the same, with the first instance killed without Close (a crash).
+//   - restart: the same, with the first instance aborted (a crash: no Close; a subprocess is killed with
+//     SIGKILL).
 //
 // Resume and restart are skipped for a Volatile buffer. Buffer must not run in parallel with other tests
 // of the same package (see Source).
@@ -180,7 +181,7 @@ func (b *bufferCheck) reopen(t *testing.T, crash bool) {
 		after, from = acked[len(acked)-1].Position, len(dataOf(acked))
 	}
 	if crash {
-		c.Kill()
+		c.Abort() // a crash: no Close
 	} else {
 		stopStream(cancel, rs)
 		if err := buf.Close(ctx); err != nil {

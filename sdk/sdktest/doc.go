@@ -59,10 +59,11 @@
 // default the host would refuse fail the check.
 //
 // Each check runs in its own subtest with its own instances, a 15 s deadline, and a goroutine leak
-// check at the end (go.uber.org/goleak): after Close and after the connection is gone, no goroutine your
-// plugin started may still run. A check that kills an instance to simulate a crash does not call Close on
-// it; goroutines that only Close would stop are tolerated there only until the connection ends, so tie
-// background work to the contexts the SDK passes.
+// check at the end (go.uber.org/goleak): once every instance has ended, no goroutine your plugin started may
+// still run. An instance ends when Close has returned or, in the checks that simulate a crash, when it is
+// aborted: a subprocess is killed (SIGKILL), and an in-process one gets no Close, only the end of its stage
+// context. So tie what a stage keeps open — a database/sql pool, a client with background goroutines — to
+// OpenRequest.Context (context.AfterFunc(req.Context(), …)), which ends in both cases.
 //
 // Because the leak check looks at the whole process, do not run these functions in parallel with other
 // tests of the same package (no t.Parallel around them).

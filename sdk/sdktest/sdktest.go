@@ -158,7 +158,7 @@ func begin(t *testing.T) context.Context {
 			err = goleak.Find(ignore)
 		}
 		if err != nil {
-			t.Errorf("goroutines left running after every stage was closed and its connection killed: %v", err)
+			t.Errorf("goroutines left running after every stage had ended (closed, or aborted to simulate a crash) and its connection was gone: %v", err)
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)

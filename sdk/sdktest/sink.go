@@ -39,9 +39,10 @@ type SinkConfig struct {
 //     advances the position. Acks arrive in order and cover every batch, and the stream ends after
 //     CloseSend. With AtomicPosition, Checkpoint is nil before the first write and equals the last
 //     batch's position after. Close succeeds, Verify sees the records, and no goroutine is left behind.
-//   - restart: an instance writes half the batches, waits for their acks and is killed without Close; a
-//     fresh instance with the same settings (with AtomicPosition: whose Checkpoint is the last acked
-//     batch's position) writes the rest. Verify sees every record once.
+//   - restart: an instance writes half the batches, waits for their acks and is aborted (a crash: no
+//     Close; a subprocess is killed with SIGKILL); a fresh instance with the same settings (with
+//     AtomicPosition: whose Checkpoint is the last acked batch's position) writes the rest. Verify sees
+//     every record once.
 //
 // Sink must not run in parallel with other tests of the same package (see Source).
 func Sink(t *testing.T, p sdk.Plugin, cfg SinkConfig) {
@@ -135,7 +136,7 @@ func (s *sinkCheck) restart(t *testing.T) {
 	w.waitAcked(t)
 	stored := pl.batches[half-1].Position
 	s.checkpoint(t, ctx, snk, stored, "after half the batches")
-	c.Kill() // a crash: no CloseSend, no Close
+	c.Abort() // a crash: no CloseSend, no Close
 
 	_, snk = s.open(t, ctx, settings)
 	s.checkpoint(t, ctx, snk, stored, "after a restart")

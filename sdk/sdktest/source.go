@@ -44,8 +44,9 @@ type SourceConfig struct {
 //     only after the last batch is acknowledged. Close succeeds and no goroutine is left behind.
 //   - resume: a fresh instance opened with After = the position of record Records/2 reads exactly the
 //     records after it, compared with Same.
-//   - restart: an instance acknowledges the batches through about half the records and is killed
-//     without Close (a crash); a fresh one opened after the last acknowledged position reads the rest.
+//   - restart: an instance acknowledges the batches through about half the records and is aborted
+//     (a crash: no Close; a subprocess is killed with SIGKILL); a fresh one opened after the last
+//     acknowledged position reads the rest.
 //
 // Source must not run in parallel with other tests of the same package: the leak check looks at every
 // goroutine of the process.
@@ -151,7 +152,7 @@ func (s *sourceCheck) restart(t *testing.T) {
 	}
 	first := &received{}
 	recv(t, rs, first, n, func(i int) bool { return first.ends[i] <= n/2 })
-	c.Kill() // a crash: no Close
+	c.Abort() // a crash: no Close
 	var after record.Position
 	from := 0
 	if first.acked > 0 {

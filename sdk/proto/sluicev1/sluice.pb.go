@@ -624,6 +624,96 @@ func (x *BufferFill) GetFraction() float64 {
 	return 0
 }
 
+type FormatPositionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A position the stage emitted.
+	Position      []byte `protobuf:"bytes,1,opt,name=position,proto3" json:"position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FormatPositionRequest) Reset() {
+	*x = FormatPositionRequest{}
+	mi := &file_sluice_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FormatPositionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FormatPositionRequest) ProtoMessage() {}
+
+func (x *FormatPositionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FormatPositionRequest.ProtoReflect.Descriptor instead.
+func (*FormatPositionRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *FormatPositionRequest) GetPosition() []byte {
+	if x != nil {
+		return x.Position
+	}
+	return nil
+}
+
+type FormatPositionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The position as the plugin renders it for people (logs, the host's API).
+	Text          string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FormatPositionResponse) Reset() {
+	*x = FormatPositionResponse{}
+	mi := &file_sluice_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FormatPositionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FormatPositionResponse) ProtoMessage() {}
+
+func (x *FormatPositionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FormatPositionResponse.ProtoReflect.Descriptor instead.
+func (*FormatPositionResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *FormatPositionResponse) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
 var File_sluice_proto protoreflect.FileDescriptor
 
 const file_sluice_proto_rawDesc = "" +
@@ -665,21 +755,27 @@ const file_sluice_proto_rawDesc = "" +
 	"BufferFill\x12\x18\n" +
 	"\aentries\x18\x01 \x01(\x03R\aentries\x12\x14\n" +
 	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\x12\x1a\n" +
-	"\bfraction\x18\x03 \x01(\x01R\bfraction2}\n" +
+	"\bfraction\x18\x03 \x01(\x01R\bfraction\"3\n" +
+	"\x15FormatPositionRequest\x12\x1a\n" +
+	"\bposition\x18\x01 \x01(\fR\bposition\",\n" +
+	"\x16FormatPositionResponse\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text2}\n" +
 	"\x06Plugin\x121\n" +
 	"\x04Spec\x12\x10.sluice.v1.Empty\x1a\x17.sluice.v1.SpecResponse\x12@\n" +
-	"\aMetrics\x12\x19.sluice.v1.MetricsRequest\x1a\x1a.sluice.v1.MetricsResponse2\x95\x01\n" +
+	"\aMetrics\x12\x19.sluice.v1.MetricsRequest\x1a\x1a.sluice.v1.MetricsResponse2\xec\x01\n" +
 	"\x06Source\x120\n" +
 	"\x04Open\x12\x16.sluice.v1.OpenRequest\x1a\x10.sluice.v1.Empty\x12,\n" +
 	"\x04Read\x12\x0e.sluice.v1.Ack\x1a\x10.sluice.v1.Batch(\x010\x01\x12+\n" +
-	"\x05Close\x12\x10.sluice.v1.Empty\x1a\x10.sluice.v1.Empty2\x84\x02\n" +
+	"\x05Close\x12\x10.sluice.v1.Empty\x1a\x10.sluice.v1.Empty\x12U\n" +
+	"\x0eFormatPosition\x12 .sluice.v1.FormatPositionRequest\x1a!.sluice.v1.FormatPositionResponse2\xdb\x02\n" +
 	"\x06Buffer\x120\n" +
 	"\x04Open\x12\x16.sluice.v1.OpenRequest\x1a\x10.sluice.v1.Empty\x12=\n" +
 	"\n" +
 	"Checkpoint\x12\x10.sluice.v1.Empty\x1a\x1d.sluice.v1.CheckpointResponse\x12.\n" +
 	"\x06Append\x12\x10.sluice.v1.Batch\x1a\x0e.sluice.v1.Ack(\x010\x01\x12,\n" +
 	"\x04Read\x12\x0e.sluice.v1.Ack\x1a\x10.sluice.v1.Batch(\x010\x01\x12+\n" +
-	"\x05Close\x12\x10.sluice.v1.Empty\x1a\x10.sluice.v1.Empty2\xd3\x01\n" +
+	"\x05Close\x12\x10.sluice.v1.Empty\x1a\x10.sluice.v1.Empty\x12U\n" +
+	"\x0eFormatPosition\x12 .sluice.v1.FormatPositionRequest\x1a!.sluice.v1.FormatPositionResponse2\xd3\x01\n" +
 	"\x04Sink\x120\n" +
 	"\x04Open\x12\x16.sluice.v1.OpenRequest\x1a\x10.sluice.v1.Empty\x12=\n" +
 	"\n" +
@@ -699,18 +795,20 @@ func file_sluice_proto_rawDescGZIP() []byte {
 	return file_sluice_proto_rawDescData
 }
 
-var file_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_sluice_proto_goTypes = []any{
-	(*Empty)(nil),              // 0: sluice.v1.Empty
-	(*SpecResponse)(nil),       // 1: sluice.v1.SpecResponse
-	(*OpenRequest)(nil),        // 2: sluice.v1.OpenRequest
-	(*CheckpointResponse)(nil), // 3: sluice.v1.CheckpointResponse
-	(*Batch)(nil),              // 4: sluice.v1.Batch
-	(*Ack)(nil),                // 5: sluice.v1.Ack
-	(*Reject)(nil),             // 6: sluice.v1.Reject
-	(*MetricsRequest)(nil),     // 7: sluice.v1.MetricsRequest
-	(*MetricsResponse)(nil),    // 8: sluice.v1.MetricsResponse
-	(*BufferFill)(nil),         // 9: sluice.v1.BufferFill
+	(*Empty)(nil),                  // 0: sluice.v1.Empty
+	(*SpecResponse)(nil),           // 1: sluice.v1.SpecResponse
+	(*OpenRequest)(nil),            // 2: sluice.v1.OpenRequest
+	(*CheckpointResponse)(nil),     // 3: sluice.v1.CheckpointResponse
+	(*Batch)(nil),                  // 4: sluice.v1.Batch
+	(*Ack)(nil),                    // 5: sluice.v1.Ack
+	(*Reject)(nil),                 // 6: sluice.v1.Reject
+	(*MetricsRequest)(nil),         // 7: sluice.v1.MetricsRequest
+	(*MetricsResponse)(nil),        // 8: sluice.v1.MetricsResponse
+	(*BufferFill)(nil),             // 9: sluice.v1.BufferFill
+	(*FormatPositionRequest)(nil),  // 10: sluice.v1.FormatPositionRequest
+	(*FormatPositionResponse)(nil), // 11: sluice.v1.FormatPositionResponse
 }
 var file_sluice_proto_depIdxs = []int32{
 	6,  // 0: sluice.v1.Ack.rejects:type_name -> sluice.v1.Reject
@@ -720,31 +818,35 @@ var file_sluice_proto_depIdxs = []int32{
 	2,  // 4: sluice.v1.Source.Open:input_type -> sluice.v1.OpenRequest
 	5,  // 5: sluice.v1.Source.Read:input_type -> sluice.v1.Ack
 	0,  // 6: sluice.v1.Source.Close:input_type -> sluice.v1.Empty
-	2,  // 7: sluice.v1.Buffer.Open:input_type -> sluice.v1.OpenRequest
-	0,  // 8: sluice.v1.Buffer.Checkpoint:input_type -> sluice.v1.Empty
-	4,  // 9: sluice.v1.Buffer.Append:input_type -> sluice.v1.Batch
-	5,  // 10: sluice.v1.Buffer.Read:input_type -> sluice.v1.Ack
-	0,  // 11: sluice.v1.Buffer.Close:input_type -> sluice.v1.Empty
-	2,  // 12: sluice.v1.Sink.Open:input_type -> sluice.v1.OpenRequest
-	0,  // 13: sluice.v1.Sink.Checkpoint:input_type -> sluice.v1.Empty
-	4,  // 14: sluice.v1.Sink.Write:input_type -> sluice.v1.Batch
-	0,  // 15: sluice.v1.Sink.Close:input_type -> sluice.v1.Empty
-	1,  // 16: sluice.v1.Plugin.Spec:output_type -> sluice.v1.SpecResponse
-	8,  // 17: sluice.v1.Plugin.Metrics:output_type -> sluice.v1.MetricsResponse
-	0,  // 18: sluice.v1.Source.Open:output_type -> sluice.v1.Empty
-	4,  // 19: sluice.v1.Source.Read:output_type -> sluice.v1.Batch
-	0,  // 20: sluice.v1.Source.Close:output_type -> sluice.v1.Empty
-	0,  // 21: sluice.v1.Buffer.Open:output_type -> sluice.v1.Empty
-	3,  // 22: sluice.v1.Buffer.Checkpoint:output_type -> sluice.v1.CheckpointResponse
-	5,  // 23: sluice.v1.Buffer.Append:output_type -> sluice.v1.Ack
-	4,  // 24: sluice.v1.Buffer.Read:output_type -> sluice.v1.Batch
-	0,  // 25: sluice.v1.Buffer.Close:output_type -> sluice.v1.Empty
-	0,  // 26: sluice.v1.Sink.Open:output_type -> sluice.v1.Empty
-	3,  // 27: sluice.v1.Sink.Checkpoint:output_type -> sluice.v1.CheckpointResponse
-	5,  // 28: sluice.v1.Sink.Write:output_type -> sluice.v1.Ack
-	0,  // 29: sluice.v1.Sink.Close:output_type -> sluice.v1.Empty
-	16, // [16:30] is the sub-list for method output_type
-	2,  // [2:16] is the sub-list for method input_type
+	10, // 7: sluice.v1.Source.FormatPosition:input_type -> sluice.v1.FormatPositionRequest
+	2,  // 8: sluice.v1.Buffer.Open:input_type -> sluice.v1.OpenRequest
+	0,  // 9: sluice.v1.Buffer.Checkpoint:input_type -> sluice.v1.Empty
+	4,  // 10: sluice.v1.Buffer.Append:input_type -> sluice.v1.Batch
+	5,  // 11: sluice.v1.Buffer.Read:input_type -> sluice.v1.Ack
+	0,  // 12: sluice.v1.Buffer.Close:input_type -> sluice.v1.Empty
+	10, // 13: sluice.v1.Buffer.FormatPosition:input_type -> sluice.v1.FormatPositionRequest
+	2,  // 14: sluice.v1.Sink.Open:input_type -> sluice.v1.OpenRequest
+	0,  // 15: sluice.v1.Sink.Checkpoint:input_type -> sluice.v1.Empty
+	4,  // 16: sluice.v1.Sink.Write:input_type -> sluice.v1.Batch
+	0,  // 17: sluice.v1.Sink.Close:input_type -> sluice.v1.Empty
+	1,  // 18: sluice.v1.Plugin.Spec:output_type -> sluice.v1.SpecResponse
+	8,  // 19: sluice.v1.Plugin.Metrics:output_type -> sluice.v1.MetricsResponse
+	0,  // 20: sluice.v1.Source.Open:output_type -> sluice.v1.Empty
+	4,  // 21: sluice.v1.Source.Read:output_type -> sluice.v1.Batch
+	0,  // 22: sluice.v1.Source.Close:output_type -> sluice.v1.Empty
+	11, // 23: sluice.v1.Source.FormatPosition:output_type -> sluice.v1.FormatPositionResponse
+	0,  // 24: sluice.v1.Buffer.Open:output_type -> sluice.v1.Empty
+	3,  // 25: sluice.v1.Buffer.Checkpoint:output_type -> sluice.v1.CheckpointResponse
+	5,  // 26: sluice.v1.Buffer.Append:output_type -> sluice.v1.Ack
+	4,  // 27: sluice.v1.Buffer.Read:output_type -> sluice.v1.Batch
+	0,  // 28: sluice.v1.Buffer.Close:output_type -> sluice.v1.Empty
+	11, // 29: sluice.v1.Buffer.FormatPosition:output_type -> sluice.v1.FormatPositionResponse
+	0,  // 30: sluice.v1.Sink.Open:output_type -> sluice.v1.Empty
+	3,  // 31: sluice.v1.Sink.Checkpoint:output_type -> sluice.v1.CheckpointResponse
+	5,  // 32: sluice.v1.Sink.Write:output_type -> sluice.v1.Ack
+	0,  // 33: sluice.v1.Sink.Close:output_type -> sluice.v1.Empty
+	18, // [18:34] is the sub-list for method output_type
+	2,  // [2:18] is the sub-list for method input_type
 	2,  // [2:2] is the sub-list for extension type_name
 	2,  // [2:2] is the sub-list for extension extendee
 	0,  // [0:2] is the sub-list for field type_name
@@ -761,7 +863,7 @@ func file_sluice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_proto_rawDesc), len(file_sluice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

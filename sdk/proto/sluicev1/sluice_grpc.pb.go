@@ -183,9 +183,10 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Source_Open_FullMethodName  = "/sluice.v1.Source/Open"
-	Source_Read_FullMethodName  = "/sluice.v1.Source/Read"
-	Source_Close_FullMethodName = "/sluice.v1.Source/Close"
+	Source_Open_FullMethodName           = "/sluice.v1.Source/Open"
+	Source_Read_FullMethodName           = "/sluice.v1.Source/Read"
+	Source_Close_FullMethodName          = "/sluice.v1.Source/Close"
+	Source_FormatPosition_FullMethodName = "/sluice.v1.Source/FormatPosition"
 )
 
 // SourceClient is the client API for Source service.
@@ -197,6 +198,11 @@ type SourceClient interface {
 	// the stream (status OK) when a finite source has no more records.
 	Read(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Ack, Batch], error)
 	Close(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*Empty, error)
+	// Renders one of the source's positions for people. The host asks only when it shows a position, never
+	// per record or batch, at any time in the stage's life (also before Open). Added in protocol version 1
+	// without a version change: a plugin that does not render its positions answers UNIMPLEMENTED and the
+	// host shows positions as it would without it.
+	FormatPosition(ctx context.Context, in *FormatPositionRequest, opts ...grpc.CallOption) (*FormatPositionResponse, error)
 }
 
 type sourceClient struct {
@@ -240,6 +246,16 @@ func (c *sourceClient) Close(ctx context.Context, in *Empty, opts ...grpc.CallOp
 	return out, nil
 }
 
+func (c *sourceClient) FormatPosition(ctx context.Context, in *FormatPositionRequest, opts ...grpc.CallOption) (*FormatPositionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FormatPositionResponse)
+	err := c.cc.Invoke(ctx, Source_FormatPosition_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SourceServer is the server API for Source service.
 // All implementations must embed UnimplementedSourceServer
 // for forward compatibility.
@@ -249,6 +265,11 @@ type SourceServer interface {
 	// the stream (status OK) when a finite source has no more records.
 	Read(grpc.BidiStreamingServer[Ack, Batch]) error
 	Close(context.Context, *Empty) (*Empty, error)
+	// Renders one of the source's positions for people. The host asks only when it shows a position, never
+	// per record or batch, at any time in the stage's life (also before Open). Added in protocol version 1
+	// without a version change: a plugin that does not render its positions answers UNIMPLEMENTED and the
+	// host shows positions as it would without it.
+	FormatPosition(context.Context, *FormatPositionRequest) (*FormatPositionResponse, error)
 	mustEmbedUnimplementedSourceServer()
 }
 
@@ -267,6 +288,9 @@ func (UnimplementedSourceServer) Read(grpc.BidiStreamingServer[Ack, Batch]) erro
 }
 func (UnimplementedSourceServer) Close(context.Context, *Empty) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method Close not implemented")
+}
+func (UnimplementedSourceServer) FormatPosition(context.Context, *FormatPositionRequest) (*FormatPositionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FormatPosition not implemented")
 }
 func (UnimplementedSourceServer) mustEmbedUnimplementedSourceServer() {}
 func (UnimplementedSourceServer) testEmbeddedByValue()                {}
@@ -332,6 +356,24 @@ func _Source_Close_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Source_FormatPosition_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FormatPositionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SourceServer).FormatPosition(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Source_FormatPosition_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SourceServer).FormatPosition(ctx, req.(*FormatPositionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Source_ServiceDesc is the grpc.ServiceDesc for Source service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -347,6 +389,10 @@ var Source_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Close",
 			Handler:    _Source_Close_Handler,
 		},
+		{
+			MethodName: "FormatPosition",
+			Handler:    _Source_FormatPosition_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -360,11 +406,12 @@ var Source_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Buffer_Open_FullMethodName       = "/sluice.v1.Buffer/Open"
-	Buffer_Checkpoint_FullMethodName = "/sluice.v1.Buffer/Checkpoint"
-	Buffer_Append_FullMethodName     = "/sluice.v1.Buffer/Append"
-	Buffer_Read_FullMethodName       = "/sluice.v1.Buffer/Read"
-	Buffer_Close_FullMethodName      = "/sluice.v1.Buffer/Close"
+	Buffer_Open_FullMethodName           = "/sluice.v1.Buffer/Open"
+	Buffer_Checkpoint_FullMethodName     = "/sluice.v1.Buffer/Checkpoint"
+	Buffer_Append_FullMethodName         = "/sluice.v1.Buffer/Append"
+	Buffer_Read_FullMethodName           = "/sluice.v1.Buffer/Read"
+	Buffer_Close_FullMethodName          = "/sluice.v1.Buffer/Close"
+	Buffer_FormatPosition_FullMethodName = "/sluice.v1.Buffer/FormatPosition"
 )
 
 // BufferClient is the client API for Buffer service.
@@ -381,6 +428,8 @@ type BufferClient interface {
 	// buffer is drained, the plugin ends the stream.
 	Read(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Ack, Batch], error)
 	Close(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*Empty, error)
+	// Renders one of the buffer's positions for people, as Source.FormatPosition does.
+	FormatPosition(ctx context.Context, in *FormatPositionRequest, opts ...grpc.CallOption) (*FormatPositionResponse, error)
 }
 
 type bufferClient struct {
@@ -447,6 +496,16 @@ func (c *bufferClient) Close(ctx context.Context, in *Empty, opts ...grpc.CallOp
 	return out, nil
 }
 
+func (c *bufferClient) FormatPosition(ctx context.Context, in *FormatPositionRequest, opts ...grpc.CallOption) (*FormatPositionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FormatPositionResponse)
+	err := c.cc.Invoke(ctx, Buffer_FormatPosition_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BufferServer is the server API for Buffer service.
 // All implementations must embed UnimplementedBufferServer
 // for forward compatibility.
@@ -461,6 +520,8 @@ type BufferServer interface {
 	// buffer is drained, the plugin ends the stream.
 	Read(grpc.BidiStreamingServer[Ack, Batch]) error
 	Close(context.Context, *Empty) (*Empty, error)
+	// Renders one of the buffer's positions for people, as Source.FormatPosition does.
+	FormatPosition(context.Context, *FormatPositionRequest) (*FormatPositionResponse, error)
 	mustEmbedUnimplementedBufferServer()
 }
 
@@ -485,6 +546,9 @@ func (UnimplementedBufferServer) Read(grpc.BidiStreamingServer[Ack, Batch]) erro
 }
 func (UnimplementedBufferServer) Close(context.Context, *Empty) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method Close not implemented")
+}
+func (UnimplementedBufferServer) FormatPosition(context.Context, *FormatPositionRequest) (*FormatPositionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FormatPosition not implemented")
 }
 func (UnimplementedBufferServer) mustEmbedUnimplementedBufferServer() {}
 func (UnimplementedBufferServer) testEmbeddedByValue()                {}
@@ -575,6 +639,24 @@ func _Buffer_Close_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Buffer_FormatPosition_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FormatPositionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BufferServer).FormatPosition(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Buffer_FormatPosition_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BufferServer).FormatPosition(ctx, req.(*FormatPositionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Buffer_ServiceDesc is the grpc.ServiceDesc for Buffer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -593,6 +675,10 @@ var Buffer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Close",
 			Handler:    _Buffer_Close_Handler,
+		},
+		{
+			MethodName: "FormatPosition",
+			Handler:    _Buffer_FormatPosition_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -34,6 +34,7 @@ import (
 
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/proto/sluicev1"
+	"github.com/sluicehq/sluice/sdk/protocol"
 	"github.com/sluicehq/sluice/sdk/record"
 )
 
@@ -261,11 +262,11 @@ func serveVersion(v string) {
 		fmt.Fprintf(stderr, "misbehave: protocolVersion %q is not a number\n", v)
 		os.Exit(1)
 	}
-	hs := sdk.Handshake
+	hs := protocol.Handshake
 	hs.ProtocolVersion = uint(n)
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig:  hs,
-		VersionedPlugins: map[int]plugin.PluginSet{n: {sdk.PartSpec: registerer(func(*grpc.Server) {})}},
+		VersionedPlugins: map[int]plugin.PluginSet{n: {protocol.PartSpec: registerer(func(*grpc.Server) {})}},
 		GRPCServer:       plugin.DefaultGRPCServer,
 	})
 }
@@ -273,8 +274,8 @@ func serveVersion(v string) {
 // serveBrokenSpec serves the SDK's protocol version with a Plugin service whose spec is invalid.
 func serveBrokenSpec() {
 	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig: sdk.Handshake,
-		VersionedPlugins: map[int]plugin.PluginSet{sdk.ProtocolVersion: {sdk.PartSpec: registerer(func(s *grpc.Server) {
+		HandshakeConfig: protocol.Handshake,
+		VersionedPlugins: map[int]plugin.PluginSet{sdk.ProtocolVersion: {protocol.PartSpec: registerer(func(s *grpc.Server) {
 			sluicev1.RegisterPluginServer(s, badSpec{})
 		})}},
 		GRPCServer: plugin.DefaultGRPCServer,

@@ -1,4 +1,4 @@
-package sdk
+package transport
 
 import (
 	"math/bits"
@@ -27,7 +27,7 @@ var sharedPool = &bufferPool{}
 var setDefaultPool sync.Once
 
 // UseBufferPool makes the non-zeroing buffer pool gRPC's default in this process, for the buffers that
-// per-connection options do not reach. Serve calls it in plugin processes; the host calls it before it
+// per-connection options do not reach. sdk.Serve calls it in plugin processes; the host calls it before it
 // connects to plugins. It affects every gRPC connection of the process.
 func UseBufferPool() {
 	setDefaultPool.Do(func() { experimental.SetDefaultBufferPool(sharedPool) })
