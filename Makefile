@@ -91,8 +91,12 @@ generate: ## regenerate protobuf code (needs protoc, protoc-gen-go v1.36.12, pro
 	  --go_out=. --go_opt=module=github.com/sluicehq/sluice/sdk \
 	  --go-grpc_out=. --go-grpc_opt=module=github.com/sluicehq/sluice/sdk proto/sluice.proto
 
-check-generated: generate ## fail if committed generated code is stale
-	git diff --exit-code -- sdk/proto
+check-generated: generate docs ## fail if committed generated code (sdk/proto) or plugin docs (docs/plugins) are stale
+	@stale=$$(git status --porcelain -- sdk/proto docs/plugins); \
+	if [ -n "$$stale" ]; then \
+	  echo "check-generated: generated files differ from what is committed (make generate, make docs; then commit):"; \
+	  echo "$$stale"; git --no-pager diff --stat -- sdk/proto docs/plugins; exit 1; \
+	fi
 
 # golangci-lint: the version make lint wants (.ci/run installs it with go install).
 GOLANGCI_LINT_VERSION := v2.15.0

@@ -3,6 +3,7 @@ module github.com/sluicehq/sluice/plugins/mongodb
 go 1.26.0
 
 require (
+	github.com/expr-lang/expr v1.17.8
 	github.com/sluicehq/sluice/sdk v0.0.0
 	github.com/sluicehq/sluice/services v0.0.0-00010101000000-000000000000
 	go.mongodb.org/mongo-driver/v2 v2.8.2

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -16,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/expr-lang/expr"
 
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/record"
@@ -181,7 +184,10 @@ func TestHistoryLost(t *testing.T) {
 	}
 }
 
-// TestTLSConfig loads a CA bundle and a client certificate with its key from PEM files.
+// TestTLSConfig: the driver gets the configuration of the shared TLS settings, a CA bundle and a client
+// certificate with its key, here in one PEM file named in both tls_cert_file and tls_key_file. That file
+// named in tls_cert_file alone (what mongodb's tls_cert_file meant before the shared settings) is refused,
+// by the spec's rules as by Open, with a message that says to name it in tls_key_file too.
 func TestTLSConfig(t *testing.T) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -206,15 +212,83 @@ func TestTLSConfig(t *testing.T) {
 	if err := os.WriteFile(both, append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tc, err := tlsConfig(Config{TLSCAFile: ca, TLSCertFile: both})
-	if err != nil || tc.RootCAs == nil || len(tc.Certificates) != 1 {
-		t.Fatalf("tlsConfig = %+v, %v", tc, err)
+	options := func(settings sdk.Settings) (*tls.Config, error) {
+		var cfg Config
+		if err := settings.Decode(&cfg); err != nil {
+			return nil, err
+		}
+		copts, err := clientOptions(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return copts.TLSConfig, nil
 	}
-	if _, err := tlsConfig(Config{TLSCAFile: both + ".missing"}); err == nil {
-		t.Fatal("a missing CA file loaded")
+
+	tc, err := options(sdk.Settings{"uri": "mongodb://db.example:27017", "tls_ca_file": ca, "tls_cert_file": both, "tls_key_file": both})
+	if err != nil || tc == nil || tc.RootCAs == nil || len(tc.Certificates) != 1 || tc.InsecureSkipVerify || tc.MinVersion != tls.VersionTLS12 {
+		t.Fatalf("client TLS config = %+v, %v", tc, err)
 	}
-	if _, err := tlsConfig(Config{TLSCertFile: ca}); err == nil {
-		t.Fatal("a certificate without its key loaded")
+	if tc, err := options(sdk.Settings{"uri": "mongodb://db.example:27017/?tls=true"}); err != nil || tc == nil || tc.RootCAs != nil {
+		t.Fatalf("without tls settings, the uri's TLS options: %+v, %v", tc, err)
+	}
+	if tc, err := options(sdk.Settings{"uri": "mongodb://db.example:27017"}); err != nil || tc != nil {
+		t.Fatalf("without tls settings or uri options, TLS is on: %+v, %v", tc, err)
+	}
+	if tc, err := options(sdk.Settings{"uri": "mongodb://db.example:27017", "tls": true, "tls_server_name": "mongo.internal"}); err != nil || tc == nil || tc.ServerName != "mongo.internal" {
+		t.Fatalf("tls_server_name: %+v, %v", tc, err)
+	}
+	for _, bad := range []struct {
+		settings sdk.Settings
+		want     string
+	}{
+		{sdk.Settings{"uri": "mongodb://x", "tls_ca_file": both + ".missing"}, "tls_ca_file"},
+		{sdk.Settings{"uri": "mongodb://x", "tls_cert_file": ca, "tls_key_file": ca}, "tls_key_file " + ca + " holds no PEM private key"},
+		{sdk.Settings{"uri": "mongodb://x", "tls_cert_file": both}, "a PEM file holding the certificate and its key is named in both"},
+		{sdk.Settings{"uri": "mongodb://x", "tls_key_file": both}, "tls_cert_file and tls_key_file go together"},
+	} {
+		if _, err := options(bad.settings); !errors.Is(err, sdk.ErrInvalidSettings) || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%v: %v, want ErrInvalidSettings saying %q", bad.settings, err, bad.want)
+		}
+		s := &Source{}
+		if err := s.Open(context.Background(), sdk.OpenRequest{Settings: bad.settings}); !errors.Is(err, sdk.ErrInvalidSettings) {
+			t.Errorf("Open(%v) = %v, want ErrInvalidSettings", bad.settings, err)
+		}
+	}
+
+	// The rules the host checks when it loads a connector file say the same, before the plugin starts.
+	refused := func(settings map[string]any) []string {
+		var msgs []string
+		for _, r := range spec.Source.Rules {
+			env := map[string]any{} // as the host hands them over: defaults applied, nil when absent
+			for _, s := range spec.Source.Settings {
+				v, err := s.DefaultValue()
+				if err != nil {
+					t.Fatalf("%s: %v", s.Name, err)
+				}
+				env[s.Name] = v
+			}
+			for k, v := range settings {
+				env[k] = v
+			}
+			p, err := expr.Compile(r.Expr, expr.AsBool())
+			if err != nil {
+				t.Fatalf("rule %q: %v", r.Expr, err)
+			}
+			ok, err := expr.Run(p, env)
+			if err != nil {
+				t.Fatalf("rule %q: %v", r.Expr, err)
+			}
+			if !ok.(bool) {
+				msgs = append(msgs, r.Message)
+			}
+		}
+		return msgs
+	}
+	if msgs := refused(map[string]any{"uri": "mongodb://x", "tls_cert_file": both}); len(msgs) != 1 || !strings.Contains(msgs[0], "named in both") {
+		t.Errorf("rules on tls_cert_file alone: %q", msgs)
+	}
+	if msgs := refused(map[string]any{"uri": "mongodb://x", "tls_cert_file": both, "tls_key_file": both}); len(msgs) != 0 {
+		t.Errorf("rules on one file in tls_cert_file and tls_key_file: %q", msgs)
 	}
 }
 

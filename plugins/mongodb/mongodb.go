@@ -16,13 +16,10 @@ package mongodb
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -47,47 +44,10 @@ var spec = sdk.Spec{
 	Summary: "MongoDB change streams as a source: one record per change event, resumable by resume token.",
 	Author:  "sluice",
 	Source: &sdk.Stage{
-		Summary: "Watches a collection, a database or a deployment, optionally filtered to some collections (collections, namespaces) on one stream. Record positions are resume tokens; a restarted pipeline resumes with startAfter right after the last stored one. Emits heartbeats on quiet streams, can copy the watched collections first (snapshot: initial), and replays captured events from a file (replay_file). Record key: the document's _id as canonical Extended JSON; metadata mongodb.db, mongodb.coll, mongodb.operation, mongodb.cluster_time, mongodb.wall_time, mongodb.txn_number, mongodb.lsid; payload: the change event.",
-		Settings: []sdk.Setting{
-			{Name: "uri", Type: sdk.TypeString, Secret: true,
-				Doc: "Connection string (mongodb:// or mongodb+srv://) with credentials, replicaSet, readPreference and TLS options (tls=true, authMechanism=MONGODB-X509, …). Change streams need a replica set or a sharded cluster (connect to mongos). Required unless replay_file is set."},
-			{Name: "database", Type: sdk.TypeString, Doc: "Database to watch. Omit (with collection and collections) to watch every database of the deployment but admin, local and config (needs the changeStream privilege on the cluster)."},
-			{Name: "collection", Type: sdk.TypeString, Doc: "Collection to watch, in database. Omit to watch every collection of database, or several with collections or namespaces."},
-			{Name: "collections", Type: sdk.TypeList,
-				Doc: "Collections of database to watch, e.g. [orders, customers], on one database-wide change stream (one stream, one position) that the server filters with a $match on ns.coll put in front of pipeline, so the changes of other collections never reach the source. Needs database; not with collection. Records carry their collection in the mongodb.coll metadata (route with the route transform). Combined with namespaces, a collection must also pass namespaces."},
-			{Name: "namespaces", Type: sdk.TypeObject,
-				Doc: "Filter by namespace on a database-wide (with database) or deployment-wide (without) stream: {include: [regex, …], exclude: [regex, …]}, regular expressions in RE2 syntax (no lookaround or backreferences; MongoDB's PCRE reads them the same) matched against \"db.coll\", unanchored (write ^shop\\.orders$ for one collection). A change is delivered when its namespace matches one include expression (or include is absent) and no exclude expression. The server filters with $regexMatch (MongoDB 4.2+) in a $match put in front of pipeline. invalidate and dropDatabase events always pass. Not with collection."},
-			{Name: "pipeline", Type: sdk.TypeList,
-				Doc: "Aggregation stages the server runs on the change stream, as a list of stage objects in YAML or JSON, e.g. [{$match: {operationType: {$in: [insert, update]}}}], or of strings holding a stage in Extended JSON ('{\"$match\": {\"fullDocument.at\": {\"$gt\": {\"$date\": \"2024-01-01T00:00:00Z\"}}}}'), which keep their key order (objects from YAML or JSON settings do not, which matters only when a stage compares a whole embedded document). Extended JSON values ({$date: …}, {$oid: …}) work in both. Allowed stages: $match, $project, $addFields, $set, $unset, $replaceRoot, $redact. Keep _id (the resume token) unchanged: the source needs it for positions. Filtering server-side saves bandwidth; filtered-out events still advance the position through heartbeats. Not applied to snapshot records."},
-			{Name: "full_document", Type: sdk.TypeString, Default: "updateLookup", Enum: []string{"default", "updateLookup", "whenAvailable", "required"},
-				Doc: "fullDocument of update events. updateLookup (default): the server looks the document up when it reads the event, so it shows the document's current state, which may include later changes, or null if it was deleted since. default: update events carry only updateDescription. whenAvailable / required: the post-image as of the change (MongoDB 6.0+, collections with changeStreamPreAndPostImages enabled; required fails the stream when one is missing)."},
-			{Name: "full_document_before_change", Type: sdk.TypeString, Default: "off", Enum: []string{"off", "whenAvailable", "required"},
-				Doc: "Pre-images (fullDocumentBeforeChange) of update, replace and delete events: off (default), whenAvailable, or required (the stream fails when one is missing, for example after the pre-image expired). Needs MongoDB 6.0+ and changeStreamPreAndPostImages enabled on the collection."},
-			{Name: "batch_size", Type: sdk.TypeInt, Default: "0", Min: "0", Max: "2147483647",
-				Doc: "Events (or, during a snapshot, documents) per server reply; 0 uses the server's default. Records reach the host in batches of the pipeline's batch_max_records either way."},
-			{Name: "max_await", Type: sdk.TypeDuration, Default: "1s", Min: "0s",
-				Doc: "How long the server holds a getMore open waiting for new events before it answers with an empty batch. Lower means quicker heartbeats and shutdown, higher means fewer round trips on quiet streams."},
-			{Name: "show_expanded_events", Type: sdk.TypeBool, Default: "false",
-				Doc: "Also emit DDL events such as create, createIndexes, dropIndexes, modify and shardCollection (MongoDB 6.0+). They arrive as records with operation other."},
-			{Name: "start_at", Type: sdk.TypeString, Default: "latest",
-				Doc: "Where a pipeline with no stored position starts: latest (changes made from now on, default), an RFC 3339 time such as 2024-05-01T00:00:00Z (startAtOperationTime; must still be in the oplog), or a resume token as Extended JSON, {\"_data\": \"8265…\"} (startAfter). A stored position always wins; `sluice reset PIPELINE` forgets it."},
-			{Name: "heartbeat_interval", Type: sdk.TypeDuration, Default: "10s", Min: "0s",
-				Doc: "When no event has been emitted for this long and the stream's post-batch resume token has moved (the server advances it on quiet streams and past events the pipeline filtered out), emit a position-only heartbeat record so the stored position stays recent and a restart does not fall off the oplog. 0 turns heartbeats off. Needs a server that reports post-batch resume tokens (MongoDB 4.0.7+)."},
-			{Name: "on_history_lost", Type: sdk.TypeString, Default: "fail", Enum: []string{"fail", "latest", "timestamp"},
-				Doc: "When the stored resume token is no longer in the oplog (ChangeStreamHistoryLost and kin), at open or while streaming: fail (default) stops the pipeline for good with an error that explains the recovery steps; latest restarts from now and logs an error (the changes in between are NOT delivered); timestamp restarts at start_at, which must then be an RFC 3339 time."},
-			{Name: "oversize", Type: sdk.TypeString, Default: "split", Enum: []string{"split", "skip", "dlq", "fail"},
-				Doc: "Change events over MongoDB's 16 MB limit (a large document with its pre- or post-image). split (default): append $changeStreamSplitLargeEvent (MongoDB 7.0+ and 6.0.9+) and reassemble the fragments into one record; skip: reassemble, then emit only the event's position and log a warning with the document key; dlq: emit the reassembled event as a dead letter (needs the pipeline's dlq: sink; without one the pipeline does not start). On a server without $changeStreamSplitLargeEvent the source logs a warning and an oversize event stops the pipeline with an error naming this setting. fail: never add the stage."},
-			{Name: "snapshot", Type: sdk.TypeString, Default: "never", Enum: []string{"never", "initial"},
-				Doc: "initial: when the pipeline has no stored position, first capture the stream's current resume token (or, on servers without one, the cluster time), then copy each watched collection in turn — collection; or the collections of database (every database but admin, local and config without one) that collections and namespaces let through, views and system collections left out, ordered by database then name — each in _id order, as records with operation snapshot (payload {operationType: snapshot, ns, documentKey, fullDocument}), then stream the changes made since the capture, so none made during the copy is lost (a document changed during the copy may arrive both as a snapshot record and as a change). The copy is resumable: each record's position records the collection and the last _id copied. start_at is not used. never (default): stream only."},
-			{Name: "encoding", Type: sdk.TypeString, Default: "relaxed", Enum: []string{"relaxed", "canonical", "bson"},
-				Doc: "Payload encoding: relaxed (default) is MongoDB Extended JSON v2 relaxed mode (numbers as JSON numbers, {\"$oid\"}, {\"$date\": \"…\"}); canonical keeps every type ({\"$numberInt\"}, {\"$numberLong\"}, {\"$date\": {\"$numberLong\"}}); bson is the event's raw BSON."},
-			{Name: "tls_ca_file", Type: sdk.TypeString, Doc: "PEM CA bundle to verify the server's certificate with; enables TLS. (tlsCAFile in the uri works too.)"},
-			{Name: "tls_cert_file", Type: sdk.TypeString, Doc: "PEM file holding the client certificate and its private key, for X.509 authentication (authMechanism=MONGODB-X509) or mutual TLS; enables TLS."},
-			{Name: "replay_file", Type: sdk.TypeString,
-				Doc: "Instead of connecting, read change events from this file, one per line in MongoDB Extended JSON (canonical or relaxed, as watch() or mongosh print them), and end after the last one. The records are exactly those the live source would emit, positions being the events' _id tokens; database and collection only fill in a missing ns. For testing transforms on captured events."},
-		},
+		Summary:  "Watches a collection, a database or a deployment, optionally filtered to some collections (collections, namespaces) on one stream. Record positions are resume tokens; a restarted pipeline resumes with startAfter right after the last stored one. Emits heartbeats on quiet streams, can copy the watched collections first (snapshot: initial), and replays captured events from a file (replay_file). Record key: the document's _id as canonical Extended JSON; metadata mongodb.db, mongodb.coll, mongodb.operation, mongodb.cluster_time, mongodb.wall_time, mongodb.txn_number, mongodb.lsid; payload: the change event.",
+		Settings: sdk.MustSettingsOf[Config](),
 		// What Open refuses across settings, checked when the connector file loads.
-		Rules: []sdk.Rule{
+		Rules: append([]sdk.Rule{
 			{Expr: `(uri ?? "") != "" || (replay_file ?? "") != ""`, Settings: []string{"uri", "replay_file"},
 				Message: "uri is required (or replay_file, to replay captured events instead of connecting)"},
 			{Expr: `(collection ?? "") == "" || (database ?? "") != ""`, Settings: []string{"collection", "database"},
@@ -104,32 +64,33 @@ var spec = sdk.Spec{
 				Message: "namespaces has neither include nor exclude: give regular expressions matched against \"db.coll\", or remove namespaces"},
 			{Expr: `on_history_lost != "timestamp" || start_at matches "^[0-9]{4}-[0-9]{2}-[0-9]{2}T"`, Settings: []string{"on_history_lost", "start_at"},
 				Message: "on_history_lost: timestamp restarts at start_at, which must then be an RFC 3339 time such as 2024-05-01T00:00:00Z"},
-		},
+		}, sdk.TLSRules...),
 	},
 }
 
-// Config holds the source's settings.
+// Config holds the source's settings; its tags declare them (sdk.SettingsOf). The shared TLS group
+// (sdk.TLS) comes before replay_file; the driver dials with its configuration when any tls setting is
+// given, and with the uri's TLS options otherwise.
 type Config struct {
-	URI               string         `setting:"uri"`
-	Database          string         `setting:"database"`
-	Collection        string         `setting:"collection"`
-	Collections       []string       `setting:"collections"`
-	Namespaces        map[string]any `setting:"namespaces"`
-	Pipeline          []any          `setting:"pipeline"`
-	FullDocument      string         `setting:"full_document"`
-	FullDocumentPre   string         `setting:"full_document_before_change"`
-	BatchSize         int32          `setting:"batch_size"`
-	MaxAwait          time.Duration  `setting:"max_await"`
-	ShowExpanded      bool           `setting:"show_expanded_events"`
-	StartAt           string         `setting:"start_at"`
-	HeartbeatInterval time.Duration  `setting:"heartbeat_interval"`
-	OnHistoryLost     string         `setting:"on_history_lost"`
-	Oversize          string         `setting:"oversize"`
-	Snapshot          string         `setting:"snapshot"`
-	Encoding          string         `setting:"encoding"`
-	TLSCAFile         string         `setting:"tls_ca_file"`
-	TLSCertFile       string         `setting:"tls_cert_file"`
-	ReplayFile        string         `setting:"replay_file"`
+	URI               string         `setting:"uri,secret" doc:"Connection string (mongodb:// or mongodb+srv://) with credentials, replicaSet, readPreference and TLS options (tls=true, authMechanism=MONGODB-X509, …). Change streams need a replica set or a sharded cluster (connect to mongos). Required unless replay_file is set."`
+	Database          string         `setting:"database" doc:"Database to watch. Omit (with collection and collections) to watch every database of the deployment but admin, local and config (needs the changeStream privilege on the cluster)."`
+	Collection        string         `setting:"collection" doc:"Collection to watch, in database. Omit to watch every collection of database, or several with collections or namespaces."`
+	Collections       []string       `setting:"collections" doc:"Collections of database to watch, e.g. [orders, customers], on one database-wide change stream (one stream, one position) that the server filters with a $match on ns.coll put in front of pipeline, so the changes of other collections never reach the source. Needs database; not with collection. Records carry their collection in the mongodb.coll metadata (route with the route transform). Combined with namespaces, a collection must also pass namespaces."`
+	Namespaces        map[string]any `setting:"namespaces" doc:"Filter by namespace on a database-wide (with database) or deployment-wide (without) stream: {include: [regex, …], exclude: [regex, …]}, regular expressions in RE2 syntax (no lookaround or backreferences; MongoDB's PCRE reads them the same) matched against \"db.coll\", unanchored (write ^shop\\.orders$ for one collection). A change is delivered when its namespace matches one include expression (or include is absent) and no exclude expression. The server filters with $regexMatch (MongoDB 4.2+) in a $match put in front of pipeline. invalidate and dropDatabase events always pass. Not with collection."`
+	Pipeline          []any          `setting:"pipeline" doc:"Aggregation stages the server runs on the change stream, as a list of stage objects in YAML or JSON, e.g. [{$match: {operationType: {$in: [insert, update]}}}], or of strings holding a stage in Extended JSON ('{\"$match\": {\"fullDocument.at\": {\"$gt\": {\"$date\": \"2024-01-01T00:00:00Z\"}}}}'), which keep their key order (objects from YAML or JSON settings do not, which matters only when a stage compares a whole embedded document). Extended JSON values ({$date: …}, {$oid: …}) work in both. Allowed stages: $match, $project, $addFields, $set, $unset, $replaceRoot, $redact. Keep _id (the resume token) unchanged: the source needs it for positions. Filtering server-side saves bandwidth; filtered-out events still advance the position through heartbeats. Not applied to snapshot records."`
+	FullDocument      string         `setting:"full_document" default:"updateLookup" enum:"default,updateLookup,whenAvailable,required" doc:"fullDocument of update events. updateLookup (default): the server looks the document up when it reads the event, so it shows the document's current state, which may include later changes, or null if it was deleted since. default: update events carry only updateDescription. whenAvailable / required: the post-image as of the change (MongoDB 6.0+, collections with changeStreamPreAndPostImages enabled; required fails the stream when one is missing)."`
+	FullDocumentPre   string         `setting:"full_document_before_change" default:"off" enum:"off,whenAvailable,required" doc:"Pre-images (fullDocumentBeforeChange) of update, replace and delete events: off (default), whenAvailable, or required (the stream fails when one is missing, for example after the pre-image expired). Needs MongoDB 6.0+ and changeStreamPreAndPostImages enabled on the collection."`
+	BatchSize         int32          `setting:"batch_size" default:"0" min:"0" max:"2147483647" doc:"Events (or, during a snapshot, documents) per server reply; 0 uses the server's default. Records reach the host in batches of the pipeline's batch_max_records either way."`
+	MaxAwait          time.Duration  `setting:"max_await" default:"1s" min:"0s" doc:"How long the server holds a getMore open waiting for new events before it answers with an empty batch. Lower means quicker heartbeats and shutdown, higher means fewer round trips on quiet streams."`
+	ShowExpanded      bool           `setting:"show_expanded_events" default:"false" doc:"Also emit DDL events such as create, createIndexes, dropIndexes, modify and shardCollection (MongoDB 6.0+). They arrive as records with operation other."`
+	StartAt           string         "setting:\"start_at\" default:\"latest\" doc:\"Where a pipeline with no stored position starts: latest (changes made from now on, default), an RFC 3339 time such as 2024-05-01T00:00:00Z (startAtOperationTime; must still be in the oplog), or a resume token as Extended JSON, {\\\"_data\\\": \\\"8265…\\\"} (startAfter). A stored position always wins; `sluice reset PIPELINE` forgets it.\""
+	HeartbeatInterval time.Duration  `setting:"heartbeat_interval" default:"10s" min:"0s" doc:"When no event has been emitted for this long and the stream's post-batch resume token has moved (the server advances it on quiet streams and past events the pipeline filtered out), emit a position-only heartbeat record so the stored position stays recent and a restart does not fall off the oplog. 0 turns heartbeats off. Needs a server that reports post-batch resume tokens (MongoDB 4.0.7+)."`
+	OnHistoryLost     string         `setting:"on_history_lost" default:"fail" enum:"fail,latest,timestamp" doc:"When the stored resume token is no longer in the oplog (ChangeStreamHistoryLost and kin), at open or while streaming: fail (default) stops the pipeline for good with an error that explains the recovery steps; latest restarts from now and logs an error (the changes in between are NOT delivered); timestamp restarts at start_at, which must then be an RFC 3339 time."`
+	Oversize          string         `setting:"oversize" default:"split" enum:"split,skip,dlq,fail" doc:"Change events over MongoDB's 16 MB limit (a large document with its pre- or post-image). split (default): append $changeStreamSplitLargeEvent (MongoDB 7.0+ and 6.0.9+) and reassemble the fragments into one record; skip: reassemble, then emit only the event's position and log a warning with the document key; dlq: emit the reassembled event as a dead letter (needs the pipeline's dlq: sink; without one the pipeline does not start). On a server without $changeStreamSplitLargeEvent the source logs a warning and an oversize event stops the pipeline with an error naming this setting. fail: never add the stage."`
+	Snapshot          string         `setting:"snapshot" default:"never" enum:"never,initial" doc:"initial: when the pipeline has no stored position, first capture the stream's current resume token (or, on servers without one, the cluster time), then copy each watched collection in turn — collection; or the collections of database (every database but admin, local and config without one) that collections and namespaces let through, views and system collections left out, ordered by database then name — each in _id order, as records with operation snapshot (payload {operationType: snapshot, ns, documentKey, fullDocument}), then stream the changes made since the capture, so none made during the copy is lost (a document changed during the copy may arrive both as a snapshot record and as a change). The copy is resumable: each record's position records the collection and the last _id copied. start_at is not used. never (default): stream only."`
+	Encoding          string         `setting:"encoding" default:"relaxed" enum:"relaxed,canonical,bson" doc:"Payload encoding: relaxed (default) is MongoDB Extended JSON v2 relaxed mode (numbers as JSON numbers, {\"$oid\"}, {\"$date\": \"…\"}); canonical keeps every type ({\"$numberInt\"}, {\"$numberLong\"}, {\"$date\": {\"$numberLong\"}}); bson is the event's raw BSON."`
+	sdk.TLS           `setting:",squash"`
+	ReplayFile        string `setting:"replay_file" doc:"Instead of connecting, read change events from this file, one per line in MongoDB Extended JSON (canonical or relaxed, as watch() or mongosh print them), and end after the last one. The records are exactly those the live source would emit, positions being the events' _id tokens; database and collection only fill in a missing ns. For testing transforms on captured events."`
 }
 
 // Source is the change-stream source. The SDK calls Open, then Read from one goroutine (Ack is a no-op:
@@ -203,8 +164,7 @@ func parseStartAt(v string) (start, error) {
 // begins the initial snapshot), or opens the replay file. It fails with sdk.ErrInvalidSettings (or a
 // FailedPrecondition status for lost history) when no retry can help.
 func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
-	cfg := Config{FullDocument: "updateLookup", FullDocumentPre: "off", MaxAwait: time.Second, StartAt: "latest",
-		HeartbeatInterval: 10 * time.Second, OnHistoryLost: "fail", Oversize: "split", Snapshot: "never", Encoding: encRelaxed}
+	var cfg Config
 	if err := req.Settings.Decode(&cfg); err != nil {
 		return err
 	}
@@ -225,8 +185,8 @@ func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
 	if cfg.Oversize == "dlq" && !req.DeadLetter {
 		return invalid("oversize: dlq sends events over 16 MB to the pipeline's dead-letter sink, and the pipeline has none (add dlq:, or choose split, skip or fail)")
 	}
-	if cfg.MaxAwait < 0 || cfg.BatchSize < 0 || cfg.HeartbeatInterval < 0 {
-		return invalid("max_await, batch_size and heartbeat_interval cannot be negative")
+	if err := cfg.TLS.Check(); err != nil {
+		return fmt.Errorf("mongodb: %w", err)
 	}
 	s.cfg, s.startAt, s.log, s.max, s.filter = cfg, st, req.Logger, max(req.MaxBatchRecords, 1), filter
 	s.metrics, s.emitted = req.Metrics, map[namespace]*sdk.Counter{}
@@ -261,16 +221,9 @@ func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
 	if _, err := s.pipeline(); err != nil {
 		return err
 	}
-	copts := options.Client().ApplyURI(cfg.URI)
-	if cfg.TLSCAFile != "" || cfg.TLSCertFile != "" {
-		tc, err := tlsConfig(cfg)
-		if err != nil {
-			return invalid("%v", err)
-		}
-		copts.SetTLSConfig(tc)
-	}
-	if err := copts.Validate(); err != nil {
-		return invalid("uri: %v", err)
+	copts, err := clientOptions(cfg)
+	if err != nil {
+		return err
 	}
 	s.selectTimeout = defaultSelectionTimeout
 	if copts.ServerSelectionTimeout != nil {
@@ -290,27 +243,22 @@ func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
 	return nil
 }
 
-func tlsConfig(cfg Config) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if cfg.TLSCAFile != "" {
-		pem, err := os.ReadFile(cfg.TLSCAFile)
+// clientOptions are the driver's options for cfg: the uri's, with the TLS settings' configuration in
+// place of the uri's TLS options when any tls setting is given (the driver then verifies each server
+// against its own host name unless tls_server_name is set).
+func clientOptions(cfg Config) (*options.ClientOptions, error) {
+	copts := options.Client().ApplyURI(cfg.URI)
+	if cfg.TLS.On() {
+		tc, err := cfg.TLS.Config()
 		if err != nil {
-			return nil, fmt.Errorf("tls_ca_file: %w", err)
+			return nil, fmt.Errorf("mongodb: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls_ca_file %s holds no PEM certificate", cfg.TLSCAFile)
-		}
-		tc.RootCAs = pool
+		copts.SetTLSConfig(tc)
 	}
-	if cfg.TLSCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSCertFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls_cert_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	if err := copts.Validate(); err != nil {
+		return nil, invalid("uri: %v", err)
 	}
-	return tc, nil
+	return copts, nil
 }
 
 // pipeline converts the pipeline setting into aggregation stages, behind the namespace filter's $match

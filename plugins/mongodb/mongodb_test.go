@@ -287,6 +287,11 @@ func TestBadSettings(t *testing.T) {
 		{"uri": "mongodb://x", "database": "d", "namespaces": map[string]any{"include": []any{"(?<=x)y"}}},
 		{"replay_file": "testdata/events.jsonl", "database": "d", "collections": []any{}},
 		{"uri": "mongodb://x", "tls_ca_file": "testdata/nope.pem"},
+		{"uri": "mongodb://x", "tls_cert_file": "testdata/client.pem"}, // certificate and key in one file: name it in tls_key_file too
+		{"uri": "mongodb://x", "max_await": "-1s"},                     // below the tags' min
+		{"uri": "mongodb://x", "batch_size": -1.0},
+		{"uri": "mongodb://x", "heartbeat_interval": "-1s"},
+		{"uri": "mongodb://x", "encoding": "xml"}, // outside the tag's enum
 	} {
 		s := &mongodb.Source{}
 		ss := sdk.Settings{}

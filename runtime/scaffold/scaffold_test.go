@@ -1,10 +1,11 @@
 package scaffold_test
 
 import (
-	"go/parser"
-	"go/token"
+	"bytes"
+	"go/format"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -20,7 +21,8 @@ func sdkDir() string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "sdk")
 }
 
-// TestWrite writes each kind and checks that the Go files parse and go.mod points at the SDK. Building and
+// TestWrite writes each kind and checks that the Go files are gofmt-formatted, that main.go declares its
+// settings once, in Config's tags, and that go.mod points at the SDK. Building and
 // testing what Write writes is runtime/cli's TestPluginInit, with the real binary and go toolchain.
 func TestWrite(t *testing.T) {
 	for _, kind := range scaffold.Kinds {
@@ -34,8 +36,15 @@ func TestWrite(t *testing.T) {
 				t.Fatalf("wrote %v, want %v", files, want)
 			}
 			for _, f := range []string{"main.go", "main_test.go"} {
-				if _, err := parser.ParseFile(token.NewFileSet(), filepath.Join(dir, f), nil, parser.AllErrors); err != nil {
+				src, err := os.ReadFile(filepath.Join(dir, f))
+				if err != nil {
+					t.Fatal(err)
+				}
+				formatted, err := format.Source(src)
+				if err != nil {
 					t.Errorf("%s: %v", f, err)
+				} else if !bytes.Equal(formatted, src) {
+					t.Errorf("%s is not gofmt-formatted:\n%s", f, src)
 				}
 			}
 			gomod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
@@ -48,6 +57,10 @@ func TestWrite(t *testing.T) {
 			main, _ := os.ReadFile(filepath.Join(dir, "main.go"))
 			if !strings.Contains(string(main), `Name:    "my-`+string(kind)+`"`) {
 				t.Fatalf("main.go does not name the plugin my-%s:\n%s", kind, main)
+			}
+			if !regexp.MustCompile(`Settings: +sdk\.MustSettingsOf\[Config\]\(\)`).Match(main) || strings.Contains(string(main), "sdk.Setting{") ||
+				!strings.Contains(string(main), "`setting:\"") {
+				t.Fatalf("main.go does not declare its settings in Config's tags:\n%s", main)
 			}
 		})
 	}
