@@ -205,7 +205,8 @@ func (i *instance) Shutdown(ctx context.Context, abort bool) {
 		}
 		wg.Go(func() {
 			if err := o.close(ctx); err != nil {
-				o.logger.Warn("closing the stage as the plugin stops", "err", err)
+				// The message only: the gRPC status wrapping is for the host, not for people.
+				o.logger.Warn("closing the stage as the plugin stops", "err", status.Convert(err).Message())
 			}
 		})
 	}
