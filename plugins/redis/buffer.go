@@ -190,6 +190,7 @@ type Buffer struct {
 	perEntry int             // records per entry in the last fetch, to size the next
 	arena    []byte          // the bytes of the records fetched
 	fetched  []record.Record // the records fetched; Read returns them batch by batch
+	parsed   []entry         // the entries of the last fetch, reused
 	next     int             // the first record of fetched not yet returned
 
 	mu       sync.Mutex
@@ -615,11 +616,13 @@ func (b *Buffer) fetch(ctx context.Context) error {
 		return nil
 	}
 	size := 0
+	b.parsed = b.parsed[:0]
 	for _, m := range msgs {
 		data, n, err := entryRecords(m)
 		if err != nil {
 			return fmt.Errorf("redis: stream %s entry %s: %w", b.stream, m.ID, err)
 		}
+		b.parsed = append(b.parsed, entry{id: m.ID, data: data, n: n})
 		size += len(data) + n*(len(m.ID)+1+len(strconv.Itoa(n)))
 	}
 	// The records alias one buffer per fetch; go-redis's strings are copied into it once.
@@ -628,30 +631,35 @@ func (b *Buffer) fetch(ctx context.Context) error {
 	}
 	arena := b.arena[:0]
 	records := 0
-	for _, m := range msgs {
-		data, n, _ := entryRecords(m)
+	for _, e := range b.parsed {
 		start := len(arena)
-		arena = append(arena, data...)
+		arena = append(arena, e.data...)
 		first := len(b.fetched)
-		if b.fetched, err = record.Decode(b.fetched, arena[start:], n); err != nil {
-			return fmt.Errorf("redis: stream %s entry %s: %w", b.stream, m.ID, err)
+		if b.fetched, err = record.Decode(b.fetched, arena[start:], e.n); err != nil {
+			return fmt.Errorf("redis: stream %s entry %s: %w", b.stream, e.id, err)
 		}
 		for i := first; i < len(b.fetched); i++ {
 			start := len(arena)
-			arena = append(arena, m.ID...)
-			if idx := i - first; idx < n-1 {
+			arena = append(arena, e.id...)
+			if idx := i - first; idx < e.n-1 {
 				arena = append(arena, '.')
 				arena = strconv.AppendInt(arena, int64(idx), 10)
 			}
 			b.fetched[i].Position = record.Position(arena[start:len(arena):len(arena)])
 		}
-		records += n
+		records += e.n
 	}
 	b.arena = arena
 	b.perEntry = max(1, records/len(msgs))
 	b.lastRead = msgs[len(msgs)-1].ID
 	b.next = min(skip, len(b.fetched))
 	return nil
+}
+
+// entry is a stream entry as fetch reads it: its ID, its records (encoded back to back) and their number.
+type entry struct {
+	id, data string
+	n        int
 }
 
 // entryRecords returns the encoded records a stream entry holds and their number.
