@@ -2,8 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"log/slog"
-	"runtime"
 	"testing"
 
 	"github.com/sluicehq/sluice/plugins/discard"
@@ -50,27 +48,7 @@ func BenchmarkPipelineW1(b *testing.B) {
 				Sink:            Stage{Plugin: "discard", InProcess: mode.inProcess, Settings: map[string]any{}},
 				BatchMaxRecords: 1024,
 			}
-			var ms0, ms1 runtime.MemStats
-			runtime.ReadMemStats(&ms0)
-			cpu0 := cpuTime()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				p := New(cfg, catalog, &memStore{}, slog.New(slog.DiscardHandler))
-				if err := p.Run(ctx); err != nil {
-					b.Fatal(err)
-				}
-				if got := p.Stats.Delivered.Load(); got != records/2 {
-					b.Fatalf("delivered %d records, want %d", got, records/2)
-				}
-			}
-			b.StopTimer()
-			cpu := cpuTime() - cpu0
-			runtime.ReadMemStats(&ms1)
-			total := float64(records) * float64(b.N)
-			b.ReportMetric(total/b.Elapsed().Seconds(), "records/s")
-			b.ReportMetric(float64(cpu.Microseconds())/total, "cpu-µs/record")
-			b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/total, "host-allocs/record")
-			b.ReportMetric(0, "ns/op")
+			runPipelines(b, ctx, cfg, catalog, records, records/2)
 		})
 	}
 }
