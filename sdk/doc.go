@@ -105,6 +105,14 @@
 // (a resume token as its time, a sequence number as a number); without it the host shows them as text or
 // hex. The host asks only when it shows a position, never per record.
 //
+// # Verify
+//
+// A Source or a Sink may implement Verifier so that `sluice verify` can check a pipeline end to end: the
+// source streams what a snapshot made now would emit, the host runs it through the pipeline's transforms,
+// and compares it key by key with what the sink streams (the latest record it holds per key, deletions
+// included). Verify runs on a stage that is not opened, beside the running pipeline, so it must read
+// without taking anything over. Without it, `sluice verify` says which stage cannot be verified.
+//
 // # Metrics and event time
 //
 // A stage can count what it does: OpenRequest.Metrics registers counters, gauges and histograms, which the

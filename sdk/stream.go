@@ -292,6 +292,10 @@ func (s *sourceServer) FormatPosition(_ context.Context, req *sluicev1.FormatPos
 	return formatPosition(s.impl, req)
 }
 
+func (s *sourceServer) Verify(req *sluicev1.VerifyRequest, stream grpc.ServerStreamingServer[sluicev1.VerifyResponse]) error {
+	return serveVerify(s.impl, s.logger, req, stream)
+}
+
 func (s *sourceServer) Close(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.Empty, error) {
 	return &sluicev1.Empty{}, toStatus(s.close(ctx))
 }
@@ -344,6 +348,10 @@ func (s *sinkServer) Write(stream grpc.BidiStreamingServer[sluicev1.Batch, sluic
 	}
 	defer done()
 	return serveWrite(ctx, stream, s.write, s.deadLetter)
+}
+
+func (s *sinkServer) Verify(req *sluicev1.VerifyRequest, stream grpc.ServerStreamingServer[sluicev1.VerifyResponse]) error {
+	return serveVerify(s.impl, s.logger, req, stream)
 }
 
 func (s *sinkServer) Close(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.Empty, error) {

@@ -714,6 +714,172 @@ func (x *FormatPositionResponse) GetText() string {
 	return ""
 }
 
+type VerifyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Pipeline id, as in OpenRequest.
+	Pipeline string `protobuf:"bytes,1,opt,name=pipeline,proto3" json:"pipeline,omitempty"`
+	// The stage's settings as a JSON object, as in OpenRequest.
+	SettingsJson []byte `protobuf:"bytes,2,opt,name=settings_json,json=settingsJson,proto3" json:"settings_json,omitempty"`
+	// Sinks only: the routes (the sluice.route metadata) that the records of the source's current state
+	// take after the pipeline's transforms. The sink reads those destinations besides its own.
+	Routes []string `protobuf:"bytes,3,rep,name=routes,proto3" json:"routes,omitempty"`
+	// When not empty, the stage reports only records with these keys (the host re-checks keys that
+	// differed).
+	Keys          [][]byte `protobuf:"bytes,4,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyRequest) Reset() {
+	*x = VerifyRequest{}
+	mi := &file_sluice_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyRequest) ProtoMessage() {}
+
+func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
+func (*VerifyRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *VerifyRequest) GetPipeline() string {
+	if x != nil {
+		return x.Pipeline
+	}
+	return ""
+}
+
+func (x *VerifyRequest) GetSettingsJson() []byte {
+	if x != nil {
+		return x.SettingsJson
+	}
+	return nil
+}
+
+func (x *VerifyRequest) GetRoutes() []string {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+func (x *VerifyRequest) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type VerifyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Records in the record wire encoding (as Batch.data), count of them. A stream may send any number of
+	// messages with records, then exactly one with done set.
+	Count uint32 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	Data  []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// Set on the last message only, with the fields below.
+	Done bool `protobuf:"varint,3,opt,name=done,proto3" json:"done,omitempty"`
+	// Source: its position now (where a stream started now would begin). Sink: its checkpoint, the last
+	// upstream position it stored; empty when none.
+	Position []byte `protobuf:"bytes,4,opt,name=position,proto3" json:"position,omitempty"`
+	// Source: the time of that position; sink: the latest event time among the records it holds. In
+	// nanoseconds since the Unix epoch; 0 when unknown.
+	TimeUnixNano int64 `protobuf:"varint,5,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// Sinks only: the name of the destination records without a route go to (Kafka: its topic setting).
+	Destination   string `protobuf:"bytes,6,opt,name=destination,proto3" json:"destination,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyResponse) Reset() {
+	*x = VerifyResponse{}
+	mi := &file_sluice_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyResponse) ProtoMessage() {}
+
+func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
+func (*VerifyResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *VerifyResponse) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *VerifyResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *VerifyResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *VerifyResponse) GetPosition() []byte {
+	if x != nil {
+		return x.Position
+	}
+	return nil
+}
+
+func (x *VerifyResponse) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *VerifyResponse) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
 var File_sluice_proto protoreflect.FileDescriptor
 
 const file_sluice_proto_rawDesc = "" +
@@ -759,15 +925,28 @@ const file_sluice_proto_rawDesc = "" +
 	"\x15FormatPositionRequest\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\fR\bposition\",\n" +
 	"\x16FormatPositionResponse\x12\x12\n" +
-	"\x04text\x18\x01 \x01(\tR\x04text2}\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\"|\n" +
+	"\rVerifyRequest\x12\x1a\n" +
+	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12#\n" +
+	"\rsettings_json\x18\x02 \x01(\fR\fsettingsJson\x12\x16\n" +
+	"\x06routes\x18\x03 \x03(\tR\x06routes\x12\x12\n" +
+	"\x04keys\x18\x04 \x03(\fR\x04keys\"\xb2\x01\n" +
+	"\x0eVerifyResponse\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x12\n" +
+	"\x04done\x18\x03 \x01(\bR\x04done\x12\x1a\n" +
+	"\bposition\x18\x04 \x01(\fR\bposition\x12$\n" +
+	"\x0etime_unix_nano\x18\x05 \x01(\x03R\ftimeUnixNano\x12 \n" +
+	"\vdestination\x18\x06 \x01(\tR\vdestination2}\n" +
 	"\x06Plugin\x121\n" +
 	"\x04Spec\x12\x10.sluice.v1.Empty\x1a\x17.sluice.v1.SpecResponse\x12@\n" +
-	"\aMetrics\x12\x19.sluice.v1.MetricsRequest\x1a\x1a.sluice.v1.MetricsResponse2\xec\x01\n" +
+	"\aMetrics\x12\x19.sluice.v1.MetricsRequest\x1a\x1a.sluice.v1.MetricsResponse2\xad\x02\n" +
 	"\x06Source\x120\n" +
 	"\x04Open\x12\x16.sluice.v1.OpenRequest\x1a\x10.sluice.v1.Empty\x12,\n" +
 	"\x04Read\x12\x0e.sluice.v1.Ack\x1a\x10.sluice.v1.Batch(\x010\x01\x12+\n" +
 	"\x05Close\x12\x10.sluice.v1.Empty\x1a\x10.sluice.v1.Empty\x12U\n" +
-	"\x0eFormatPosition\x12 .sluice.v1.FormatPositionRequest\x1a!.sluice.v1.FormatPositionResponse2\xdb\x02\n" +
+	"\x0eFormatPosition\x12 .sluice.v1.FormatPositionRequest\x1a!.sluice.v1.FormatPositionResponse\x12?\n" +
+	"\x06Verify\x12\x18.sluice.v1.VerifyRequest\x1a\x19.sluice.v1.VerifyResponse0\x012\xdb\x02\n" +
 	"\x06Buffer\x120\n" +
 	"\x04Open\x12\x16.sluice.v1.OpenRequest\x1a\x10.sluice.v1.Empty\x12=\n" +
 	"\n" +
@@ -775,13 +954,14 @@ const file_sluice_proto_rawDesc = "" +
 	"\x06Append\x12\x10.sluice.v1.Batch\x1a\x0e.sluice.v1.Ack(\x010\x01\x12,\n" +
 	"\x04Read\x12\x0e.sluice.v1.Ack\x1a\x10.sluice.v1.Batch(\x010\x01\x12+\n" +
 	"\x05Close\x12\x10.sluice.v1.Empty\x1a\x10.sluice.v1.Empty\x12U\n" +
-	"\x0eFormatPosition\x12 .sluice.v1.FormatPositionRequest\x1a!.sluice.v1.FormatPositionResponse2\xd3\x01\n" +
+	"\x0eFormatPosition\x12 .sluice.v1.FormatPositionRequest\x1a!.sluice.v1.FormatPositionResponse2\x94\x02\n" +
 	"\x04Sink\x120\n" +
 	"\x04Open\x12\x16.sluice.v1.OpenRequest\x1a\x10.sluice.v1.Empty\x12=\n" +
 	"\n" +
 	"Checkpoint\x12\x10.sluice.v1.Empty\x1a\x1d.sluice.v1.CheckpointResponse\x12-\n" +
 	"\x05Write\x12\x10.sluice.v1.Batch\x1a\x0e.sluice.v1.Ack(\x010\x01\x12+\n" +
-	"\x05Close\x12\x10.sluice.v1.Empty\x1a\x10.sluice.v1.EmptyB/Z-github.com/sluicehq/sluice/sdk/proto/sluicev1b\x06proto3"
+	"\x05Close\x12\x10.sluice.v1.Empty\x1a\x10.sluice.v1.Empty\x12?\n" +
+	"\x06Verify\x12\x18.sluice.v1.VerifyRequest\x1a\x19.sluice.v1.VerifyResponse0\x01B/Z-github.com/sluicehq/sluice/sdk/proto/sluicev1b\x06proto3"
 
 var (
 	file_sluice_proto_rawDescOnce sync.Once
@@ -795,7 +975,7 @@ func file_sluice_proto_rawDescGZIP() []byte {
 	return file_sluice_proto_rawDescData
 }
 
-var file_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_sluice_proto_goTypes = []any{
 	(*Empty)(nil),                  // 0: sluice.v1.Empty
 	(*SpecResponse)(nil),           // 1: sluice.v1.SpecResponse
@@ -809,6 +989,8 @@ var file_sluice_proto_goTypes = []any{
 	(*BufferFill)(nil),             // 9: sluice.v1.BufferFill
 	(*FormatPositionRequest)(nil),  // 10: sluice.v1.FormatPositionRequest
 	(*FormatPositionResponse)(nil), // 11: sluice.v1.FormatPositionResponse
+	(*VerifyRequest)(nil),          // 12: sluice.v1.VerifyRequest
+	(*VerifyResponse)(nil),         // 13: sluice.v1.VerifyResponse
 }
 var file_sluice_proto_depIdxs = []int32{
 	6,  // 0: sluice.v1.Ack.rejects:type_name -> sluice.v1.Reject
@@ -819,34 +1001,38 @@ var file_sluice_proto_depIdxs = []int32{
 	5,  // 5: sluice.v1.Source.Read:input_type -> sluice.v1.Ack
 	0,  // 6: sluice.v1.Source.Close:input_type -> sluice.v1.Empty
 	10, // 7: sluice.v1.Source.FormatPosition:input_type -> sluice.v1.FormatPositionRequest
-	2,  // 8: sluice.v1.Buffer.Open:input_type -> sluice.v1.OpenRequest
-	0,  // 9: sluice.v1.Buffer.Checkpoint:input_type -> sluice.v1.Empty
-	4,  // 10: sluice.v1.Buffer.Append:input_type -> sluice.v1.Batch
-	5,  // 11: sluice.v1.Buffer.Read:input_type -> sluice.v1.Ack
-	0,  // 12: sluice.v1.Buffer.Close:input_type -> sluice.v1.Empty
-	10, // 13: sluice.v1.Buffer.FormatPosition:input_type -> sluice.v1.FormatPositionRequest
-	2,  // 14: sluice.v1.Sink.Open:input_type -> sluice.v1.OpenRequest
-	0,  // 15: sluice.v1.Sink.Checkpoint:input_type -> sluice.v1.Empty
-	4,  // 16: sluice.v1.Sink.Write:input_type -> sluice.v1.Batch
-	0,  // 17: sluice.v1.Sink.Close:input_type -> sluice.v1.Empty
-	1,  // 18: sluice.v1.Plugin.Spec:output_type -> sluice.v1.SpecResponse
-	8,  // 19: sluice.v1.Plugin.Metrics:output_type -> sluice.v1.MetricsResponse
-	0,  // 20: sluice.v1.Source.Open:output_type -> sluice.v1.Empty
-	4,  // 21: sluice.v1.Source.Read:output_type -> sluice.v1.Batch
-	0,  // 22: sluice.v1.Source.Close:output_type -> sluice.v1.Empty
-	11, // 23: sluice.v1.Source.FormatPosition:output_type -> sluice.v1.FormatPositionResponse
-	0,  // 24: sluice.v1.Buffer.Open:output_type -> sluice.v1.Empty
-	3,  // 25: sluice.v1.Buffer.Checkpoint:output_type -> sluice.v1.CheckpointResponse
-	5,  // 26: sluice.v1.Buffer.Append:output_type -> sluice.v1.Ack
-	4,  // 27: sluice.v1.Buffer.Read:output_type -> sluice.v1.Batch
-	0,  // 28: sluice.v1.Buffer.Close:output_type -> sluice.v1.Empty
-	11, // 29: sluice.v1.Buffer.FormatPosition:output_type -> sluice.v1.FormatPositionResponse
-	0,  // 30: sluice.v1.Sink.Open:output_type -> sluice.v1.Empty
-	3,  // 31: sluice.v1.Sink.Checkpoint:output_type -> sluice.v1.CheckpointResponse
-	5,  // 32: sluice.v1.Sink.Write:output_type -> sluice.v1.Ack
-	0,  // 33: sluice.v1.Sink.Close:output_type -> sluice.v1.Empty
-	18, // [18:34] is the sub-list for method output_type
-	2,  // [2:18] is the sub-list for method input_type
+	12, // 8: sluice.v1.Source.Verify:input_type -> sluice.v1.VerifyRequest
+	2,  // 9: sluice.v1.Buffer.Open:input_type -> sluice.v1.OpenRequest
+	0,  // 10: sluice.v1.Buffer.Checkpoint:input_type -> sluice.v1.Empty
+	4,  // 11: sluice.v1.Buffer.Append:input_type -> sluice.v1.Batch
+	5,  // 12: sluice.v1.Buffer.Read:input_type -> sluice.v1.Ack
+	0,  // 13: sluice.v1.Buffer.Close:input_type -> sluice.v1.Empty
+	10, // 14: sluice.v1.Buffer.FormatPosition:input_type -> sluice.v1.FormatPositionRequest
+	2,  // 15: sluice.v1.Sink.Open:input_type -> sluice.v1.OpenRequest
+	0,  // 16: sluice.v1.Sink.Checkpoint:input_type -> sluice.v1.Empty
+	4,  // 17: sluice.v1.Sink.Write:input_type -> sluice.v1.Batch
+	0,  // 18: sluice.v1.Sink.Close:input_type -> sluice.v1.Empty
+	12, // 19: sluice.v1.Sink.Verify:input_type -> sluice.v1.VerifyRequest
+	1,  // 20: sluice.v1.Plugin.Spec:output_type -> sluice.v1.SpecResponse
+	8,  // 21: sluice.v1.Plugin.Metrics:output_type -> sluice.v1.MetricsResponse
+	0,  // 22: sluice.v1.Source.Open:output_type -> sluice.v1.Empty
+	4,  // 23: sluice.v1.Source.Read:output_type -> sluice.v1.Batch
+	0,  // 24: sluice.v1.Source.Close:output_type -> sluice.v1.Empty
+	11, // 25: sluice.v1.Source.FormatPosition:output_type -> sluice.v1.FormatPositionResponse
+	13, // 26: sluice.v1.Source.Verify:output_type -> sluice.v1.VerifyResponse
+	0,  // 27: sluice.v1.Buffer.Open:output_type -> sluice.v1.Empty
+	3,  // 28: sluice.v1.Buffer.Checkpoint:output_type -> sluice.v1.CheckpointResponse
+	5,  // 29: sluice.v1.Buffer.Append:output_type -> sluice.v1.Ack
+	4,  // 30: sluice.v1.Buffer.Read:output_type -> sluice.v1.Batch
+	0,  // 31: sluice.v1.Buffer.Close:output_type -> sluice.v1.Empty
+	11, // 32: sluice.v1.Buffer.FormatPosition:output_type -> sluice.v1.FormatPositionResponse
+	0,  // 33: sluice.v1.Sink.Open:output_type -> sluice.v1.Empty
+	3,  // 34: sluice.v1.Sink.Checkpoint:output_type -> sluice.v1.CheckpointResponse
+	5,  // 35: sluice.v1.Sink.Write:output_type -> sluice.v1.Ack
+	0,  // 36: sluice.v1.Sink.Close:output_type -> sluice.v1.Empty
+	13, // 37: sluice.v1.Sink.Verify:output_type -> sluice.v1.VerifyResponse
+	20, // [20:38] is the sub-list for method output_type
+	2,  // [2:20] is the sub-list for method input_type
 	2,  // [2:2] is the sub-list for extension type_name
 	2,  // [2:2] is the sub-list for extension extendee
 	0,  // [0:2] is the sub-list for field type_name
@@ -863,7 +1049,7 @@ func file_sluice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_proto_rawDesc), len(file_sluice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -187,6 +187,7 @@ const (
 	Source_Read_FullMethodName           = "/sluice.v1.Source/Read"
 	Source_Close_FullMethodName          = "/sluice.v1.Source/Close"
 	Source_FormatPosition_FullMethodName = "/sluice.v1.Source/FormatPosition"
+	Source_Verify_FullMethodName         = "/sluice.v1.Source/Verify"
 )
 
 // SourceClient is the client API for Source service.
@@ -203,6 +204,10 @@ type SourceClient interface {
 	// without a version change: a plugin that does not render its positions answers UNIMPLEMENTED and the
 	// host shows positions as it would without it.
 	FormatPosition(ctx context.Context, in *FormatPositionRequest, opts ...grpc.CallOption) (*FormatPositionResponse, error)
+	// Streams the source's current state for `sluice verify` (sdk.Verifier): every record a snapshot made now
+	// would emit. Called on a stage that is not opened, in a process started for it. Added in protocol
+	// version 1 without a version change: a plugin that cannot answers UNIMPLEMENTED.
+	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[VerifyResponse], error)
 }
 
 type sourceClient struct {
@@ -256,6 +261,25 @@ func (c *sourceClient) FormatPosition(ctx context.Context, in *FormatPositionReq
 	return out, nil
 }
 
+func (c *sourceClient) Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[VerifyResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Source_ServiceDesc.Streams[1], Source_Verify_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[VerifyRequest, VerifyResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Source_VerifyClient = grpc.ServerStreamingClient[VerifyResponse]
+
 // SourceServer is the server API for Source service.
 // All implementations must embed UnimplementedSourceServer
 // for forward compatibility.
@@ -270,6 +294,10 @@ type SourceServer interface {
 	// without a version change: a plugin that does not render its positions answers UNIMPLEMENTED and the
 	// host shows positions as it would without it.
 	FormatPosition(context.Context, *FormatPositionRequest) (*FormatPositionResponse, error)
+	// Streams the source's current state for `sluice verify` (sdk.Verifier): every record a snapshot made now
+	// would emit. Called on a stage that is not opened, in a process started for it. Added in protocol
+	// version 1 without a version change: a plugin that cannot answers UNIMPLEMENTED.
+	Verify(*VerifyRequest, grpc.ServerStreamingServer[VerifyResponse]) error
 	mustEmbedUnimplementedSourceServer()
 }
 
@@ -291,6 +319,9 @@ func (UnimplementedSourceServer) Close(context.Context, *Empty) (*Empty, error) 
 }
 func (UnimplementedSourceServer) FormatPosition(context.Context, *FormatPositionRequest) (*FormatPositionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method FormatPosition not implemented")
+}
+func (UnimplementedSourceServer) Verify(*VerifyRequest, grpc.ServerStreamingServer[VerifyResponse]) error {
+	return status.Error(codes.Unimplemented, "method Verify not implemented")
 }
 func (UnimplementedSourceServer) mustEmbedUnimplementedSourceServer() {}
 func (UnimplementedSourceServer) testEmbeddedByValue()                {}
@@ -374,6 +405,17 @@ func _Source_FormatPosition_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Source_Verify_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(VerifyRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(SourceServer).Verify(m, &grpc.GenericServerStream[VerifyRequest, VerifyResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Source_VerifyServer = grpc.ServerStreamingServer[VerifyResponse]
+
 // Source_ServiceDesc is the grpc.ServiceDesc for Source service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -400,6 +442,11 @@ var Source_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Source_Read_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Verify",
+			Handler:       _Source_Verify_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "sluice.proto",
@@ -703,6 +750,7 @@ const (
 	Sink_Checkpoint_FullMethodName = "/sluice.v1.Sink/Checkpoint"
 	Sink_Write_FullMethodName      = "/sluice.v1.Sink/Write"
 	Sink_Close_FullMethodName      = "/sluice.v1.Sink/Close"
+	Sink_Verify_FullMethodName     = "/sluice.v1.Sink/Verify"
 )
 
 // SinkClient is the client API for Sink service.
@@ -714,6 +762,10 @@ type SinkClient interface {
 	// The host streams batches; the plugin acks them once they are durable.
 	Write(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Batch, Ack], error)
 	Close(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*Empty, error)
+	// Streams the latest record the sink holds for each key, for `sluice verify` (sdk.Verifier), as
+	// Source.Verify does; a key whose latest record is a deletion comes as a record with op delete and no
+	// payload. Added in protocol version 1 without a version change (UNIMPLEMENTED when it cannot).
+	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[VerifyResponse], error)
 }
 
 type sinkClient struct {
@@ -767,6 +819,25 @@ func (c *sinkClient) Close(ctx context.Context, in *Empty, opts ...grpc.CallOpti
 	return out, nil
 }
 
+func (c *sinkClient) Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[VerifyResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Sink_ServiceDesc.Streams[1], Sink_Verify_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[VerifyRequest, VerifyResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sink_VerifyClient = grpc.ServerStreamingClient[VerifyResponse]
+
 // SinkServer is the server API for Sink service.
 // All implementations must embed UnimplementedSinkServer
 // for forward compatibility.
@@ -776,6 +847,10 @@ type SinkServer interface {
 	// The host streams batches; the plugin acks them once they are durable.
 	Write(grpc.BidiStreamingServer[Batch, Ack]) error
 	Close(context.Context, *Empty) (*Empty, error)
+	// Streams the latest record the sink holds for each key, for `sluice verify` (sdk.Verifier), as
+	// Source.Verify does; a key whose latest record is a deletion comes as a record with op delete and no
+	// payload. Added in protocol version 1 without a version change (UNIMPLEMENTED when it cannot).
+	Verify(*VerifyRequest, grpc.ServerStreamingServer[VerifyResponse]) error
 	mustEmbedUnimplementedSinkServer()
 }
 
@@ -797,6 +872,9 @@ func (UnimplementedSinkServer) Write(grpc.BidiStreamingServer[Batch, Ack]) error
 }
 func (UnimplementedSinkServer) Close(context.Context, *Empty) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method Close not implemented")
+}
+func (UnimplementedSinkServer) Verify(*VerifyRequest, grpc.ServerStreamingServer[VerifyResponse]) error {
+	return status.Error(codes.Unimplemented, "method Verify not implemented")
 }
 func (UnimplementedSinkServer) mustEmbedUnimplementedSinkServer() {}
 func (UnimplementedSinkServer) testEmbeddedByValue()              {}
@@ -880,6 +958,17 @@ func _Sink_Close_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Sink_Verify_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(VerifyRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(SinkServer).Verify(m, &grpc.GenericServerStream[VerifyRequest, VerifyResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sink_VerifyServer = grpc.ServerStreamingServer[VerifyResponse]
+
 // Sink_ServiceDesc is the grpc.ServiceDesc for Sink service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -906,6 +995,11 @@ var Sink_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Sink_Write_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Verify",
+			Handler:       _Sink_Verify_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "sluice.proto",
