@@ -2,7 +2,10 @@ module github.com/sluicehq/sluice/plugins/file
 
 go 1.26.0
 
-require github.com/sluicehq/sluice/sdk v0.0.0
+require (
+	github.com/gofrs/flock v0.13.1
+	github.com/sluicehq/sluice/sdk v0.0.0
+)
 
 require (
 	github.com/fatih/color v1.13.0 // indirect
@@ -12,11 +15,11 @@ require (
 	github.com/hashicorp/go-plugin v1.8.0 // indirect
 	github.com/hashicorp/yamux v0.1.2 // indirect
 	github.com/mattn/go-colorable v0.1.12 // indirect
-	github.com/mattn/go-isatty v0.0.17 // indirect
+	github.com/mattn/go-isatty v0.0.24 // indirect
 	github.com/oklog/run v1.1.0 // indirect
 	go.uber.org/goleak v1.3.0 // indirect
 	golang.org/x/net v0.60.0 // indirect
-	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
 	google.golang.org/grpc v1.85.0 // indirect

@@ -39,38 +39,56 @@ type Sink struct {
 // in the middle of a write — it cuts it off, back to the last newline, and logs a warning: the records of
 // that write were not acknowledged and the host writes them again.
 func (s *Sink) Open(_ context.Context, req sdk.OpenRequest) error {
-	var cfg SinkConfig // Decode applies the defaults the tags declare
-	if err := req.Settings.Decode(&cfg); err != nil {
-		return fmt.Errorf("file: %w", err)
-	}
-	if err := checkPath(cfg.Path); err != nil {
+	cfg, format, f, err := openSinkFile(req)
+	if err != nil {
 		return err
 	}
-	format, err := ParseFormat(cfg.Format)
-	if err != nil {
-		return sdk.InvalidSettings(fmt.Errorf("file: %w", err))
-	}
-	if dir := filepath.Dir(cfg.Path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fsErr(fmt.Errorf("creating the directory of %s: %w", cfg.Path, err))
-		}
-	}
-	f, err := os.OpenFile(cfg.Path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return fsErr(err)
-	}
-	cut, err := repair(f)
-	if err != nil {
+	if err := repairLogged(f, cfg.Path, req.Logger); err != nil {
 		f.Close()
-		return fmt.Errorf("file: repairing the end of %s: %w", cfg.Path, err)
-	}
-	if cut > 0 && req.Logger != nil {
-		req.Logger.Warn("file: cut off a partial last line left by an interrupted write; its records will be written again",
-			slog.String("path", cfg.Path), slog.Int64("bytes", cut))
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cfg, s.format, s.f = cfg, format, f
+	return nil
+}
+
+// openSinkFile decodes the sink's settings and opens (creating it and its directory if needed) the file
+// to append to, without changing it.
+func openSinkFile(req sdk.OpenRequest) (SinkConfig, Format, *os.File, error) {
+	var cfg SinkConfig // Decode applies the defaults the tags declare
+	if err := req.Settings.Decode(&cfg); err != nil {
+		return cfg, "", nil, fmt.Errorf("file: %w", err)
+	}
+	if err := checkPath(cfg.Path); err != nil {
+		return cfg, "", nil, err
+	}
+	format, err := ParseFormat(cfg.Format)
+	if err != nil {
+		return cfg, "", nil, sdk.InvalidSettings(fmt.Errorf("file: %w", err))
+	}
+	if dir := filepath.Dir(cfg.Path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return cfg, "", nil, fsErr(fmt.Errorf("creating the directory of %s: %w", cfg.Path, err))
+		}
+	}
+	f, err := os.OpenFile(cfg.Path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return cfg, "", nil, fsErr(err)
+	}
+	return cfg, format, f, nil
+}
+
+// repairLogged runs repair on f, the file at path, and logs a warning when it cut something off.
+func repairLogged(f *os.File, path string, log *slog.Logger) error {
+	cut, err := repair(f)
+	if err != nil {
+		return fmt.Errorf("file: repairing the end of %s: %w", path, err)
+	}
+	if cut > 0 && log != nil {
+		log.Warn("file: cut off a partial last line left by an interrupted write; its records will be written again",
+			slog.String("path", path), slog.Int64("bytes", cut))
+	}
 	return nil
 }
 
@@ -121,11 +139,26 @@ func (s *Sink) Write(_ context.Context, b record.Batch) error {
 	if s.f == nil {
 		return errors.New("file: sink is not open")
 	}
+	buf, err := s.encode(b)
+	if err != nil {
+		return err
+	}
+	return s.appendBuf(buf)
+}
+
+// encode returns the batch's lines in s.buf, which it reuses. The caller holds s.mu.
+func (s *Sink) encode(b record.Batch) ([]byte, error) {
 	buf, err := AppendLines(s.buf[:0], b.Records, s.format)
 	if err != nil {
-		return fsErr(err)
+		return nil, fsErr(err)
 	}
 	s.buf = buf
+	return buf, nil
+}
+
+// appendBuf appends buf to the file in one write and, with sync, flushes it to disk. After an error some
+// of buf may have been appended. The caller holds s.mu.
+func (s *Sink) appendBuf(buf []byte) error {
 	if len(buf) == 0 {
 		return nil
 	}
