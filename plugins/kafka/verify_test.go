@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -333,6 +334,44 @@ func TestVerifyBesideRunningSink(t *testing.T) {
 		// The sink still writes: it was never fenced.
 		if err := s.Write(ctx, batch(batches)); err != nil {
 			t.Fatalf("a write after the Verify calls: %v", err)
+		}
+	})
+}
+
+// TestVerifyErrors: brokers that are down are a transient error naming them; a topic or a progress topic
+// the user may not describe, a permanent one saying so; a wrong password, permanent (real Kafka only).
+func TestVerifyErrors(t *testing.T) {
+	t.Run("brokers down", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close() // nothing listens there now
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err = (&Sink{}).Verify(ctx, sdk.VerifyRequest{Pipeline: "down", Settings: sdk.Settings(settingsFor(backend{brokers: []string{addr}}, "orders", nil))},
+			func([]record.Record) error { return nil })
+		wantClass(t, err, nil, addr)
+	})
+	eachAuthCluster(t, func(t *testing.T, a authCluster) {
+		n := topicSeq.Add(1)
+		ok := fmt.Sprintf("ok-%d-%d", time.Now().UnixNano()%1e9, n)
+		createTopic(t, ok, 1, a.admin...)
+		progress := ok + "-progress"
+		createTopic(t, progress, 1, a.admin...)
+		_, _, _, err := verifyRun(t, "ok-1", a.settings("denied-"+ok, progress, nil), nil)
+		wantClass(t, err, sdk.ErrPermanent, fmt.Sprintf("kafka: not authorized: user %q may not read or describe", a.user), "TOPIC_AUTHORIZATION_FAILED")
+		_, _, _, err = verifyRun(t, "ok-1", a.settings(ok, "denied-"+progress, nil), nil)
+		wantClass(t, err, sdk.ErrPermanent, "progress topic", "TOPIC_AUTHORIZATION_FAILED")
+		if recs, res, _, err := verifyRun(t, "ok-1", a.settings(ok, progress, nil), nil); err != nil || len(recs) != 0 || res.Position != nil {
+			t.Fatalf("Verify with permitted names: %d records, position %q, %v", len(recs), res.Position, err)
+		}
+		if strings.HasSuffix(t.Name(), "/kafka") { // kfake closes the connection instead of answering SASL_AUTHENTICATION_FAILED
+			wrong := a.settings(ok, progress, nil)
+			wrong["sasl_password"] = "wrong"
+			_, _, _, err = verifyRun(t, "ok-1", wrong, nil)
+			wantClass(t, err, sdk.ErrPermanent, "authentication failed")
 		}
 	})
 }

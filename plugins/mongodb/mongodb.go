@@ -40,11 +40,11 @@ func Plugin() sdk.Plugin {
 
 var spec = sdk.Spec{
 	Name:    "mongodb",
-	Version: "0.3.0",
+	Version: "0.4.0",
 	Summary: "MongoDB change streams as a source: one record per change event, resumable by resume token.",
 	Author:  "sluice",
 	Source: &sdk.Stage{
-		Summary:  "Watches a collection, a database or a deployment, optionally filtered to some collections (collections, namespaces) on one stream. Record positions are resume tokens; a restarted pipeline resumes with startAfter right after the last stored one. Emits heartbeats on quiet streams, can copy the watched collections first (snapshot: initial), and replays captured events from a file (replay_file). Record key: the document's _id as canonical Extended JSON; metadata mongodb.db, mongodb.coll, mongodb.operation, mongodb.cluster_time, mongodb.wall_time, mongodb.txn_number, mongodb.lsid; payload: the change event.",
+		Summary:  "Watches a collection, a database or a deployment, optionally filtered to some collections (collections, namespaces) on one stream. Record positions are resume tokens; a restarted pipeline resumes with startAfter right after the last stored one. Emits heartbeats on quiet streams, can copy the watched collections first (snapshot: initial), and replays captured events from a file (replay_file). Record key: the document's _id as canonical Extended JSON; metadata mongodb.db, mongodb.coll, mongodb.operation, mongodb.cluster_time, mongodb.wall_time, mongodb.txn_number, mongodb.lsid; payload: the change event. sluice verify reads every watched document as a snapshot record (a snapshot read on MongoDB 5.0+).",
 		Settings: sdk.MustSettingsOf[Config](),
 		// What Open refuses across settings, checked when the connector file loads.
 		Rules: append([]sdk.Rule{
