@@ -375,3 +375,47 @@ func TestVerifyErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestVerifyWaitsForOpenTransaction starts Verify while the sink's transaction is open (its records and
+// its progress message produced, not committed): Verify waits for it to end, and then holds its records
+// and reports its position; it never returns the checkpoint before.
+func TestVerifyWaitsForOpenTransaction(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		topic := newTopic(t, b.brokers, 2)
+		settings := settingsFor(b, topic, nil)
+		s := openSink(t, "open-txn", settings, false)
+		if err := s.Write(ctx, record.Batch{Records: []record.Record{rec("a", `1`), rec("b", `1`)}, Position: record.Position("pos-1")}); err != nil {
+			t.Fatal(err)
+		}
+		type result struct {
+			recs     map[string]record.Record
+			res      sdk.VerifyResult
+			err      error
+			returned time.Time
+		}
+		done := make(chan result, 1)
+		var released time.Time
+		s.beforeCommit = func() {
+			go func() {
+				recs, res, _, err := verifyRun(t, "open-txn", settings, nil)
+				done <- result{recs, res, err, time.Now()}
+			}()
+			time.Sleep(2 * time.Second) // Verify is reading meanwhile
+			released = time.Now()
+		}
+		if err := s.Write(ctx, record.Batch{Records: []record.Record{rec("a", `2`), rec("c", `2`)}, Position: record.Position("pos-2")}); err != nil {
+			t.Fatal(err)
+		}
+		r := <-done
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.returned.Before(released) {
+			t.Fatalf("Verify returned %v before the transaction was committed", released.Sub(r.returned))
+		}
+		if string(r.res.Position) != "pos-2" || string(r.recs["- a"].Payload) != "2" || string(r.recs["- b"].Payload) != "1" || string(r.recs["- c"].Payload) != "2" {
+			t.Fatalf("Verify beside the open transaction: position %q, records:\n%s", r.res.Position, describe(r.recs))
+		}
+	})
+}
