@@ -34,11 +34,11 @@ func Plugin() sdk.Plugin {
 	return sdk.Plugin{
 		Spec: sdk.Spec{
 			Name:    "kafka",
-			Version: "0.1.0",
+			Version: "0.2.0",
 			Summary: "Apache Kafka: a sink that writes each batch and its position in one Kafka transaction (exactly-once).",
 			Author:  "sluice",
 			Sink: &sdk.Stage{
-				Summary:      "Writes records as Kafka messages (key = record key, value = payload, headers from metadata) to a static topic or the record's route. transactional: true (default) writes each batch together with its upstream position in one transaction: exactly-once for read_committed consumers. transactional: false is an idempotent producer: at-least-once.",
+				Summary:      "Writes records as Kafka messages (key = record key, value = payload, headers from metadata) to a static topic or the record's route. transactional: true (default) writes each batch together with its upstream position in one transaction: exactly-once for read_committed consumers. transactional: false is an idempotent producer: at-least-once. sluice verify reads the topic and the routes' topics whole (read_committed) and keeps the last message per key.",
 				Settings:     settings,
 				Capabilities: sdk.Capabilities{AtomicPosition: true, AtomicPositionSetting: "transactional"},
 				Rules:        rules,

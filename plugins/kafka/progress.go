@@ -140,7 +140,11 @@ func fence(ctx context.Context, cl *kgo.Client, cfg *Config, log *slog.Logger) e
 // offset) and wait. This read is read_uncommitted with control records, and a message with key counts
 // once its producer's commit marker follows it (see scanProgress). It reads the end of the partition
 // backwards in growing windows until it finds one.
-func readProgress(ctx context.Context, cl *kgo.Client, cfg *Config, log *slog.Logger, part int32, key []byte) (record.Position, error) {
+//
+// pid is the producer id of the sink's transactional producer (cl.ProducerID), or noProducer for a
+// reader that has none and fenced nothing (Verify, beside a running sink): that reader waits for the
+// markers of every transaction with key it finds open at the end, and counts only those that commit.
+func readProgress(ctx context.Context, cl *kgo.Client, cfg *Config, log *slog.Logger, part int32, key []byte, pid int64) (record.Position, error) {
 	adm := kadm.NewClient(cl)
 	topic := cfg.ProgressTopic
 	offset := func(what string, l kadm.ListedOffsets, err error) (int64, error) {
@@ -165,10 +169,6 @@ func readProgress(ctx context.Context, cl *kgo.Client, cfg *Config, log *slog.Lo
 	start, err := offset("start", starts, err)
 	if err != nil {
 		return nil, err
-	}
-	pid, _, err := cl.ProducerID(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("kafka: the producer id of transactional id %s: %w", key, err)
 	}
 	for window := int64(64); ; window *= 16 {
 		from := max(start, end-window)
@@ -195,7 +195,9 @@ func readProgress(ctx context.Context, cl *kgo.Client, cfg *Config, log *slog.Lo
 // arrive (milliseconds; Open's fencing waits for them already, so this happens only when Checkpoint
 // follows a Write). A message of an earlier producer id left without a marker at end is committed: log
 // compaction removes a marker only with its transaction's last message, and an aborted transaction's
-// messages before its marker.
+// messages before its marker. With pid noProducer nothing was fenced: every message left without a
+// marker at end may belong to a transaction still open, and the read waits for the markers of all of
+// them.
 func scanProgress(ctx context.Context, cfg *Config, log *slog.Logger, part int32, key []byte, pid int64, from, end int64) (record.Position, bool, error) {
 	if from >= end {
 		return nil, false, nil
@@ -263,7 +265,7 @@ func scanProgress(ctx context.Context, cfg *Config, log *slog.Logger, part int32
 			if r.Offset >= end-1 && !reached {
 				reached = true
 				for id, m := range pending {
-					if id != pid {
+					if id != pid && pid != noProducer {
 						count(m)
 						delete(pending, id)
 					}
@@ -274,8 +276,11 @@ func scanProgress(ctx context.Context, cfg *Config, log *slog.Logger, part int32
 			}
 		})
 		if reached && len(pending) > 0 && time.Since(began) > stillWaitingEvery {
-			log.Warn("kafka: still waiting for the markers of this sink's last transaction on the progress topic",
-				"transactional_id", string(key), "topic", cfg.ProgressTopic, "partition", part, "waited", time.Since(began).Round(time.Second))
+			msg := "kafka: still waiting for the markers of this sink's last transaction on the progress topic"
+			if pid == noProducer {
+				msg = "kafka: still waiting for a transaction of the pipeline's sink to end on the progress topic (one left open by a sink that died ends at the latest after transaction_timeout)"
+			}
+			log.Warn(msg, "transactional_id", string(key), "topic", cfg.ProgressTopic, "partition", part, "waited", time.Since(began).Round(time.Second))
 			began = time.Now()
 		}
 	}
@@ -285,6 +290,9 @@ func scanProgress(ctx context.Context, cfg *Config, log *slog.Logger, part int32
 	pos, err := decodeProgress(last.value)
 	return pos, true, err
 }
+
+// noProducer is readProgress's pid for a reader without a producer of its own.
+const noProducer int64 = -1
 
 // isCommitMarker reports whether r, a control record, is a commit marker. Its key is a version (int16)
 // and a type (int16): 0 abort, 1 commit.

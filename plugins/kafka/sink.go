@@ -235,7 +235,11 @@ func (s *Sink) Checkpoint(ctx context.Context) (record.Position, error) {
 	if err != nil {
 		return nil, err
 	}
-	pos, err := readProgress(ctx, cl, &s.cfg, s.log, s.progressPart, s.progressKey)
+	pid, _, err := cl.ProducerID(ctx)
+	if err != nil {
+		return nil, s.classify(fmt.Errorf("kafka: the producer id of transactional id %s: %w", s.progressKey, err))
+	}
+	pos, err := readProgress(ctx, cl, &s.cfg, s.log, s.progressPart, s.progressKey, pid)
 	if err != nil {
 		return nil, s.classify(err)
 	}

@@ -29,15 +29,25 @@ func tokenPosition(tok bson.Raw) record.Position {
 // event's cluster time: the type byte 0x82 (a Timestamp), then 4 bytes of seconds and 4 of increment, big
 // endian. Events and post-batch (high-water-mark) tokens of MongoDB 4.2 and later look like that.
 func tokenTime(tok bson.Raw) time.Time {
+	ts, ok := tokenTimestamp(tok)
+	if !ok {
+		return time.Time{}
+	}
+	return time.Unix(int64(ts.T), 0).UTC()
+}
+
+// tokenTimestamp returns the cluster time (seconds and increment) a resume token holds, read as tokenTime
+// reads it, and whether it holds one.
+func tokenTimestamp(tok bson.Raw) (bson.Timestamp, bool) {
 	data, ok := tok.Lookup("_data").StringValueOK()
 	if !ok || len(data) < 18 || !strings.EqualFold(data[:2], "82") {
-		return time.Time{}
+		return bson.Timestamp{}, false
 	}
 	var ts [8]byte
 	if _, err := hex.Decode(ts[:], []byte(data[2:18])); err != nil {
-		return time.Time{}
+		return bson.Timestamp{}, false
 	}
-	return time.Unix(int64(binary.BigEndian.Uint32(ts[:4])), 0).UTC()
+	return bson.Timestamp{T: binary.BigEndian.Uint32(ts[:4]), I: binary.BigEndian.Uint32(ts[4:])}, true
 }
 
 // positionToken returns the resume token in a position this plugin emitted.

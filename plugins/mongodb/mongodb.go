@@ -40,11 +40,11 @@ func Plugin() sdk.Plugin {
 
 var spec = sdk.Spec{
 	Name:    "mongodb",
-	Version: "0.3.0",
+	Version: "0.4.0",
 	Summary: "MongoDB change streams as a source: one record per change event, resumable by resume token.",
 	Author:  "sluice",
 	Source: &sdk.Stage{
-		Summary:  "Watches a collection, a database or a deployment, optionally filtered to some collections (collections, namespaces) on one stream. Record positions are resume tokens; a restarted pipeline resumes with startAfter right after the last stored one. Emits heartbeats on quiet streams, can copy the watched collections first (snapshot: initial), and replays captured events from a file (replay_file). Record key: the document's _id as canonical Extended JSON; metadata mongodb.db, mongodb.coll, mongodb.operation, mongodb.cluster_time, mongodb.wall_time, mongodb.txn_number, mongodb.lsid; payload: the change event.",
+		Summary:  "Watches a collection, a database or a deployment, optionally filtered to some collections (collections, namespaces) on one stream. Record positions are resume tokens; a restarted pipeline resumes with startAfter right after the last stored one. Emits heartbeats on quiet streams, can copy the watched collections first (snapshot: initial), and replays captured events from a file (replay_file). Record key: the document's _id as canonical Extended JSON; metadata mongodb.db, mongodb.coll, mongodb.operation, mongodb.cluster_time, mongodb.wall_time, mongodb.txn_number, mongodb.lsid; payload: the change event. sluice verify reads every watched document as a snapshot record (a snapshot read on MongoDB 5.0+).",
 		Settings: sdk.MustSettingsOf[Config](),
 		// What Open refuses across settings, checked when the connector file loads.
 		Rules: append([]sdk.Rule{
@@ -164,29 +164,12 @@ func parseStartAt(v string) (start, error) {
 // begins the initial snapshot), or opens the replay file. It fails with sdk.ErrInvalidSettings (or a
 // FailedPrecondition status for lost history) when no retry can help.
 func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
-	var cfg Config
-	if err := req.Settings.Decode(&cfg); err != nil {
-		return err
-	}
-	if cfg.Collection != "" && cfg.Database == "" {
-		return invalid("collection %q needs a database", cfg.Collection)
-	}
-	filter, err := parseFilter(cfg)
+	cfg, filter, st, err := parseSettings(req.Settings)
 	if err != nil {
 		return err
-	}
-	st, err := parseStartAt(cfg.StartAt)
-	if err != nil {
-		return err
-	}
-	if cfg.OnHistoryLost == "timestamp" && st.at == nil {
-		return invalid("on_history_lost: timestamp restarts at start_at, which must then be an RFC 3339 time (it is %q)", cfg.StartAt)
 	}
 	if cfg.Oversize == "dlq" && !req.DeadLetter {
 		return invalid("oversize: dlq sends events over 16 MB to the pipeline's dead-letter sink, and the pipeline has none (add dlq:, or choose split, skip or fail)")
-	}
-	if err := cfg.TLS.Check(); err != nil {
-		return fmt.Errorf("mongodb: %w", err)
 	}
 	s.cfg, s.startAt, s.log, s.max, s.filter = cfg, st, req.Logger, max(req.MaxBatchRecords, 1), filter
 	s.metrics, s.emitted = req.Metrics, map[namespace]*sdk.Counter{}
@@ -215,13 +198,56 @@ func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
 		s.replay, s.dec.filter = r, filter
 		return nil
 	}
-	if cfg.URI == "" {
+	if err := s.connect(); err != nil {
+		return err
+	}
+	if err := s.begin(ctx, req.After, after); err != nil {
+		_ = s.client.Disconnect(context.Background())
+		s.client = nil
+		return classify(err)
+	}
+	s.lastActivity = time.Now()
+	return nil
+}
+
+// parseSettings decodes and checks the settings, as Open and Verify read them: the configuration, the
+// namespace filter (nil: none) and start_at. Every mistake is an sdk.ErrInvalidSettings error that names
+// the setting at fault.
+func parseSettings(settings sdk.Settings) (Config, *nsFilter, start, error) {
+	var cfg Config
+	if err := settings.Decode(&cfg); err != nil {
+		return cfg, nil, start{}, err
+	}
+	if cfg.Collection != "" && cfg.Database == "" {
+		return cfg, nil, start{}, invalid("collection %q needs a database", cfg.Collection)
+	}
+	filter, err := parseFilter(cfg)
+	if err != nil {
+		return cfg, nil, start{}, err
+	}
+	st, err := parseStartAt(cfg.StartAt)
+	if err != nil {
+		return cfg, nil, start{}, err
+	}
+	if cfg.OnHistoryLost == "timestamp" && st.at == nil {
+		return cfg, nil, start{}, invalid("on_history_lost: timestamp restarts at start_at, which must then be an RFC 3339 time (it is %q)", cfg.StartAt)
+	}
+	if err := cfg.TLS.Check(); err != nil {
+		return cfg, nil, start{}, fmt.Errorf("mongodb: %w", err)
+	}
+	return cfg, filter, st, nil
+}
+
+// connect checks the uri and the pipeline setting and creates the client (the driver connects lazily),
+// with s.cfg and s.filter set.
+func (s *Source) connect() error {
+	if s.cfg.URI == "" {
 		return invalid("uri is required (or replay_file)")
 	}
 	if _, err := s.pipeline(); err != nil {
 		return err
 	}
-	copts, err := clientOptions(cfg)
+	copts, err := clientOptions(s.cfg)
 	if err != nil {
 		return err
 	}
@@ -234,12 +260,6 @@ func (s *Source) Open(ctx context.Context, req sdk.OpenRequest) error {
 		return fmt.Errorf("mongodb: connecting: %w", err)
 	}
 	s.client = client
-	if err := s.begin(ctx, req.After, after); err != nil {
-		_ = client.Disconnect(context.Background())
-		s.client = nil
-		return classify(err)
-	}
-	s.lastActivity = time.Now()
 	return nil
 }
 

@@ -201,6 +201,33 @@ func afterID(last bson.RawValue) bson.D {
 	return bson.D{{Key: "$or", Value: bson.A{gt, bson.D{{Key: "_id", Value: bson.D{{Key: "$type", Value: later}}}}}}}
 }
 
+// copyRecord returns the snapshot record of doc, a document of sn.ns, and notes its _id as the last
+// copied: operation snapshot, payload {operationType: "snapshot", ns, documentKey, fullDocument} decoded
+// as change events are (key, metadata, encoding), position sn's. The initial snapshot and Verify emit
+// documents through it.
+func (s *Source) copyRecord(sn *snapshot, doc bson.Raw) (record.Record, error) {
+	id := doc.Lookup("_id")
+	ev, err := bson.Marshal(bson.D{
+		{Key: "operationType", Value: "snapshot"},
+		{Key: "ns", Value: bson.D{{Key: "db", Value: sn.ns.db}, {Key: "coll", Value: sn.ns.coll}}},
+		{Key: "documentKey", Value: bson.D{{Key: "_id", Value: id}}},
+		{Key: "fullDocument", Value: doc},
+	})
+	if err != nil {
+		return record.Record{}, err
+	}
+	r, err := s.dec.record(ev, record.Position{posSnapshot})
+	if err != nil {
+		return r, err
+	}
+	sn.last = bson.RawValue{Type: id.Type, Value: append([]byte(nil), id.Value...)}
+	if r.Position, err = sn.position(posSnapshot); err != nil {
+		return r, err
+	}
+	r.Op = record.OpSnapshot
+	return r, nil
+}
+
 // readSnapshot copies the next documents as snapshot records, going from one collection to the next;
 // once the copy is done it returns the stream-start position as a heartbeat and opens the change stream.
 func (s *Source) readSnapshot(ctx context.Context) ([]record.Record, error) {
@@ -223,26 +250,10 @@ func (s *Source) readSnapshot(ctx context.Context) ([]record.Record, error) {
 			sn.cur = cur
 		}
 		for len(out) < s.max && sn.cur.Next(ctx) {
-			doc := sn.cur.Current
-			id := doc.Lookup("_id")
-			ev, err := bson.Marshal(bson.D{
-				{Key: "operationType", Value: "snapshot"},
-				{Key: "ns", Value: bson.D{{Key: "db", Value: sn.ns.db}, {Key: "coll", Value: sn.ns.coll}}},
-				{Key: "documentKey", Value: bson.D{{Key: "_id", Value: id}}},
-				{Key: "fullDocument", Value: doc},
-			})
+			r, err := s.copyRecord(sn, sn.cur.Current)
 			if err != nil {
 				return nil, err
 			}
-			r, err := s.dec.record(ev, record.Position{posSnapshot})
-			if err != nil {
-				return nil, err
-			}
-			sn.last = bson.RawValue{Type: id.Type, Value: append([]byte(nil), id.Value...)}
-			if r.Position, err = sn.position(posSnapshot); err != nil {
-				return nil, err
-			}
-			r.Op = record.OpSnapshot
 			out = append(out, r)
 		}
 		sn.copied += len(out)
