@@ -454,17 +454,78 @@ func (v *verifier) classify(id ident, e *expected, h *held) (class, hint string)
 	return classStale, diffHint(a, b)
 }
 
-// diffHint describes the first difference between the source's value a and the sink's b on one line.
+// diffHint describes the first difference between the source's value a and the sink's b on one line,
+// by the equality compare uses (so 3 and 3.0 do not differ), and how many more there are.
 func diffHint(a, b any) string {
-	lines := transforms.Diff(a, b)
-	if len(lines) == 0 {
+	var diffs []string
+	diffPaths(&diffs, "", a, b)
+	if len(diffs) == 0 {
 		return "the values differ"
 	}
-	line := strings.Replace(strings.Replace(lines[0], ": want ", ": source ", 1), ", got ", ", sink ", 1)
-	if len(lines) > 1 {
-		line += fmt.Sprintf(" (and %d more)", len(lines)-1)
+	line := diffs[0]
+	if len(diffs) > 1 {
+		line += fmt.Sprintf(" (and %d more)", len(diffs)-1)
 	}
 	return clip(line, 200)
+}
+
+// diffPaths appends "path: source X, sink Y" for each place where a and b differ: objects member by
+// member, arrays of the same length element by element.
+func diffPaths(out *[]string, path string, a, b any) {
+	if transforms.Equal(a, b) {
+		return
+	}
+	join := func(k string) string {
+		if path == "" {
+			return k
+		}
+		return path + "." + k
+	}
+	switch x := a.(type) {
+	case map[string]any:
+		if y, ok := b.(map[string]any); ok {
+			keys := slices.Sorted(maps.Keys(x))
+			for k := range y {
+				if _, ok := x[k]; !ok {
+					keys = append(keys, k)
+				}
+			}
+			for _, k := range keys {
+				xv, xok := x[k]
+				yv, yok := y[k]
+				switch {
+				case !yok:
+					*out = append(*out, fmt.Sprintf("%s: source %s, not in the sink", join(k), showValue(xv)))
+				case !xok:
+					*out = append(*out, fmt.Sprintf("%s: not in the source, sink %s", join(k), showValue(yv)))
+				default:
+					diffPaths(out, join(k), xv, yv)
+				}
+			}
+			return
+		}
+	case []any:
+		if y, ok := b.([]any); ok && len(x) == len(y) {
+			for i := range x {
+				diffPaths(out, fmt.Sprintf("%s[%d]", path, i), x[i], y[i])
+			}
+			return
+		}
+	}
+	where := path
+	if where == "" {
+		where = "value"
+	}
+	*out = append(*out, fmt.Sprintf("%s: source %s, sink %s", where, showValue(a), showValue(b)))
+}
+
+// showValue prints a compared value briefly: as relaxed Extended JSON.
+func showValue(v any) string {
+	b, err := codec.EncodeJSON(nil, map[string]any{"v": v})
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return clip(string(b[len(`{"v":`):len(b)-1]), 60)
 }
 
 // preview is a record's payload for a one-line hint.
