@@ -191,7 +191,7 @@ func TestVerifyRepairAtomicSink(t *testing.T) {
 	data, _ := os.ReadFile(in)
 	data = bytes.Replace(data, []byte(`"x3"`), []byte(`"y3"`), 1)         // key 3 stale
 	data = bytes.Replace(data, []byte(`{"id":4,`), []byte(`{"id":7,`), 1) // key 4 extra, key 7 missing
-	data = append(data, "{\"id\":6,\"v\":\"x6\"}\n"...)                    // key 6 missing
+	data = append(data, "{\"id\":6,\"v\":\"x6\"}\n"...)                   // key 6 missing
 	writeFile(t, in, string(data))
 
 	r, _, code := verifyJSON(t, dir, "--settle", "0", "p.yaml", "copy")
