@@ -226,14 +226,24 @@ func TestVerifyRepairAtomicSink(t *testing.T) {
 
 // TestVerifyRepairThroughRedisBuffer: a running pipeline with the Redis buffer whose sink file was
 // damaged is repaired through the buffer, while it runs: the buffer's checkpoint does not move, the
-// pipeline delivers the repair and the changes after it, and the second verify is clean.
+// pipeline delivers the repair and the changes after it, and the second verify is clean. With cluster:,
+// the repair opens the buffer with the lease's token: it is not refused and does not fence the holder.
 func TestVerifyRepairThroughRedisBuffer(t *testing.T) {
+	for _, clustered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cluster=%v", clustered), func(t *testing.T) { verifyRepairThroughRedis(t, clustered) })
+	}
+}
+
+func verifyRepairThroughRedis(t *testing.T, clustered bool) {
 	srv := services.StartRedis(t, services.RedisOptions{})
 	dir := t.TempDir()
 	in, out := filepath.Join(dir, "in.jsonl"), filepath.Join(dir, "out.jsonl")
 	writeRecords(t, in, 8)
-	writeFile(t, filepath.Join(dir, "p.yaml"), fmt.Sprintf(`version: 1
-pipelines:
+	head := "version: 1\n"
+	if clustered {
+		head += fmt.Sprintf("cluster: { redis: { addr: %q }, key_prefix: vt }\n", srv.Addr)
+	}
+	writeFile(t, filepath.Join(dir, "p.yaml"), head+fmt.Sprintf(`pipelines:
   - id: buffered
     source: { plugin: file, settings: { path: in.jsonl, follow: true, poll_interval: 10ms } }
     transforms:
@@ -282,6 +292,13 @@ pipelines:
 	}
 	if after := checkpoint(); after != before {
 		t.Fatalf("the repair moved the buffer's checkpoint from %q to %q", before, after)
+	}
+	if clustered {
+		lease, _ := rdb.Get(ctx, "vt:lease:{buffered}").Result()
+		fence, _ := rdb.HGet(ctx, "{verify-test}:meta", "fence").Result()
+		if tok, _, _ := strings.Cut(lease, " "); tok == "" || tok != fence {
+			t.Fatalf("the buffer's fencing token is %q, the lease %q: the repair changed it", fence, lease)
+		}
 	}
 	// The running pipeline appends on to the buffer after the repair.
 	f, _ := os.OpenFile(in, os.O_APPEND|os.O_WRONLY, 0)
