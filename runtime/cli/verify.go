@@ -268,6 +268,8 @@ type sourcePass struct {
 	routes   map[string]bool
 	filtered int
 	failed   int
+	// keyless counts the records without a key after the steps.
+	keyless int
 	// failure is the first step failure, for the report.
 	failure string
 }
@@ -302,6 +304,9 @@ func (v *verifier) readSource(ctx context.Context, keys [][]byte, only map[ident
 				case !ok:
 					sp.filtered++
 					continue
+				}
+				if len(out.Key) == 0 {
+					sp.keyless++
 				}
 				id := identOf(&out)
 				if id.dest != "" {
@@ -560,6 +565,9 @@ func (v *verifier) check(ctx context.Context, settle time.Duration) (*report, er
 	if err != nil {
 		return nil, err
 	}
+	if src.keyless > 0 {
+		return nil, ExitError{ExitInvalid, fmt.Errorf("verify: %d of the source's records have no key after the steps of pipeline %s: verify compares records by key; give them one with a key step (key: EXPRESSION)", src.keyless, v.p.ID)}
+	}
 	snk, err := v.readSink(ctx, src.routes, nil, nil)
 	if err != nil {
 		return nil, err
@@ -706,9 +714,11 @@ func (v *verifier) upstream(ctx context.Context) (*protocol.Conn, string) {
 
 // repairResult says what a repair did.
 type repairResult struct {
-	Reemitted  int    `json:"reemitted"`
-	Tombstoned int    `json:"tombstoned"`
-	Through    string `json:"through"`
+	Reemitted  int `json:"reemitted"`
+	Tombstoned int `json:"tombstoned"`
+	// Skipped counts keys the source changed since the check (their change is on its way).
+	Skipped int    `json:"skipped"`
+	Through string `json:"through"`
 	// Before are the counts of the verify that the repair fixed.
 	Before *verifyCounts `json:"before"`
 	// Checked: a second verify ran after the repair (--settle > 0).
@@ -716,51 +726,105 @@ type repairResult struct {
 }
 
 // repair sends the source records of rep's missing and stale keys through the steps, and tombstones for
-// its extra keys, into the pipeline's buffer or, without one, its sink.
+// its extra keys, into the pipeline's buffer or, without one, its sink. The records are read from the
+// source again just before they are sent, after the buffer or sink is open: a change the source makes
+// after that read reaches the buffer after them.
 func (v *verifier) repair(ctx context.Context, rep *report, o verifyOpts) (*repairResult, error) {
+	var t *repairTarget
+	var err error
+	if v.p.Buffer != nil {
+		t, err = v.openBuffer(ctx)
+	} else {
+		t, err = v.openSink(ctx, o)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	res := &repairResult{Through: t.through}
+
+	// The source's records of those keys now.
+	only := map[ident]bool{}
+	var keys [][]byte
+	seen := map[string]bool{}
+	whole := false
+	for _, d := range rep.diffs {
+		k := []byte(d.id.key)
+		switch d.class {
+		case classMissing, classStale:
+			if k = d.exp.orig.Key; len(k) == 0 {
+				whole = true
+			}
+		case classExtra:
+		default:
+			continue
+		}
+		only[d.id] = true
+		if !seen[string(k)] {
+			seen[string(k)] = true
+			keys = append(keys, k)
+		}
+	}
+	if whole {
+		keys = nil
+	}
+	src, err := v.readSource(ctx, keys, only)
+	if err != nil {
+		return nil, err
+	}
+	src.normalize(rep.Sink.Destination)
+
 	var runners []*transforms.Runner
 	if v.p.Steps != nil {
 		runners = append(runners, v.p.Steps.NewRunner())
 	}
 	var recs []record.Record
-	res := &repairResult{}
 	for _, d := range rep.diffs {
-		switch d.class {
-		case classMissing, classStale:
-			orig := d.exp.orig
-			orig.Position = nil
-			out, ok, failure := runSteps(runners, orig)
-			if !ok || failure != "" {
-				continue // counted as filtered or failed by the check
+		e := src.exp[d.id]
+		switch {
+		case d.class == classMissing || d.class == classStale:
+			if e == nil {
+				res.Skipped++ // the source no longer has it: its deletion is on its way
+				continue
 			}
-			out.Position = nil
+			out, ok, failure := runSteps(runners, e.orig)
+			if !ok || failure != "" {
+				res.Skipped++
+				continue
+			}
+			out.Position = t.pos
 			recs = append(recs, out)
 			res.Reemitted++
-		case classExtra:
-			t := record.Record{Op: record.OpDelete, Key: []byte(d.id.key), Encoding: record.EncodingJSON}
-			if d.id.dest != "" {
-				t.Meta = record.Meta{{Key: record.MetaRoute, Value: d.id.dest}}
+		case d.class == classExtra:
+			if e != nil {
+				res.Skipped++ // the source has it now: its record is on its way
+				continue
 			}
-			recs = append(recs, t)
+			r := record.Record{Position: t.pos, Op: record.OpDelete, Key: []byte(d.id.key), Encoding: record.EncodingJSON}
+			if d.id.dest != "" {
+				r.Meta = record.Meta{{Key: record.MetaRoute, Value: d.id.dest}}
+			}
+			recs = append(recs, r)
 			res.Tombstoned++
 		}
 	}
-	var err error
-	if v.p.Buffer != nil {
-		res.Through = "buffer " + v.p.Buffer.Plugin
-		err = v.repairThroughBuffer(ctx, recs)
-	} else {
-		res.Through = "sink " + v.p.Sink.Plugin
-		err = v.repairThroughSink(ctx, recs, o)
-	}
-	if err != nil {
-		return nil, err
+	if err := v.send(t.w, recs, t.pos); err != nil {
+		return nil, ExitError{ExitFailure, fmt.Errorf("verify --repair: %s: %w", t.through, err)}
 	}
 	return res, nil
 }
 
+// repairTarget is where a repair writes: an open buffer's append stream or an open sink's write stream.
+type repairTarget struct {
+	w *protocol.WriteStream
+	// pos is the position of the repair's batches and records: nil for a buffer, the sink's checkpoint.
+	pos     record.Position
+	through string
+	close   func()
+}
+
 // fence returns the fencing token to open a stage with: the pipeline's lease token when its file shares
-// pipelines (cluster:), else 0; and whether an instance runs the pipeline now.
+// pipelines (cluster:), else 0; and the instance that runs the pipeline now, if any.
 func (v *verifier) fence(ctx context.Context) (int64, string, error) {
 	cl := v.file.Cluster
 	if cl == nil {
@@ -783,56 +847,54 @@ func (v *verifier) fence(ctx context.Context) (int64, string, error) {
 	return tok, h.Instance, nil
 }
 
-// repairThroughBuffer appends recs to the pipeline's buffer in batches without position: the buffer's
-// checkpoint does not move, and the running pipeline delivers them after what the buffer held, in order
-// with the changes appended since.
-func (v *verifier) repairThroughBuffer(ctx context.Context, recs []record.Record) error {
+// openBuffer opens the pipeline's buffer, as the pipeline does (with its lease's token under cluster:),
+// to append batches without position: the buffer's checkpoint does not move, and the running pipeline
+// delivers them after what the buffer held, in order with the changes appended since.
+func (v *verifier) openBuffer(ctx context.Context) (*repairTarget, error) {
+	through := "buffer " + v.p.Buffer.Plugin
 	if v.p.Buffer.InProcess {
-		return ExitError{ExitInvalid, fmt.Errorf("verify --repair: the buffer %s of pipeline %s runs in_process, inside the sluice that runs the pipeline: a repair cannot reach it", v.p.Buffer.Plugin, v.p.ID)}
+		return nil, ExitError{ExitInvalid, fmt.Errorf("verify --repair: the buffer %s of pipeline %s runs in_process, inside the sluice that runs the pipeline: a repair cannot reach it", v.p.Buffer.Plugin, v.p.ID)}
 	}
 	token, _, err := v.fence(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	conn, err := v.start(ctx, "buffer", v.p.Buffer)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	buf := conn.Buffer()
-	fail := func(doing string, err error) error {
-		return ExitError{ExitFailure, fmt.Errorf("verify --repair: buffer %s: %s: %w", v.p.Buffer.Plugin, doing, err)}
-	}
 	if err := buf.Open(ctx, protocol.OpenRequest{Pipeline: v.p.ID, Settings: v.p.Buffer.Settings,
 		MaxBatchRecords: v.p.BatchMaxRecords, MaxBatchBytes: v.p.BatchMaxBytes, Fence: token}); err != nil {
-		return fail("opening", err)
+		return nil, ExitError{ExitFailure, fmt.Errorf("verify --repair: %s: opening: %w", through, err)}
 	}
-	defer buf.Close(context.WithoutCancel(ctx))
+	closeBuf := func() { _ = buf.Close(context.WithoutCancel(ctx)) }
 	w, err := buf.Append(ctx)
 	if err != nil {
-		return fail("appending", err)
+		closeBuf()
+		return nil, ExitError{ExitFailure, fmt.Errorf("verify --repair: %s: appending: %w", through, err)}
 	}
-	if err := v.send(w, recs, nil); err != nil {
-		return fail("appending", err)
-	}
-	return nil
+	return &repairTarget{w: w, through: through, close: closeBuf}, nil
 }
 
-// repairThroughSink writes recs to the pipeline's sink, opened as the pipeline opens it, with the sink's
-// checkpoint as their position so that it does not move. The pipeline must be stopped.
-func (v *verifier) repairThroughSink(ctx context.Context, recs []record.Record, o verifyOpts) error {
+// openSink opens the pipeline's sink as the pipeline does, to write batches whose position is the sink's
+// checkpoint, so that it does not move. The pipeline must be stopped.
+func (v *verifier) openSink(ctx context.Context, o verifyOpts) (*repairTarget, error) {
+	through := "sink " + v.p.Sink.Plugin
 	if !o.pipelineStopped {
-		return ExitError{ExitInvalid, fmt.Errorf("verify --repair: pipeline %s has no buffer, so the repair is written to its sink %s directly, which is safe only while the pipeline is stopped; sluice cannot tell for sure that it is (another sluice may run it with another data dir): stop it, then add --pipeline-stopped", v.p.ID, v.p.Sink.Plugin)}
+		return nil, ExitError{ExitInvalid, fmt.Errorf("verify --repair: pipeline %s has no buffer, so the repair is written to its sink %s directly, which is safe only while the pipeline is stopped; sluice cannot tell for sure that it is (another sluice may run it with another data dir): stop it, then add --pipeline-stopped", v.p.ID, v.p.Sink.Plugin)}
 	}
 	token, holder, err := v.fence(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if holder != "" {
-		return ExitError{ExitFailure, fmt.Errorf("verify --repair: pipeline %s is running on instance %s: stop it there first", v.p.ID, holder)}
+		return nil, ExitError{ExitFailure, fmt.Errorf("verify --repair: pipeline %s is running on instance %s: stop it there first", v.p.ID, holder)}
 	}
+	release := func() {}
 	if v.file.Cluster == nil {
-		// A sluice running the file's pipelines holds the data dir's state store: hold it ourselves while
-		// writing, so that none starts meanwhile.
+		// A sluice running the file's pipelines holds the data dir's state store: hold it while writing,
+		// so that none starts meanwhile.
 		dir := o.dataDir
 		if dir == "" {
 			dir = v.file.DataDir
@@ -842,46 +904,47 @@ func (v *verifier) repairThroughSink(ctx context.Context, recs []record.Record, 
 		}
 		exists, err := state.Exists(dir)
 		if err != nil {
-			return ExitError{ExitFailure, err}
+			return nil, ExitError{ExitFailure, err}
 		}
 		if exists {
 			store, err := state.Open(dir)
 			if err != nil {
-				return ExitError{ExitFailure, fmt.Errorf("verify --repair: pipeline %s may be running: %w", v.p.ID, err)}
+				return nil, ExitError{ExitFailure, fmt.Errorf("verify --repair: pipeline %s may be running: %w", v.p.ID, err)}
 			}
-			defer store.Close()
+			release = func() { _ = store.Close() }
 		}
+	}
+	fail := func(doing string, err error) (*repairTarget, error) {
+		release()
+		return nil, ExitError{ExitFailure, fmt.Errorf("verify --repair: %s: %s: %w", through, doing, err)}
 	}
 	conn, err := v.start(ctx, "sink", v.p.Sink)
 	if err != nil {
-		return err
+		release()
+		return nil, err
 	}
 	sink := conn.Sink()
-	fail := func(doing string, err error) error {
-		return ExitError{ExitFailure, fmt.Errorf("verify --repair: sink %s: %s: %w", v.p.Sink.Plugin, doing, err)}
-	}
 	if err := sink.Open(ctx, protocol.OpenRequest{Pipeline: v.p.ID, Settings: v.p.Sink.Settings,
 		MaxBatchRecords: v.p.BatchMaxRecords, MaxBatchBytes: v.p.BatchMaxBytes, Fence: token}); err != nil {
 		return fail("opening", err)
 	}
-	defer sink.Close(context.WithoutCancel(ctx))
+	closeSink := func() {
+		_ = sink.Close(context.WithoutCancel(ctx))
+		release()
+	}
 	var pos record.Position
 	if spec := v.p.Sink.Spec.Stage(sdk.KindSink); spec != nil && spec.Capabilities.Atomic(v.p.Sink.Settings) {
 		if pos, err = sink.Checkpoint(ctx); err != nil {
-			return fail("reading its checkpoint", err)
+			closeSink()
+			return nil, ExitError{ExitFailure, fmt.Errorf("verify --repair: %s: reading its checkpoint: %w", through, err)}
 		}
-	}
-	for i := range recs {
-		recs[i].Position = pos
 	}
 	w, err := sink.Write(ctx)
 	if err != nil {
-		return fail("writing", err)
+		closeSink()
+		return nil, ExitError{ExitFailure, fmt.Errorf("verify --repair: %s: writing: %w", through, err)}
 	}
-	if err := v.send(w, recs, pos); err != nil {
-		return fail("writing", err)
-	}
-	return nil
+	return &repairTarget{w: w, pos: pos, through: through, close: closeSink}, nil
 }
 
 // send sends recs on w in batches of the pipeline's size, each with position pos, and waits until the

@@ -411,7 +411,7 @@ func TestVerifyInFlight(t *testing.T) {
 }
 
 // TestVerifyUnverifiableStage: a stage whose plugin has no Verifier, or whose settings its Verify refuses,
-// is a usage error (exit 2) naming the stage and the plugin.
+// is a usage error (exit 2) naming the stage and the plugin; so are records that have no key to compare by.
 func TestVerifyUnverifiableStage(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "p.yaml"), `version: 1
@@ -421,7 +421,11 @@ pipelines:
     sink: { plugin: discard }
   - id: plain
     source: { plugin: file, settings: { path: in.jsonl } }
+    transforms: [{ key: 'string(id)' }]
     sink: { plugin: file, settings: { path: out.jsonl } }
+  - id: keyless
+    source: { plugin: file, settings: { path: in.jsonl } }
+    sink: { plugin: file, settings: { path: out.jsonl, format: record } }
 `)
 	writeRecords(t, filepath.Join(dir, "in.jsonl"), 1)
 	if _, errOut, code := sluice(t, dir, "verify", "p.yaml", "gen"); code != 2 ||
@@ -431,5 +435,9 @@ pipelines:
 	if _, errOut, code := sluice(t, dir, "verify", "p.yaml", "plain"); code != 2 ||
 		!strings.Contains(errOut, `sink file cannot be verified: file: only a sink writing format "record" can be verified`) {
 		t.Fatalf("file sink in format payload: exit %d, %q", code, errOut)
+	}
+	if _, errOut, code := sluice(t, dir, "verify", "p.yaml", "keyless"); code != 2 ||
+		!strings.Contains(errOut, "verify: 1 of the source's records have no key after the steps of pipeline keyless: verify compares records by key; give them one with a key step") {
+		t.Fatalf("records without keys: exit %d, %q", code, errOut)
 	}
 }
