@@ -179,7 +179,7 @@ func (b *Buffer) Append(ctx context.Context, batch record.Batch) error {
 			Encoding: r.Encoding,
 		}})
 	}
-	if batch.Position != nil { // a batch without position leaves the checkpoint as it was
+	if len(batch.Position) > 0 { // a batch without position leaves the checkpoint as it was
 		b.checkpoint = batch.Position.Clone()
 	}
 	b.notify()
