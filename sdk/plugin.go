@@ -145,7 +145,9 @@ type Buffer interface {
 	Checkpoint(ctx context.Context) (record.Position, error)
 	// Append stores the batch's records and batch.Position atomically. It blocks while the buffer is full
 	// (backpressure) until ctx is cancelled. The batch is only valid during the call and, as for
-	// Sink.Write, may hold up to 16 of the host's batches.
+	// Sink.Write, may hold up to 16 of the host's batches. A batch without position is stored without
+	// moving the checkpoint: `sluice verify --repair` appends one, with records whose positions are nil too,
+	// while the pipeline runs, and the instance running it must append on as if it had not happened.
 	Append(ctx context.Context, batch record.Batch) error
 	// Read returns stored records after the last one returned (initially after OpenRequest.After), with
 	// the buffer's own positions. It waits a short while (at most about a second) for records and returns

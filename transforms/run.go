@@ -166,37 +166,9 @@ type state struct {
 
 func (r *Runner) one(in *record.Record) (record.Record, bool, *Failure) {
 	p := r.p
-	s := state{rec: *in, encoding: in.Encoding}
-	r.changes.Reset(p.tree)
-	if p.decode && len(in.Payload) > 0 {
-		var err error
-		switch in.Encoding {
-		case record.EncodingJSON:
-			s.doc, err = codec.DecodeSparse(in.Payload, p.tree, &r.changes)
-		case record.EncodingBSON:
-			s.doc, err = codec.DecodeBSON(in.Payload)
-		}
-		if err != nil {
-			return s.rec, false, &Failure{Step: -1, Err: fmt.Errorf("decoding the %s payload: %w", in.Encoding, err)}
-		}
-	}
-	env := r.env
-	env[docName] = s.doc
-	if p.payload {
-		env["payload"] = s.doc
-	}
-	if p.key {
-		env["key"] = string(in.Key)
-	}
-	if p.op {
-		env["op"] = in.Op.String()
-	}
-	if p.meta {
-		s.metaMap = make(map[string]string, len(in.Meta))
-		for _, f := range in.Meta {
-			s.metaMap[f.Key] = f.Value
-		}
-		env["meta"] = s.metaMap
+	s, err := r.enter(in)
+	if err != nil {
+		return s.rec, false, &Failure{Step: -1, Err: err}
 	}
 	for i := range p.steps {
 		st := &p.steps[i]
@@ -312,6 +284,45 @@ func (r *Runner) one(in *record.Record) (record.Record, bool, *Failure) {
 		s.rec.Encoding = s.encoding
 	}
 	return s.rec, true, nil
+}
+
+// enter decodes in's payload as far as the program reads it and sets the environment its expressions
+// see.
+func (r *Runner) enter(in *record.Record) (state, error) {
+	p := r.p
+	s := state{rec: *in, encoding: in.Encoding}
+	r.changes.Reset(p.tree)
+	if p.decode && len(in.Payload) > 0 {
+		var err error
+		switch in.Encoding {
+		case record.EncodingJSON:
+			s.doc, err = codec.DecodeSparse(in.Payload, p.tree, &r.changes)
+		case record.EncodingBSON:
+			s.doc, err = codec.DecodeBSON(in.Payload)
+		}
+		if err != nil {
+			return s, fmt.Errorf("decoding the %s payload: %w", in.Encoding, err)
+		}
+	}
+	env := r.env
+	env[docName] = s.doc
+	if p.payload {
+		env["payload"] = s.doc
+	}
+	if p.key {
+		env["key"] = string(in.Key)
+	}
+	if p.op {
+		env["op"] = in.Op.String()
+	}
+	if p.meta {
+		s.metaMap = make(map[string]string, len(in.Meta))
+		for _, f := range in.Meta {
+			s.metaMap[f.Key] = f.Value
+		}
+		env["meta"] = s.metaMap
+	}
+	return s, nil
 }
 
 // condition is the outcome of a filter or a when: nil (a missing field) is false; a value that is not a

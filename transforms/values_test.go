@@ -432,3 +432,44 @@ func TestSample(t *testing.T) {
 		t.Errorf("failed = %v", failures(rep.Failed))
 	}
 }
+
+func TestExpressionEval(t *testing.T) {
+	for _, tc := range []struct {
+		expr    string
+		a, b    string
+		same    bool
+		wantErr bool
+	}{
+		{expr: "payload", a: `{"x":1,"y":[1,2]}`, b: `{"y":[1,2],"x":1.0}`, same: true},
+		{expr: "payload", a: `{"x":1}`, b: `{"x":2}`, same: false},
+		{expr: "fullDocument", a: `{"operationType":"insert","fullDocument":{"a":1}}`, b: `{"operationType":"update","fullDocument":{"a":1}}`, same: true},
+		{expr: "fullDocument.a + 1", a: `{"fullDocument":{"a":1}}`, b: `{"fullDocument":{"a":2}}`, same: false},
+		{expr: "fullDocument.a + 1", a: `{}`, wantErr: true},
+	} {
+		e, _, err := CompileExpression(tc.expr)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.expr, err)
+		}
+		ev := e.NewEvaluator()
+		va, err := ev.Eval(&record.Record{Payload: []byte(tc.a), Encoding: record.EncodingJSON})
+		if tc.wantErr {
+			if err == nil {
+				t.Fatalf("%s on %s: no error, value %v", tc.expr, tc.a, va)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s on %s: %v", tc.expr, tc.a, err)
+		}
+		vb, err := ev.Eval(&record.Record{Payload: []byte(tc.b), Encoding: record.EncodingJSON})
+		if err != nil {
+			t.Fatalf("%s on %s: %v", tc.expr, tc.b, err)
+		}
+		if got := Equal(va, vb); got != tc.same {
+			t.Fatalf("%s: Equal(%v, %v) = %v, want %v", tc.expr, va, vb, got, tc.same)
+		}
+	}
+	if _, col, err := CompileExpression("fullDocument.a +* 2"); err == nil || col == 0 {
+		t.Fatalf("a syntax error compiled (col %d, err %v)", col, err)
+	}
+}

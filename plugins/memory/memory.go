@@ -123,7 +123,7 @@ func (b *Buffer) Checkpoint(context.Context) (record.Position, error) {
 }
 
 // Append copies the batch's records (heartbeats carry no data and are not stored) into the queue and
-// stores batch.Position as the checkpoint, in one step. While the batch does not fit under max_records it
+// stores batch.Position as the checkpoint (unless it is nil), in one step. While the batch does not fit under max_records it
 // blocks until acks make room or ctx is done; a batch larger than max_records waits for an empty queue.
 func (b *Buffer) Append(ctx context.Context, batch record.Batch) error {
 	n, size := 0, 0
@@ -179,7 +179,9 @@ func (b *Buffer) Append(ctx context.Context, batch record.Batch) error {
 			Encoding: r.Encoding,
 		}})
 	}
-	b.checkpoint = batch.Position.Clone()
+	if len(batch.Position) > 0 { // a batch without position leaves the checkpoint as it was
+		b.checkpoint = batch.Position.Clone()
+	}
 	b.notify()
 	return nil
 }

@@ -222,3 +222,22 @@ func TestCopies(t *testing.T) {
 		t.Fatalf("stored record changed with the caller's memory: %q %q", recs[0].Payload, recs[0].Key)
 	}
 }
+
+// TestAppendWithoutPosition: a batch without position is stored and leaves the checkpoint as it was.
+func TestAppendWithoutPosition(t *testing.T) {
+	ctx := context.Background()
+	b := open(t, 100, nil)
+	if err := b.Append(ctx, record.Batch{Position: pos(7), Records: []record.Record{{Position: pos(7), Payload: []byte("a")}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Append(ctx, record.Batch{Records: []record.Record{{Payload: []byte("b")}}}); err != nil {
+		t.Fatal(err)
+	}
+	if cp, _ := b.Checkpoint(ctx); !cp.Equal(pos(7)) {
+		t.Fatalf("checkpoint %x after a batch without position, want 7", []byte(cp))
+	}
+	recs, err := b.Read(ctx)
+	if err != nil || len(recs) != 2 || string(recs[1].Payload) != "b" {
+		t.Fatalf("read %d records (%v), want both", len(recs), err)
+	}
+}

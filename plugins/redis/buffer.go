@@ -66,6 +66,11 @@ const fullWarnEvery = 30 * time.Second
 // The checkpoint compare-and-set makes a retried append idempotent: when the reply of an applied script
 // was lost (a connection cut, a Redis restart after the fsync), the retry finds the new checkpoint
 // already stored and appends nothing.
+//
+// A new checkpoint "" (a batch without position: `sluice verify --repair` appends one while the pipeline
+// runs) is stored without moving the checkpoint and without the compare-and-set, so that the instance
+// running the pipeline appends on undisturbed; a retry of such an append after a lost reply may store
+// its entries twice.
 var appendScript = goredis.NewScript(`
 local token = tonumber(ARGV[1])
 local held = tonumber(redis.call('HGET', KEYS[2], 'fence') or '-1')
@@ -73,7 +78,7 @@ if token < held then
   return redis.error_reply('FENCED ' .. string.format('%d', held))
 end
 local cur = redis.call('HGET', KEYS[2], 'pos') or ''
-if cur ~= ARGV[2] then
+if ARGV[3] ~= '' and cur ~= ARGV[2] then
   if cur == ARGV[3] then
     return {-1, -1}
   end
@@ -87,7 +92,10 @@ for i = 4, #ARGV, 2 do
   recs = recs + tonumber(ARGV[i])
   redis.call('XADD', KEYS[1], '*', 'b', ARGV[i + 1], 'n', ARGV[i], 'c', string.format('%d', total), 'k', string.format('%d', recs))
 end
-redis.call('HSET', KEYS[2], 'pos', ARGV[3], 'fence', ARGV[1], 'appended', string.format('%d', total), 'records', string.format('%d', recs))
+redis.call('HSET', KEYS[2], 'fence', ARGV[1], 'appended', string.format('%d', total), 'records', string.format('%d', recs))
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[2], 'pos', ARGV[3])
+end
 return {recs - tonumber(m[4] or '0'), total - tonumber(m[3] or '0')}
 `)
 
@@ -322,7 +330,7 @@ func (b *Buffer) Checkpoint(ctx context.Context) (record.Position, error) {
 // rest (the SDK hands a blocked buffer up to 16 host batches at once, which may exceed the bounds). Every
 // step is atomic, so a crash between two of them resumes the source after the last stored record. A
 // lost connection is retried with backoff for up to retry_timeout; a retry of an append that was applied
-// appends nothing.
+// appends nothing. A batch without position is stored without moving the checkpoint (see appendScript).
 func (b *Buffer) Append(ctx context.Context, batch record.Batch) error {
 	b.mu.Lock()
 	checked := b.checked
@@ -416,7 +424,9 @@ func (b *Buffer) appendPart(ctx context.Context, from, to int, pos record.Positi
 		}
 		return err
 	}
-	b.stored = string(pos)
+	if len(pos) > 0 {
+		b.stored = string(pos)
+	}
 	if len(held) == 2 && held[0] >= 0 {
 		b.setFill(held[0], held[1], false)
 		return nil

@@ -642,3 +642,41 @@ func TestEntriesOfEarlierVersions(t *testing.T) {
 		t.Fatalf("after acking all the buffer reports %d records, %d bytes held", entries, bytes)
 	}
 }
+
+// TestAppendWithoutPosition: a batch without position (sluice verify --repair's) is stored after what is
+// there and read in order, and leaves the checkpoint as it was, so that the instance running the pipeline
+// (same fencing token) appends on without a conflict.
+func TestAppendWithoutPosition(t *testing.T) {
+	srv := services.StartRedis(t, services.RedisOptions{})
+	settings := map[string]any{"addr": srv.Addr, "key": freshKey()}
+	ctx := context.Background()
+	running, _, err := openFenced(t, settings, nil, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := running.Append(ctx, batch(0, 2)); err != nil {
+		t.Fatal(err)
+	}
+	repair, _, err := openFenced(t, settings, nil, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb := batch(2, 2)
+	for i := range rb.Records {
+		rb.Records[i].Position = nil
+	}
+	rb.Position = nil
+	if err := repair.Append(ctx, rb); err != nil {
+		t.Fatal(err)
+	}
+	if cp, _ := repair.Checkpoint(ctx); string(cp) != "1" {
+		t.Fatalf("checkpoint %q after a batch without position, want 1 (unchanged)", cp)
+	}
+	if err := running.Append(ctx, batch(4, 2)); err != nil {
+		t.Fatalf("the running instance's next append: %v", err)
+	}
+	if cp, _ := running.Checkpoint(ctx); string(cp) != "5" {
+		t.Fatalf("checkpoint %q, want 5", cp)
+	}
+	checkPayloads(t, readN(t, running, 6), 0)
+}

@@ -98,7 +98,7 @@ func Execute(args []string, stdout, stderr io.Writer) error {
 	pf.IntVar(&g.maxMessage, "max-message-bytes", protocol.DefaultMaxMessageBytes,
 		"largest gRPC message between sluice and its plugins: a batch, or one record larger than batch_max_bytes (default fits a 16 MiB MongoDB document several times)")
 
-	root.AddCommand(runCmd(g), validateCmd(g), testCmd(g), pluginsCmd(g), resetCmd(g), statusCmd(g), versionCmd(g))
+	root.AddCommand(runCmd(g), validateCmd(g), testCmd(g), pluginsCmd(g), resetCmd(g), statusCmd(g), verifyCmd(g), versionCmd(g))
 	err := root.Execute()
 	for _, c := range g.catalogs {
 		c.Close()

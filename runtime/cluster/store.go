@@ -148,6 +148,28 @@ func (s *Store) Holder(ctx context.Context, id string) (Holder, error) {
 	return h, nil
 }
 
+// Token returns the fencing token of pipeline id's lease: the holder's, or when nobody holds it the last
+// one issued (0 when none ever was). `sluice verify --repair` opens the pipeline's buffer with it, so that
+// its append is neither refused nor fences the running holder.
+func (s *Store) Token(ctx context.Context, id string) (int64, error) {
+	h, err := s.Holder(ctx, id)
+	if err != nil || h.Instance != "" {
+		return h.Token, err
+	}
+	v, err := s.client.HGet(ctx, s.keys.info(id), "token").Result()
+	switch {
+	case errors.Is(err, goredis.Nil):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("cluster: reading the last token of pipeline %s: %w", id, err)
+	}
+	t, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("cluster: the last token of pipeline %s is %q, not a number", id, v)
+	}
+	return t, nil
+}
+
 // Delete forgets the pipeline's stored positions (`sluice reset`). It refuses while an instance holds the
 // pipeline's lease: that instance would store its positions again.
 func (s *Store) Delete(ctx context.Context, id string) error {

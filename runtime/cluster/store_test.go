@@ -91,3 +91,28 @@ func TestStoreListAndDelete(t *testing.T) {
 		t.Fatalf("Get after Delete = %q, %v", pos, err)
 	}
 }
+
+// TestStoreToken: the token of a held lease is its holder's; once released, the last one issued.
+func TestStoreToken(t *testing.T) {
+	srv := services.StartRedis(t, services.RedisOptions{})
+	client := newClient(t, srv.Addr)
+	store := NewStore(client, "")
+	ctx := context.Background()
+	if tok, err := store.Token(ctx, "orders"); err != nil || tok != 0 {
+		t.Fatalf("Token of a pipeline never leased = %d, %v", tok, err)
+	}
+	a := startNode(t, srv.Addr, "a", "orders")
+	waitFor(t, 5*time.Second, "a holds orders", func() bool { return a.acquired("orders") != nil })
+	want := a.acquired("orders").Lease.Token()
+	if tok, err := store.Token(ctx, "orders"); err != nil || tok != want {
+		t.Fatalf("Token while a holds the lease = %d, %v; want %d", tok, err, want)
+	}
+	a.stop(true)
+	waitFor(t, 5*time.Second, "the lease is released", func() bool {
+		h, _ := store.Holder(ctx, "orders")
+		return h.Instance == ""
+	})
+	if tok, err := store.Token(ctx, "orders"); err != nil || tok != want {
+		t.Fatalf("Token once released = %d, %v; want the last issued, %d", tok, err, want)
+	}
+}

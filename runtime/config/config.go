@@ -211,6 +211,9 @@ type Pipeline struct {
 	Retry pipeline.Retry
 	// OpenTimeout and StallTimeout are the watchdogs' limits (keys open_timeout and stall_timeout).
 	OpenTimeout, StallTimeout time.Duration
+	// Verify says how `sluice verify` compares the pipeline's ends (key verify); the zero value compares
+	// whole payloads.
+	Verify Verify
 }
 
 // Stage is a pipeline's source, buffer or sink.

@@ -21,20 +21,25 @@ type (
 		Tests     []any           `yaml:"tests,omitempty"`
 	}
 	printPipeline struct {
-		ID               string      `yaml:"id"`
-		Source           *printStage `yaml:"source"`
-		Transforms       []any       `yaml:"transforms,omitempty"`
-		Buffer           *printStage `yaml:"buffer,omitempty"`
-		SinkTransforms   []any       `yaml:"sink_transforms,omitempty"`
-		Sink             *printStage `yaml:"sink"`
-		OnError          string      `yaml:"on_error"`
-		DeadLetter       *printStage `yaml:"dlq,omitempty"`
-		BatchMaxRecords  int         `yaml:"batch_max_records"`
-		BatchMaxBytes    int         `yaml:"batch_max_bytes"`
-		MaxInFlightBytes int         `yaml:"max_in_flight_bytes"`
-		Retry            any         `yaml:"retry"`
-		OpenTimeout      string      `yaml:"open_timeout"`
-		StallTimeout     string      `yaml:"stall_timeout"`
+		ID               string       `yaml:"id"`
+		Source           *printStage  `yaml:"source"`
+		Transforms       []any        `yaml:"transforms,omitempty"`
+		Buffer           *printStage  `yaml:"buffer,omitempty"`
+		SinkTransforms   []any        `yaml:"sink_transforms,omitempty"`
+		Sink             *printStage  `yaml:"sink"`
+		OnError          string       `yaml:"on_error"`
+		DeadLetter       *printStage  `yaml:"dlq,omitempty"`
+		BatchMaxRecords  int          `yaml:"batch_max_records"`
+		BatchMaxBytes    int          `yaml:"batch_max_bytes"`
+		MaxInFlightBytes int          `yaml:"max_in_flight_bytes"`
+		Retry            any          `yaml:"retry"`
+		OpenTimeout      string       `yaml:"open_timeout"`
+		StallTimeout     string       `yaml:"stall_timeout"`
+		Verify           *printVerify `yaml:"verify,omitempty"`
+	}
+	printVerify struct {
+		Compare       string `yaml:"compare,omitempty"`
+		IgnoreDeleted bool   `yaml:"ignore_deleted"`
 	}
 	printRetry struct {
 		Initial     string `yaml:"initial"`
@@ -75,6 +80,7 @@ func (f *File) Print(w io.Writer) error {
 			Retry:            printedRetry(p.Retry),
 			OpenTimeout:      p.OpenTimeout.String(),
 			StallTimeout:     p.StallTimeout.String(),
+			Verify:           printedVerify(p.Verify),
 		})
 	}
 	if _, err := fmt.Fprintf(w, "# %s (resolved; secrets redacted)\n", f.Path); err != nil {
@@ -122,4 +128,12 @@ func printedRetry(r pipeline.Retry) any {
 		return "forever"
 	}
 	return printRetry{Initial: r.Initial.String(), Max: r.Max.String(), GiveUpAfter: r.GiveUpAfter.String()}
+}
+
+// printedVerify is a pipeline's verify block, nil when the file does not write one.
+func printedVerify(v Verify) *printVerify {
+	if v.Pos.Line == 0 {
+		return nil
+	}
+	return &printVerify{Compare: v.CompareText, IgnoreDeleted: v.IgnoreDeleted}
 }
