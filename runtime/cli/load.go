@@ -128,6 +128,9 @@ func pipelineConfig(p *config.Pipeline) pipeline.Config {
 		Steps: p.Steps, SinkSteps: p.SinkSteps, OnError: p.OnError,
 		Retry: p.Retry, OpenTimeout: p.OpenTimeout, StallTimeout: p.StallTimeout,
 	}
+	if !p.Ordered {
+		cfg.Lanes = p.Lanes
+	}
 	if p.DeadLetter != nil {
 		d := stage(p.DeadLetter)
 		cfg.DeadLetter = &d

@@ -211,6 +211,10 @@ type Pipeline struct {
 	Retry pipeline.Retry
 	// OpenTimeout and StallTimeout are the watchdogs' limits (keys open_timeout and stall_timeout).
 	OpenTimeout, StallTimeout time.Duration
+	// Ordered is false when the pipeline runs Lanes sink lanes, records dispatched by a hash of their key
+	// (keys ordered and lanes); Lanes is 1 when Ordered.
+	Ordered bool
+	Lanes   int
 }
 
 // Stage is a pipeline's source, buffer or sink.
