@@ -168,7 +168,7 @@ type parent struct {
 // dispatcher reads the buffer's batches, splits them among the lanes and acknowledges the buffer at the
 // low-water mark.
 type dispatcher struct {
-	in     *protocol.ReadStream
+	in     upstream
 	up     *stage // the buffer
 	lanes  []*laneReader
 	drain  <-chan struct{}
@@ -217,7 +217,7 @@ func (r *laneReader) Recv() (*protocol.Batch, error) {
 // Ack reports that the lane's sink holds its sub-batches through buffer batch seq.
 func (r *laneReader) Ack(seq uint64) error { return r.d.laneAcked(r.lane, seq) }
 
-func newDispatcher(in *protocol.ReadStream, up *stage, lanes int, done <-chan struct{}, drain <-chan struct{}) *dispatcher {
+func newDispatcher(in upstream, up *stage, lanes int, done <-chan struct{}, drain <-chan struct{}) *dispatcher {
 	d := &dispatcher{in: in, up: up, drain: drain, hasher: fnv.New32a(), skip: make([]record.Position, lanes)}
 	for i := range lanes {
 		d.lanes = append(d.lanes, &laneReader{d: d, lane: i, ch: make(chan *protocol.Batch, 1), done: done})
