@@ -433,7 +433,7 @@ func TestDispatcherLowWaterMark(t *testing.T) {
 			t.Fatalf("after lane %d acked %d: buffer acked %v, want %v", lane, seq, up.acks, wantAcks)
 		}
 	}
-	step(1, 2)       // lane 1 holds batches 1 and 2, lane 0 nothing yet: batch 1 is not complete
+	step(1, 2)    // lane 1 holds batches 1 and 2, lane 0 nothing yet: batch 1 is not complete
 	step(0, 1, 2) // lane 0 holds batch 1: batches 1 and 2 are complete, acknowledged at once
 	step(0, 3, 2, 3)
 	if !slices.Equal(acked, []uint64{5, 7}) {
