@@ -20,7 +20,9 @@ import (
 // Lanes: a pipeline with ordered: false (Config.Lanes > 0) runs one sink instance per lane behind its
 // buffer. A dispatcher reads the buffer's batches and splits each by a hash of its records' keys (FNV-1a;
 // records without a key go to lane 0), so that the records of one key go to one lane, in buffer order.
-// Each lane is a segment of its own (its own in-flight window, steps, dead letters) writing to its sink.
+// The sink_transforms run in the dispatcher, before the split, so that a record goes to the lane of the key
+// the sink writes. Each lane is a segment of its own (its own in-flight window, the records its sink
+// rejects) writing to its sink.
 //
 // Positions. A lane's sub-batch carries the buffer position of its whole batch, wrapped with the number of
 // lanes (lanePosition): a lane's sink stores it atomically with the records, so a lane's checkpoint P says
@@ -174,6 +176,9 @@ type dispatcher struct {
 	drain  <-chan struct{}
 	cmp    comparer
 	hasher hash.Hash32
+	// steps are the sink_transforms, run before a batch is split so that records are dispatched by the
+	// key the sink writes (nil: none).
+	steps *steps
 	// skip holds, per lane, the buffer position through which the lane already holds its records, until
 	// the lane has got a batch past it; nil for a lane that skips nothing (any more).
 	skip []record.Position
@@ -269,6 +274,11 @@ func (d *dispatcher) run(ctx context.Context) error {
 		if d.read != nil {
 			d.read(b.Len(), b.Size())
 		}
+		if d.steps != nil {
+			if err := d.steps.apply(ctx, b); err != nil {
+				return err
+			}
+		}
 		subs, err := d.split(ctx, b)
 		if err != nil {
 			return err
@@ -314,7 +324,13 @@ func (d *dispatcher) split(ctx context.Context, b *protocol.Batch) ([]*protocol.
 		if len(rs) == 0 {
 			continue
 		}
-		s := protocol.NewBatch(rs, pos)
+		var s *protocol.Batch
+		if d.steps != nil {
+			// The steps' records alias buffers their runner reuses on the next batch: encode them now.
+			s = protocol.NewEncodedBatch(record.Encode(nil, rs), len(rs), pos)
+		} else {
+			s = protocol.NewBatch(rs, pos) // the records alias the buffer's batch, which nothing changes
+		}
 		s.Seq, s.EventTime = b.Seq, b.EventTime
 		subs[i] = s
 	}
@@ -580,6 +596,9 @@ func (p *Pipeline) laneSegments(ctx context.Context, in *protocol.ReadStream, bu
 	if m := p.cfg.Meter; m != nil {
 		d.read = m.Stage(bufSt.role).Read
 	}
+	if p.cfg.SinkSteps != nil {
+		d.steps = p.sinkSteps(dead)
+	}
 	lm, _ := p.cfg.Meter.(LaneMeter)
 	window := max(int64(p.cfg.MaxInFlightBytes/n), minLaneWindow)
 	segs := make([]*segment, n)
@@ -591,9 +610,6 @@ func (p *Pipeline) laneSegments(ctx context.Context, in *protocol.ReadStream, bu
 		seg := p.segment(fmt.Sprintf("buffer → sink lane %d", i), d.lanes[i], out, bufSt, s, p.cfg.Sink, stateBuffer, true)
 		seg.acked, seg.upMeter = nil, nil // the dispatcher acknowledges and measures the buffer
 		seg.window, seg.maxWindow = semaphore.NewWeighted(window), window
-		if p.cfg.SinkSteps != nil {
-			seg.steps = p.sinkSteps(dead)
-		}
 		seg.rejects = dead
 		if lm != nil {
 			delivered := seg.delivered

@@ -18,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/protocol"
 	"github.com/sluicehq/sluice/sdk/record"
+	"github.com/sluicehq/sluice/transforms"
 )
 
 // keyedSource emits records 0..n-1 with position = seq and key = seq % keys, so that each key has many
@@ -140,6 +141,9 @@ type laneFixture struct {
 	acked    int64
 	n, keys  uint64
 	compares bool // the buffer compares its positions
+	// sinkSteps, when set, are the pipeline's sink_transforms; sinkKey is then the key they give seq.
+	sinkSteps *transforms.Program
+	sinkKey   func(seq uint64) string
 }
 
 func newLaneFixture(n, keys uint64) *laneFixture {
@@ -161,6 +165,7 @@ func (f *laneFixture) pipeline(lanes int) *Pipeline {
 	cfg := config(true, true)
 	cfg.Lanes = lanes
 	cfg.Retry = Retry{Initial: time.Millisecond, Max: 10 * time.Millisecond}
+	cfg.SinkSteps = f.sinkSteps
 	return New(cfg, &fakeStarter{plugins: map[string]func() sdk.Plugin{"t": plugin}}, &memStore{}, slog.New(slog.DiscardHandler))
 }
 
@@ -173,15 +178,18 @@ func (f *laneFixture) check(t *testing.T, lanes int) {
 	seen := make([]int, f.n)
 	for lane := range lanes {
 		id := laneID("p", lane)
-		last := map[uint64]uint64{}
+		last := map[string]uint64{}
 		for _, s := range f.w.written[id] {
 			seen[s]++
-			key := s % f.keys
-			if want := laneOf(fnv.New32a(), []byte("k"+strconv.FormatUint(key, 10)), lanes); want != lane {
-				t.Fatalf("record %d (key k%d) written by lane %d, want lane %d", s, key, lane, want)
+			key := "k" + strconv.FormatUint(s%f.keys, 10)
+			if f.sinkKey != nil {
+				key = f.sinkKey(s)
+			}
+			if want := laneOf(fnv.New32a(), []byte(key), lanes); want != lane {
+				t.Fatalf("record %d (key %s) written by lane %d, want lane %d", s, key, lane, want)
 			}
 			if prev, ok := last[key]; ok && prev >= s {
-				t.Fatalf("lane %d wrote record %d after %d: key k%d out of order", lane, s, prev, key)
+				t.Fatalf("lane %d wrote record %d after %d: key %s out of order", lane, s, prev, key)
 			}
 			last[key] = s
 		}
@@ -230,6 +238,15 @@ func TestLanesDeliver(t *testing.T) {
 	if got := p.Status().Lanes; got != 4 {
 		t.Errorf("status shows %d lanes, want 4", got)
 	}
+}
+
+// Records go to the lane of the key the sink writes: the key sink_transforms give them.
+func TestLanesDispatchByTheSinkKey(t *testing.T) {
+	f := newLaneFixture(5000, 97)
+	f.sinkSteps = compile(t, transforms.Step{Kind: transforms.Key, Expr: transforms.Expr{Text: `string(seq % 7)`}})
+	f.sinkKey = func(seq uint64) string { return strconv.FormatUint(seq%7, 10) }
+	run(t, f.pipeline(4))
+	f.check(t, 4)
 }
 
 // A lane's sink fails mid-run: the pipeline restarts, reads the buffer from the smallest lane position,
