@@ -201,10 +201,40 @@ func (f *laneFixture) check(t *testing.T, lanes int) {
 	}
 }
 
+// laneMeter is a testMeter that counts what each lane wrote.
+type laneMeter struct {
+	*testMeter
+	lanes map[int]int
+}
+
+func (m *laneMeter) LaneWritten(lane, n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.lanes[lane] += n
+}
+
 func TestLanesDeliver(t *testing.T) {
 	f := newLaneFixture(20000, 97)
 	p := f.pipeline(4)
+	m := &laneMeter{testMeter: newTestMeter(), lanes: map[int]int{}}
+	p.cfg.Meter = m
 	run(t, p)
+	// The buffer's reads are counted once (by the dispatcher), the sink's writes per lane.
+	if r, w := m.read["buffer"][0], m.written["sink"][0]; r != 20000 || w != 20000 {
+		t.Errorf("meter: %d records read from the buffer, %d written by the sinks; want 20000 each", r, w)
+	}
+	sum := 0
+	for lane, n := range m.lanes {
+		f.w.mu.Lock()
+		if want := len(f.w.written[laneID("p", lane)]); n != want {
+			t.Errorf("meter: lane %d wrote %d records, its sink holds %d", lane, n, want)
+		}
+		f.w.mu.Unlock()
+		sum += n
+	}
+	if len(m.lanes) != 4 || sum != 20000 {
+		t.Errorf("meter: lanes wrote %v, want 4 lanes and 20000 records", m.lanes)
+	}
 	f.check(t, 4)
 	if got := p.Stats.Delivered.Load(); got != 20000 {
 		t.Errorf("Delivered = %d, want 20000", got)
