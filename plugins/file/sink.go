@@ -18,7 +18,7 @@ import (
 // SinkConfig holds the sink's settings; its tags declare them (sdk.SettingsOf). format's values are the
 // Formats.
 type SinkConfig struct {
-	Path   string `setting:"path,required" doc:"The file to append to. Relative paths are relative to the directory sluice runs in. With ordered: false, lane i > 0 of the pipeline writes PATH.lane-i."`
+	Path   string `setting:"path,required" doc:"The file to append to. Relative paths are relative to the directory sluice runs in."`
 	Format string `setting:"format" default:"payload" enum:"payload,record" doc:"payload (default): each line is the record's payload, as JSON Lines; records without a payload write no line. record: each line is a JSON envelope with position (base64), op, key (a string; key_b64 when it is not UTF-8), meta, encoding and payload, for when those matter or payloads are not JSON."`
 	Sync   bool   `setting:"sync" default:"true" doc:"Default true: fsync after every write, so an acknowledged batch survives a power loss. False: leave flushing to the operating system, much faster on slow disks, but a machine crash can lose acknowledged records."`
 }
