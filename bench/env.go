@@ -80,7 +80,7 @@ var peerName = map[string]string{"rpconnect": "Redpanda Connect", "conduit": "Co
 
 // brokerFor returns the Kafka a workload writes to.
 func (e *env) brokerFor(w workload) *broker {
-	if w.RealKafka || (w.Key == "W2" && e.kafka != nil) {
+	if w.RealKafka || (w.Redis && e.kafka != nil) {
 		return e.kafka
 	}
 	return e.kfake
