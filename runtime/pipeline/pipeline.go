@@ -330,7 +330,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		begun, acks := time.Now(), p.Stats.acks.Load()
 		err := p.attempt(ctx)
 		now := time.Now()
-		if p.Stats.acks.Load() > acks || now.Sub(begun) >= healthyRun {
+		// An attempt that made progress, ran long, or was drained cleanly (its stages ran and stopped as
+		// asked, so they were healthy) ends the run of failures.
+		if p.Stats.acks.Load() > acks || now.Sub(begun) >= healthyRun || errors.Is(err, errDrained) {
 			r.progressed()
 			p.mu.Lock()
 			p.lastErr = nil
