@@ -179,6 +179,8 @@ type dispatcher struct {
 	// steps are the sink_transforms, run before a batch is split so that records are dispatched by the
 	// key the sink writes (nil: none).
 	steps *steps
+	// items is split's scratch space, reused from batch to batch.
+	items []item
 	// skip holds, per lane, the buffer position through which the lane already holds its records, until
 	// the lane has got a batch past it; nil for a lane that skips nothing (any more).
 	skip []record.Position
@@ -290,57 +292,103 @@ func (d *dispatcher) run(ctx context.Context) error {
 }
 
 // split divides b among the lanes: subs[i] is lane i's records of b, nil when it gets none (no record of
-// its keys, or only records it already holds).
+// its keys, or only records it already holds). A batch no step changed is split in wire form: each
+// record's encoding is copied to its lane's batch as it is, never decoded.
 func (d *dispatcher) split(ctx context.Context, b *protocol.Batch) ([]*protocol.Batch, error) {
 	subs := make([]*protocol.Batch, len(d.lanes))
 	if b.Len() == 0 {
 		return subs, nil
 	}
-	recs, err := b.Records()
-	if err != nil {
+	items := d.items[:0]
+	var recs []record.Record // the records, when steps ran (they are not in wire form then)
+	if d.steps != nil {
+		var err error
+		if recs, err = b.Records(); err != nil {
+			return nil, d.up.fail("reading", fmt.Errorf("batch %d: %w", b.Seq, err))
+		}
+		for i := range recs {
+			items = append(items, item{pos: recs[i].Position, key: recs[i].Key})
+		}
+	} else if err := record.Scan(b.Encoded(), b.Len(), func(_ int, pos, key, raw []byte) {
+		items = append(items, item{pos: pos, key: key, raw: raw})
+	}); err != nil {
 		return nil, d.up.fail("reading", fmt.Errorf("batch %d: %w", b.Seq, err))
 	}
+	d.items = items
 	var from []int // per lane, the index of its first record it does not hold yet; nil: 0 for every lane
 	if d.skipping() {
-		if from, err = d.skipFrom(ctx, recs); err != nil {
+		var err error
+		if from, err = d.skipFrom(ctx, items); err != nil {
 			return nil, err
 		}
 	}
-	per := make([][]record.Record, len(d.lanes))
 	n := len(d.lanes)
-	for i := range recs {
-		l := laneOf(d.hasher, recs[i].Key, n)
+	counts, sizes := make([]int, n), make([]int, n)
+	for i := range items {
+		l := laneOf(d.hasher, items[i].key, n)
 		if from != nil && i < from[l] {
 			d.skipped++
-			continue
+			l = -1
+		} else {
+			counts[l]++
+			sizes[l] += len(items[i].raw)
 		}
-		per[l] = append(per[l], recs[i])
+		items[i].lane = l
 	}
 	if from != nil && !d.skipping() && d.skipDone != nil {
 		d.skipDone(d.skipped)
 	}
 	pos := lanePosition(n, b.Position)
-	for i, rs := range per {
-		if len(rs) == 0 {
-			continue
+	if recs != nil {
+		// The steps' records alias buffers their runner reuses on the next batch: encode them now.
+		per := make([][]record.Record, n)
+		for i := range items {
+			if l := items[i].lane; l >= 0 {
+				per[l] = append(per[l], recs[i])
+			}
 		}
-		var s *protocol.Batch
-		if d.steps != nil {
-			// The steps' records alias buffers their runner reuses on the next batch: encode them now.
-			s = protocol.NewEncodedBatch(record.Encode(nil, rs), len(rs), pos)
-		} else {
-			s = protocol.NewBatch(rs, pos) // the records alias the buffer's batch, which nothing changes
+		for l, rs := range per {
+			if len(rs) > 0 {
+				subs[l] = protocol.NewEncodedBatch(record.Encode(nil, rs), len(rs), pos)
+			}
 		}
-		s.Seq, s.EventTime = b.Seq, b.EventTime
-		subs[i] = s
+	} else {
+		data := make([][]byte, n)
+		for l := range n {
+			if counts[l] > 0 {
+				data[l] = make([]byte, 0, sizes[l])
+			}
+		}
+		for i := range items {
+			if l := items[i].lane; l >= 0 {
+				data[l] = append(data[l], items[i].raw...)
+			}
+		}
+		for l := range n {
+			if counts[l] > 0 {
+				subs[l] = protocol.NewEncodedBatch(data[l], counts[l], pos)
+			}
+		}
+	}
+	for _, s := range subs {
+		if s != nil {
+			s.Seq, s.EventTime = b.Seq, b.EventTime
+		}
 	}
 	return subs, nil
+}
+
+// item is what the dispatcher needs of one record of a batch: its position and key, its encoding (nil
+// when the batch was decoded), and the lane it goes to (-1: none, the lane holds it already).
+type item struct {
+	pos, key, raw []byte
+	lane          int
 }
 
 // skipFrom returns, per lane, the index in recs of the lane's first record past the position it holds
 // (len(recs): it holds them all). It compares the batch's first and last positions with each lane's, and
 // searches a batch that straddles one; a lane past its position skips nothing from then on.
-func (d *dispatcher) skipFrom(ctx context.Context, recs []record.Record) ([]int, error) {
+func (d *dispatcher) skipFrom(ctx context.Context, recs []item) ([]int, error) {
 	from := make([]int, len(d.lanes))
 	known := map[string]int{} // the answer for a stored position, as lanes often share one
 	for l, held := range d.skip {
@@ -365,9 +413,9 @@ func (d *dispatcher) skipFrom(ctx context.Context, recs []record.Record) ([]int,
 
 // firstAfter returns the index of the first record of recs (in position order) after held, len(recs) if
 // none is.
-func (d *dispatcher) firstAfter(ctx context.Context, recs []record.Record, held record.Position) (int, error) {
+func (d *dispatcher) firstAfter(ctx context.Context, recs []item, held record.Position) (int, error) {
 	after := func(i int) (bool, error) {
-		c, err := d.cmp(ctx, recs[i].Position, held)
+		c, err := d.cmp(ctx, recs[i].pos, held)
 		return c > 0, err
 	}
 	last, err := after(len(recs) - 1)
