@@ -27,7 +27,9 @@ func startEnv(ctx context.Context, opts options) (*env, []string, error) {
 	e := &env{}
 	var notes []string
 	has := func(k string) bool { return slices.Contains(opts.keys, k) }
-	if (has("W5-kafka") || has("W2")) && opts.kafka != "off" {
+	// W2 and W2-lanes take the real node when there is one, else kfake.
+	w2 := has("W2") || has("W2-lanes")
+	if (has("W5-kafka") || w2) && opts.kafka != "off" {
 		missing := ""
 		for _, tool := range []string{"java", "mvn"} {
 			if _, err := exec.LookPath(tool); err != nil {
@@ -48,14 +50,14 @@ func startEnv(ctx context.Context, opts options) (*env, []string, error) {
 	} else if has("W5-kafka") {
 		notes = append(notes, "W5 on a real Kafka node not run (-kafka off).")
 	}
-	if has("W5-kfake") || (has("W2") && e.kafka == nil) {
+	if has("W5-kfake") || (w2 && e.kafka == nil) {
 		b, err := startKfake()
 		if err != nil {
 			return e, notes, err
 		}
 		e.kfake = b
 	}
-	if has("W2") {
+	if w2 {
 		fmt.Fprintln(opts.progress, "bench: starting redis-server (services/, AOF appendfsync everysec)")
 		r, err := services.NewRedis(filepath.Join(opts.dir, "servers", "redis"), services.RedisOptions{Persistence: "everysec"})
 		if err != nil {
@@ -80,7 +82,7 @@ var peerName = map[string]string{"rpconnect": "Redpanda Connect", "conduit": "Co
 
 // brokerFor returns the Kafka a workload writes to.
 func (e *env) brokerFor(w workload) *broker {
-	if w.RealKafka || (w.Key == "W2" && e.kafka != nil) {
+	if w.RealKafka || (w.Redis && e.kafka != nil) {
 		return e.kafka
 	}
 	return e.kfake

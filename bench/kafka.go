@@ -74,9 +74,9 @@ func (b *broker) Close() {
 	b.stop()
 }
 
-// CreateTopic creates topic with one partition.
-func (b *broker) CreateTopic(ctx context.Context, topic string) error {
-	resp, err := b.admin.CreateTopic(ctx, 1, 1, nil, topic)
+// CreateTopic creates topic with partitions partitions (at least one).
+func (b *broker) CreateTopic(ctx context.Context, topic string, partitions int) error {
+	resp, err := b.admin.CreateTopic(ctx, int32(max(partitions, 1)), 1, nil, topic)
 	if err == nil {
 		err = resp.Err
 	}

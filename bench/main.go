@@ -11,7 +11,9 @@
 //   - W5: generate → Kafka, on kfake (in this process) and on a real Apache Kafka node, transactional and
 //     idempotent;
 //   - W2: generate → Redis buffer (redis-server, AOF appendfsync everysec) → Kafka (the real node when there
-//     is one, else kfake), exactly-once.
+//     is one, else kfake), exactly-once;
+//   - W2-lanes (only when -workloads names it): W2 into a topic of 4 partitions, ordered and with
+//     ordered: false, lanes: 4.
 //
 // Every run is checked: sluice's run summary must report every record read and the expected count
 // delivered, and a Kafka topic (one per run) must hold exactly the expected count for a read_committed
@@ -75,11 +77,14 @@ func main() {
 	records := fs.Int("records", envInt("BENCH_RECORDS", defaultRecords), "records each run reads (default: $BENCH_RECORDS, else 1000000)")
 	rounds := fs.Int("rounds", envInt("BENCH_ROUNDS", defaultRounds), "rounds; each runs every workload with every program once (default: $BENCH_ROUNDS, else 3)")
 	payload := fs.Int("payload", defaultPayload, "payload bytes of each generated record")
-	var keys []string
+	var keys, defaults []string
 	for _, w := range workloads() {
 		keys = append(keys, w.Key)
+		if !w.Extra {
+			defaults = append(defaults, w.Key)
+		}
 	}
-	sel := fs.String("workloads", strings.Join(keys, ","), "workloads to run, comma-separated")
+	sel := fs.String("workloads", strings.Join(defaults, ","), "workloads to run, comma-separated (W2-lanes only when named)")
 	kafka := fs.String("kafka", "auto", "the real Kafka node (W5-kafka; W2 uses it when there is one): auto (when Java and Maven are installed), on, off")
 	bin := fs.String("bin", filepath.Join(repo, "bin"), "directory holding sluice and plugins/ (make build)")
 	dir := fs.String("dir", filepath.Join(repo, "out", "bench"), "work directory: servers' data, configurations and logs of every run (emptied first)")

@@ -81,7 +81,7 @@ func runChecked(ctx context.Context, opts options, e *env, w workload, p program
 		b = e.brokerFor(w)
 		r.Workload = w.Name + " " + kafkaLabel(b)
 		prm.Brokers = b.Brokers
-		if err := b.CreateTopic(ctx, id); err != nil {
+		if err := b.CreateTopic(ctx, id, w.Partitions); err != nil {
 			return err
 		}
 		defer b.DeleteTopic(context.WithoutCancel(ctx), id)

@@ -27,6 +27,7 @@ type params struct {
 	Pad           string // the peers' "pad" field: {"seq":N,"pad":Pad} is about PayloadBytes long
 	InProcess     bool
 	Transactional bool
+	Lanes         int // sluice's lanes with ordered: false; 0: ordered
 	Brokers       []string
 	Topic, TxnID  string
 	RedisAddr     string
@@ -106,6 +107,10 @@ type workload struct {
 	Kafka, Redis bool
 	// RealKafka: a real broker rather than kfake (W5 kafka); W2 takes the real one when there is one.
 	RealKafka bool
+	// Partitions of the workload's topic (0: 1).
+	Partitions int
+	// Extra: run only when -workloads names it, not by default.
+	Extra bool
 	// Delivered returns the records the sink must get out of n read.
 	Delivered func(n int) int
 	Programs  []program
@@ -139,6 +144,14 @@ func workloads() []workload {
 					Args: func(bin, _ string, files []string) []string {
 						return append([]string{bin, "streams", "--no-api", "-o", files[0]}, files[1:]...)
 					}},
+			}},
+		// W2 into a topic of 4 partitions, ordered (one transactional sink) and with ordered: false, lanes: 4
+		// (four, each with its own transactional id), to measure what lanes gain.
+		{Key: "W2-lanes", Name: "W2 generate → Redis (AOF everysec) → Kafka, 4 partitions", Kafka: true, Redis: true,
+			Partitions: 4, Extra: true, Delivered: all,
+			Programs: []program{
+				sluiceProgram("sluice", "sluice/w2.yaml", transactional),
+				sluiceProgram("sluice lanes 4", "sluice/w2.yaml", func(p *params) { p.Transactional, p.Lanes = true, 4 }),
 			}},
 	}
 }

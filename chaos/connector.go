@@ -59,6 +59,7 @@ pipelines:
       plugin: kafka
       settings: { brokers: [%[10]s], headers: [%[7]s], transactional: %[11]t, transactional_id: "chaos-%[2]s" }
     batch_max_records: 200
+    %[17]s
     retry: { initial: 500ms, max: 5s, give_up_after: never }
 
   - id: %[12]s
@@ -74,6 +75,7 @@ pipelines:
       plugin: kafka
       settings: { brokers: [%[10]s], topic: %[16]q, transactional: %[11]t, transactional_id: "chaos-%[12]s" }
     batch_max_records: 500
+    %[17]s
     retry: { initial: 500ms, max: 5s, give_up_after: never }
 
 tests:
@@ -99,5 +101,5 @@ tests:
       - { key: m0000001, meta: { %[7]s: del } }
 `, p.mode, p.mongoPipe, p.mongoURI, p.database, p.collection, p.startAt.UTC().Format(time.RFC3339),
 		versionHeader, p.mongoTopic, p.redisAddr, strings.Join(brokers, ", "), p.mode.transactional(),
-		p.generatePipe, p.generateCount, p.generateRate, generateKeys, p.genTopic)
+		p.generatePipe, p.generateCount, p.generateRate, generateKeys, p.genTopic, p.mode.ordering())
 }

@@ -33,14 +33,35 @@ type mode string
 const (
 	exactlyOnce mode = "exactly-once"  // kafka transactional: true
 	atLeastOnce mode = "at-least-once" // kafka transactional: false: the host stores the buffer's position
+	// unordered is exactly-once with ordered: false: each pipeline runs 4 sink lanes (4 Kafka sink
+	// processes, each with its own transactional id), fed by key hash. Order holds per key only, which is
+	// what the checks judge anyway.
+	unordered mode = "unordered"
 )
 
-func (m mode) transactional() bool { return m == exactlyOnce }
+// unorderedLanes is the number of lanes of the unordered mode's pipelines.
+const unorderedLanes = 4
+
+func (m mode) transactional() bool { return m != atLeastOnce }
+
+// exact reports whether the mode allows no duplicate.
+func (m mode) exact() bool { return m != atLeastOnce }
+
+// ordering is the mode's pipeline keys ordered and lanes, as the connector file writes them.
+func (m mode) ordering() string {
+	if m == unordered {
+		return fmt.Sprintf("ordered: false\n    lanes: %d", unorderedLanes)
+	}
+	return "ordered: true"
+}
 
 // short names the mode in topic, collection and pipeline names.
 func (m mode) short() string {
-	if m == exactlyOnce {
+	switch m {
+	case exactlyOnce:
 		return "eo"
+	case unordered:
+		return "un"
 	}
 	return "alo"
 }
@@ -199,7 +220,7 @@ func (r *result) Failures() []string {
 		f = append(f, fmt.Sprintf("%d records in Kafka that no change explains", v.unexpected))
 	}
 	switch {
-	case r.mode == exactlyOnce && v.duplicated > 0:
+	case r.mode.exact() && v.duplicated > 0:
 		f = append(f, fmt.Sprintf("%d duplicates", v.duplicated))
 	case r.mode == atLeastOnce && int64(v.duplicated) > r.redelivered.total():
 		f = append(f, fmt.Sprintf("%d duplicates, more than the %d records sluice reported as redelivered", v.duplicated, r.redelivered.total()))
@@ -237,10 +258,7 @@ func runMode(ctx context.Context, opts options, srv *servers, m mode) (*result, 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	stream := uint64(1)
-	if m == atLeastOnce {
-		stream = 2
-	}
+	stream := map[mode]uint64{exactlyOnce: 1, atLeastOnce: 2, unordered: 3}[m]
 	r := &modeRun{opts: opts, srv: srv, mode: m, dir: dir, rng: rand.New(rand.NewPCG(opts.seed, stream)),
 		kills: map[string]int{}}
 	nMongo := opts.records / 4

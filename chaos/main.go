@@ -16,7 +16,9 @@
 //
 // -mode exactly-once runs the Kafka sink transactional; -mode at-least-once runs it with transactional:
 // false, where duplicates are allowed up to the records sluice reports as redelivered; -mode both (the
-// default) runs one, then the other, against the same servers.
+// default) runs one, then the other, against the same servers. -mode unordered runs exactly-once with
+// ordered: false and 4 lanes (4 Kafka sink processes per pipeline, records dispatched by key); -mode all
+// runs the three.
 //
 // It prints progress on stderr and one summary line per mode on stdout:
 //
@@ -61,7 +63,7 @@ func main() {
 	kills := fs.Int("kills", defaultKills, "SIGKILLs, spread evenly over the host, the plugins, redis-server and the broker")
 	seed := fs.Uint64("seed", 0, "seed of the kill plan, the kill moments and the MongoDB changes (default: from the clock; printed)")
 	duration := fs.Duration("duration", defaultDuration, "how long the MongoDB writer and the generate source take to make their records")
-	modeFlag := fs.String("mode", "both", "exactly-once, at-least-once, or both (one after the other)")
+	modeFlag := fs.String("mode", "both", "exactly-once, at-least-once, both (one after the other), unordered (exactly-once with ordered: false, 4 lanes), or all three")
 	kindsFlag := fs.String("kill", strings.Join(killKinds, ","), "the kinds of kill, comma-separated: host, plugin, redis, broker")
 	stall := fs.Duration("stall", defaultStall, "how long without a new record in Kafka, while some are missing, counts as a hang")
 	bin := fs.String("bin", filepath.Join(repo, "bin"), "directory holding sluice and plugins/ (make build)")
@@ -69,10 +71,11 @@ func main() {
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
-	modes := map[string][]mode{"both": {exactlyOnce, atLeastOnce}, "exactly-once": {exactlyOnce}, "at-least-once": {atLeastOnce}}[*modeFlag]
+	modes := map[string][]mode{"both": {exactlyOnce, atLeastOnce}, "exactly-once": {exactlyOnce}, "at-least-once": {atLeastOnce},
+		"unordered": {unordered}, "all": {exactlyOnce, atLeastOnce, unordered}}[*modeFlag]
 	switch {
 	case modes == nil:
-		usage(fs, "-mode: want exactly-once, at-least-once or both, got %q", *modeFlag)
+		usage(fs, "-mode: want exactly-once, at-least-once, both, unordered or all, got %q", *modeFlag)
 	case *records < 100:
 		usage(fs, "-records: want at least 100, got %d", *records)
 	case *kills < 0:

@@ -45,6 +45,14 @@ type OpenRequest struct {
 	// before it notices. The Redis buffer does; a stage with its own fencing (Kafka's transactional id)
 	// may ignore it.
 	Fence int64
+	// Lane and Lanes are set for the sinks of a pipeline with ordered: false: the host runs Lanes
+	// instances of the sink (Lanes > 1), and this one is lane Lane (0 .. Lanes-1). Each lane gets every
+	// record of the keys that hash to it, in order, and stores its own positions. Lane 0 is opened with
+	// the pipeline's id, lane i > 0 with "<pipeline>.lane-<i>", so that what a sink derives from Pipeline
+	// differs between lanes; a sink that takes such a name from its settings instead (a transactional
+	// id, a file path) must make it differ too, for example by appending ".lane-<i>" when Lane > 0. Both
+	// are 0 for sources, buffers, and the sink of an ordered pipeline.
+	Lane, Lanes int
 	// Logger writes to the host's log, tagged with the plugin's name and the pipeline.
 	Logger *slog.Logger
 	// Metrics is where the stage registers metrics of its own, which the host collects and shows on its
@@ -171,6 +179,20 @@ type Buffer interface {
 // stage's positions) makes the host show the position as it does for stages without a formatter.
 type PositionFormatter interface {
 	FormatPosition(pos record.Position) (string, error)
+}
+
+// PositionComparer is implemented by a Buffer that can order its positions. A pipeline with ordered: false
+// needs it: each of its sink lanes stores the buffer position of the last record it wrote, and after a
+// restart the host reads the buffer from the smallest of them and skips, for each lane, what that lane
+// already holds. Without it the host refuses ordered: false.
+//
+// The host asks only while it resumes a pipeline (a few times per batch, until every lane is past its
+// stored position), never while records flow. Like FormatPosition, ComparePositions may be called at any
+// time in the stage's life, and at the same time as other calls: it must depend on a and b alone. It
+// returns a negative number when a is before b, 0 when they are the same position and a positive one
+// when a is after b; an error when either is not one of this buffer's positions.
+type PositionComparer interface {
+	ComparePositions(a, b record.Position) (int, error)
 }
 
 // Rejection names one record of a batch passed to Sink.Write that the sink cannot write, ever: it is larger

@@ -95,6 +95,8 @@ func (o *opened) open(ctx context.Context, req *sluicev1.OpenRequest, open func(
 		MaxBatchBytes:   o.maxBatchBytes,
 		DeadLetter:      req.GetDeadLetter(),
 		Fence:           req.GetFence(),
+		Lane:            int(req.GetLane()),
+		Lanes:           int(req.GetLanes()),
 		Logger:          o.logger, // the host tags forwarded lines with plugin, stage and pipeline
 		Metrics:         o.metrics,
 		ctx:             o.life,
@@ -267,6 +269,29 @@ func formatPosition(stage any, req *sluicev1.FormatPositionRequest) (resp *sluic
 	return &sluicev1.FormatPositionResponse{Text: text}, nil
 }
 
+// comparePositions answers ComparePositions with the stage's PositionComparer, or Unimplemented when the
+// stage has none. Two empty positions are equal without asking the plugin (the host's probe). A panic in
+// the plugin's ComparePositions is an error of the call, not the end of the process.
+func comparePositions(stage any, req *sluicev1.ComparePositionsRequest) (resp *sluicev1.ComparePositionsResponse, err error) {
+	c, ok := stage.(PositionComparer)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "the stage does not compare its positions")
+	}
+	if len(req.GetA()) == 0 && len(req.GetB()) == 0 {
+		return &sluicev1.ComparePositionsResponse{}, nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			resp, err = nil, status.Errorf(codes.Internal, "comparing positions: panic: %v", r)
+		}
+	}()
+	order, err := c.ComparePositions(req.GetA(), req.GetB())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return &sluicev1.ComparePositionsResponse{Order: int32(max(-1, min(order, 1)))}, nil
+}
+
 // ---- source ----
 
 type sourceServer struct {
@@ -408,6 +433,10 @@ func (s *bufferServer) Read(stream grpc.BidiStreamingServer[sluicev1.Ack, sluice
 
 func (s *bufferServer) FormatPosition(_ context.Context, req *sluicev1.FormatPositionRequest) (*sluicev1.FormatPositionResponse, error) {
 	return formatPosition(s.impl, req)
+}
+
+func (s *bufferServer) ComparePositions(_ context.Context, req *sluicev1.ComparePositionsRequest) (*sluicev1.ComparePositionsResponse, error) {
+	return comparePositions(s.impl, req)
 }
 
 func (s *bufferServer) Close(ctx context.Context, _ *sluicev1.Empty) (*sluicev1.Empty, error) {

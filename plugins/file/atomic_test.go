@@ -121,3 +121,38 @@ func BenchmarkAtomicSinkWrite(b *testing.B) {
 		})
 	}
 }
+
+// The sinks of a pipeline's lanes (ordered: false) write files of their own: PATH for lane 0, PATH.lane-i
+// for the others, each with its own position.
+func TestAtomicSinkLanesWriteFilesOfTheirOwn(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	for lane := range 3 {
+		s := &file.AtomicSink{}
+		if err := s.Open(ctx, sdk.OpenRequest{Settings: sdk.Settings{"path": path, "sync": false}, Lane: lane, Lanes: 3}); err != nil {
+			t.Fatal(err)
+		}
+		b := record.Batch{Position: record.Position{byte(lane)}, Records: []record.Record{{Payload: []byte(`{"lane":` + strconv.Itoa(lane) + `}`)}}}
+		if err := s.Write(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		_ = s.Close(ctx)
+	}
+	for lane := range 3 {
+		p := path
+		if lane > 0 {
+			p += ".lane-" + strconv.Itoa(lane)
+		}
+		if lines := readLines(t, p); len(lines) != 1 || lines[0] != `{"lane":`+strconv.Itoa(lane)+`}` {
+			t.Errorf("lane %d: %s holds %q", lane, p, lines)
+		}
+		s := &file.AtomicSink{}
+		if err := s.Open(ctx, sdk.OpenRequest{Settings: sdk.Settings{"path": path}, Lane: lane, Lanes: 3}); err != nil {
+			t.Fatal(err)
+		}
+		if cp, _ := s.Checkpoint(ctx); !cp.Equal(record.Position{byte(lane)}) {
+			t.Errorf("lane %d: checkpoint %x, want its own", lane, []byte(cp))
+		}
+		_ = s.Close(ctx)
+	}
+}

@@ -63,6 +63,10 @@ func openSinkFile(req sdk.OpenRequest) (SinkConfig, Format, *os.File, error) {
 	if err := checkPath(cfg.Path); err != nil {
 		return cfg, "", nil, err
 	}
+	if req.Lane > 0 {
+		// A lane of a pipeline with ordered: false writes a file of its own: PATH (lane 0), PATH.lane-1…
+		cfg.Path += fmt.Sprintf(".lane-%d", req.Lane)
+	}
 	format, err := ParseFormat(cfg.Format)
 	if err != nil {
 		return cfg, "", nil, sdk.InvalidSettings(fmt.Errorf("file: %w", err))

@@ -122,13 +122,14 @@ func (s *AtomicSink) Verify(ctx context.Context, req sdk.VerifyRequest, emit fun
 	if err != nil {
 		return sdk.VerifyResult{}, err
 	}
-	size, pos, err := readPosition(cfg.Path + positionSuffix)
+	c, err := readPosition(cfg.Path + positionSuffix)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		size, pos = 0, nil
+		c = commit{}
 	case err != nil:
-		return sdk.VerifyResult{}, fsErr(err)
+		return sdk.VerifyResult{}, err
 	}
+	size, pos := c.size, c.pos
 	if err := verifyLines(ctx, cfg.Path, size, req.Keys, emit); err != nil {
 		return sdk.VerifyResult{}, err
 	}

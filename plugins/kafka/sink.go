@@ -66,6 +66,11 @@ func (s *Sink) Open(ctx context.Context, req sdk.OpenRequest) error {
 	if err != nil {
 		return err
 	}
+	if id, _ := req.Settings["transactional_id"].(string); id != "" && cfg.Transactional && req.Lane > 0 {
+		// A lane of a pipeline with ordered: false: lanes must not fence each other. The default id
+		// differs already (it is derived from the lane's pipeline id).
+		cfg.TransactionalID += fmt.Sprintf(".lane-%d", req.Lane)
+	}
 	s.cfg, s.log, s.deadLetter = cfg, req.Logger, req.DeadLetter
 	s.commitSeconds = req.Metrics.Histogram("transaction_commit_seconds", "Time to commit a write's transaction.", nil)
 	s.producedBytes = req.Metrics.Counter("produced_bytes_total", "Bytes (keys, values, headers) of the messages written and, when transactional, committed.")

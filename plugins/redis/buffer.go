@@ -1,10 +1,12 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -770,6 +772,33 @@ func parsePosition(s string) (position, error) {
 	}
 	p.id = id
 	return p, nil
+}
+
+// ComparePositions orders two buffer positions (sdk.PositionComparer), for pipelines with ordered: false:
+// by stream ID (milliseconds, then sequence), then within an entry by index, the entry's last record
+// ("ID", no index) after every "ID.INDEX" of the same entry. It depends on a and b alone.
+func (*Buffer) ComparePositions(a, b record.Position) (int, error) {
+	p, err := parsePosition(string(a))
+	if err != nil {
+		return 0, fmt.Errorf("redis: %q is not a position of this buffer: %w", a, err)
+	}
+	q, err := parsePosition(string(b))
+	if err != nil {
+		return 0, fmt.Errorf("redis: %q is not a position of this buffer: %w", b, err)
+	}
+	last := func(i int) uint64 { // the entry's last record (index -1) sorts after every index
+		if i < 0 {
+			return math.MaxUint64
+		}
+		return uint64(i)
+	}
+	if c := cmp.Compare(p.ms, q.ms); c != 0 {
+		return c, nil
+	}
+	if c := cmp.Compare(p.seq, q.seq); c != 0 {
+		return c, nil
+	}
+	return cmp.Compare(last(p.index), last(q.index)), nil
 }
 
 // after is the smallest stream ID after p's entry.

@@ -52,3 +52,29 @@ func TestParsePosition(t *testing.T) {
 		}
 	}
 }
+
+func TestComparePositions(t *testing.T) {
+	ordered := []string{"5-0.0", "5-0.1", "5-0", "5-1.0", "5-1", "10-0.3", "10-0", "10-18446744073709551615", "11-0"}
+	var b Buffer
+	for i, a := range ordered {
+		for j, c := range ordered {
+			got, err := b.ComparePositions([]byte(a), []byte(c))
+			if want := cmpInts(i, j); err != nil || got != want {
+				t.Errorf("ComparePositions(%s, %s) = %d, %v; want %d", a, c, got, err, want)
+			}
+		}
+	}
+	if _, err := b.ComparePositions([]byte("5-0"), []byte("nope")); err == nil {
+		t.Error("ComparePositions of a foreign position: no error")
+	}
+}
+
+func cmpInts(a, b int) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

@@ -29,6 +29,8 @@ type Pipeline struct {
 	ID        string `json:"id"`
 	State     string `json:"state"`
 	Guarantee string `json:"guarantee"`
+	// Lanes is the number of sink lanes of a pipeline with ordered: false; null for an ordered pipeline.
+	Lanes *int `json:"lanes"`
 	// Since is when the pipeline entered State; Started when its stages were first open.
 	Since   *time.Time `json:"since"`
 	Started *time.Time `json:"started"`
@@ -75,6 +77,8 @@ type Stage struct {
 	Plugin string `json:"plugin"`
 	// Pid is the plugin's process id; null when it runs inside sluice.
 	Pid *int `json:"pid"`
+	// Lane is the sink's lane in a pipeline with ordered: false; absent for every other stage.
+	Lane *int `json:"lane,omitempty"`
 }
 
 // Buffer is a buffer's fill.
@@ -167,8 +171,11 @@ func view(now time.Time, st pipeline.Status) Pipeline {
 	if st.LastError != "" {
 		v.LastError = &st.LastError
 	}
+	if st.Lanes > 0 {
+		v.Lanes = &st.Lanes
+	}
 	for _, sg := range st.Stages {
-		s := Stage{Role: sg.Role, Plugin: sg.Plugin}
+		s := Stage{Role: sg.Role, Plugin: sg.Plugin, Lane: sg.Lane}
 		if sg.Pid != 0 {
 			s.Pid = &sg.Pid
 		}

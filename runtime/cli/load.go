@@ -128,6 +128,9 @@ func pipelineConfig(p *config.Pipeline) pipeline.Config {
 		Steps: p.Steps, SinkSteps: p.SinkSteps, OnError: p.OnError,
 		Retry: p.Retry, OpenTimeout: p.OpenTimeout, StallTimeout: p.StallTimeout,
 	}
+	if !p.Ordered {
+		cfg.Lanes = p.Lanes
+	}
 	if p.DeadLetter != nil {
 		d := stage(p.DeadLetter)
 		cfg.DeadLetter = &d
@@ -154,6 +157,9 @@ func describePipeline(p *config.Pipeline) string {
 	parts = append(parts, p.Sink.Plugin)
 	cfg := pipelineConfig(p)
 	s := fmt.Sprintf("pipeline %s: %s (%s", p.ID, strings.Join(parts, " → "), pipeline.GuaranteeOf(&cfg))
+	if !p.Ordered {
+		s += fmt.Sprintf("; ordered: false, %d lanes", p.Lanes)
+	}
 	if p.DeadLetter != nil {
 		s += fmt.Sprintf("; dead letters → %s, on_error: %s", p.DeadLetter.Plugin, p.OnError)
 	}

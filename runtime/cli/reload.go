@@ -41,6 +41,7 @@ func fingerprint(p *config.Pipeline) string {
 		"transforms": raws(p.Transforms), "sink_transforms": raws(p.SinkTransforms), "on_error": p.OnError,
 		"batch_max_records": p.BatchMaxRecords, "batch_max_bytes": p.BatchMaxBytes, "max_in_flight_bytes": p.MaxInFlightBytes,
 		"retry": p.Retry, "open_timeout": p.OpenTimeout, "stall_timeout": p.StallTimeout,
+		"ordered": p.Ordered, "lanes": p.Lanes,
 	})
 	if err != nil {
 		// Settings are JSON-ready by construction; should one not be, the pipeline counts as changed.

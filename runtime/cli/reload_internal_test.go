@@ -21,7 +21,7 @@ func TestFingerprintCoversPipeline(t *testing.T) {
 		// Transforms and SinkTransforms.
 		{reflect.TypeFor[config.Pipeline](), []string{"ID", "Pos", "Source", "Buffer", "Sink", "Transforms", "Steps",
 			"SinkTransforms", "SinkSteps", "OnError", "DeadLetter", "BatchMaxRecords", "BatchMaxBytes", "MaxInFlightBytes",
-			"Retry", "OpenTimeout", "StallTimeout"}},
+			"Retry", "OpenTimeout", "StallTimeout", "Ordered", "Lanes"}},
 		// Kind follows from where the stage is; Spec is the plugin's, fixed while sluice runs; printed is
 		// Settings redacted; where names settings in messages (cluster.redis, never a pipeline's stage);
 		// SHA256Pos says where the pin is written. A new pin (SHA256) restarts the stage's pipeline.

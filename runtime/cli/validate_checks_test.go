@@ -99,3 +99,34 @@ hooks.yaml:8:106: setting "tls_insecure_skip_verify" of plugin "webhook" (sink):
 		t.Fatalf("exit %d, stderr\n%s\nwant\n%s", code, errOut, want)
 	}
 }
+
+// TestValidateShowsLanes: validate's summary of a pipeline with ordered: false says so, and a pipeline
+// whose sink cannot keep per-lane positions is refused where ordered is written.
+func TestValidateShowsLanes(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "lanes.yaml"), `version: 1
+pipelines:
+  - id: lanes
+    source: { plugin: generate }
+    buffer: { plugin: redis, settings: { addr: "127.0.0.1:6379" } }
+    sink:   { plugin: file-atomic, settings: { path: out.jsonl } }
+    ordered: false
+    lanes: 3
+`)
+	out, errOut, code := sluice(t, dir, "validate", "lanes.yaml")
+	if code != 0 || !strings.Contains(out, "generate → redis → file-atomic (exactly-once; ordered: false, 3 lanes)") {
+		t.Errorf("validate: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	writeFile(t, filepath.Join(dir, "bad.yaml"), `version: 1
+pipelines:
+  - id: lanes
+    source: { plugin: generate }
+    buffer: { plugin: redis, settings: { addr: "127.0.0.1:6379" } }
+    sink:   { plugin: file, settings: { path: out.jsonl } }
+    ordered: false
+`)
+	_, errOut, code = sluice(t, dir, "validate", "bad.yaml")
+	if want := `bad.yaml:7:14: ordered: false keeps exactly-once with a position per lane, which needs a sink that stores positions atomically`; code != 2 || !strings.Contains(errOut, want) {
+		t.Errorf("validate of a lane pipeline with the plain file sink: exit %d, stderr %q; want %q", code, errOut, want)
+	}
+}

@@ -214,6 +214,10 @@ type Pipeline struct {
 	// Verify says how `sluice verify` compares the pipeline's ends (key verify); the zero value compares
 	// whole payloads.
 	Verify Verify
+	// Ordered is false when the pipeline runs Lanes sink lanes, records dispatched by a hash of their key
+	// (keys ordered and lanes); Lanes is 1 when Ordered.
+	Ordered bool
+	Lanes   int
 }
 
 // Stage is a pipeline's source, buffer or sink.

@@ -112,6 +112,7 @@ var wantFull = &File{
 			BatchMaxBytes:    1 << 20,
 			MaxInFlightBytes: 8 << 20,
 			Retry:            defaultRetry, OpenTimeout: pipeline.DefaultOpenTimeout, StallTimeout: pipeline.DefaultStallTimeout,
+			Ordered: true, Lanes: 1,
 		},
 		{
 			ID: "heartbeat",
@@ -126,6 +127,7 @@ var wantFull = &File{
 			BatchMaxBytes:    DefaultBatchMaxBytes,
 			MaxInFlightBytes: DefaultMaxInFlightBytes,
 			Retry:            defaultRetry, OpenTimeout: pipeline.DefaultOpenTimeout, StallTimeout: pipeline.DefaultStallTimeout,
+			Ordered: true, Lanes: 1,
 		},
 	},
 	Tests: []Raw{{Value: map[string]any{"name": "big orders pass", "pipeline": "orders-to-file",
@@ -152,6 +154,7 @@ var wantMinimal = &File{
 		BatchMaxBytes:    DefaultBatchMaxBytes,
 		MaxInFlightBytes: DefaultMaxInFlightBytes,
 		Retry:            defaultRetry, OpenTimeout: pipeline.DefaultOpenTimeout, StallTimeout: pipeline.DefaultStallTimeout,
+		Ordered: true, Lanes: 1,
 	}},
 }
 

@@ -35,6 +35,8 @@ type (
 		Retry            any          `yaml:"retry"`
 		OpenTimeout      string       `yaml:"open_timeout"`
 		StallTimeout     string       `yaml:"stall_timeout"`
+		Ordered          *bool        `yaml:"ordered,omitempty"`
+		Lanes            int          `yaml:"lanes,omitempty"`
 		Verify           *printVerify `yaml:"verify,omitempty"`
 	}
 	printVerify struct {
@@ -82,6 +84,10 @@ func (f *File) Print(w io.Writer) error {
 			StallTimeout:     p.StallTimeout.String(),
 			Verify:           printedVerify(p.Verify),
 		})
+		if !p.Ordered {
+			last := &out.Pipelines[len(out.Pipelines)-1]
+			last.Ordered, last.Lanes = new(bool), p.Lanes
+		}
 	}
 	if _, err := fmt.Fprintf(w, "# %s (resolved; secrets redacted)\n", f.Path); err != nil {
 		return fmt.Errorf("config: print %s: %w", f.Path, err)

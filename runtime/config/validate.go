@@ -17,7 +17,8 @@ import (
 var (
 	topKeys      = []string{"version", "fail_fast", "data_dir", "cluster", "alerts", "pipelines", "tests"}
 	pipelineKeys = []string{"id", "source", "transforms", "buffer", "sink_transforms", "sink", "on_error", "dlq",
-		"batch_max_records", "batch_max_bytes", "max_in_flight_bytes", "retry", "open_timeout", "stall_timeout", "verify"}
+		"batch_max_records", "batch_max_bytes", "max_in_flight_bytes", "retry", "open_timeout", "stall_timeout",
+		"verify", "ordered", "lanes"}
 	stageKeys = []string{"plugin", "sha256", "settings", "in_process"}
 )
 
@@ -322,6 +323,7 @@ func (v *validator) pipeline(n *node, ids map[string]Pos) *Pipeline {
 	v.batching(n, p)
 	v.failures(n, p)
 	v.verify(n, p)
+	v.ordering(n, p, label)
 	return p
 }
 

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -62,6 +63,7 @@ type Registry struct {
 
 	recordsRead, bytesRead       *prometheus.CounterVec
 	recordsWritten, bytesWritten *prometheus.CounterVec
+	laneWritten                  *prometheus.CounterVec
 	filtered, deadLetters        *prometheus.CounterVec
 	redelivered, restarts        *prometheus.CounterVec
 	batchRecords, batchBytes     *prometheus.HistogramVec
@@ -109,6 +111,8 @@ func New(opts Options) *Registry {
 		"Records a stage (buffer or sink) acknowledged as durable; records a sink rejected are not counted.", "pipeline", "stage")
 	r.bytesWritten = counter("sluice_bytes_written_total",
 		"Bytes of the batches a stage (buffer or sink) acknowledged as durable, in the record wire encoding.", "pipeline", "stage")
+	r.laneWritten = counter("sluice_lane_records_written_total",
+		"Records the sink of one lane of a pipeline with ordered: false acknowledged as durable (by lane, 0 to lanes-1).", "pipeline", "lane")
 	r.filtered = counter("sluice_records_filtered_total",
 		"Records the filter steps dropped, by step list (transforms or sink_transforms).", "pipeline", "steps")
 	r.deadLetters = counter("sluice_dead_letters_total",
@@ -276,6 +280,11 @@ func (m *meter) Stage(role string) pipeline.StageMeter {
 	}
 	m.stages[role] = s
 	return s
+}
+
+// LaneWritten counts records the sink of lane lane wrote (pipeline.LaneMeter).
+func (m *meter) LaneWritten(lane, n int) {
+	m.r.laneWritten.WithLabelValues(m.id, strconv.Itoa(lane)).Add(float64(n))
 }
 
 func (m *meter) Filtered(steps string, n int) {

@@ -287,6 +287,30 @@ func TestHostMetricsOfARun(t *testing.T) {
 	}
 }
 
+func TestLaneMetrics(t *testing.T) {
+	reg := New(Options{})
+	m, ok := reg.Meter("orders").(pipeline.LaneMeter)
+	if !ok {
+		t.Fatal("the registry's meter does not count lanes")
+	}
+	m.LaneWritten(0, 3)
+	m.LaneWritten(2, 5)
+	m.LaneWritten(2, 1)
+	text := scrape(t, reg)
+	for _, want := range []string{
+		`sluice_lane_records_written_total{lane="0",pipeline="orders"} 3`,
+		`sluice_lane_records_written_total{lane="2",pipeline="orders"} 6`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("scrape lacks %q", want)
+		}
+	}
+	reg.Forget("orders")
+	if text := scrape(t, reg); strings.Contains(text, "sluice_lane_records_written_total{") {
+		t.Errorf("Forget left lane series:\n%s", text)
+	}
+}
+
 func TestPluginMetricsReachTheHost(t *testing.T) {
 	reg := New(Options{})
 	f := &fixture{n: -1, w: &world{}}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,9 @@ type stageStart struct {
 	role string
 	kind sdk.Kind
 	cfg  Stage
+	// laned is set for the sinks of a pipeline with ordered: false; lane is then the sink's lane.
+	laned bool
+	lane  int
 }
 
 // startAll starts the plugin instances of stages all at once — each start launches a process and waits
@@ -53,7 +57,7 @@ func (p *Pipeline) startAll(ctx context.Context, cancel context.CancelCauseFunc,
 	for i, s := range starts {
 		wg.Go(func() {
 			conns[i], errs[i] = p.starter.Start(ctx, s.cfg.Plugin, s.kind, s.cfg.InProcess,
-				p.log.With("plugin", s.cfg.Plugin, "stage", s.role))
+				p.stageLog(s))
 		})
 	}
 	wg.Wait()
@@ -67,11 +71,11 @@ func (p *Pipeline) startAll(ctx context.Context, cancel context.CancelCauseFunc,
 			continue
 		}
 		if first != nil { // a stage before it failed: stop this one with the attempt's others
-			st.all = append(st.all, &stage{role: s.role, plugin: s.cfg.Plugin, conn: conns[i]})
+			st.all = append(st.all, &stage{role: s.role, plugin: s.cfg.Plugin, conn: conns[i], laned: s.laned, lane: s.lane})
 			continue
 		}
 		var err error
-		if out[i], err = p.watch(ctx, cancel, st, s.role, s.cfg, conns[i]); err != nil {
+		if out[i], err = p.watch(ctx, cancel, st, s, conns[i]); err != nil {
 			first = err
 		}
 	}
@@ -83,8 +87,8 @@ func (p *Pipeline) startAll(ctx context.Context, cancel context.CancelCauseFunc,
 
 // watch registers a started plugin instance as one of the attempt's stages and watches its process: the
 // attempt is cancelled with an explanation when the process exits or stops answering.
-func (p *Pipeline) watch(ctx context.Context, cancel context.CancelCauseFunc, st *stages, role string, cfg Stage, conn *protocol.Conn) (*stage, error) {
-	s := &stage{role: role, plugin: cfg.Plugin, conn: conn}
+func (p *Pipeline) watch(ctx context.Context, cancel context.CancelCauseFunc, st *stages, start stageStart, conn *protocol.Conn) (*stage, error) {
+	s := &stage{role: start.role, plugin: start.cfg.Plugin, conn: conn, laned: start.laned, lane: start.lane}
 	st.all = append(st.all, s)
 	p.mu.Lock()
 	if p.aborted != nil {
@@ -92,7 +96,12 @@ func (p *Pipeline) watch(ctx context.Context, cancel context.CancelCauseFunc, st
 		conn.Abort()
 		return nil, p.aborted
 	}
-	p.stages = append(p.stages, StageStatus{Role: role, Plugin: cfg.Plugin, Pid: conn.Pid()})
+	ss := StageStatus{Role: s.role, Plugin: s.plugin, Pid: conn.Pid()}
+	if s.laned {
+		ss.Lane = new(int)
+		*ss.Lane = s.lane
+	}
+	p.stages = append(p.stages, ss)
 	p.running = append(p.running, s)
 	p.mu.Unlock()
 	go func() {
@@ -104,6 +113,14 @@ func (p *Pipeline) watch(ctx context.Context, cancel context.CancelCauseFunc, st
 	}()
 	go p.watchHealth(ctx, cancel, s)
 	return s, nil
+}
+
+// stageLog is the logger a stage's plugin writes to.
+func (p *Pipeline) stageLog(s stageStart) *slog.Logger {
+	if s.laned {
+		return p.log.With("plugin", s.cfg.Plugin, "stage", s.role, "lane", s.lane)
+	}
+	return p.log.With("plugin", s.cfg.Plugin, "stage", s.role)
 }
 
 // watchHealth pings s's plugin process every healthInterval and cancels the attempt when it has not
@@ -177,13 +194,15 @@ func (p *Pipeline) open(ctx context.Context, s *stage, cfg Stage, open func(cont
 	if err := p.leaseValid(); err != nil {
 		return err
 	}
-	return p.call(ctx, s, "opening", "Open", func(ctx context.Context) error {
-		return open(ctx, protocol.OpenRequest{
-			Pipeline: p.cfg.ID, Settings: cfg.Settings, After: after,
-			MaxBatchRecords: p.cfg.BatchMaxRecords, MaxBatchBytes: p.cfg.BatchMaxBytes,
-			DeadLetter: deadLetter, Fence: p.fence(),
-		})
-	})
+	req := protocol.OpenRequest{
+		Pipeline: p.cfg.ID, Settings: cfg.Settings, After: after,
+		MaxBatchRecords: p.cfg.BatchMaxRecords, MaxBatchBytes: p.cfg.BatchMaxBytes,
+		DeadLetter: deadLetter, Fence: p.fence(),
+	}
+	if s.laned {
+		req.Pipeline, req.Lane, req.Lanes = laneID(p.cfg.ID, s.lane), s.lane, p.cfg.Lanes
+	}
+	return p.call(ctx, s, "opening", "Open", func(ctx context.Context) error { return open(ctx, req) })
 }
 
 // attempt starts the stages, resumes each from its stored position, and runs the segments once.
@@ -210,13 +229,23 @@ func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *
 	hasDLQ := p.cfg.DeadLetter != nil
 	var starts []stageStart
 	if hasDLQ {
-		starts = append(starts, stageStart{"dead-letter sink", sdk.KindSink, *p.cfg.DeadLetter})
+		starts = append(starts, stageStart{role: "dead-letter sink", kind: sdk.KindSink, cfg: *p.cfg.DeadLetter})
 	}
-	starts = append(starts, stageStart{"sink", sdk.KindSink, p.cfg.Sink})
+	lanes := p.cfg.Lanes
+	if lanes > 0 && p.cfg.Buffer == nil {
+		return permanentError{errors.New("ordered: false needs a buffer: add one, or remove ordered: false")}
+	}
+	if lanes > 0 {
+		for i := range lanes {
+			starts = append(starts, stageStart{role: "sink", kind: sdk.KindSink, cfg: p.cfg.Sink, laned: true, lane: i})
+		}
+	} else {
+		starts = append(starts, stageStart{role: "sink", kind: sdk.KindSink, cfg: p.cfg.Sink})
+	}
 	if p.cfg.Buffer != nil {
-		starts = append(starts, stageStart{"buffer", sdk.KindBuffer, *p.cfg.Buffer})
+		starts = append(starts, stageStart{role: "buffer", kind: sdk.KindBuffer, cfg: *p.cfg.Buffer})
 	}
-	starts = append(starts, stageStart{"source", sdk.KindSource, p.cfg.Source})
+	starts = append(starts, stageStart{role: "source", kind: sdk.KindSource, cfg: p.cfg.Source})
 	started, err := p.startAll(ctx, cancel, st, starts)
 	if err != nil {
 		return err
@@ -244,33 +273,56 @@ func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *
 	}
 
 	// Downstream first: the sink says where everything upstream resumes.
-	sinkSt := next()
-	sink := sinkSt.conn.Sink()
-	if err := p.open(ctx, sinkSt, p.cfg.Sink, sink.Open, nil, hasDLQ); err != nil {
-		return err
-	}
-	st.closes = append(st.closes, sink.Close)
-	// upstreamOfSink is the stage whose positions the sink receives.
-	upstreamOfSink := stateSource
-	if p.cfg.Buffer != nil {
-		upstreamOfSink = stateBuffer
-	}
-	sinkHas, err := p.resumePoint(ctx, sinkSt, p.cfg.Sink, sink, upstreamOfSink)
-	if err != nil {
-		return err
+	var (
+		sinkSt  *stage
+		sink    *protocol.Sink
+		sinkHas record.Position
+		ln      *laneSinks // the lanes' sinks, with ordered: false
+	)
+	if lanes > 0 {
+		sts := make([]*stage, lanes)
+		for i := range sts {
+			sts[i] = next()
+		}
+		if ln, err = p.openLanes(ctx, st, sts, hasDLQ); err != nil {
+			return err
+		}
+	} else {
+		sinkSt = next()
+		sink = sinkSt.conn.Sink()
+		if err := p.open(ctx, sinkSt, p.cfg.Sink, sink.Open, nil, hasDLQ); err != nil {
+			return err
+		}
+		st.closes = append(st.closes, sink.Close)
+		// upstreamOfSink is the stage whose positions the sink receives.
+		upstreamOfSink := stateSource
+		if p.cfg.Buffer != nil {
+			upstreamOfSink = stateBuffer
+		}
+		if sinkHas, err = p.resumePoint(ctx, sinkSt, p.cfg.Sink, sink, upstreamOfSink); err != nil {
+			return err
+		}
 	}
 
 	var segs []*segment
+	var dispatch *dispatcher // with ordered: false, what feeds the lanes' segments
 	srcAfter := sinkHas
 	var bufSt *stage
 	var bufferOut *protocol.WriteStream // where the source writes, when there is a buffer
 	if p.cfg.Buffer != nil {
 		bufSt = next()
 		buf := bufSt.conn.Buffer()
-		if err := p.open(ctx, bufSt, *p.cfg.Buffer, buf.Open, sinkHas, false); err != nil {
+		after, res, err := p.bufferAfter(ctx, bufSt, buf, ln, sinkHas)
+		if err != nil {
+			return err
+		}
+		if err := p.open(ctx, bufSt, *p.cfg.Buffer, buf.Open, after, false); err != nil {
 			return err
 		}
 		st.closes = append(st.closes, buf.Close)
+		if err := p.checkOrdering(ctx, bufSt, &res); err != nil {
+			return err
+		}
 		go p.watchFill(ctx, bufSt)
 		if srcAfter, err = p.resumePoint(ctx, bufSt, *p.cfg.Buffer, buf, stateSource); err != nil {
 			return err
@@ -279,17 +331,25 @@ func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *
 		if err != nil {
 			return bufSt.fail("reading", err)
 		}
-		out, err := sink.Write(ctx)
-		if err != nil {
-			return sinkSt.fail("writing", err)
+		if ln != nil {
+			d, laneSegs, err := p.laneSegments(ctx, in, bufSt, buf, ln, res, dead)
+			if err != nil {
+				return err
+			}
+			segs = append(segs, laneSegs...)
+			dispatch = d
+		} else {
+			out, err := sink.Write(ctx)
+			if err != nil {
+				return sinkSt.fail("writing", err)
+			}
+			last := p.segment("buffer → sink", in, out, bufSt, sinkSt, p.cfg.Sink, stateBuffer, true)
+			if p.cfg.SinkSteps != nil {
+				last.steps = p.sinkSteps(dead)
+			}
+			last.rejects = dead
+			segs = append(segs, last)
 		}
-		last := p.segment("buffer → sink", in, out, bufSt, sinkSt, p.cfg.Sink, stateBuffer, true)
-		if p.cfg.SinkSteps != nil {
-			last.steps = &steps{pipeline: p.cfg.ID, runner: p.cfg.SinkSteps.NewRunner(), list: "sink_transforms",
-				onError: p.cfg.OnError, dead: dead, filtered: p.filtered("sink_transforms")}
-		}
-		last.rejects = dead
-		segs = append(segs, last)
 		if bufferOut, err = buf.Append(ctx); err != nil {
 			return bufSt.fail("appending", err)
 		}
@@ -331,7 +391,12 @@ func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *
 	}
 	p.mu.Unlock()
 	p.setState(Running)
-	p.log.Info("pipeline started", "guarantee", GuaranteeOf(&p.cfg), "source_after", p.describe(ctx, srcSt, srcAfter))
+	if lanes > 0 {
+		p.log.Info("pipeline started", "guarantee", GuaranteeOf(&p.cfg), "source_after", p.describe(ctx, srcSt, srcAfter),
+			"ordered", false, "lanes", lanes)
+	} else {
+		p.log.Info("pipeline started", "guarantee", GuaranteeOf(&p.cfg), "source_after", p.describe(ctx, srcSt, srcAfter))
+	}
 
 	var lastAck atomic.Int64
 	lastAck.Store(time.Now().UnixNano())
@@ -354,10 +419,23 @@ func (p *Pipeline) run(ctx context.Context, cancel context.CancelCauseFunc, st *
 		p.renderPositions(wctx, rend)
 	}()
 
-	errs := make([]error, len(segs))
+	n := len(segs)
+	if dispatch != nil {
+		n++
+	}
+	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i, s := range segs {
 		wg.Go(func() { errs[i] = s.run(ctx, cancel) })
+	}
+	if dispatch != nil {
+		wg.Go(func() {
+			err := dispatch.run(ctx)
+			if err != nil && !errors.Is(err, errDrained) {
+				cancel(err)
+			}
+			errs[n-1] = err
+		})
 	}
 	wg.Wait()
 	wcancel()
@@ -490,7 +568,7 @@ func (p *Pipeline) resumePoint(ctx context.Context, s *stage, cfg Stage, c check
 
 // segment builds a segment from stage up into stage down; when down keeps no positions itself, acked
 // positions go to the state store under stateName. toSink segments count delivered records.
-func (p *Pipeline) segment(name string, in *protocol.ReadStream, out *protocol.WriteStream, up, down *stage, downCfg Stage, stateName string, toSink bool) *segment {
+func (p *Pipeline) segment(name string, in upstream, out *protocol.WriteStream, up, down *stage, downCfg Stage, stateName string, toSink bool) *segment {
 	s := newSegment(name, in, out, p.cfg.MaxInFlightBytes, p.drain)
 	s.pipeline, s.up, s.down = p.cfg.ID, up, down
 	s.acked = func(pos record.Position, _ int64) { p.setPosition(stateName, pos) }
@@ -519,6 +597,12 @@ func (p *Pipeline) segment(name string, in *protocol.ReadStream, out *protocol.W
 		}
 	}
 	return s
+}
+
+// sinkSteps returns the sink_transforms steps of one segment into the sink (each has a runner of its own).
+func (p *Pipeline) sinkSteps(dead *deadLetters) *steps {
+	return &steps{pipeline: p.cfg.ID, runner: p.cfg.SinkSteps.NewRunner(), list: "sink_transforms",
+		onError: p.cfg.OnError, dead: dead, filtered: p.filtered("sink_transforms")}
 }
 
 // filtered returns what counts the records the steps named list drop, or nil without a Meter.

@@ -33,6 +33,12 @@ type Meter interface {
 	Latency(d time.Duration)
 }
 
+// LaneMeter is a Meter that also counts what each lane's sink wrote, in a pipeline with ordered: false.
+type LaneMeter interface {
+	// LaneWritten counts records the sink of lane lane acknowledged as durable.
+	LaneWritten(lane, records int)
+}
+
 // StageMeter measures one stage of a pipeline.
 type StageMeter interface {
 	// Read counts a batch the host received from the stage (a source or buffer), before transform steps:

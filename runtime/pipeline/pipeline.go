@@ -71,6 +71,11 @@ type Config struct {
 	Events func(Event)
 	// Meter, when set, is told what moves through the pipeline, per batch, for metrics.
 	Meter Meter
+	// Lanes, when above 0, makes the pipeline unordered (a connector file's ordered: false): it runs Lanes
+	// instances of the sink behind the buffer, each getting the records of the keys that hash to it, in
+	// order (see lanes.go). It needs a buffer whose plugin compares its positions and a sink that stores
+	// positions atomically. 0: one sink, every record in order.
+	Lanes int
 	// Lease, when set, is the lease this host holds on the pipeline (several hosts share the pipelines of
 	// a connector file with cluster:). The pipeline opens no stage unless the lease is valid, and hands
 	// its fencing token to every stage (sdk.OpenRequest.Fence). Whoever keeps the lease aborts the
@@ -325,7 +330,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		begun, acks := time.Now(), p.Stats.acks.Load()
 		err := p.attempt(ctx)
 		now := time.Now()
-		if p.Stats.acks.Load() > acks || now.Sub(begun) >= healthyRun {
+		// An attempt that made progress, ran long, or was drained cleanly (its stages ran and stopped as
+		// asked, so they were healthy) ends the run of failures.
+		if p.Stats.acks.Load() > acks || now.Sub(begun) >= healthyRun || errors.Is(err, errDrained) {
 			r.progressed()
 			p.mu.Lock()
 			p.lastErr = nil

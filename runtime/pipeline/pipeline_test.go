@@ -544,3 +544,60 @@ func TestBackpressureBoundsMemory(t *testing.T) {
 	close(release)
 	<-done
 }
+
+// idleSource emits records 0..n-1, then nothing; failOnce, when set, makes it fail once it has been idle a
+// moment (after everything it emitted was delivered).
+type idleSource struct {
+	countSource
+	failOnce *atomic.Bool
+}
+
+func (s *idleSource) Read(ctx context.Context) ([]record.Record, error) {
+	if s.next < uint64(s.n) {
+		return s.countSource.Read(ctx)
+	}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(100 * time.Millisecond):
+	}
+	if s.failOnce.CompareAndSwap(true, false) {
+		return nil, errors.New("source lost its connection")
+	}
+	return nil, nil
+}
+
+// A pipeline restarted after a failure, with nothing left to deliver, that is drained stops cleanly: the
+// attempt that drained ran healthy, so the pipeline is not "failing".
+func TestDrainAfterIdleRestartStops(t *testing.T) {
+	f := newFixture(500)
+	var fail atomic.Bool
+	fail.Store(true)
+	st := f.starter(true)
+	st.plugins["t"] = func() sdk.Plugin {
+		return sdk.Plugin{Spec: spec("t", true),
+			NewSource: func() sdk.Source { return &idleSource{countSource: countSource{n: 500}, failOnce: &fail} },
+			NewBuffer: func() sdk.Buffer { return &memBuffer{w: f.bw} },
+			NewSink:   func() sdk.Sink { return &worldSink{w: f.w} }}
+	}
+	cfg := config(true, false)
+	cfg.Retry = Retry{Initial: time.Millisecond, Max: 10 * time.Millisecond}
+	p := New(cfg, st, f.store, slog.New(slog.DiscardHandler))
+	done := make(chan error, 1)
+	go func() { done <- p.Run(context.Background()) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for (p.Stats.Restarts.Load() == 0 || p.State() != Running) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	p.Drain()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrStopped) || p.State() != Stopped {
+			t.Fatalf("Run after Drain = %v (state %v), want ErrStopped", err, p.State())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain did not stop the pipeline")
+	}
+	checkAll(t, f.w.seqs(), 500, true)
+}

@@ -23,7 +23,7 @@ import (
 // buffer → sink), each with its own positions.
 type segment struct {
 	name string
-	in   *protocol.ReadStream
+	in   upstream
 	out  *protocol.WriteStream
 	// up and down are the stages the segment reads from and writes to, to attribute failures.
 	up, down *stage
@@ -69,6 +69,15 @@ type segment struct {
 	waiting time.Time
 }
 
+// upstream is where a segment reads batches and acknowledges them: a stage's read stream
+// (*protocol.ReadStream), or a lane of a pipeline with ordered: false (laneReader).
+type upstream interface {
+	// Recv returns the next batch, io.EOF at the end of the input.
+	Recv() (*protocol.Batch, error)
+	// Ack acknowledges every batch through the one numbered seq.
+	Ack(seq uint64) error
+}
+
 type inFlight struct {
 	outSeq, inSeq uint64
 	pos           record.Position
@@ -81,7 +90,7 @@ type inFlight struct {
 	batch *protocol.Batch
 }
 
-func newSegment(name string, in *protocol.ReadStream, out *protocol.WriteStream, maxInFlight int, drain <-chan struct{}) *segment {
+func newSegment(name string, in upstream, out *protocol.WriteStream, maxInFlight int, drain <-chan struct{}) *segment {
 	return &segment{name: name, in: in, out: out, window: semaphore.NewWeighted(int64(maxInFlight)),
 		maxWindow: int64(maxInFlight), drain: drain}
 }

@@ -14,16 +14,23 @@ type stage struct {
 	role   string // "source", "buffer", "sink" or "dead-letter sink"
 	plugin string
 	conn   *protocol.Conn
+	// laned is set for the sinks of a pipeline with ordered: false; lane is then the sink's lane.
+	laned bool
+	lane  int
 }
 
 func (s *stage) String() string {
 	if s == nil {
 		return "stage"
 	}
-	if pid := s.conn.Pid(); pid > 0 {
-		return fmt.Sprintf("%s %s (pid %d)", s.role, s.plugin, pid)
+	name := s.role + " " + s.plugin
+	if s.laned {
+		name += fmt.Sprintf(" lane %d", s.lane)
 	}
-	return fmt.Sprintf("%s %s", s.role, s.plugin)
+	if pid := s.conn.Pid(); pid > 0 {
+		return fmt.Sprintf("%s (pid %d)", name, pid)
+	}
+	return name
 }
 
 // StageError is a failure of one stage: which stage, what the host was doing with it, and why. When the

@@ -13,6 +13,8 @@ type Status struct {
 	ID        string
 	State     State
 	Guarantee Guarantee
+	// Lanes is the number of sink lanes of a pipeline with ordered: false; 0 for an ordered pipeline.
+	Lanes int
 	// Since is when the pipeline entered State.
 	Since time.Time
 	// Started is when the pipeline's stages were first open (zero until then).
@@ -76,13 +78,15 @@ type StageStatus struct {
 	Plugin string
 	// Pid is the plugin's process id; 0 in-process.
 	Pid int
+	// Lane is the sink's lane in a pipeline with ordered: false; nil for every other stage.
+	Lane *int
 }
 
 // Status returns a snapshot of the pipeline. Safe to call at any time, from any goroutine.
 func (p *Pipeline) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st := Status{ID: p.cfg.ID, State: p.State(), Guarantee: GuaranteeOf(&p.cfg), Since: p.since, Started: p.started,
+	st := Status{ID: p.cfg.ID, State: p.State(), Guarantee: GuaranteeOf(&p.cfg), Lanes: p.cfg.Lanes, Since: p.since, Started: p.started,
 		Read: p.Stats.Read.Load(), Delivered: p.Stats.Delivered.Load(), Restarts: p.Stats.Restarts.Load(),
 		Redelivered: p.Stats.Redelivered.Load(), DeadLetters: p.Stats.DeadLetters.Load(),
 		Positions: make(map[string]record.Position, len(p.positions))}

@@ -37,6 +37,12 @@ func NewBatch(recs []record.Record, pos record.Position) *Batch {
 	return &Batch{Position: pos, count: len(recs), records: recs, decoded: true}
 }
 
+// NewEncodedBatch returns a batch of count records in wire form (record.Encode), accounting through pos. It
+// keeps data; it does not copy it.
+func NewEncodedBatch(data []byte, count int, pos record.Position) *Batch {
+	return &Batch{Position: pos, count: count, data: data, encoded: true}
+}
+
 func batchFromWire(b *sluicev1.Batch) *Batch {
 	out := &Batch{Seq: b.GetSeq(), Position: b.GetPosition(), count: int(b.GetCount()), data: b.GetData(), encoded: true}
 	if ns := b.GetEventTimeUnixNano(); ns != 0 {

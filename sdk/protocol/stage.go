@@ -23,6 +23,8 @@ type OpenRequest struct {
 	MaxBatchBytes   int
 	DeadLetter      bool
 	Fence           int64
+	// Lane and Lanes: see sdk.OpenRequest (sinks of a pipeline with ordered: false).
+	Lane, Lanes int
 }
 
 func (r OpenRequest) wire() (*sluicev1.OpenRequest, error) {
@@ -38,6 +40,8 @@ func (r OpenRequest) wire() (*sluicev1.OpenRequest, error) {
 		MaxBatchBytes:   uint64(max(r.MaxBatchBytes, 0)),
 		DeadLetter:      r.DeadLetter,
 		Fence:           r.Fence,
+		Lane:            uint32(max(r.Lane, 0)),
+		Lanes:           uint32(max(r.Lanes, 0)),
 	}, nil
 }
 
@@ -156,6 +160,23 @@ func (b *Buffer) FormatPosition(ctx context.Context, pos record.Position) (strin
 	resp, err := b.c.FormatPosition(ctx, &sluicev1.FormatPositionRequest{Position: pos})
 	return formatted(resp, err)
 }
+
+// ComparePositions asks the buffer to order two of its positions (sdk.PositionComparer): negative when a
+// is before b, 0 when equal, positive when after. It fails with ErrNoCompare when the plugin does not
+// compare its positions; two empty positions ask only that.
+func (b *Buffer) ComparePositions(ctx context.Context, a, c record.Position) (int, error) {
+	resp, err := b.c.ComparePositions(ctx, &sluicev1.ComparePositionsRequest{A: a, B: c})
+	if status.Code(err) == codes.Unimplemented {
+		return 0, ErrNoCompare
+	}
+	if err != nil {
+		return 0, fromWire(err)
+	}
+	return int(resp.GetOrder()), nil
+}
+
+// ErrNoCompare is ComparePositions' error for a buffer that does not compare its positions.
+var ErrNoCompare = errors.New("the buffer does not compare its positions")
 
 // Close closes the buffer.
 func (b *Buffer) Close(ctx context.Context) error {

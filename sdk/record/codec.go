@@ -150,6 +150,43 @@ func Decode(dst []Record, data []byte, count int) ([]Record, error) {
 	return dst, nil
 }
 
+// Scan walks count records encoded in data without decoding them, calling fn with each record's index,
+// position, key and whole encoding (all three alias data; raw may be appended to another batch's
+// encoding as it is). It checks the lengths only, not the op or encoding bytes: Decode does. It returns
+// an error wrapping ErrCorrupt when data does not hold count records.
+func Scan(data []byte, count int, fn func(i int, pos, key, raw []byte)) error {
+	if count < 0 || count > len(data)/minRecordSize+1 {
+		return fmt.Errorf("%w: record count %d does not fit %d bytes", ErrCorrupt, count, len(data))
+	}
+	d := decoder{data: data}
+	for i := 0; i < count; i++ {
+		start := d.data
+		if len(d.data) < 2 {
+			return d.fail(i, "truncated header")
+		}
+		d.data = d.data[2:]
+		pos := d.bytes()
+		key := d.bytes()
+		n := d.uvarint()
+		if n > uint64(len(d.data)/2) {
+			return d.fail(i, "metadata count out of range")
+		}
+		for j := uint64(0); j < n; j++ {
+			d.bytes()
+			d.bytes()
+		}
+		d.bytes() // payload
+		if d.err != "" {
+			return d.fail(i, d.err)
+		}
+		fn(i, pos, key, start[:len(start)-len(d.data):len(start)-len(d.data)])
+	}
+	if len(d.data) != 0 {
+		return fmt.Errorf("%w: %d bytes left after %d records", ErrCorrupt, len(d.data), count)
+	}
+	return nil
+}
+
 // minRecordSize is the smallest encoding of a record: op, encoding and four zero lengths.
 const minRecordSize = 6
 

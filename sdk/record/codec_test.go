@@ -285,3 +285,42 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+func TestScan(t *testing.T) {
+	recs := sample()
+	recs[0].Time = time.Unix(0, 1700000000123456789)
+	data := Encode(nil, recs)
+	var rebuilt []byte
+	n := 0
+	err := Scan(data, len(recs), func(i int, pos, key, raw []byte) {
+		if i != n || !bytes.Equal(pos, recs[i].Position) || !bytes.Equal(key, recs[i].Key) {
+			t.Errorf("record %d: index %d position %q key %q; want %q %q", n, i, pos, key, recs[i].Position, recs[i].Key)
+		}
+		// Each record's encoding stands alone: decoded by itself, it is the record.
+		one, err := Decode(nil, raw, 1)
+		if err != nil || len(one) != 1 || !bytes.Equal(one[0].Payload, recs[i].Payload) || !one[0].Time.Equal(recs[i].Time) {
+			t.Errorf("record %d's encoding decodes to %+v, %v", i, one, err)
+		}
+		rebuilt = append(rebuilt, raw...)
+		n++
+	})
+	if err != nil || n != len(recs) || !bytes.Equal(rebuilt, data) {
+		t.Fatalf("Scan: %v after %d records; the encodings joined equal the batch: %v", err, n, bytes.Equal(rebuilt, data))
+	}
+	good := Encode(nil, sample()[:2])
+	for _, tt := range []struct {
+		name  string
+		data  []byte
+		count int
+	}{
+		{"truncated", good[:len(good)-1], 2},
+		{"trailing bytes", append(append([]byte(nil), good...), 0), 2},
+		{"too many records", good, 3},
+		{"negative count", good, -1},
+		{"length past end", []byte{1, 0, 5, 'a'}, 1},
+	} {
+		if err := Scan(tt.data, tt.count, func(int, []byte, []byte, []byte) {}); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: Scan = %v, want ErrCorrupt", tt.name, err)
+		}
+	}
+}

@@ -140,7 +140,14 @@ type OpenRequest struct {
 	// (a connector file's cluster:). It is greater than every token an earlier holder had, so a stage that
 	// writes to a shared system stores the largest token it has seen there and refuses writes that carry
 	// a smaller one (the Redis buffer does). 0: the host runs the pipeline without a lease.
-	Fence         int64 `protobuf:"varint,7,opt,name=fence,proto3" json:"fence,omitempty"`
+	Fence int64 `protobuf:"varint,7,opt,name=fence,proto3" json:"fence,omitempty"`
+	// Sinks of a pipeline with ordered: false: the host runs `lanes` instances of the sink, each opened
+	// with its own lane (0 .. lanes-1) and a pipeline id of its own ("<pipeline>.lane-<i>" for lane i > 0;
+	// lane 0 keeps the pipeline's id). Each gets the records of some keys. Whatever the sink names per
+	// pipeline in a shared system (a transactional id, a file) must differ between lanes. lanes is 0 for
+	// every other stage and pipeline. Added in protocol version 1 without a version change.
+	Lane          uint32 `protobuf:"varint,8,opt,name=lane,proto3" json:"lane,omitempty"`
+	Lanes         uint32 `protobuf:"varint,9,opt,name=lanes,proto3" json:"lanes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -220,6 +227,20 @@ func (x *OpenRequest) GetDeadLetter() bool {
 func (x *OpenRequest) GetFence() int64 {
 	if x != nil {
 		return x.Fence
+	}
+	return 0
+}
+
+func (x *OpenRequest) GetLane() uint32 {
+	if x != nil {
+		return x.Lane
+	}
+	return 0
+}
+
+func (x *OpenRequest) GetLanes() uint32 {
+	if x != nil {
+		return x.Lanes
 	}
 	return 0
 }
@@ -880,6 +901,104 @@ func (x *VerifyResponse) GetDestination() string {
 	return ""
 }
 
+type ComparePositionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Two positions the buffer emitted.
+	A             []byte `protobuf:"bytes,1,opt,name=a,proto3" json:"a,omitempty"`
+	B             []byte `protobuf:"bytes,2,opt,name=b,proto3" json:"b,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ComparePositionsRequest) Reset() {
+	*x = ComparePositionsRequest{}
+	mi := &file_sluice_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ComparePositionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ComparePositionsRequest) ProtoMessage() {}
+
+func (x *ComparePositionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ComparePositionsRequest.ProtoReflect.Descriptor instead.
+func (*ComparePositionsRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ComparePositionsRequest) GetA() []byte {
+	if x != nil {
+		return x.A
+	}
+	return nil
+}
+
+func (x *ComparePositionsRequest) GetB() []byte {
+	if x != nil {
+		return x.B
+	}
+	return nil
+}
+
+type ComparePositionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// -1 when a is before b, 0 when they are the same position, +1 when a is after b.
+	Order         int32 `protobuf:"zigzag32,1,opt,name=order,proto3" json:"order,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ComparePositionsResponse) Reset() {
+	*x = ComparePositionsResponse{}
+	mi := &file_sluice_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ComparePositionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ComparePositionsResponse) ProtoMessage() {}
+
+func (x *ComparePositionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ComparePositionsResponse.ProtoReflect.Descriptor instead.
+func (*ComparePositionsResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ComparePositionsResponse) GetOrder() int32 {
+	if x != nil {
+		return x.Order
+	}
+	return 0
+}
+
 var File_sluice_proto protoreflect.FileDescriptor
 
 const file_sluice_proto_rawDesc = "" +
@@ -887,7 +1006,7 @@ const file_sluice_proto_rawDesc = "" +
 	"\fsluice.proto\x12\tsluice.v1\"\a\n" +
 	"\x05Empty\"+\n" +
 	"\fSpecResponse\x12\x1b\n" +
-	"\tspec_json\x18\x01 \x01(\fR\bspecJson\"\xef\x01\n" +
+	"\tspec_json\x18\x01 \x01(\fR\bspecJson\"\x99\x02\n" +
 	"\vOpenRequest\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12#\n" +
 	"\rsettings_json\x18\x02 \x01(\fR\fsettingsJson\x12\x14\n" +
@@ -896,7 +1015,9 @@ const file_sluice_proto_rawDesc = "" +
 	"\x0fmax_batch_bytes\x18\x05 \x01(\x04R\rmaxBatchBytes\x12\x1f\n" +
 	"\vdead_letter\x18\x06 \x01(\bR\n" +
 	"deadLetter\x12\x14\n" +
-	"\x05fence\x18\a \x01(\x03R\x05fence\"0\n" +
+	"\x05fence\x18\a \x01(\x03R\x05fence\x12\x12\n" +
+	"\x04lane\x18\b \x01(\rR\x04lane\x12\x14\n" +
+	"\x05lanes\x18\t \x01(\rR\x05lanes\"0\n" +
 	"\x12CheckpointResponse\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\fR\bposition\"\x90\x01\n" +
 	"\x05Batch\x12\x10\n" +
@@ -937,7 +1058,12 @@ const file_sluice_proto_rawDesc = "" +
 	"\x04done\x18\x03 \x01(\bR\x04done\x12\x1a\n" +
 	"\bposition\x18\x04 \x01(\fR\bposition\x12$\n" +
 	"\x0etime_unix_nano\x18\x05 \x01(\x03R\ftimeUnixNano\x12 \n" +
-	"\vdestination\x18\x06 \x01(\tR\vdestination2}\n" +
+	"\vdestination\x18\x06 \x01(\tR\vdestination\"5\n" +
+	"\x17ComparePositionsRequest\x12\f\n" +
+	"\x01a\x18\x01 \x01(\fR\x01a\x12\f\n" +
+	"\x01b\x18\x02 \x01(\fR\x01b\"0\n" +
+	"\x18ComparePositionsResponse\x12\x14\n" +
+	"\x05order\x18\x01 \x01(\x11R\x05order2}\n" +
 	"\x06Plugin\x121\n" +
 	"\x04Spec\x12\x10.sluice.v1.Empty\x1a\x17.sluice.v1.SpecResponse\x12@\n" +
 	"\aMetrics\x12\x19.sluice.v1.MetricsRequest\x1a\x1a.sluice.v1.MetricsResponse2\xad\x02\n" +
@@ -946,7 +1072,7 @@ const file_sluice_proto_rawDesc = "" +
 	"\x04Read\x12\x0e.sluice.v1.Ack\x1a\x10.sluice.v1.Batch(\x010\x01\x12+\n" +
 	"\x05Close\x12\x10.sluice.v1.Empty\x1a\x10.sluice.v1.Empty\x12U\n" +
 	"\x0eFormatPosition\x12 .sluice.v1.FormatPositionRequest\x1a!.sluice.v1.FormatPositionResponse\x12?\n" +
-	"\x06Verify\x12\x18.sluice.v1.VerifyRequest\x1a\x19.sluice.v1.VerifyResponse0\x012\xdb\x02\n" +
+	"\x06Verify\x12\x18.sluice.v1.VerifyRequest\x1a\x19.sluice.v1.VerifyResponse0\x012\xb8\x03\n" +
 	"\x06Buffer\x120\n" +
 	"\x04Open\x12\x16.sluice.v1.OpenRequest\x1a\x10.sluice.v1.Empty\x12=\n" +
 	"\n" +
@@ -954,7 +1080,8 @@ const file_sluice_proto_rawDesc = "" +
 	"\x06Append\x12\x10.sluice.v1.Batch\x1a\x0e.sluice.v1.Ack(\x010\x01\x12,\n" +
 	"\x04Read\x12\x0e.sluice.v1.Ack\x1a\x10.sluice.v1.Batch(\x010\x01\x12+\n" +
 	"\x05Close\x12\x10.sluice.v1.Empty\x1a\x10.sluice.v1.Empty\x12U\n" +
-	"\x0eFormatPosition\x12 .sluice.v1.FormatPositionRequest\x1a!.sluice.v1.FormatPositionResponse2\x94\x02\n" +
+	"\x0eFormatPosition\x12 .sluice.v1.FormatPositionRequest\x1a!.sluice.v1.FormatPositionResponse\x12[\n" +
+	"\x10ComparePositions\x12\".sluice.v1.ComparePositionsRequest\x1a#.sluice.v1.ComparePositionsResponse2\x94\x02\n" +
 	"\x04Sink\x120\n" +
 	"\x04Open\x12\x16.sluice.v1.OpenRequest\x1a\x10.sluice.v1.Empty\x12=\n" +
 	"\n" +
@@ -975,22 +1102,24 @@ func file_sluice_proto_rawDescGZIP() []byte {
 	return file_sluice_proto_rawDescData
 }
 
-var file_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_sluice_proto_goTypes = []any{
-	(*Empty)(nil),                  // 0: sluice.v1.Empty
-	(*SpecResponse)(nil),           // 1: sluice.v1.SpecResponse
-	(*OpenRequest)(nil),            // 2: sluice.v1.OpenRequest
-	(*CheckpointResponse)(nil),     // 3: sluice.v1.CheckpointResponse
-	(*Batch)(nil),                  // 4: sluice.v1.Batch
-	(*Ack)(nil),                    // 5: sluice.v1.Ack
-	(*Reject)(nil),                 // 6: sluice.v1.Reject
-	(*MetricsRequest)(nil),         // 7: sluice.v1.MetricsRequest
-	(*MetricsResponse)(nil),        // 8: sluice.v1.MetricsResponse
-	(*BufferFill)(nil),             // 9: sluice.v1.BufferFill
-	(*FormatPositionRequest)(nil),  // 10: sluice.v1.FormatPositionRequest
-	(*FormatPositionResponse)(nil), // 11: sluice.v1.FormatPositionResponse
-	(*VerifyRequest)(nil),          // 12: sluice.v1.VerifyRequest
-	(*VerifyResponse)(nil),         // 13: sluice.v1.VerifyResponse
+	(*Empty)(nil),                    // 0: sluice.v1.Empty
+	(*SpecResponse)(nil),             // 1: sluice.v1.SpecResponse
+	(*OpenRequest)(nil),              // 2: sluice.v1.OpenRequest
+	(*CheckpointResponse)(nil),       // 3: sluice.v1.CheckpointResponse
+	(*Batch)(nil),                    // 4: sluice.v1.Batch
+	(*Ack)(nil),                      // 5: sluice.v1.Ack
+	(*Reject)(nil),                   // 6: sluice.v1.Reject
+	(*MetricsRequest)(nil),           // 7: sluice.v1.MetricsRequest
+	(*MetricsResponse)(nil),          // 8: sluice.v1.MetricsResponse
+	(*BufferFill)(nil),               // 9: sluice.v1.BufferFill
+	(*FormatPositionRequest)(nil),    // 10: sluice.v1.FormatPositionRequest
+	(*FormatPositionResponse)(nil),   // 11: sluice.v1.FormatPositionResponse
+	(*VerifyRequest)(nil),            // 12: sluice.v1.VerifyRequest
+	(*VerifyResponse)(nil),           // 13: sluice.v1.VerifyResponse
+	(*ComparePositionsRequest)(nil),  // 14: sluice.v1.ComparePositionsRequest
+	(*ComparePositionsResponse)(nil), // 15: sluice.v1.ComparePositionsResponse
 }
 var file_sluice_proto_depIdxs = []int32{
 	6,  // 0: sluice.v1.Ack.rejects:type_name -> sluice.v1.Reject
@@ -1008,31 +1137,33 @@ var file_sluice_proto_depIdxs = []int32{
 	5,  // 12: sluice.v1.Buffer.Read:input_type -> sluice.v1.Ack
 	0,  // 13: sluice.v1.Buffer.Close:input_type -> sluice.v1.Empty
 	10, // 14: sluice.v1.Buffer.FormatPosition:input_type -> sluice.v1.FormatPositionRequest
-	2,  // 15: sluice.v1.Sink.Open:input_type -> sluice.v1.OpenRequest
-	0,  // 16: sluice.v1.Sink.Checkpoint:input_type -> sluice.v1.Empty
-	4,  // 17: sluice.v1.Sink.Write:input_type -> sluice.v1.Batch
-	0,  // 18: sluice.v1.Sink.Close:input_type -> sluice.v1.Empty
-	12, // 19: sluice.v1.Sink.Verify:input_type -> sluice.v1.VerifyRequest
-	1,  // 20: sluice.v1.Plugin.Spec:output_type -> sluice.v1.SpecResponse
-	8,  // 21: sluice.v1.Plugin.Metrics:output_type -> sluice.v1.MetricsResponse
-	0,  // 22: sluice.v1.Source.Open:output_type -> sluice.v1.Empty
-	4,  // 23: sluice.v1.Source.Read:output_type -> sluice.v1.Batch
-	0,  // 24: sluice.v1.Source.Close:output_type -> sluice.v1.Empty
-	11, // 25: sluice.v1.Source.FormatPosition:output_type -> sluice.v1.FormatPositionResponse
-	13, // 26: sluice.v1.Source.Verify:output_type -> sluice.v1.VerifyResponse
-	0,  // 27: sluice.v1.Buffer.Open:output_type -> sluice.v1.Empty
-	3,  // 28: sluice.v1.Buffer.Checkpoint:output_type -> sluice.v1.CheckpointResponse
-	5,  // 29: sluice.v1.Buffer.Append:output_type -> sluice.v1.Ack
-	4,  // 30: sluice.v1.Buffer.Read:output_type -> sluice.v1.Batch
-	0,  // 31: sluice.v1.Buffer.Close:output_type -> sluice.v1.Empty
-	11, // 32: sluice.v1.Buffer.FormatPosition:output_type -> sluice.v1.FormatPositionResponse
-	0,  // 33: sluice.v1.Sink.Open:output_type -> sluice.v1.Empty
-	3,  // 34: sluice.v1.Sink.Checkpoint:output_type -> sluice.v1.CheckpointResponse
-	5,  // 35: sluice.v1.Sink.Write:output_type -> sluice.v1.Ack
-	0,  // 36: sluice.v1.Sink.Close:output_type -> sluice.v1.Empty
-	13, // 37: sluice.v1.Sink.Verify:output_type -> sluice.v1.VerifyResponse
-	20, // [20:38] is the sub-list for method output_type
-	2,  // [2:20] is the sub-list for method input_type
+	14, // 15: sluice.v1.Buffer.ComparePositions:input_type -> sluice.v1.ComparePositionsRequest
+	2,  // 16: sluice.v1.Sink.Open:input_type -> sluice.v1.OpenRequest
+	0,  // 17: sluice.v1.Sink.Checkpoint:input_type -> sluice.v1.Empty
+	4,  // 18: sluice.v1.Sink.Write:input_type -> sluice.v1.Batch
+	0,  // 19: sluice.v1.Sink.Close:input_type -> sluice.v1.Empty
+	12, // 20: sluice.v1.Sink.Verify:input_type -> sluice.v1.VerifyRequest
+	1,  // 21: sluice.v1.Plugin.Spec:output_type -> sluice.v1.SpecResponse
+	8,  // 22: sluice.v1.Plugin.Metrics:output_type -> sluice.v1.MetricsResponse
+	0,  // 23: sluice.v1.Source.Open:output_type -> sluice.v1.Empty
+	4,  // 24: sluice.v1.Source.Read:output_type -> sluice.v1.Batch
+	0,  // 25: sluice.v1.Source.Close:output_type -> sluice.v1.Empty
+	11, // 26: sluice.v1.Source.FormatPosition:output_type -> sluice.v1.FormatPositionResponse
+	13, // 27: sluice.v1.Source.Verify:output_type -> sluice.v1.VerifyResponse
+	0,  // 28: sluice.v1.Buffer.Open:output_type -> sluice.v1.Empty
+	3,  // 29: sluice.v1.Buffer.Checkpoint:output_type -> sluice.v1.CheckpointResponse
+	5,  // 30: sluice.v1.Buffer.Append:output_type -> sluice.v1.Ack
+	4,  // 31: sluice.v1.Buffer.Read:output_type -> sluice.v1.Batch
+	0,  // 32: sluice.v1.Buffer.Close:output_type -> sluice.v1.Empty
+	11, // 33: sluice.v1.Buffer.FormatPosition:output_type -> sluice.v1.FormatPositionResponse
+	15, // 34: sluice.v1.Buffer.ComparePositions:output_type -> sluice.v1.ComparePositionsResponse
+	0,  // 35: sluice.v1.Sink.Open:output_type -> sluice.v1.Empty
+	3,  // 36: sluice.v1.Sink.Checkpoint:output_type -> sluice.v1.CheckpointResponse
+	5,  // 37: sluice.v1.Sink.Write:output_type -> sluice.v1.Ack
+	0,  // 38: sluice.v1.Sink.Close:output_type -> sluice.v1.Empty
+	13, // 39: sluice.v1.Sink.Verify:output_type -> sluice.v1.VerifyResponse
+	21, // [21:40] is the sub-list for method output_type
+	2,  // [2:21] is the sub-list for method input_type
 	2,  // [2:2] is the sub-list for extension type_name
 	2,  // [2:2] is the sub-list for extension extendee
 	0,  // [0:2] is the sub-list for field type_name
@@ -1049,7 +1180,7 @@ func file_sluice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_proto_rawDesc), len(file_sluice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -453,12 +453,13 @@ var Source_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Buffer_Open_FullMethodName           = "/sluice.v1.Buffer/Open"
-	Buffer_Checkpoint_FullMethodName     = "/sluice.v1.Buffer/Checkpoint"
-	Buffer_Append_FullMethodName         = "/sluice.v1.Buffer/Append"
-	Buffer_Read_FullMethodName           = "/sluice.v1.Buffer/Read"
-	Buffer_Close_FullMethodName          = "/sluice.v1.Buffer/Close"
-	Buffer_FormatPosition_FullMethodName = "/sluice.v1.Buffer/FormatPosition"
+	Buffer_Open_FullMethodName             = "/sluice.v1.Buffer/Open"
+	Buffer_Checkpoint_FullMethodName       = "/sluice.v1.Buffer/Checkpoint"
+	Buffer_Append_FullMethodName           = "/sluice.v1.Buffer/Append"
+	Buffer_Read_FullMethodName             = "/sluice.v1.Buffer/Read"
+	Buffer_Close_FullMethodName            = "/sluice.v1.Buffer/Close"
+	Buffer_FormatPosition_FullMethodName   = "/sluice.v1.Buffer/FormatPosition"
+	Buffer_ComparePositions_FullMethodName = "/sluice.v1.Buffer/ComparePositions"
 )
 
 // BufferClient is the client API for Buffer service.
@@ -477,6 +478,12 @@ type BufferClient interface {
 	Close(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*Empty, error)
 	// Renders one of the buffer's positions for people, as Source.FormatPosition does.
 	FormatPosition(ctx context.Context, in *FormatPositionRequest, opts ...grpc.CallOption) (*FormatPositionResponse, error)
+	// Compares two of the buffer's positions, for a pipeline with ordered: false (sdk.PositionComparer).
+	// Like FormatPosition it may be asked at any time in the stage's life and depends on the positions
+	// alone. Two empty positions compare equal without asking the plugin: the host asks that to learn
+	// whether the buffer compares positions. Added in protocol version 1 without a version change: a
+	// plugin that cannot compare answers UNIMPLEMENTED, and the host refuses ordered: false.
+	ComparePositions(ctx context.Context, in *ComparePositionsRequest, opts ...grpc.CallOption) (*ComparePositionsResponse, error)
 }
 
 type bufferClient struct {
@@ -553,6 +560,16 @@ func (c *bufferClient) FormatPosition(ctx context.Context, in *FormatPositionReq
 	return out, nil
 }
 
+func (c *bufferClient) ComparePositions(ctx context.Context, in *ComparePositionsRequest, opts ...grpc.CallOption) (*ComparePositionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ComparePositionsResponse)
+	err := c.cc.Invoke(ctx, Buffer_ComparePositions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BufferServer is the server API for Buffer service.
 // All implementations must embed UnimplementedBufferServer
 // for forward compatibility.
@@ -569,6 +586,12 @@ type BufferServer interface {
 	Close(context.Context, *Empty) (*Empty, error)
 	// Renders one of the buffer's positions for people, as Source.FormatPosition does.
 	FormatPosition(context.Context, *FormatPositionRequest) (*FormatPositionResponse, error)
+	// Compares two of the buffer's positions, for a pipeline with ordered: false (sdk.PositionComparer).
+	// Like FormatPosition it may be asked at any time in the stage's life and depends on the positions
+	// alone. Two empty positions compare equal without asking the plugin: the host asks that to learn
+	// whether the buffer compares positions. Added in protocol version 1 without a version change: a
+	// plugin that cannot compare answers UNIMPLEMENTED, and the host refuses ordered: false.
+	ComparePositions(context.Context, *ComparePositionsRequest) (*ComparePositionsResponse, error)
 	mustEmbedUnimplementedBufferServer()
 }
 
@@ -596,6 +619,9 @@ func (UnimplementedBufferServer) Close(context.Context, *Empty) (*Empty, error) 
 }
 func (UnimplementedBufferServer) FormatPosition(context.Context, *FormatPositionRequest) (*FormatPositionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method FormatPosition not implemented")
+}
+func (UnimplementedBufferServer) ComparePositions(context.Context, *ComparePositionsRequest) (*ComparePositionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ComparePositions not implemented")
 }
 func (UnimplementedBufferServer) mustEmbedUnimplementedBufferServer() {}
 func (UnimplementedBufferServer) testEmbeddedByValue()                {}
@@ -704,6 +730,24 @@ func _Buffer_FormatPosition_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Buffer_ComparePositions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ComparePositionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BufferServer).ComparePositions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Buffer_ComparePositions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BufferServer).ComparePositions(ctx, req.(*ComparePositionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Buffer_ServiceDesc is the grpc.ServiceDesc for Buffer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -726,6 +770,10 @@ var Buffer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "FormatPosition",
 			Handler:    _Buffer_FormatPosition_Handler,
+		},
+		{
+			MethodName: "ComparePositions",
+			Handler:    _Buffer_ComparePositions_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
