@@ -240,22 +240,7 @@ func (d *dispatcher) skipping() bool {
 // run dispatches batches until the buffer ends its stream (nil: every lane's input is then closed), the
 // pipeline drains (errDrained) or something fails.
 func (d *dispatcher) run(ctx context.Context) error {
-	batches := make(chan *protocol.Batch)
-	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			b, err := d.in.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case batches <- b:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	batches, recvErr := receive(ctx, d.in)
 	for {
 		var b *protocol.Batch
 		select {

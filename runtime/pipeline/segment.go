@@ -157,14 +157,14 @@ func isCancel(err error) bool {
 	return errors.Is(err, context.Canceled) && !errors.As(err, new(*StageError))
 }
 
-// forward receives batches from upstream and sends them downstream, holding at most maxWindow bytes in
-// flight. It reports whether it stopped because of a drain.
-func (s *segment) forward(ctx context.Context) (drained bool, err error) {
+// receive runs a goroutine that receives batches from in and hands them over one by one, until in fails
+// (its error, io.EOF at the end, is sent on the second channel) or ctx ends.
+func receive(ctx context.Context, in upstream) (<-chan *protocol.Batch, <-chan error) {
 	batches := make(chan *protocol.Batch)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
-			b, err := s.in.Recv()
+			b, err := in.Recv()
 			if err != nil {
 				recvErr <- err
 				return
@@ -176,6 +176,13 @@ func (s *segment) forward(ctx context.Context) (drained bool, err error) {
 			}
 		}
 	}()
+	return batches, recvErr
+}
+
+// forward receives batches from upstream and sends them downstream, holding at most maxWindow bytes in
+// flight. It reports whether it stopped because of a drain.
+func (s *segment) forward(ctx context.Context) (drained bool, err error) {
+	batches, recvErr := receive(ctx, s.in)
 	closeOut := func() error {
 		s.mu.Lock()
 		s.closed = true
