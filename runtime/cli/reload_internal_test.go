@@ -18,10 +18,10 @@ func TestFingerprintCoversPipeline(t *testing.T) {
 		known []string
 	}{
 		// Pos and ID say where and which, not what runs; Steps and SinkSteps are compiled from
-		// Transforms and SinkTransforms.
+		// Transforms and SinkTransforms; Verify is read by `sluice verify` only, never by a running pipeline.
 		{reflect.TypeFor[config.Pipeline](), []string{"ID", "Pos", "Source", "Buffer", "Sink", "Transforms", "Steps",
 			"SinkTransforms", "SinkSteps", "OnError", "DeadLetter", "BatchMaxRecords", "BatchMaxBytes", "MaxInFlightBytes",
-			"Retry", "OpenTimeout", "StallTimeout", "Ordered", "Lanes"}},
+			"Retry", "OpenTimeout", "StallTimeout", "Verify", "Ordered", "Lanes"}},
 		// Kind follows from where the stage is; Spec is the plugin's, fixed while sluice runs; printed is
 		// Settings redacted; where names settings in messages (cluster.redis, never a pipeline's stage);
 		// SHA256Pos says where the pin is written. A new pin (SHA256) restarts the stage's pipeline.

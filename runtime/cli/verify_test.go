@@ -209,8 +209,11 @@ func TestVerifyRepairAtomicSink(t *testing.T) {
 		r.Repair.Through != "sink file-atomic" || !r.Repair.Checked || r.Repair.Before.Missing != 2 || r.Repair.Before.Extra != 1 {
 		t.Fatalf("--repair: exit %d, %+v\n%s", code, r, errOut)
 	}
-	if posAfter, _ := os.ReadFile(filepath.Join(dir, "out.jsonl.position")); !bytes.Equal(posAfter[8:], posBefore[8:]) {
-		t.Fatalf("the repair moved the sink's stored position from %x to %x", posBefore[8:], posAfter[8:])
+	// PATH.position (format 1): 0x81, the data length (8 bytes), the fencing token (8 bytes), the position.
+	const posAt = 17
+	if posAfter, _ := os.ReadFile(filepath.Join(dir, "out.jsonl.position")); len(posAfter) < posAt || len(posBefore) < posAt ||
+		posBefore[0] != 0x81 || !bytes.Equal(posAfter[posAt:], posBefore[posAt:]) {
+		t.Fatalf("the repair moved the sink's stored position from %x to %x", posBefore, posAfter)
 	}
 	if _, errOut, code := sluice(t, dir, "verify", "--settle", "0", "p.yaml", "copy"); code != 0 {
 		t.Fatalf("verify after the repair: exit %d\n%s", code, errOut)
