@@ -870,11 +870,13 @@ func (v *verifier) openBuffer(ctx context.Context) (*repairTarget, error) {
 		return nil, err
 	}
 	buf := conn.Buffer()
-	if err := buf.Open(ctx, protocol.OpenRequest{Pipeline: v.p.ID, Settings: v.p.Buffer.Settings,
+	openCtx, cancelOpen := context.WithTimeout(ctx, v.p.OpenTimeout)
+	defer cancelOpen()
+	if err := buf.Open(openCtx, protocol.OpenRequest{Pipeline: v.p.ID, Settings: v.p.Buffer.Settings,
 		MaxBatchRecords: v.p.BatchMaxRecords, MaxBatchBytes: v.p.BatchMaxBytes, Fence: token}); err != nil {
 		return nil, ExitError{ExitFailure, fmt.Errorf("verify --repair: %s: opening: %w", through, err)}
 	}
-	closeBuf := func() { _ = buf.Close(context.WithoutCancel(ctx)) }
+	closeBuf := func() { closeStage(ctx, buf.Close) }
 	w, err := buf.Append(ctx)
 	if err != nil {
 		closeBuf()
@@ -930,12 +932,14 @@ func (v *verifier) openSink(ctx context.Context, o verifyOpts) (*repairTarget, e
 		return nil, err
 	}
 	sink := conn.Sink()
-	if err := sink.Open(ctx, protocol.OpenRequest{Pipeline: v.p.ID, Settings: v.p.Sink.Settings,
+	openCtx, cancelOpen := context.WithTimeout(ctx, v.p.OpenTimeout)
+	defer cancelOpen()
+	if err := sink.Open(openCtx, protocol.OpenRequest{Pipeline: v.p.ID, Settings: v.p.Sink.Settings,
 		MaxBatchRecords: v.p.BatchMaxRecords, MaxBatchBytes: v.p.BatchMaxBytes, Fence: token}); err != nil {
 		return fail("opening", err)
 	}
 	closeSink := func() {
-		_ = sink.Close(context.WithoutCancel(ctx))
+		closeStage(ctx, sink.Close)
 		release()
 	}
 	var pos record.Position
@@ -1196,4 +1200,12 @@ func (r *report) print(w io.Writer, sample int) {
 			fmt.Fprintln(w, "; not verified again (--settle 0)")
 		}
 	}
+}
+
+// closeStage closes a stage the repair opened within pipeline.CloseTimeout, also when ctx has ended (the
+// plugin process is killed next anyway).
+func closeStage(ctx context.Context, closeFn func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pipeline.CloseTimeout)
+	defer cancel()
+	_ = closeFn(ctx)
 }

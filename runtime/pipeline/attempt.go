@@ -20,10 +20,10 @@ type stages struct {
 	closes []func(context.Context) error
 }
 
-// stop closes the stages, downstream last, within closeTimeout, then kills their plugins. Kill is bounded
+// stop closes the stages, downstream last, within CloseTimeout, then kills their plugins. Kill is bounded
 // whatever a plugin does, so stop always returns.
 func (s *stages) stop() {
-	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
 	defer cancel()
 	for i := len(s.closes) - 1; i >= 0; i-- {
 		_ = s.closes[i](ctx) // best effort: the process is killed next anyway

@@ -33,8 +33,9 @@ const (
 	// for healthTimeout is reported as not responding and the pipeline restarts.
 	healthInterval = 5 * time.Second
 	healthTimeout  = 15 * time.Second
-	// closeTimeout bounds a stage's Close when an attempt ends; the process is killed next anyway.
-	closeTimeout = 5 * time.Second
+	// CloseTimeout bounds a stage's Close (when an attempt ends, and in sluice verify --repair); the process
+	// is killed next anyway.
+	CloseTimeout = 5 * time.Second
 	// exitWait is how long the host waits for a plugin process whose connection broke to exit, to say why.
 	exitWait = 2 * time.Second
 )
