@@ -26,8 +26,9 @@ type server interface {
 }
 
 func main() {
-	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: services DIR")
+	// An argument that starts with "-" (--help, -h) is not taken for a directory to start servers in.
+	if len(os.Args) != 2 || strings.HasPrefix(os.Args[1], "-") {
+		fmt.Fprintln(os.Stderr, "usage: services DIR\n\nstarts redis-server, mongo-java-server and Kafka on 127.0.0.1 with their data under DIR,\nwrites DIR/services.env, and stops them on SIGINT or SIGTERM")
 		os.Exit(2)
 	}
 	if err := run(os.Args[1]); err != nil {
