@@ -31,9 +31,10 @@ import (
 
 // DefaultEnv names the host environment variables a plugin process inherits. Everything else is withheld:
 // secrets reach plugins through their settings, never through the environment. The Go runtime's GOGC,
-// GOMEMLIMIT and GOMAXPROCS pass, so that one setting in sluice's environment tunes every process of it.
+// GOMEMLIMIT, GOMAXPROCS and GODEBUG pass, so that one setting in sluice's environment tunes (or, with
+// GODEBUG=gctrace=1, traces) every process of it.
 var DefaultEnv = []string{"PATH", "HOME", "TMPDIR", "TZ", "LANG", "LC_ALL", "SSL_CERT_FILE", "SSL_CERT_DIR",
-	"GOGC", "GOMEMLIMIT", "GOMAXPROCS"}
+	"GOGC", "GOMEMLIMIT", "GOMAXPROCS", "GODEBUG"}
 
 // Plugin is a discovered plugin.
 type Plugin struct {
