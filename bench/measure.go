@@ -29,6 +29,7 @@ type sampler struct {
 	root      int
 	procs     map[int]*procPeak
 	peakTotal int64 // the highest sum of VmRSS over the tree at one reading
+	peakAnon  int64 // the highest sum of RssAnon over the tree at one reading
 }
 
 func newSampler(root int) *sampler { return &sampler{root: root, procs: map[int]*procPeak{}} }
@@ -37,7 +38,7 @@ func newSampler(root int) *sampler { return &sampler{root: root, procs: map[int]
 // process the host has just forked runs the host's executable until its exec. One that exits between two
 // readings keeps what the last reading saw.
 func (s *sampler) sample() {
-	var total int64
+	var total, anon int64
 	for _, pid := range append([]int{s.root}, descendants(s.root)...) {
 		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 		if err != nil {
@@ -53,6 +54,7 @@ func (s *sampler) sample() {
 			if m, err := parseStatus(b); err == nil {
 				p.Peak = max(p.Peak, m.HWM, m.RSS)
 				total += m.RSS
+				anon += m.Anon
 			}
 		}
 		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
@@ -62,6 +64,7 @@ func (s *sampler) sample() {
 		}
 	}
 	s.peakTotal = max(s.peakTotal, total)
+	s.peakAnon = max(s.peakAnon, anon)
 }
 
 // byName returns the peak RSS per process name: the highest of the processes with that name (a plugin the
@@ -93,9 +96,10 @@ type measurement struct {
 	// (a descendant that outlived its parent is not in the rusage).
 	CPU time.Duration
 	// Peak is the peak RSS by process name (VmHWM, read every sampleEvery: growth in a process's last
-	// sampleEvery is missed); PeakTotal the highest sum of VmRSS over the tree at one reading.
-	Peak      map[string]int64
-	PeakTotal int64
+	// sampleEvery is missed); PeakTotal the highest sum of VmRSS over the tree at one reading, PeakAnon
+	// that of RssAnon.
+	Peak                map[string]int64
+	PeakTotal, PeakAnon int64
 }
 
 // measure runs cmd in its own process group and samples its tree until it exits. With done, it also calls

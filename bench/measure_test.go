@@ -102,6 +102,10 @@ func TestSampler(t *testing.T) {
 	if s.peakTotal < 2*childMiB<<20 {
 		t.Errorf("peak of the tree %d MiB, want at least %d", s.peakTotal>>20, 2*childMiB)
 	}
+	// What the children hold is heap they wrote to: anonymous memory, not pages of their binary.
+	if s.peakAnon < 2*childMiB<<20 || s.peakAnon > s.peakTotal {
+		t.Errorf("anonymous peak of the tree %d MiB, want at least %d and at most the RSS peak %d", s.peakAnon>>20, 2*childMiB, s.peakTotal>>20)
+	}
 	if by := s.byName(); len(by) != 1 {
 		t.Errorf("byName = %v, want one name", by)
 	}

@@ -54,12 +54,14 @@ func parseStat(b []byte) (procStat, error) {
 
 // procMem is what the harness reads of /proc/PID/status, in bytes.
 type procMem struct {
-	// HWM is VmHWM, the peak resident set size; RSS is VmRSS, the resident set size now.
-	HWM, RSS int64
+	// HWM is VmHWM, the peak resident set size; RSS is VmRSS, the resident set size now; Anon is RssAnon,
+	// the part of RSS that is the process's own memory (heap, stacks), not pages of files it maps (its
+	// binary's code and read-only data, which the kernel may map whole and shares with the page cache).
+	HWM, RSS, Anon int64
 }
 
-// parseStatus parses VmHWM and VmRSS (in kB) out of the contents of /proc/PID/status. A zombie or a kernel
-// thread has neither: that is an error.
+// parseStatus parses VmHWM, VmRSS and RssAnon (in kB) out of the contents of /proc/PID/status. A zombie or a
+// kernel thread has none of them: that is an error.
 func parseStatus(b []byte) (procMem, error) {
 	var m procMem
 	var seen int
@@ -70,10 +72,13 @@ func parseStatus(b []byte) (procMem, error) {
 			dst = &m.HWM
 		case bytes.HasPrefix(line, []byte("VmRSS:")):
 			dst = &m.RSS
+		case bytes.HasPrefix(line, []byte("RssAnon:")):
+			dst = &m.Anon
 		default:
 			continue
 		}
-		f := strings.Fields(string(line[6:]))
+		_, value, _ := bytes.Cut(line, []byte(":"))
+		f := strings.Fields(string(value))
 		if len(f) != 2 || f[1] != "kB" {
 			return procMem{}, fmt.Errorf("/proc status: want %q, got %q", "N kB", strings.TrimSpace(string(line)))
 		}
@@ -84,8 +89,8 @@ func parseStatus(b []byte) (procMem, error) {
 		*dst = kb * 1024
 		seen++
 	}
-	if seen != 2 {
-		return procMem{}, fmt.Errorf("/proc status: no VmHWM and VmRSS (a zombie or a kernel thread)")
+	if seen != 3 {
+		return procMem{}, fmt.Errorf("/proc status: no VmHWM, VmRSS and RssAnon (a zombie or a kernel thread)")
 	}
 	return m, nil
 }

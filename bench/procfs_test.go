@@ -34,16 +34,16 @@ func TestParseStatRejects(t *testing.T) {
 }
 
 func TestParseStatus(t *testing.T) {
-	in := "Name:\tsluice\nState:\tS (sleeping)\nVmPeak:\t 1500000 kB\nVmHWM:\t  135000 kB\nVmRSS:\t  120000 kB\nThreads:\t12\n"
+	in := "Name:\tsluice\nState:\tS (sleeping)\nVmPeak:\t 1500000 kB\nVmHWM:\t  135000 kB\nVmRSS:\t  120000 kB\nRssAnon:\t   70000 kB\nRssFile:\t   50000 kB\nThreads:\t12\n"
 	m, err := parseStatus([]byte(in))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.HWM != 135000*1024 || m.RSS != 120000*1024 {
-		t.Errorf("parseStatus = %+v, want HWM %d, RSS %d", m, 135000*1024, 120000*1024)
+	if m.HWM != 135000*1024 || m.RSS != 120000*1024 || m.Anon != 70000*1024 {
+		t.Errorf("parseStatus = %+v, want HWM %d, RSS %d, Anon %d", m, 135000*1024, 120000*1024, 70000*1024)
 	}
 	// A zombie has no memory lines; a malformed one is an error, not a zero.
-	for _, bad := range []string{"Name:\tx\nState:\tZ (zombie)\n", "VmHWM:\t 12 MB\nVmRSS:\t 1 kB\n", "VmHWM:\t x kB\nVmRSS:\t 1 kB\n"} {
+	for _, bad := range []string{"Name:\tx\nState:\tZ (zombie)\n", "VmHWM:\t 12 MB\nVmRSS:\t 1 kB\nRssAnon:\t 1 kB\n", "VmHWM:\t x kB\nVmRSS:\t 1 kB\nRssAnon:\t 1 kB\n", "VmHWM:\t 2 kB\nVmRSS:\t 1 kB\n"} {
 		if m, err := parseStatus([]byte(bad)); err == nil {
 			t.Errorf("parseStatus(%q) = %+v, want an error", bad, m)
 		}

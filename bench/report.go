@@ -72,7 +72,7 @@ type row struct {
 	Sluice                 bool
 	Runs, Failed           int
 	Rate, Delivered, CPU   spread
-	PeakTotal              spread
+	PeakTotal, PeakAnon    spread
 	PeakBy                 map[string]spread
 	// Ratio is the records/s of the workload's reference sluice row over this row's ("" for that row).
 	Ratio string
@@ -95,7 +95,7 @@ func (r *report) rows() []row {
 		runs[i] = append(runs[i], run)
 	}
 	for i := range out {
-		var rate, delivered, cpu, peak []float64
+		var rate, delivered, cpu, peak, anon []float64
 		byName := map[string][]float64{}
 		for _, run := range runs[i] {
 			out[i].Runs++
@@ -108,11 +108,13 @@ func (r *report) rows() []row {
 			delivered = append(delivered, run.DeliveredRate())
 			cpu = append(cpu, run.CPUPerRecord())
 			peak = append(peak, float64(run.PeakTotal))
+			anon = append(anon, float64(run.PeakAnon))
 			for name, b := range run.Peak {
 				byName[name] = append(byName[name], float64(b))
 			}
 		}
-		out[i].Rate, out[i].Delivered, out[i].CPU, out[i].PeakTotal = summarize(rate), summarize(delivered), summarize(cpu), summarize(peak)
+		out[i].Rate, out[i].Delivered, out[i].CPU = summarize(rate), summarize(delivered), summarize(cpu)
+		out[i].PeakTotal, out[i].PeakAnon = summarize(peak), summarize(anon)
 		out[i].PeakBy = map[string]spread{}
 		for name, v := range byName {
 			out[i].PeakBy[name] = summarize(v)
@@ -196,8 +198,8 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "- %d records of %d B per run; rounds: %d, each running every program once, the order rotated; load average (1, 5, 15 min) %s at the start, %s at the end\n",
 		r.Records, r.Payload, r.Rounds, r.LoadStart, orUnknown(r.LoadEnd))
 	b.WriteString("- median (min–max) over the rounds; rates per second of wall time, exec to exit; CPU is user + system of every process of the program, per record read\n\n")
-	b.WriteString("| workload | program | records/s read | delivered/s | CPU µs/record | peak RSS, all processes (MiB) | peak RSS by process (MiB, median) | sluice ÷ this |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| workload | program | records/s read | delivered/s | CPU µs/record | peak RSS, all processes (MiB) | of which anonymous (MiB) | peak RSS by process (MiB, median) | sluice ÷ this |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	for _, o := range r.rows() {
 		prog := o.Program
 		if o.Failed > 0 {
@@ -207,11 +209,12 @@ func (r *report) markdown() string {
 		for n, s := range o.PeakBy {
 			by[n] = int64(s.Median)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", o.Workload, prog, cell(o.Rate, human),
-			cell(o.Delivered, human), cell(o.CPU, fixed(2)), cell(o.PeakTotal, mibF), orDash(peaks(by)), orDash(o.Ratio))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", o.Workload, prog, cell(o.Rate, human),
+			cell(o.Delivered, human), cell(o.CPU, fixed(2)), cell(o.PeakTotal, mibF), cell(o.PeakAnon, mibF), orDash(peaks(by)), orDash(o.Ratio))
 	}
 	b.WriteString("\nNotes:\n\n")
 	b.WriteString("- \"sluice ÷ this\": the workload's `sluice` records/s over this row's (B3: W1's sluice, plugins as subprocesses, over in_process). Above 1, sluice is faster.\n")
+	b.WriteString("- \"Of which anonymous\": the processes' own memory (heap, stacks), the highest sum at one reading; the rest of RSS is pages of the binaries mapped from the page cache (code, read-only data), resident on the machines we measured for nearly the whole size of each binary.\n")
 	b.WriteString("- The servers written to (kfake, in the harness's process; Apache Kafka; redis-server) are not in CPU or RSS: only the program and the processes it starts are.\n")
 	b.WriteString("- Peers' records read are the count their source was given; their delivered counts are checked in Kafka (W1's drop output gives none: exit status only).\n")
 	for _, n := range r.Notes {
@@ -242,7 +245,7 @@ func orUnknown(s string) string {
 // csvHeader is the first line of the CSV: one line per run after it.
 var csvHeader = []string{"date", "commit", "go", "cores", "cpu", "memory_gib", "workload_key", "workload", "program",
 	"round", "records", "payload_bytes", "read", "delivered", "checked", "wall_s", "sluice_pipeline_time",
-	"records_per_s", "delivered_per_s", "cpu_us_per_record", "peak_rss_total_mib", "peak_rss_mib_by_process", "error"}
+	"records_per_s", "delivered_per_s", "cpu_us_per_record", "peak_rss_total_mib", "peak_rss_anon_mib", "peak_rss_mib_by_process", "error"}
 
 // writeCSV writes every run, one line each, with the machine on every line.
 func (r *report) writeCSV(w io.Writer) error {
@@ -278,7 +281,7 @@ func (r *report) writeCSV(w io.Writer) error {
 			num(float64(r.Machine.Memory)/(1<<30), 1), run.Key, run.Workload, run.Program, strconv.Itoa(run.Round),
 			strconv.Itoa(run.Records), strconv.Itoa(r.Payload), count(run.Read), count(run.Delivered), run.Checked,
 			num(run.Wall.Seconds(), 3), run.PipelineTime, num(rate, 0), num(del, 0), num(cpu, 3),
-			num(float64(run.PeakTotal)/(1<<20), 1), strings.Join(by, ";"), run.Err,
+			num(float64(run.PeakTotal)/(1<<20), 1), num(float64(run.PeakAnon)/(1<<20), 1), strings.Join(by, ";"), run.Err,
 		}); err != nil {
 			return err
 		}

@@ -21,7 +21,7 @@ func testReport() *report {
 		}
 		return &runResult{Key: key, Workload: key + " workload", Program: prog, Sluice: strings.HasPrefix(prog, "sluice"),
 			Round: round, Records: 1_000_000, Read: 1_000_000, Delivered: delivered, Checked: "run summary",
-			Wall: wall, CPU: cpu, Peak: peak, PeakTotal: total, Err: err}
+			Wall: wall, CPU: cpu, Peak: peak, PeakTotal: total, PeakAnon: total * 3 / 4, Err: err}
 	}
 	const m = 1 << 20
 	return &report{
@@ -69,9 +69,9 @@ func TestMarkdown(t *testing.T) {
 		"commit abc123, go1.26.0; machine: 2 cores, Test CPU, 24.0 GiB",
 		"1000000 records of 200 B per run; rounds: 2,",
 		"0.10 0.20 0.30 at the start, 0.40 0.50 0.60 at the end",
-		"| W1 workload | sluice | 225k (200k–250k) | 112k (100k–125k) | 5.50 (5.00–6.00) | 131 (120–142) | sluice 110, generate 21 | – |",
-		"| W1 workload | Redpanda Connect (1 of 2 runs failed) | 100k | – | 12.00 | 50 | redpanda-connect 50 | 2.25× |",
-		"| B3 workload | sluice in_process | 500k | 250k | 2.00 | 60 | sluice 60 | 0.45× |",
+		"| W1 workload | sluice | 225k (200k–250k) | 112k (100k–125k) | 5.50 (5.00–6.00) | 131 (120–142) | 98 (90–106) | sluice 110, generate 21 | – |",
+		"| W1 workload | Redpanda Connect (1 of 2 runs failed) | 100k | – | 12.00 | 50 | 38 | redpanda-connect 50 | 2.25× |",
+		"| B3 workload | sluice in_process | 500k | 250k | 2.00 | 60 | 45 | sluice 60 | 0.45× |",
 		"- Conduit: not run (SLUICE_BENCH_CONDUIT unset).",
 		"- FAILED round 2 W1 Redpanda Connect: redpanda-connect: exit status 1",
 	} {
@@ -101,7 +101,7 @@ func TestCSV(t *testing.T) {
 	for name, want := range map[string]string{"commit": "abc123", "cores": "2", "cpu": "Test CPU", "workload_key": "W1",
 		"program": "sluice", "round": "1", "read": "1000000", "delivered": "500000", "wall_s": "5.000",
 		"records_per_s": "200000", "delivered_per_s": "100000", "cpu_us_per_record": "5.000",
-		"peak_rss_total_mib": "120.0", "peak_rss_mib_by_process": "sluice=100;generate=20", "error": ""} {
+		"peak_rss_total_mib": "120.0", "peak_rss_anon_mib": "90.0", "peak_rss_mib_by_process": "sluice=100;generate=20", "error": ""} {
 		if got := first[col[name]]; got != want {
 			t.Errorf("first run, %s = %q, want %q", name, got, want)
 		}

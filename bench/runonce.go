@@ -26,6 +26,7 @@ type runResult struct {
 	CPU          time.Duration
 	Peak         map[string]int64
 	PeakTotal    int64
+	PeakAnon     int64 // the highest sum of RssAnon at one reading (see procMem)
 	Err          string
 	Dir          string
 }
@@ -130,7 +131,7 @@ func runChecked(ctx context.Context, opts options, e *env, w workload, p program
 		}
 	}
 	m, err := measure(ctx, cmd, opts.timeout, done)
-	r.Wall, r.CPU, r.Peak, r.PeakTotal = m.Wall, m.CPU, m.Peak, m.PeakTotal
+	r.Wall, r.CPU, r.Peak, r.PeakTotal, r.PeakAnon = m.Wall, m.CPU, m.Peak, m.PeakTotal, m.PeakAnon
 	if err != nil {
 		return fmt.Errorf("%w; end of stderr: %s", err, tail(filepath.Join(r.Dir, "stderr.log"), 5))
 	}
