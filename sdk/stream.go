@@ -24,7 +24,7 @@ import (
 // Defaults for batch bounds when the host sends none.
 const (
 	defaultMaxBatchRecords = 1024
-	defaultMaxBatchBytes   = 4 << 20
+	defaultMaxBatchBytes   = 1 << 20
 	// maxCoalesce bounds how many queued batches a sink or buffer receives in one Write or Append.
 	maxCoalesce = 16
 )

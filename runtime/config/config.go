@@ -171,11 +171,11 @@ const (
 	DefaultBatchMaxRecords = pipeline.DefaultBatchMaxRecords
 	// MaxBatchMaxRecords is the largest batch_max_records allowed (the smallest is 1).
 	MaxBatchMaxRecords = 65536
-	// DefaultBatchMaxBytes is batch_max_bytes when the file does not set it (4 MiB).
+	// DefaultBatchMaxBytes is batch_max_bytes when the file does not set it (1 MiB).
 	DefaultBatchMaxBytes = pipeline.DefaultBatchMaxBytes
 	// MinBatchMaxBytes is the smallest batch_max_bytes allowed (the largest is math.MaxInt32).
 	MinBatchMaxBytes = 1024
-	// DefaultMaxInFlightBytes is max_in_flight_bytes when the file does not set it (8 MiB), raised to
+	// DefaultMaxInFlightBytes is max_in_flight_bytes when the file does not set it (2 MiB), raised to
 	// batch_max_bytes when that is larger.
 	DefaultMaxInFlightBytes = pipeline.DefaultMaxInFlightBytes
 )
@@ -203,9 +203,9 @@ type Pipeline struct {
 	DeadLetter *Stage
 	// BatchMaxRecords is at most 65536 records (default 1024).
 	BatchMaxRecords int
-	// BatchMaxBytes is at least 1024 bytes (default 4 MiB).
+	// BatchMaxBytes is at least 1024 bytes (default 1 MiB).
 	BatchMaxBytes int
-	// MaxInFlightBytes is at least BatchMaxBytes (default 8 MiB, or BatchMaxBytes if larger).
+	// MaxInFlightBytes is at least BatchMaxBytes (default 2 MiB, or BatchMaxBytes if larger).
 	MaxInFlightBytes int
 	// Retry is the restart policy after transient failures (key retry), defaults applied.
 	Retry pipeline.Retry
