@@ -170,7 +170,7 @@ loop:
 			return measurement{}, ctx.Err()
 		}
 	}
-	m := measurement{Wall: end.Sub(start), Peak: s.byName(), PeakTotal: s.peakTotal}
+	m := measurement{Wall: end.Sub(start), Peak: s.byName(), PeakTotal: s.peakTotal, PeakAnon: s.peakAnon}
 	if !stoppedAt.IsZero() {
 		m.Wall = stoppedAt.Sub(start)
 	} else if done != nil {

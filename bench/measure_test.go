@@ -122,6 +122,9 @@ func TestMeasureStops(t *testing.T) {
 	if m.Wall <= 0 || m.CPU <= 0 || m.Peak[filepath.Base(os.Args[0])] <= 0 {
 		t.Errorf("measurement %+v: want wall time, CPU and a peak of the program", m)
 	}
+	if m.PeakAnon <= 0 || m.PeakAnon > m.PeakTotal {
+		t.Errorf("measurement %+v: want an anonymous peak above 0 and at most the RSS peak", m)
+	}
 	if err := syscall.Kill(-cmd.Process.Pid, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Errorf("process group %d after measure: kill 0 = %v, want ESRCH (no process left)", cmd.Process.Pid, err)
 	}
