@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,25 +18,8 @@ import (
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/protocol"
 	"github.com/sluicehq/sluice/sdk/record"
+	"github.com/sluicehq/sluice/sdk/sdktest"
 )
-
-// syncBuffer is a log destination tests read while the code under test writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // verifyRun calls Verify and returns its records (copied) by "topic key" (topic being the route, or "-"
 // for the sink's own), its result and its log.
@@ -45,7 +27,7 @@ func verifyRun(t *testing.T, pipeline string, settings map[string]any, routes []
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var log syncBuffer
+	var log sdktest.Output
 	var ks [][]byte
 	for _, k := range keys {
 		ks = append(ks, []byte(k))

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/runtime/state"
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/protocol"
+	"github.com/sluicehq/sluice/sdk/sdktest"
 )
 
 // These tests drive the ops flags as run.go does — addOpsFlags, begin, serve, stop — over real pipelines
@@ -63,33 +63,15 @@ func runOrders(t *testing.T, rate float64) func() []pipeline.Status {
 	return func() []pipeline.Status { return []pipeline.Status{p.Status()} }
 }
 
-// syncBuffer is a bytes.Buffer safe for the writers of several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // opsFor parses args into run's ops flags and returns them with globals whose stderr (and log) is a buffer.
-func opsFor(t *testing.T, args ...string) (*opsFlags, *globals, *syncBuffer) {
+func opsFor(t *testing.T, args ...string) (*opsFlags, *globals, *sdktest.Output) {
 	t.Helper()
 	cmd := &cobra.Command{Use: "run"}
 	o := addOpsFlags(cmd)
 	if err := cmd.ParseFlags(args); err != nil {
 		t.Fatal(err)
 	}
-	stderr := &syncBuffer{}
+	stderr := &sdktest.Output{}
 	g := &globals{stdout: io.Discard, stderr: stderr, logLevel: "info", logFormat: "text"}
 	l, err := newLogger(stderr, g.logLevel, g.logFormat, g.secrets)
 	if err != nil {

@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -25,6 +23,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/sluicehq/sluice/runtime/api"
+	"github.com/sluicehq/sluice/sdk/sdktest"
 	"github.com/sluicehq/sluice/services"
 )
 
@@ -38,26 +37,8 @@ type host struct {
 	name string
 	addr string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *sdktest.Output
 	done chan struct{}
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's output and a test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func startHost(t testing.TB, bin, dir, conf, name string) *host {
@@ -66,7 +47,7 @@ func startHost(t testing.TB, bin, dir, conf, name string) *host {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &host{t: t, name: name, addr: services.Addr(port), out: &syncBuffer{}, done: make(chan struct{})}
+	h := &host{t: t, name: name, addr: services.Addr(port), out: &sdktest.Output{}, done: make(chan struct{})}
 	h.cmd = exec.Command(filepath.Join(bin, "sluice"), "run", "--instance", name, "--http", h.addr, "--progress", "off", conf)
 	h.cmd.Dir, h.cmd.Stdout, h.cmd.Stderr = dir, h.out, h.out
 	if err := h.cmd.Start(); err != nil {

@@ -1,17 +1,16 @@
 package pipeline
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"maps"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/record"
+	"github.com/sluicehq/sluice/sdk/sdktest"
 )
 
 // seqFormatter renders 8-byte sequence positions as "<what> <n>".
@@ -32,24 +31,6 @@ type formattingSource struct {
 type formattingBuffer struct {
 	*memBuffer
 	seqFormatter
-}
-
-// syncBuffer is a bytes.Buffer for a log handler written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestPositionsRenderedByPlugins: stages that render their positions have them rendered in the status (the
@@ -76,7 +57,7 @@ func TestPositionsRenderedByPlugins(t *testing.T) {
 			cfg := config(false, true)
 			cfg.Buffer.Atomic = false // the host stores where the source resumes
 			cfg.Retry = Retry{Initial: time.Millisecond, Max: 10 * time.Millisecond}
-			var logs syncBuffer
+			var logs sdktest.Output
 			p := New(cfg, starter, f.store, slog.New(slog.NewTextHandler(&logs, nil)))
 			run(t, p)
 			st := p.Status()
