@@ -7,6 +7,9 @@ BIN     := $(CURDIR)/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # SourceDir records this checkout in bin/sluice: `sluice plugin init` builds new plugins against its sdk/.
 LDFLAGS := -s -w -X github.com/sluicehq/sluice/runtime/cli.Version=$(VERSION) -X github.com/sluicehq/sluice/runtime/cli.SourceDir=$(CURDIR)
+# bin/ holds static binaries (no libc): they run on any Linux and each maps 1–2 MiB less than with cgo (make
+# bench, W5: 113 → 108 MiB). Only the builds: the race detector of make test needs cgo.
+BUILD_ENV := CGO_ENABLED=0
 # Every module in the workspace (go.work): sdk, runtime, transforms, plugins/*, examples/*, services, chaos, bench.
 MODULES  = $(shell $(GO) list -m -f '{{.Dir}}')
 # First-party plugins: every plugins/<module>/cmd/<name> builds bin/plugins/<name>.
@@ -21,18 +24,18 @@ FUZZTIME ?= 20s
 all: build
 
 build: plugins ## bin/sluice and every plugin in bin/plugins/
-	cd runtime && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sluice ./cmd/sluice
+	cd runtime && $(BUILD_ENV) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sluice ./cmd/sluice
 
 plugins:
 	@mkdir -p $(BIN)/plugins
 	@for c in $(PLUGIN_CMDS); do \
 	  p=$$(basename $$c); echo "build bin/plugins/$$p"; \
-	  (cd $$(dirname $$(dirname $$c)) && $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/plugins/$$p ./cmd/$$p); \
+	  (cd $$(dirname $$(dirname $$c)) && $(BUILD_ENV) $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/plugins/$$p ./cmd/$$p); \
 	done
 	@chmod go-w $(BIN) $(BIN)/plugins $(BIN)/plugins/* # sluice refuses plugins others could replace (umask 002)
 	@for c in $(wildcard plugins/*/tools/*); do \
 	  p=$$(basename $$c); echo "build bin/$$p"; \
-	  (cd $$(dirname $$(dirname $$c)) && $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/$$p ./tools/$$p); \
+	  (cd $$(dirname $$(dirname $$c)) && $(BUILD_ENV) $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/$$p ./tools/$$p); \
 	done
 
 test: ## every module's tests, with the race detector (runtime/cli runs the bad-input corpus: minutes, hence the timeout)
