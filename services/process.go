@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -170,6 +171,17 @@ func FreePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// RefusedAddr returns an address of 127.0.0.1 where nothing listens (a port that was free a moment ago):
+// connections to it are refused, as to a server that is down.
+func RefusedAddr(t testing.TB) string {
+	t.Helper()
+	port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Addr(port)
 }
 
 // Addr formats 127.0.0.1:port.

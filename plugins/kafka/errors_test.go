@@ -29,6 +29,7 @@ import (
 
 	"github.com/sluicehq/sluice/sdk"
 	"github.com/sluicehq/sluice/sdk/record"
+	"github.com/sluicehq/sluice/services"
 )
 
 // openErr opens a Sink with settings, closes it, and returns what Open returned.
@@ -443,16 +444,11 @@ func TestSettingsTheBrokersRefuse(t *testing.T) {
 // NOT_ENOUGH_REPLICAS) are transient errors: the host retries.
 func TestTransientErrors(t *testing.T) {
 	t.Run("brokers down", func(t *testing.T) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close() // nothing listens there now
+		addr := services.RefusedAddr(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		s := &Sink{}
-		err = s.Open(ctx, sdk.OpenRequest{Pipeline: "down", Settings: sdk.Settings(settingsFor(backend{brokers: []string{addr}}, "orders", nil))})
+		err := s.Open(ctx, sdk.OpenRequest{Pipeline: "down", Settings: sdk.Settings(settingsFor(backend{brokers: []string{addr}}, "orders", nil))})
 		_ = s.Close(ctx)
 		wantClass(t, err, nil, addr)
 	})

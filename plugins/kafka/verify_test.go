@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -19,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/sdk/protocol"
 	"github.com/sluicehq/sluice/sdk/record"
 	"github.com/sluicehq/sluice/sdk/sdktest"
+	"github.com/sluicehq/sluice/services"
 )
 
 // verifyRun calls Verify and returns its records (copied) by "topic key" (topic being the route, or "-"
@@ -324,15 +324,10 @@ func TestVerifyBesideRunningSink(t *testing.T) {
 // the user may not describe, a permanent one saying so; a wrong password, permanent (real Kafka only).
 func TestVerifyErrors(t *testing.T) {
 	t.Run("brokers down", func(t *testing.T) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close() // nothing listens there now
+		addr := services.RefusedAddr(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		_, err = (&Sink{}).Verify(ctx, sdk.VerifyRequest{Pipeline: "down", Settings: sdk.Settings(settingsFor(backend{brokers: []string{addr}}, "orders", nil))},
+		_, err := (&Sink{}).Verify(ctx, sdk.VerifyRequest{Pipeline: "down", Settings: sdk.Settings(settingsFor(backend{brokers: []string{addr}}, "orders", nil))},
 			func([]record.Record) error { return nil })
 		wantClass(t, err, nil, addr)
 	})

@@ -8,18 +8,14 @@ import (
 	"testing"
 
 	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/services"
 )
 
 // TestOpenUnreachable opens the source against servers it cannot use: the error names the server and
 // what it did, says serverSelectionTimeoutMS fired (not some other timeout), leaves the driver's topology
 // dump out, and stays transient.
 func TestOpenUnreachable(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := ln.Addr().String()
-	ln.Close()
+	refused := services.RefusedAddr(t)
 	closes, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"slices"
 	"strings"
@@ -289,12 +288,7 @@ func TestLiveVerifyCollections(t *testing.T) {
 // TestVerifyErrors: settings Open refuses, Verify refuses too; a replay source has nothing to verify;
 // an unreachable server is transient, a refused login permanent.
 func TestVerifyErrors(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := ln.Addr().String()
-	ln.Close()
+	refused := services.RefusedAddr(t)
 	var v verified
 	for _, settings := range []map[string]any{
 		{"uri": "mongodb://x", "collection": "orders"},
@@ -306,7 +300,7 @@ func TestVerifyErrors(t *testing.T) {
 			t.Errorf("Verify(%v) = %v, want ErrInvalidSettings", settings, err)
 		}
 	}
-	_, err = verifyErr(map[string]any{"uri": "mongodb://" + refused + "/?serverSelectionTimeoutMS=300&connectTimeoutMS=300", "database": "shop"}, &v)
+	_, err := verifyErr(map[string]any{"uri": "mongodb://" + refused + "/?serverSelectionTimeoutMS=300&connectTimeoutMS=300", "database": "shop"}, &v)
 	if err == nil || !strings.Contains(err.Error(), "no MongoDB server could be used") || errors.Is(err, sdk.ErrPermanent) || errors.Is(err, sdk.ErrInvalidSettings) {
 		t.Errorf("Verify of an unreachable server = %v, want a transient error saying so", err)
 	}

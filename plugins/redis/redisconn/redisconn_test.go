@@ -14,6 +14,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/services"
 )
 
 func TestOptions(t *testing.T) {
@@ -100,12 +101,7 @@ func TestWhereHidesCredentials(t *testing.T) {
 }
 
 func TestTransient(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now
+	addr := services.RefusedAddr(t)
 	c := goredis.NewClient(&goredis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
 	defer c.Close()
 	refused := c.Ping(context.Background()).Err()
