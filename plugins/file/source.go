@@ -75,7 +75,7 @@ func (s *Source) Open(_ context.Context, req sdk.OpenRequest) error {
 	}
 	s.cfg, s.f = cfg, f
 	s.r = bufio.NewReaderSize(f, 64<<10)
-	s.meta = record.Meta{{Key: "file.path", Value: cfg.Path}}
+	s.meta = sourceMeta(cfg.Path)
 	s.maxBatch = max(req.MaxBatchRecords, 1)
 	s.maxBytes = max(req.MaxBatchBytes, 1)
 	return nil
@@ -130,23 +130,35 @@ func (s *Source) Read(ctx context.Context) ([]record.Record, error) {
 
 // add appends a record for line (which ends at s.off) unless the line is blank, and returns its size.
 func (s *Source) add(line []byte) int {
+	var n int
+	s.recs, s.arena, n = appendLine(s.recs, s.arena, line, s.off, record.OpInsert, s.meta)
+	return n
+}
+
+// sourceMeta is the metadata of every record the source reads from path.
+func sourceMeta(path string) record.Meta { return record.Meta{{Key: "file.path", Value: path}} }
+
+// appendLine appends to recs the record of line, a line of the file that ends at offset off, unless the
+// line is blank (no record), and returns both slices and the payload's size. The record's position is the
+// offset, its payload the line without its line break; both are copied into arena, which the record
+// aliases. Records appended earlier keep pointing into the arena's old array if append moved it: still
+// valid.
+func appendLine(recs []record.Record, arena, line []byte, off int64, op record.Op, meta record.Meta) ([]record.Record, []byte, int) {
 	line = bytes.TrimRight(line, "\r\n")
 	if len(bytes.TrimSpace(line)) == 0 {
-		return 0
+		return recs, arena, 0
 	}
-	start := len(s.arena)
-	s.arena = binary.BigEndian.AppendUint64(s.arena, uint64(s.off))
-	mid := len(s.arena)
-	s.arena = append(s.arena, line...)
-	s.recs = append(s.recs, record.Record{
-		Position: s.arena[start:mid:mid],
-		Op:       record.OpInsert,
-		Meta:     s.meta,
-		Payload:  s.arena[mid:len(s.arena):len(s.arena)],
+	start := len(arena)
+	arena = binary.BigEndian.AppendUint64(arena, uint64(off))
+	mid := len(arena)
+	arena = append(arena, line...)
+	return append(recs, record.Record{
+		Position: arena[start:mid:mid],
+		Op:       op,
+		Meta:     meta,
+		Payload:  arena[mid:len(arena):len(arena)],
 		Encoding: record.EncodingJSON,
-	})
-	// Records appended earlier keep pointing into the arena's old array if append moved it: still valid.
-	return len(line)
+	}), arena, len(line)
 }
 
 // poll waits poll_interval for the file to grow, and fails if it shrank (truncated or replaced).

@@ -47,17 +47,18 @@ func (s *Source) Verify(ctx context.Context, req sdk.VerifyRequest, emit func([]
 		return sdk.VerifyResult{}, fsErr(err)
 	}
 	defer f.Close()
-	meta := record.Meta{{Key: "file.path", Value: cfg.Path}}
+	meta := sourceMeta(cfg.Path)
 	var (
-		recs []record.Record
-		off  int64
+		recs  []record.Record
+		arena []byte
+		off   int64
 	)
 	flush := func() error {
 		if len(recs) == 0 {
 			return nil
 		}
 		err := emit(recs)
-		recs = recs[:0]
+		recs, arena = recs[:0], arena[:0] // emit keeps nothing of them (sdk.Verifier)
 		return err
 	}
 	r := bufio.NewReaderSize(f, 64<<10)
@@ -74,18 +75,10 @@ func (s *Source) Verify(ctx context.Context, req sdk.VerifyRequest, emit func([]
 			break
 		}
 		off += int64(len(line))
-		if text := bytes.TrimRight(line, "\r\n"); len(bytes.TrimSpace(text)) > 0 {
-			recs = append(recs, record.Record{
-				Position: binary.BigEndian.AppendUint64(nil, uint64(off)),
-				Op:       record.OpSnapshot,
-				Meta:     meta,
-				Payload:  text,
-				Encoding: record.EncodingJSON,
-			})
-			if len(recs) == verifyChunk {
-				if err := flush(); err != nil {
-					return sdk.VerifyResult{}, err
-				}
+		recs, arena, _ = appendLine(recs, arena, line, off, record.OpSnapshot, meta)
+		if len(recs) == verifyChunk {
+			if err := flush(); err != nil {
+				return sdk.VerifyResult{}, err
 			}
 		}
 		if eof {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,7 @@ func collect(t *testing.T, v sdk.Verifier, req sdk.VerifyRequest) ([]record.Reco
 	var out []record.Record
 	res, err := v.Verify(context.Background(), req, func(recs []record.Record) error {
 		for _, r := range recs {
+			r.Position = append(record.Position(nil), r.Position...)
 			r.Payload = append([]byte(nil), r.Payload...)
 			r.Key = append([]byte(nil), r.Key...)
 			out = append(out, r)
@@ -59,6 +61,36 @@ func TestSourceVerify(t *testing.T) {
 	_, _, err := collect(t, &file.Source{}, sdk.VerifyRequest{Settings: sdk.Settings{"path": filepath.Join(t.TempDir(), "none")}})
 	if err == nil {
 		t.Fatal("a missing source file verified")
+	}
+}
+
+// TestSourceVerifyChunks: a file of several emit chunks gives every line's record, each with the position
+// Read gives it (the offset after its line), however the chunks reuse their memory.
+func TestSourceVerifyChunks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "in.jsonl")
+	var b strings.Builder
+	var ends []uint64
+	for i := range 2500 {
+		fmt.Fprintf(&b, "{\"n\":%d}\n", i)
+		ends = append(ends, uint64(b.Len()))
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	recs, res, err := collect(t, &file.Source{}, sdk.VerifyRequest{Settings: sdk.Settings{"path": path}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != len(ends) {
+		t.Fatalf("%d records, want %d", len(recs), len(ends))
+	}
+	for i, r := range recs {
+		if got := binary.BigEndian.Uint64(r.Position); got != ends[i] || string(r.Payload) != fmt.Sprintf(`{"n":%d}`, i) {
+			t.Fatalf("record %d: position %d payload %s, want %d {\"n\":%d}", i, got, r.Payload, ends[i], i)
+		}
+	}
+	if got := binary.BigEndian.Uint64(res.Position); got != ends[len(ends)-1] {
+		t.Fatalf("result position %d, want %d", got, ends[len(ends)-1])
 	}
 }
 
