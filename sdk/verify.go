@@ -50,6 +50,18 @@ type VerifyRequest struct {
 	Logger *slog.Logger
 }
 
+// KeySet returns Keys as a set, or nil when Keys is empty: then every key is wanted.
+func (r VerifyRequest) KeySet() map[string]bool {
+	if len(r.Keys) == 0 {
+		return nil
+	}
+	set := make(map[string]bool, len(r.Keys))
+	for _, k := range r.Keys {
+		set[string(k)] = true
+	}
+	return set
+}
+
 // VerifyResult is what a Verifier reports besides its records.
 type VerifyResult struct {
 	// Position is, for a Source, its position now (where a stream started now would begin); for a Sink,

@@ -128,3 +128,13 @@ func TestVerifyRoundTrip(t *testing.T) {
 		t.Fatalf("a sink without Verifier: %v, want ErrNoVerify", err)
 	}
 }
+
+func TestVerifyRequestKeySet(t *testing.T) {
+	if set := (sdk.VerifyRequest{}).KeySet(); set != nil {
+		t.Errorf("KeySet without keys = %v, want nil (every key)", set)
+	}
+	set := sdk.VerifyRequest{Keys: [][]byte{[]byte("a"), []byte(""), []byte("a")}}.KeySet()
+	if len(set) != 2 || !set["a"] || !set[""] || set["b"] {
+		t.Errorf("KeySet = %v, want a and the empty key", set)
+	}
+}

@@ -102,7 +102,7 @@ func (s *Sink) Verify(ctx context.Context, req sdk.VerifyRequest, emit func([]re
 	if err != nil {
 		return sdk.VerifyResult{}, err
 	}
-	if err := verifyLines(ctx, cfg.Path, -1, req.Keys, emit); err != nil {
+	if err := verifyLines(ctx, cfg.Path, -1, req.KeySet(), emit); err != nil {
 		return sdk.VerifyResult{}, err
 	}
 	return sdk.VerifyResult{Destination: cfg.Path}, nil
@@ -123,7 +123,7 @@ func (s *AtomicSink) Verify(ctx context.Context, req sdk.VerifyRequest, emit fun
 		return sdk.VerifyResult{}, err
 	}
 	size, pos := c.size, c.pos
-	if err := verifyLines(ctx, cfg.Path, size, req.Keys, emit); err != nil {
+	if err := verifyLines(ctx, cfg.Path, size, req.KeySet(), emit); err != nil {
 		return sdk.VerifyResult{}, err
 	}
 	return sdk.VerifyResult{Position: pos, Destination: cfg.Path}, nil
@@ -145,8 +145,8 @@ func verifiableSink(settings sdk.Settings) (SinkConfig, error) {
 }
 
 // verifyLines reads the envelopes of path, up to limit bytes (all with limit < 0), and emits the last one
-// per key, restricted to keys when not empty. A missing file holds nothing.
-func verifyLines(ctx context.Context, path string, limit int64, keys [][]byte, emit func([]record.Record) error) error {
+// per key, restricted to the keys in want when it is not nil. A missing file holds nothing.
+func verifyLines(ctx context.Context, path string, limit int64, want map[string]bool, emit func([]record.Record) error) error {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -158,13 +158,6 @@ func verifyLines(ctx context.Context, path string, limit int64, keys [][]byte, e
 	var in io.Reader = f
 	if limit >= 0 {
 		in = io.LimitReader(f, limit)
-	}
-	var want map[string]bool
-	if len(keys) > 0 {
-		want = make(map[string]bool, len(keys))
-		for _, k := range keys {
-			want[string(k)] = true
-		}
 	}
 	latest := map[string]int{} // key → index in recs
 	var recs []record.Record

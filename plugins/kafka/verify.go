@@ -57,13 +57,7 @@ func (*Sink) Verify(ctx context.Context, req sdk.VerifyRequest, emit func([]reco
 		return sdk.VerifyResult{}, fmt.Errorf("%w: kafka: %w", sdk.ErrInvalidSettings, err)
 	}
 	defer cl.Close()
-	v := &verifier{cfg: &cfg, log: log, cl: cl, opts: opts, emit: emit}
-	if len(req.Keys) > 0 {
-		v.keys = make(map[string]bool, len(req.Keys))
-		for _, k := range req.Keys {
-			v.keys[string(k)] = true
-		}
-	}
+	v := &verifier{cfg: &cfg, log: log, cl: cl, opts: opts, emit: emit, keys: req.KeySet()}
 	res, err := v.verify(ctx, req.Routes)
 	res.Destination = cfg.Topic
 	if err != nil && ctx.Err() == nil {
