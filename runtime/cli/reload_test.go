@@ -28,7 +28,14 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 // startLockedSluice is startSluice for tests that read the output while sluice runs (with syncString).
 func startLockedSluice(t *testing.T, dir, cfg string, args ...string) (*exec.Cmd, *strings.Builder, *strings.Builder) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "sluice"), append([]string{"run", "--plugins-dir", testPluginDir(), cfg}, args...)...)
+	return startLocked(t, dir, append([]string{"run", "--plugins-dir", testPluginDir(), cfg}, args...)...)
+}
+
+// startLocked starts bin/sluice with args in dir, its output read while it runs (with syncString); the
+// process is killed when the test ends.
+func startLocked(t *testing.T, dir string, args ...string) (*exec.Cmd, *strings.Builder, *strings.Builder) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "sluice"), args...)
 	cmd.Dir = dir
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = lockedWriter{&stdout}, lockedWriter{&stderr}

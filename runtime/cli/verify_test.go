@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -388,22 +387,15 @@ func TestVerifyInFlight(t *testing.T) {
 	writeRecords(t, filepath.Join(dir, "in.jsonl"), 3)
 	writeFile(t, filepath.Join(dir, "p.yaml"), verifyCopy)
 	writeFile(t, filepath.Join(dir, "out.jsonl"), envelope("1", `{"id":1,"v":"x1"}`)+"\n"+envelope("2", `{"id":2,"v":"x2"}`)+"\n")
-	cmd := exec.Command(filepath.Join(binDir, "sluice"), "verify", "--json", "--settle", "3s", "p.yaml", "copy")
-	cmd.Dir = dir
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = lockedWriter{&stdout}, lockedWriter{&stderr}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	waitLog(t, &stderr, `keys differ; checking them again after the settle time.* keys=1 settle=3s`)
+	cmd, stdout, stderr := startLocked(t, dir, "verify", "--json", "--settle", "3s", "p.yaml", "copy")
+	waitLog(t, stderr, `keys differ; checking them again after the settle time.* keys=1 settle=3s`)
 	f, _ := os.OpenFile(filepath.Join(dir, "out.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
 	_, _ = f.WriteString(envelope("3", `{"id":3,"v":"x3"}`) + "\n")
 	f.Close()
-	code, _ := waitExit(t, cmd, 30*time.Second, &stdout, &stderr)
+	code, _ := waitExit(t, cmd, 30*time.Second, stdout, stderr)
 	var r verifyReport
-	if err := json.Unmarshal([]byte(syncString(&stdout)), &r); err != nil {
-		t.Fatalf("exit %d, no report: %v\n%s", code, err, syncString(&stderr))
+	if err := json.Unmarshal([]byte(syncString(stdout)), &r); err != nil {
+		t.Fatalf("exit %d, no report: %v\n%s", code, err, syncString(stderr))
 	}
 	if code != 0 || !r.Consistent || r.Counts.InFlight != 1 || r.Counts.Missing != 0 || r.SettleSeconds != 3 {
 		t.Fatalf("exit %d, %+v", code, r)
