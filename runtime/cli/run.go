@@ -24,6 +24,17 @@ import (
 // DefaultDataDir is where the host keeps its state store unless a file or --data-dir says otherwise.
 const DefaultDataDir = ".sluice"
 
+// dataDirOf is the host's data directory: the --data-dir flag, else the file's data_dir, else DefaultDataDir.
+func dataDirOf(flag, fileDataDir string) string {
+	switch {
+	case flag != "":
+		return flag
+	case fileDataDir != "":
+		return fileDataDir
+	}
+	return DefaultDataDir
+}
+
 // runOptions are run's flags.
 type runOptions struct {
 	dataDir      string
@@ -80,14 +91,7 @@ positions, the others run on untouched. Files with a problem are rejected as a w
 				}
 				defer cr.client.Close()
 			} else {
-				dir := o.dataDir
-				if dir == "" {
-					dir = files[0].DataDir
-				}
-				if dir == "" {
-					dir = DefaultDataDir
-				}
-				bolt, err := state.Open(dir)
+				bolt, err := state.Open(dataDirOf(o.dataDir, files[0].DataDir))
 				if err != nil {
 					return ExitError{ExitFailure, err}
 				}

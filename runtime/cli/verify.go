@@ -903,13 +903,7 @@ func (v *verifier) openSink(ctx context.Context, o verifyOpts) (*repairTarget, e
 	if v.file.Cluster == nil {
 		// A sluice running the file's pipelines holds the data dir's state store: hold it while writing,
 		// so that none starts meanwhile.
-		dir := o.dataDir
-		if dir == "" {
-			dir = v.file.DataDir
-		}
-		if dir == "" {
-			dir = DefaultDataDir
-		}
+		dir := dataDirOf(o.dataDir, v.file.DataDir)
 		exists, err := state.Exists(dir)
 		if err != nil {
 			return nil, ExitError{ExitFailure, err}
