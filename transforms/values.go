@@ -114,13 +114,13 @@ func show(v any) string {
 	case nil:
 		return "nil"
 	case string:
-		return fmt.Sprintf("%q (string)", truncate(x, 60))
+		return fmt.Sprintf("%q (string)", Truncate(x, 60))
 	}
 	text, err := toText(v)
 	if err != nil {
 		text = fmt.Sprint(v)
 	}
-	return truncate(text, 60) + " (" + typeName(v) + ")"
+	return Truncate(text, 60) + " (" + typeName(v) + ")"
 }
 
 // maxShown is how many bytes of a value from a record a message shows; a longer value is cut and marked
@@ -130,8 +130,9 @@ const maxShown = 60
 // maxMessage bounds a failure's message (Failure.Err); a longer one is cut and marked.
 const maxMessage = 1024
 
-// truncate cuts s to at most n bytes, at a character boundary, and marks the cut with "…".
-func truncate(s string, n int) string {
+// Truncate cuts s to at most n bytes, at a character boundary, and marks the cut with "…" (messages and
+// previews of values, here and in sluice verify's report).
+func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
@@ -157,7 +158,7 @@ func clipValues(msg string, args ...any) string {
 			if len(x) <= maxShown {
 				return
 			}
-			cut := truncate(x, maxShown)
+			cut := Truncate(x, maxShown)
 			kept := strings.TrimSuffix(cut, "…")
 			for _, quote := range []func(string) string{strconv.Quote, strconv.QuoteToASCII, timeQuote} {
 				if q := quote(x); strings.Contains(msg, q) {
@@ -216,7 +217,7 @@ func clipError(err error) error {
 	if len(msg) <= maxMessage {
 		return err
 	}
-	return &clipped{msg: fmt.Sprintf("%s (message cut: %d bytes more)", truncate(msg, maxMessage), len(msg)-maxMessage), err: err}
+	return &clipped{msg: fmt.Sprintf("%s (message cut: %d bytes more)", Truncate(msg, maxMessage), len(msg)-maxMessage), err: err}
 }
 
 func opEq(a, b any) (any, error) { return equal(a, b), nil }

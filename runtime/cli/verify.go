@@ -477,7 +477,7 @@ func diffHint(a, b any) string {
 	if len(diffs) > 1 {
 		line += fmt.Sprintf(" (and %d more)", len(diffs)-1)
 	}
-	return clip(line, 200)
+	return transforms.Truncate(line, 200)
 }
 
 // diffPaths appends "path: source X, sink Y" for each place where a and b differ: objects member by
@@ -536,7 +536,7 @@ func showValue(v any) string {
 	if err != nil {
 		return fmt.Sprint(v)
 	}
-	return clip(string(b[len(`{"v":`):len(b)-1]), 60)
+	return transforms.Truncate(string(b[len(`{"v":`):len(b)-1]), 60)
 }
 
 // preview is a record's payload for a one-line hint.
@@ -544,25 +544,14 @@ func preview(r *record.Record) string {
 	if r.Encoding == record.EncodingBSON {
 		if doc, err := codec.DecodeBSON(r.Payload); err == nil {
 			if b, err := codec.EncodeJSON(nil, doc); err == nil {
-				return "sink holds " + clip(string(b), 100)
+				return "sink holds " + transforms.Truncate(string(b), 100)
 			}
 		}
 	}
 	if r.Encoding == record.EncodingRaw && !utf8.Valid(r.Payload) {
 		return fmt.Sprintf("sink holds %d bytes", len(r.Payload))
 	}
-	return "sink holds " + clip(string(r.Payload), 100)
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
+	return "sink holds " + transforms.Truncate(string(r.Payload), 100)
 }
 
 // check verifies the pipeline once: both ends, then, after settle, the keys that differed again.
@@ -1038,7 +1027,7 @@ type sinkReport struct {
 func (r *report) fill(v *verifier, src *sourcePass, snk *sinkPass) {
 	ctx := context.Background()
 	r.Source = sourceReport{Plugin: v.p.Source.Plugin, Records: src.records, Expected: len(src.exp), Filtered: src.filtered,
-		Failed: src.failed, Failure: clip(src.failure, 200), Position: render(ctx, v.source, "source", src.result.Position)}
+		Failed: src.failed, Failure: transforms.Truncate(src.failure, 200), Position: render(ctx, v.source, "source", src.result.Position)}
 	r.Sink = sinkReport{Plugin: v.p.Sink.Plugin, Destination: snk.result.Destination, Keys: len(snk.held), Deleted: snk.deleted}
 	if snk.result.Position != nil {
 		conn, role := v.upstream(ctx)
