@@ -173,15 +173,26 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// RefusedAddr returns an address of 127.0.0.1 where nothing listens (a port that was free a moment ago):
-// connections to it are refused, as to a server that is down.
+// RefusedAddr returns an address of 127.0.0.1 where nothing listens: connections to it are refused, as to a
+// server that is down. The port is held until the test ends by a socket that is bound but never listens, so
+// no other listener (another test's server, a service started later) can be given it meanwhile — a port that
+// was merely free a moment ago can be, and a test would then reach that server instead of a refusal.
 func RefusedAddr(t testing.TB) string {
 	t.Helper()
-	port, err := FreePort()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("a socket for a refused address: %v", err)
 	}
-	return Addr(port)
+	syscall.CloseOnExec(fd)
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("binding a refused address: %v", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("the port of a refused address: %v", err)
+	}
+	return Addr(sa.(*syscall.SockaddrInet4).Port)
 }
 
 // Addr formats 127.0.0.1:port.

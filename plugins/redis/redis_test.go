@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -471,15 +470,10 @@ func TestACL(t *testing.T) {
 // TestOpenUnreachable: Open against a port nothing listens on retries for retry_timeout, then fails with
 // a transient error that names the server and the settings to check.
 func TestOpenUnreachable(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := services.RefusedAddr(t)
 	b := &redis.Buffer{}
 	defer b.Close(context.Background())
-	err = b.Open(context.Background(), sdk.OpenRequest{Pipeline: "p",
+	err := b.Open(context.Background(), sdk.OpenRequest{Pipeline: "p",
 		Settings: sdk.Settings{"addr": addr, "retry_timeout": "300ms"}})
 	want := "redis: connect: " + addr + " refused the connection: is Redis running there, and is addr right? (gave up after "
 	if err == nil || !strings.Contains(err.Error(), want) || !strings.HasSuffix(err.Error(), "over retry_timeout, 300ms)") {

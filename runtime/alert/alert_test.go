@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/sluicehq/sluice/runtime/pipeline"
 	"github.com/sluicehq/sluice/sdk"
+	"github.com/sluicehq/sluice/services"
 )
 
 // receiver is a local webhook endpoint that records what it is sent and answers with the statuses it is
@@ -301,12 +301,7 @@ func TestRetries(t *testing.T) {
 		r.quiet(t, 0)
 	})
 	t.Run("gives up", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		url := "http://" + ln.Addr().String() + "/hook"
-		ln.Close() // nothing listens: every attempt is refused
+		url := "http://" + services.RefusedAddr(t) + "/hook" // nothing listens: every attempt is refused
 		l := &logs{}
 		n := newNotifier(t, l)
 		n.Route(map[string][]Target{"a": {target(url, PipelineFailed)}})
@@ -382,12 +377,8 @@ func waitFor(t *testing.T, cond func() bool) {
 func TestSecretsNeverLogged(t *testing.T) {
 	const secret = "hunter2-T0KEN"
 	refuse := newReceiver(t, 401, 503, 503)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := "http://user:" + secret + "@" + ln.Addr().String() + "/hooks/" + secret + "?token=" + secret
-	ln.Close()
+	downAddr := services.RefusedAddr(t)
+	down := "http://user:" + secret + "@" + downAddr + "/hooks/" + secret + "?token=" + secret
 	l := &logs{}
 	n := newNotifier(t, l)
 	a := target(strings.Replace(refuse.URL, "http://", "http://user:"+secret+"@", 1)+"/services/"+secret+"?token="+secret, PipelineFailed, PipelineRestarting)
@@ -406,7 +397,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 		!strings.Contains(out, "HTTP 401") || !strings.Contains(out, "HTTP 503") || !strings.Contains(out, "connection refused") {
 		t.Errorf("logs show a secret or lack the failures:\n%s", out)
 	}
-	if h := Host(down); h != "http://"+ln.Addr().String() {
+	if h := Host(down); h != "http://"+downAddr {
 		t.Errorf("Host = %q", h)
 	}
 }

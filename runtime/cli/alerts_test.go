@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/services"
 )
 
 // hook is a local webhook receiver for `sluice run`'s alerts.
@@ -159,12 +160,7 @@ func TestAlertsReceiverDown(t *testing.T) {
 	hung := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-release }))
 	defer hung.Close()
 	defer close(release)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := "http://" + ln.Addr().String() + "/hook/secret-path"
-	ln.Close()
+	refused := "http://" + services.RefusedAddr(t) + "/hook/secret-path"
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "p.yaml")
 	const n = 50000

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/sluicehq/sluice/services"
 )
 
 // The bad-input corpus: every directory under testdata/corpus is one case, run by TestCorpus against the
@@ -1181,12 +1183,7 @@ func newCorpusServices(t *testing.T) *corpusServices {
 		}
 	}()
 	// A port nothing listens on: connections are refused.
-	refused, err := netListen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	refusedAddr := refused.Addr().String()
-	refused.Close()
+	refusedAddr := services.RefusedAddr(t)
 	t.Cleanup(func() {
 		silent.Close()
 		heldMu.Lock()

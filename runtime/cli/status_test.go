@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/sluicehq/sluice/runtime/api"
 	"github.com/sluicehq/sluice/runtime/pipeline"
 	"github.com/sluicehq/sluice/sdk/record"
+	"github.com/sluicehq/sluice/services"
 )
 
 // TestStatusCommand runs `sluice status` against the HTTP API of pipelines whose counters move.
@@ -74,12 +74,7 @@ func TestStatusCommand(t *testing.T) {
 }
 
 func TestStatusCommandErrors(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	ln.Close()
+	closed := services.RefusedAddr(t)
 	notSluice := httptest.NewServer(http.NotFoundHandler())
 	defer notSluice.Close()
 	notJSON := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("<html>hello</html>")) }))

@@ -392,14 +392,15 @@ func TestConnectErrors(t *testing.T) {
 		}()
 		return l.Addr().String()
 	}
-	// A port nothing listens on: one that was free a moment ago.
+	silent, closing := listen(true), listen(false)
+	// A port nothing listens on: one that was free a moment ago. Taken after the two listeners above, which
+	// the kernel could otherwise hand that very port.
 	closedPort, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	refused := closedPort.Addr().String()
 	closedPort.Close()
-	silent, closing := listen(true), listen(false)
 	// Over TLS the handshake line must carry a certificate (its sixth field) for the host to go on and connect.
 	certPEM, _, err := selfSigned()
 	if err != nil {

@@ -158,12 +158,7 @@ func TestExplain(t *testing.T) {
 			_, _ = c.Write([]byte("-NOAUTH Authentication required.\r\n"))
 		}
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := ln.Addr().String()
-	ln.Close()
+	refused := services.RefusedAddr(t)
 	for _, tc := range []struct {
 		name      string
 		cfg       func(c *Config)
