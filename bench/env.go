@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -41,11 +42,19 @@ func startEnv(ctx context.Context, opts options) (*env, []string, error) {
 			notes = append(notes, fmt.Sprintf("No real Kafka node (%s not installed): W5 on Kafka not run, W2 on kfake.", strings.TrimSpace(missing)))
 		default:
 			fmt.Fprintln(opts.progress, "bench: starting Kafka (services/)")
-			b, err := startKafka(filepath.Join(opts.dir, "servers"))
+			b, err := startKafka(filepath.Join(opts.dir, "servers"), opts.kafkaProps)
 			if err != nil {
 				return e, nil, err
 			}
 			e.kafka = b
+			if len(opts.kafkaProps) > 0 {
+				var set []string
+				for key, value := range opts.kafkaProps {
+					set = append(set, key+"="+value)
+				}
+				sort.Strings(set)
+				notes = append(notes, "Apache Kafka ran with broker properties "+strings.Join(set, ", ")+" (-kafka-property).")
+			}
 		}
 	} else if has("W5-kafka") {
 		notes = append(notes, "W5 on a real Kafka node not run (-kafka off).")

@@ -44,9 +44,14 @@ func startKfake() (*broker, error) {
 	return b, err
 }
 
-// startKafka starts a real Apache Kafka node (services.NewKafka) with its files under dir.
-func startKafka(dir string) (*broker, error) {
-	k, err := services.NewKafka(filepath.Join(dir, "kafka"), services.KafkaHeap("1g"))
+// startKafka starts a real Apache Kafka node (services.NewKafka) with its files under dir and the broker
+// properties props.
+func startKafka(dir string, props map[string]string) (*broker, error) {
+	opts := []services.KafkaOption{services.KafkaHeap("1g")}
+	for key, value := range props {
+		opts = append(opts, services.KafkaProperty(key, value))
+	}
+	k, err := services.NewKafka(filepath.Join(dir, "kafka"), opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -64,7 +64,8 @@ var peerEnv = map[string]string{"rpconnect": "SLUICE_BENCH_RPCONNECT", "conduit"
 type options struct {
 	records, rounds, payload int
 	keys                     []string
-	kafka                    string // auto, on, off
+	kafka                    string            // auto, on, off
+	kafkaProps               map[string]string // broker properties set on the real node (-kafka-property)
 	bin, dir, out            string
 	peers                    map[string]string // peer key → binary
 	timeout                  time.Duration
@@ -90,11 +91,20 @@ func main() {
 	dir := fs.String("dir", filepath.Join(repo, "out", "bench"), "work directory: servers' data, configurations and logs of every run (emptied first)")
 	out := fs.String("out", filepath.Join(repo, "bench", "results"), "directory the results are written to")
 	timeout := fs.Duration("timeout", defaultTimeout, "longest a run may take")
+	kafkaProps := map[string]string{}
+	fs.Func("kafka-property", "a broker property KEY=VALUE for the real Kafka node, such as add.partitions.to.txn.retry.backoff.ms=2 (repeatable)", func(v string) error {
+		key, value, ok := strings.Cut(v, "=")
+		if !ok || strings.TrimSpace(key) == "" {
+			return fmt.Errorf("want KEY=VALUE, got %q", v)
+		}
+		kafkaProps[strings.TrimSpace(key)] = value
+		return nil
+	})
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
-	opts := options{records: *records, rounds: *rounds, payload: *payload, kafka: *kafka, bin: *bin, dir: *dir,
-		out: *out, timeout: *timeout, peers: map[string]string{}, progress: os.Stderr}
+	opts := options{records: *records, rounds: *rounds, payload: *payload, kafka: *kafka, kafkaProps: kafkaProps,
+		bin: *bin, dir: *dir, out: *out, timeout: *timeout, peers: map[string]string{}, progress: os.Stderr}
 	for _, k := range strings.Split(*sel, ",") {
 		if k = strings.TrimSpace(k); !slices.Contains(keys, k) {
 			usage(fs, "-workloads: unknown workload %q (want some of %s)", k, strings.Join(keys, ", "))

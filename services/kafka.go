@@ -197,7 +197,7 @@ func NewKafka(dir string, opts ...KafkaOption) (*Kafka, error) {
 		"-Dorg.slf4j.simpleLogger.defaultLogLevel=info", "-Dorg.slf4j.simpleLogger.showDateTime=true",
 		"-cp", cp}
 	format := append(append([]string(nil), jvm...), "kafka.tools.StorageTool", "format",
-		"--cluster-id", clusterID(), "--config", conf, "--ignore-formatted")
+		"--cluster-id", clusterID(filepath.Join(dir, "data")), "--config", conf, "--ignore-formatted")
 	if cfg.scramUser != "" {
 		format = append(format, "--add-scram",
 			fmt.Sprintf("SCRAM-SHA-512=[name=%s,password=%s]", cfg.scramUser, cfg.scramP))
@@ -212,8 +212,17 @@ func NewKafka(dir string, opts ...KafkaOption) (*Kafka, error) {
 	return k, nil
 }
 
-// clusterID returns a random KRaft cluster id: 16 bytes, base64url without padding.
-func clusterID() string {
+// clusterID returns the cluster id of the storage in logDir when it was formatted before (a node started
+// again on the same directory keeps its data), else a new random KRaft cluster id: 16 bytes, base64url
+// without padding.
+func clusterID(logDir string) string {
+	if b, err := os.ReadFile(filepath.Join(logDir, "meta.properties")); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if id, ok := strings.CutPrefix(strings.TrimSpace(line), "cluster.id="); ok && id != "" {
+				return id
+			}
+		}
+	}
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
@@ -275,11 +284,8 @@ func (k *Kafka) Crash() error {
 // the tests of a package where you can.
 func StartKafka(t testing.TB, opts ...KafkaOption) *Kafka {
 	t.Helper()
-	k, err := NewKafka(filepath.Join(t.TempDir(), "kafka"), opts...)
+	k, err := startServer(func() (*Kafka, error) { return NewKafka(filepath.Join(t.TempDir(), "kafka"), opts...) })
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := k.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

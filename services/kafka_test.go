@@ -138,4 +138,19 @@ func TestKafka(t *testing.T) {
 	if code := apiVersions(t, k.Brokers[0]); code != 0 {
 		t.Fatalf("after Crash: ApiVersions error code %d", code)
 	}
+	// A node made again on the same directory (as `services DIR` run twice) keeps the storage's cluster id.
+	if err := k.Stop(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	again, err := NewKafka(k.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := again.Start(); err != nil {
+		t.Fatalf("a node on a directory formatted before: %v", err)
+	}
+	defer again.Stop(30 * time.Second)
+	if code := apiVersions(t, again.Brokers[0]); code != 0 {
+		t.Fatalf("on the same directory again: ApiVersions error code %d", code)
+	}
 }

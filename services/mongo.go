@@ -90,15 +90,14 @@ func (m *Mongo) ready(ctx context.Context) error {
 // StartMongo starts a mongo-java-server for the test and stops it when the test ends.
 func StartMongo(t testing.TB) *Mongo {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "mongo")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	m, err := NewMongo(dir, 0)
+	m, err := startServer(func() (*Mongo, error) {
+		dir := filepath.Join(t.TempDir(), "mongo")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		return NewMongo(dir, 0)
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Stop(5 * time.Second) })

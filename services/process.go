@@ -195,6 +195,33 @@ func RefusedAddr(t testing.TB) string {
 	return Addr(sa.(*syscall.SockaddrInet4).Port)
 }
 
+// server is what the Start helpers (StartRedis, StartKafka, StartMongo) start.
+type server interface {
+	Start() error
+	portTaken() bool
+}
+
+// startServer makes a server with newServer and starts it, up to three times while it fails only because
+// a port that was free when chosen was bound by another process before the server bound it: tests start
+// many servers and plugins at once, each on a port the kernel hands out.
+func startServer[S server](newServer func() (S, error)) (S, error) {
+	for attempt := 1; ; attempt++ {
+		s, err := newServer()
+		if err != nil {
+			return s, err
+		}
+		if err = s.Start(); err == nil || attempt == 3 || !s.portTaken() {
+			return s, err
+		}
+	}
+}
+
+// portTaken reports whether the process's log says a port it wanted to listen on was in use.
+func (p *Process) portTaken() bool {
+	b, err := os.ReadFile(p.LogPath)
+	return err == nil && bytes.Contains(b, []byte("Address already in use"))
+}
+
 // Addr formats 127.0.0.1:port.
 func Addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 

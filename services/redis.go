@@ -187,11 +187,8 @@ func ping(ctx context.Context, addr string, tc *tls.Config, password ...string) 
 // ends. It fails the test when redis-server is missing or does not start; it never skips.
 func StartRedis(t testing.TB, opts RedisOptions) *Redis {
 	t.Helper()
-	r, err := NewRedis(filepath.Join(t.TempDir(), "redis"), opts)
+	r, err := startServer(func() (*Redis, error) { return NewRedis(filepath.Join(t.TempDir(), "redis"), opts) })
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

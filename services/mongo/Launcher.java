@@ -11,7 +11,14 @@ public class Launcher {
         backend.enableOplog();
         backend.version(ServerVersion.MONGO_5_0);
         MongoServer server = new MongoServer(backend);
-        server.bind("127.0.0.1", port);
+        try {
+            server.bind("127.0.0.1", port);
+        } catch (Exception e) {
+            // Netty rethrows a BindException unchecked, and its threads would keep the JVM running: exit, so
+            // that a port in use fails the start at once.
+            e.printStackTrace();
+            System.exit(1);
+        }
         System.out.println("mongo-java-server listening on 127.0.0.1:" + port);
         System.out.flush();
         Runtime.getRuntime().addShutdownHook(new Thread(server::shutdownNow));
