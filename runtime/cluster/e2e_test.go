@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -35,7 +36,6 @@ const e2eTTL = 3 * time.Second
 type host struct {
 	t    testing.TB
 	name string
-	addr string
 	cmd  *exec.Cmd
 	out  *sdktest.Output
 	done chan struct{}
@@ -43,12 +43,10 @@ type host struct {
 
 func startHost(t testing.TB, bin, dir, conf, name string) *host {
 	t.Helper()
-	port, err := services.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &host{t: t, name: name, addr: services.Addr(port), out: &sdktest.Output{}, done: make(chan struct{})}
-	h.cmd = exec.Command(filepath.Join(bin, "sluice"), "run", "--instance", name, "--http", h.addr, "--progress", "off", conf)
+	h := &host{t: t, name: name, out: &sdktest.Output{}, done: make(chan struct{})}
+	// Port 0: the host takes a free port itself and logs its URL (addr), so no other process can have
+	// bound it between a choice made here and the host's start.
+	h.cmd = exec.Command(filepath.Join(bin, "sluice"), "run", "--instance", name, "--http", "127.0.0.1:0", "--progress", "off", conf)
 	h.cmd.Dir, h.cmd.Stdout, h.cmd.Stderr = dir, h.out, h.out
 	if err := h.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -105,10 +103,26 @@ func (h *host) stop() {
 	}
 }
 
+// servingURL matches the line sluice logs when it serves HTTP, and captures the address.
+var servingURL = regexp.MustCompile(`msg="serving the status page and HTTP API" url=http://([0-9.]+:[0-9]+)/`)
+
+// addr returns the address the host serves HTTP on, once it has logged it.
+func (h *host) addr() (string, error) {
+	m := servingURL.FindStringSubmatch(h.out.String())
+	if m == nil {
+		return "", fmt.Errorf("%s has not said where it serves HTTP yet", h.name)
+	}
+	return m[1], nil
+}
+
 // list asks the host for its pipelines.
 func (h *host) list() (*api.List, error) {
 	c := &http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + h.addr + "/api/pipelines")
+	addr, err := h.addr()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Get("http://" + addr + "/api/pipelines")
 	if err != nil {
 		return nil, err
 	}
