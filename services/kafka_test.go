@@ -149,7 +149,7 @@ func TestKafka(t *testing.T) {
 	if err := again.Start(); err != nil {
 		t.Fatalf("a node on a directory formatted before: %v", err)
 	}
-	defer again.Stop(30 * time.Second)
+	defer func() { _ = again.Stop(30 * time.Second) }()
 	if code := apiVersions(t, again.Brokers[0]); code != 0 {
 		t.Fatalf("on the same directory again: ApiVersions error code %d", code)
 	}

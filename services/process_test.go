@@ -53,7 +53,7 @@ func TestPortTaken(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer m.Kill()
+		defer func() { _ = m.Kill() }()
 		if err := m.Start(); err == nil || !m.portTaken() {
 			t.Fatalf("Start = %v, portTaken %v; want a failure for the port in use", err, m.portTaken())
 		}
@@ -65,7 +65,7 @@ type fakeServer struct {
 	err   error
 }
 
-func (f *fakeServer) Start() error     { return f.err }
+func (f *fakeServer) Start() error    { return f.err }
 func (f *fakeServer) portTaken() bool { return f.taken }
 
 // TestStartServer: startServer tries again only while the port was taken, at most three times.
