@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -80,6 +81,11 @@ func startEnv(ctx context.Context, opts options) (*env, []string, error) {
 	for _, peer := range []string{"rpconnect", "conduit"} {
 		if opts.peers[peer] == "" {
 			notes = append(notes, fmt.Sprintf("%s: not run (%s unset).", peerName[peer], peerEnv[peer]))
+		}
+	}
+	for _, v := range []string{"GOGC", "GOMEMLIMIT"} {
+		if val := os.Getenv(v); val != "" {
+			notes = append(notes, fmt.Sprintf("Ran with %s=%s in the environment: it reaches sluice and every plugin process (and the peers).", v, val))
 		}
 	}
 	notes = append(notes, "Conduit runs W5 only: its generator makes no sequence, so W1's 50 % filter would have no exact count to check, and it has no Redis Streams connector built in for W2.")
