@@ -28,12 +28,10 @@ pipelines:
 	cmd, stdout, stderr := startLockedSluice(t, dir, cfg, "--http", "127.0.0.1:0", "--progress", "off")
 	var addr string
 	deadline := time.Now().Add(20 * time.Second)
-	re := regexp.MustCompile(`serving the status page and HTTP API" url=http://(127\.0\.0\.1:\d+)/`)
 	for addr == "" && time.Now().Before(deadline) {
-		if m := re.FindStringSubmatch(syncString(stderr)); m != nil {
-			addr = m[1]
+		if addr = servingAddr(syncString(stderr)); addr == "" {
+			time.Sleep(50 * time.Millisecond)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	if addr == "" {
 		t.Fatalf("no address logged:\n%s", stderr)

@@ -69,6 +69,17 @@ func syncString(b *strings.Builder) string {
 	return b.String()
 }
 
+// servingURL matches the line sluice logs when it serves HTTP and captures the address.
+var servingURL = regexp.MustCompile(`serving the status page and HTTP API" url=http://(127\.0\.0\.1:\d+)/`)
+
+// servingAddr returns the address a sluice's log says it serves HTTP on, or "" before it says so.
+func servingAddr(log string) string {
+	if m := servingURL.FindStringSubmatch(log); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
 // growing reports whether the file at path gets longer within a second.
 func growing(t *testing.T, path string) bool {
 	t.Helper()

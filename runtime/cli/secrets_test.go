@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -63,11 +62,10 @@ pipelines:
 		"--progress", "log", "--progress-every", "1s")
 	outputs := map[string]string{}
 	var addr string
-	re := regexp.MustCompile(`serving the status page and HTTP API" url=http://(127\.0\.0\.1:\d+)/`)
 	waitUntil(t, 30*time.Second, "the plugin's leaks, a progress line and two alerts", func() bool {
 		log := syncString(stderr)
-		if m := re.FindStringSubmatch(log); m != nil {
-			addr = m[1]
+		if addr == "" {
+			addr = servingAddr(log)
 		}
 		return addr != "" && len(hook.events()) >= 2 && strings.Contains(log, "a raw stderr line") &&
 			strings.Contains(log, "plugin wrote to stdout") && strings.Contains(log, `msg="misbehave: connecting"`) &&
